@@ -158,7 +158,7 @@ export class Graph {
 
   // ---- ops -------------------------------------------------------------
 
-  conv2d(x: Tensor, w: Tensor, b: Tensor | undefined, opts: Conv2dOptions = {}): Tensor {
+  conv2d(x: Tensor, w: Tensor, b?: Tensor, opts: Conv2dOptions = {}): Tensor {
     const [sh, sw] = pair(opts.stride ?? 1);
     const [ph, pw] = pair(opts.padding ?? 0);
     this.expectF32("conv2d", x);

@@ -1,0 +1,239 @@
+/**
+ * `deno task bench <conv|attention|gemm> [--threads N] [--runs N] [--json] [--only TEXT]`
+ *
+ * Prints medians measured in one process with one thread count, so ratios
+ * within a run are comparable even on a noisy shared machine.
+ */
+
+import { parseArgs } from "node:util";
+import { loadBackend } from "../backends/mod.ts";
+import { type Backend } from "../backends/mod.ts";
+import { compile, convFlops, type DType, Graph, type PlanOptions } from "../engine/mod.ts";
+import { ATTENTION_SHAPES, type ConvShape, LINEAR_SHAPES, UNET_CONVS, VAE_DECODER_CONVS } from "./shapes.ts";
+
+const { values, positionals } = parseArgs({
+  args: Deno.args,
+  allowPositionals: true,
+  options: {
+    threads: { type: "string" },
+    runs: { type: "string", default: "5" },
+    json: { type: "boolean", default: false },
+    only: { type: "string" },
+    dtype: { type: "string", default: "f32" },
+    isa: { type: "string", default: "auto" },
+  },
+});
+
+const suite = positionals[0] ?? "conv";
+const runs = Math.max(1, Number(values.runs));
+const threads = values.threads ? Number(values.threads) : undefined;
+const json = values.json;
+const only = values.only;
+
+function randomData(n: number, scale: number, seed: number): Float32Array {
+  // xorshift: fast, deterministic; the values only need SD-like magnitudes.
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 4294967296 - 0.5) * 2 * scale;
+  }
+  return out;
+}
+
+function toHalf(src: Float32Array): Uint16Array {
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    f[0] = src[i];
+    const x = u[0];
+    const sign = (x >>> 16) & 0x8000;
+    const exp = ((x >>> 23) & 0xff) - 127 + 15;
+    const mant = x & 0x7fffff;
+    if (exp <= 0) out[i] = sign;
+    else if (exp >= 31) out[i] = sign | 0x7c00;
+    else out[i] = sign | (exp << 10) | (mant >>> 13);
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function timeProgram(
+  g: Graph,
+  backend: Backend,
+  opts: PlanOptions,
+  inputs: Record<string, Float32Array>,
+): Promise<{ ms: number; path: string }> {
+  const program = compile(g, backend, opts);
+  try {
+    await program.run(inputs); // warm-up; also runs the constant plan (filter transforms)
+    const times: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const t0 = performance.now();
+      await program.run(inputs);
+      times.push(performance.now() - t0);
+    }
+    const wino = program.plan.lowered.ops.find((o) => o.kind === "wino_output");
+    const path = wino ? `F(${wino.attrs.m},3)` : "im2col";
+    return { ms: median(times), path };
+  } finally {
+    program.dispose();
+  }
+}
+
+function convGraph(s: ConvShape, dtype: DType): Graph {
+  const g = new Graph();
+  const x = g.input("x", [s.batch, s.cin, s.h, s.w]);
+  const wData = randomData(s.cout * s.cin * 9, 1 / Math.sqrt(s.cin * 9), 7);
+  const w = g.constant(
+    "w",
+    [s.cout, s.cin, 3, 3],
+    dtype,
+    { kind: "data", data: dtype === "f16" ? toHalf(wData) : wData },
+  );
+  const b = g.constant("b", [s.cout], "f32", { kind: "data", data: randomData(s.cout, 0.1, 9) });
+  g.output("y", g.conv2d(x, w, b, { padding: 1 }));
+  return g;
+}
+
+async function benchConv(backend: Backend): Promise<void> {
+  const t = backend.info.threads;
+  const shapes = [...UNET_CONVS, ...VAE_DECODER_CONVS].filter((s) => !only || s.name.includes(only));
+  if (!json) {
+    console.log(`conv 3x3 pad 1, ${t} thread(s), isa ${backend.info.isa}, weights ${values.dtype}, median of ${runs}`);
+    console.log(
+      "shape".padEnd(22) + "batch".padStart(6) + "path".padStart(8) + "winograd ms".padStart(13) +
+        "im2col ms".padStart(11) + "speedup".padStart(9) + "GFLOP/s".padStart(9) + "im2col GFLOP/s".padStart(16),
+    );
+  }
+  for (const s of shapes) {
+    const g = convGraph(s, values.dtype as DType);
+    const x = randomData(s.batch * s.cin * s.h * s.w, 1.5, 3);
+    const wino = await timeProgram(g, backend, { winograd: "auto" }, { x });
+    const im2col = await timeProgram(g, backend, { winograd: "off", conv: "im2col" }, { x });
+    const flops = convFlops(s.batch, s.cout, s.h, s.w, s.cin, 3, 3);
+    const row = {
+      name: s.name,
+      cin: s.cin,
+      cout: s.cout,
+      h: s.h,
+      w: s.w,
+      batch: s.batch,
+      threads: t,
+      path: wino.path,
+      winograd_ms: round(wino.ms),
+      im2col_ms: round(im2col.ms),
+      speedup: round(im2col.ms / wino.ms),
+      gflops: round(flops / wino.ms / 1e6),
+      im2col_gflops: round(flops / im2col.ms / 1e6),
+    };
+    if (json) console.log(JSON.stringify(row));
+    else {
+      console.log(
+        s.name.padEnd(22) + String(s.batch).padStart(6) + row.path.padStart(8) +
+          row.winograd_ms.toFixed(2).padStart(13) +
+          row.im2col_ms.toFixed(2).padStart(11) + `${row.speedup.toFixed(2)}x`.padStart(9) +
+          row.gflops.toFixed(1).padStart(9) + row.im2col_gflops.toFixed(1).padStart(16),
+      );
+    }
+  }
+}
+
+async function benchAttention(backend: Backend): Promise<void> {
+  if (!json) {
+    console.log(`fused attention, ${backend.info.threads} thread(s), median of ${runs}`);
+    console.log("shape".padEnd(26) + "ms".padStart(10) + "GFLOP/s".padStart(10));
+  }
+  for (const s of ATTENTION_SHAPES.filter((s) => !only || s.name.includes(only))) {
+    const c = s.heads * s.headDim;
+    const g = new Graph();
+    const q = g.input("q", [s.batch, s.nq, c]);
+    const k = g.input("k", [s.batch, s.nk, c]);
+    const v = g.input("v", [s.batch, s.nk, c]);
+    g.output("o", g.attention(q, k, v, { heads: s.heads }));
+    const inputs = {
+      q: randomData(s.batch * s.nq * c, 1, 1),
+      k: randomData(s.batch * s.nk * c, 1, 2),
+      v: randomData(s.batch * s.nk * c, 1, 3),
+    };
+    const { ms } = await timeProgram(g, backend, {}, inputs);
+    const flops = 4 * s.batch * s.nq * s.nk * c;
+    const row = {
+      name: s.name,
+      batch: s.batch,
+      nq: s.nq,
+      nk: s.nk,
+      heads: s.heads,
+      head_dim: s.headDim,
+      ms: round(ms),
+      gflops: round(flops / ms / 1e6),
+    };
+    if (json) console.log(JSON.stringify({ ...row, threads: backend.info.threads }));
+    else console.log(s.name.padEnd(26) + row.ms.toFixed(2).padStart(10) + row.gflops.toFixed(1).padStart(10));
+  }
+}
+
+async function benchGemm(backend: Backend): Promise<void> {
+  const dtypes: DType[] = ["f32", "f16", "bf16"];
+  if (!json) {
+    console.log(`linear y = x W^T + b, ${backend.info.threads} thread(s), median of ${runs}; GFLOP/s per weight dtype`);
+    console.log(
+      "shape".padEnd(28) + "M".padStart(6) + "K".padStart(6) + "N".padStart(7) +
+        dtypes.map((d) => `${d} ms`.padStart(10) + `${d} GF/s`.padStart(11)).join(""),
+    );
+  }
+  for (const s of LINEAR_SHAPES.filter((s) => !only || s.name.includes(only))) {
+    const cells: string[] = [];
+    const row: Record<string, unknown> = { name: s.name, m: s.m, k: s.k, n: s.n, threads: backend.info.threads };
+    for (const dt of dtypes) {
+      const g = new Graph();
+      const x = g.input("x", [s.m, s.k]);
+      const wf = randomData(s.n * s.k, 1 / Math.sqrt(s.k), 5);
+      const data = dt === "f32" ? wf : dt === "f16" ? toHalf(wf) : toBf16(wf);
+      const w = g.constant("w", [s.n, s.k], dt, { kind: "data", data });
+      g.output("y", g.linear(x, w));
+      const { ms } = await timeProgram(g, backend, {}, { x: randomData(s.m * s.k, 1, 4) });
+      const gf = (2 * s.m * s.k * s.n) / ms / 1e6;
+      row[`${dt}_ms`] = round(ms);
+      row[`${dt}_gflops`] = round(gf);
+      cells.push(ms.toFixed(2).padStart(10) + gf.toFixed(1).padStart(11));
+    }
+    if (json) console.log(JSON.stringify(row));
+    else {console.log(
+        s.name.padEnd(28) + String(s.m).padStart(6) + String(s.k).padStart(6) + String(s.n).padStart(7) +
+          cells.join(""),
+      );}
+  }
+}
+
+function toBf16(src: Float32Array): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16;
+  return out;
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+const suites: Record<string, (b: Backend) => Promise<void>> = {
+  conv: benchConv,
+  attention: benchAttention,
+  gemm: benchGemm,
+};
+
+const run = suites[suite];
+if (!run) {
+  console.error(`unknown benchmark "${suite}": choose one of ${Object.keys(suites).join(", ")}`);
+  Deno.exit(2);
+}
+const backend = await loadBackend("cpu", { threads, isa: values.isa as "auto" });
+await run(backend);

@@ -1,0 +1,211 @@
+/**
+ * Lowering: turns a model's Graph into the flat op list a backend runs.
+ *
+ * - dead ops (not reachable from an output) are dropped;
+ * - eligible 3x3 stride-1 convolutions become the four Winograd stages, with
+ *   the tile size chosen per shape (see chooseWinograd);
+ * - a residual add that is a Winograd conv's only consumer is fused into the
+ *   output transform (saves one full pass over the activation);
+ * - ops whose inputs are all constant are marked for hoisting: they run once
+ *   per compiled program, not per run (filter transforms, dtype conversions).
+ */
+
+import { type DType, type Graph, numel, type OpKind, type Tensor } from "./graph.ts";
+
+export interface LTensor {
+  id: number;
+  shape: readonly number[];
+  dtype: DType;
+  kind: "input" | "constant" | "value";
+  name?: string;
+  source?: Tensor["source"];
+  /** For reshape views: the tensor whose storage this one shares. */
+  aliasOf?: number;
+}
+
+export interface LOp {
+  kind: OpKind;
+  inputs: number[];
+  outputs: number[];
+  attrs: Record<string, number | string | boolean | readonly number[]>;
+  label?: string;
+  /** Why this op was lowered the way it was (for `plan --explain`). */
+  note?: string;
+}
+
+export interface LoweredGraph {
+  tensors: LTensor[];
+  ops: LOp[];
+  inputs: Map<string, number>;
+  outputs: Map<string, number>;
+}
+
+export type WinogradChoice = "auto" | "off" | 2 | 4 | 6;
+
+export interface LowerOptions {
+  /** "auto" picks F(m,3) per shape; a number forces it for every eligible conv; "off" disables. */
+  winograd?: WinogradChoice;
+  /** Fallback conv algorithm: auto (backend decides), direct, or im2col+GEMM. */
+  conv?: "auto" | "direct" | "im2col";
+}
+
+/**
+ * F(m,3) tile size for a 3x3 stride-1 conv, or 0 when Winograd does not pay.
+ * Larger tiles cut multiplications further (m=6: 5.1x, m=4: 4x, m=2: 2.25x)
+ * but waste work on partial edge tiles and cost more transform passes; on
+ * small maps the edge waste dominates, so they get smaller tiles.
+ */
+export function chooseWinograd(ci: number, co: number, oh: number, ow: number, choice: WinogradChoice): 0 | 2 | 4 | 6 {
+  if (choice === "off") return 0;
+  if (choice !== "auto") return choice;
+  // Too few channels: the batched products are too thin to run near peak.
+  if (ci < 16 || co < 16) return 0;
+  const side = Math.min(oh, ow);
+  if (side >= 24) return 6;
+  if (side >= 8) return 4;
+  if (side >= 4) return 2;
+  return 0;
+}
+
+const CONV_ALGO = { auto: 0, direct: 1, im2col: 2 } as const;
+
+/** Lowers `g` for a backend. Does not modify `g`. */
+export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
+  const choice = opts.winograd ?? "auto";
+  const algo = CONV_ALGO[opts.conv ?? "auto"];
+  const tensors: LTensor[] = g.tensors.map((t) => ({
+    id: t.id,
+    shape: t.shape,
+    dtype: t.dtype,
+    kind: t.kind,
+    name: t.name,
+    source: t.source,
+  }));
+  const live = liveOps(g);
+  const consumers = new Map<number, number[]>();
+  for (const op of g.ops) {
+    if (!live[op.id]) continue;
+    for (const i of op.inputs) consumers.set(i, [...(consumers.get(i) ?? []), op.id]);
+  }
+  const graphOutputs = new Set(g.outputs.values());
+  const newValue = (shape: number[]): number => {
+    const id = tensors.length;
+    tensors.push({ id, shape, dtype: "f32", kind: "value" });
+    return id;
+  };
+
+  const ops: LOp[] = [];
+  /** Adds fused into a conv: op id of the add -> skip it, its output is the conv's. */
+  const fusedAdds = new Set<number>();
+
+  for (const op of g.ops) {
+    if (!live[op.id] || fusedAdds.has(op.id)) continue;
+    const inputs = [...op.inputs];
+    if (op.kind === "reshape") {
+      tensors[op.outputs[0]].aliasOf = inputs[0];
+      ops.push({ kind: "reshape", inputs, outputs: [...op.outputs], attrs: {}, label: op.label });
+      continue;
+    }
+    if (op.kind !== "conv2d") {
+      ops.push({ kind: op.kind, inputs, outputs: [...op.outputs], attrs: { ...op.attrs }, label: op.label });
+      continue;
+    }
+    const [x, w, b] = inputs.map((i) => tensors[i]);
+    const y = tensors[op.outputs[0]];
+    const [co, ci, kh, kw] = w.shape;
+    const a = op.attrs;
+    const eligible = kh === 3 && kw === 3 && a.stride_h === 1 && a.stride_w === 1 && w.kind === "constant";
+    const m = eligible ? chooseWinograd(ci, co, y.shape[2], y.shape[3], choice) : 0;
+    if (m === 0) {
+      const why = !eligible
+        ? `${kh}x${kw} stride ${a.stride_h}: not a 3x3 stride-1 conv`
+        : `Winograd does not pay for ${ci}->${co} @${y.shape[2]}x${y.shape[3]}`;
+      ops.push({
+        kind: "conv2d",
+        inputs,
+        outputs: [...op.outputs],
+        attrs: { ...a, algo },
+        label: op.label,
+        note: why,
+      });
+      continue;
+    }
+    const tile = m + 2;
+    const [n] = x.shape;
+    const tiles = n * Math.ceil(y.shape[2] / m) * Math.ceil(y.shape[3] / m);
+    const u = newValue([tile * tile, co, ci]);
+    const v = newValue([tile * tile, ci, tiles]);
+    const prod = newValue([tile * tile, co, tiles]);
+    // Fuse `conv + residual` when the conv's only consumer is an add of the same shape.
+    let out = y.id;
+    let residual: number | undefined;
+    const users = consumers.get(y.id) ?? [];
+    if (users.length === 1 && !graphOutputs.has(y.id)) {
+      const add = g.ops[users[0]];
+      if (add.kind === "binary" && add.attrs.kind === "add") {
+        const other = add.inputs[0] === y.id ? add.inputs[1] : add.inputs[0];
+        // The residual must already exist where the conv runs (op order is topological).
+        const before = g.tensors[other].producer < op.id;
+        if (other !== y.id && before && sameShape(tensors[other].shape, y.shape)) {
+          residual = other;
+          out = add.outputs[0];
+          fusedAdds.add(add.id);
+        }
+      }
+    }
+    const label = op.label;
+    const why = `F(${m},3): ${ci}->${co} @${y.shape[2]}x${y.shape[3]}, ${tiles} tiles`;
+    ops.push({ kind: "wino_filter", inputs: [w.id], outputs: [u], attrs: { m }, label, note: why });
+    ops.push({
+      kind: "wino_input",
+      inputs: [x.id],
+      outputs: [v],
+      attrs: { m, pad_h: a.pad_h, pad_w: a.pad_w },
+      label,
+      note: why,
+    });
+    ops.push({
+      kind: "wino_gemm",
+      inputs: [u, v],
+      outputs: [prod],
+      attrs: { m, conv_out: y.shape },
+      label,
+      note: why,
+    });
+    const outIns = [prod];
+    if (b) outIns.push(b.id);
+    if (residual !== undefined) outIns.push(residual);
+    ops.push({
+      kind: "wino_output",
+      inputs: outIns,
+      outputs: [out],
+      attrs: { m, has_bias: b ? 1 : 0, has_residual: residual !== undefined ? 1 : 0 },
+      label,
+      note: residual !== undefined ? `${why}, residual add fused` : why,
+    });
+  }
+  return { tensors, ops, inputs: new Map(g.inputs), outputs: new Map(g.outputs) };
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Marks ops that contribute to some graph output. */
+function liveOps(g: Graph): boolean[] {
+  const live = new Array<boolean>(g.ops.length).fill(false);
+  const need = new Set<number>(g.outputs.values());
+  for (let i = g.ops.length - 1; i >= 0; i--) {
+    const op = g.ops[i];
+    if (op.outputs.some((o) => need.has(o))) {
+      live[i] = true;
+      for (const t of op.inputs) need.add(t);
+    }
+  }
+  return live;
+}
+
+/** Bytes a tensor occupies. */
+export function tensorBytes(t: LTensor): number {
+  return numel(t.shape) * (t.dtype === "f16" || t.dtype === "bf16" ? 2 : 4);
+}

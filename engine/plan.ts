@@ -1,0 +1,346 @@
+/**
+ * The planner: lowers a Graph, hoists constant work, plans the activation
+ * arena, and serialises two backend plans — a constant plan run once per
+ * compiled program (filter transforms, dtype conversions) and the step plan
+ * run on every call.
+ *
+ * Binding slots (buffers handed to the backend at run time):
+ *   0 arena (activations, inputs, outputs)   1 hoisted constants
+ *   2 in-memory constants (packed)            3.. one mapped file range each
+ */
+
+import { SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "../backends/abi.ts";
+import { PlanWriter } from "../backends/plan_writer.ts";
+import { type Graph, GraphError, numel } from "./graph.ts";
+import { type LOp, lower, type LoweredGraph, type LowerOptions, type LTensor, tensorBytes } from "./lower.ts";
+import { ARENA_ALIGN, planArena, rootOf } from "./memory.ts";
+import { opCost } from "./cost.ts";
+
+export const SLOT_ARENA = 0;
+export const SLOT_HOISTED = 1;
+export const SLOT_DATA = 2;
+export const SLOT_FIRST_FILE = 3;
+
+export interface PlanOptions extends LowerOptions {
+  /**
+   * Most bytes of Winograd-transformed filters kept for the program's life.
+   * Filters past the budget are transformed on every run instead (a small
+   * share of that conv's time, but it keeps big models within memory).
+   */
+  hoistBudgetBytes?: number;
+}
+
+export type BindingSpec =
+  | { kind: "arena"; bytes: number }
+  | { kind: "hoisted"; bytes: number }
+  | { kind: "data"; bytes: number; parts: { tensor: number; offset: number }[] }
+  | { kind: "file"; path: string; offset: number; bytes: number };
+
+export interface Location {
+  slot: number;
+  offset: number;
+}
+
+export interface PlannedOp {
+  kind: string;
+  label?: string;
+  note?: string;
+  flops: number;
+  bytes: number;
+  deps: number[];
+}
+
+export interface PlanStats {
+  arenaPeakBytes: number;
+  hoistedBytes: number;
+  constantBytes: number;
+  stepOps: number;
+  constOps: number;
+  winogradConvs: number;
+  otherConvs: number;
+  stepFlops: number;
+  /** Most ops that the dependency graph lets run at once. */
+  maxParallelOps: number;
+  criticalPathOps: number;
+}
+
+export interface CompiledPlan {
+  lowered: LoweredGraph;
+  constPlan?: Uint8Array;
+  stepPlan: Uint8Array;
+  bindings: BindingSpec[];
+  locations: Map<number, Location>;
+  constOps: PlannedOp[];
+  stepOps: PlannedOp[];
+  stats: PlanStats;
+}
+
+const DEFAULT_HOIST_BUDGET = 1 << 30;
+
+/** Plans `g`. Throws GraphError on a graph the planner cannot place. */
+export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
+  if (g.outputs.size === 0) throw new GraphError("graph has no outputs");
+  const lg = lower(g, opts);
+  const { tensors } = lg;
+  const root = (id: number): number => rootOf(tensors, id);
+
+  // ---- hoisting ------------------------------------------------------
+  const constant = new Set<number>(tensors.filter((t) => t.kind === "constant").map((t) => t.id));
+  const filterCandidates: { op: number; bytes: number; tiles: number }[] = [];
+  const hoistable = new Set<number>();
+  lg.ops.forEach((op, i) => {
+    if (!op.inputs.every((t) => constant.has(t) || hoistable.has(t))) return;
+    if (op.kind === "wino_filter") {
+      const gemm = lg.ops.find((o) => o.kind === "wino_gemm" && o.inputs[0] === op.outputs[0]);
+      const v = gemm ? tensors[gemm.inputs[1]] : undefined;
+      filterCandidates.push({ op: i, bytes: tensorBytes(tensors[op.outputs[0]]), tiles: v ? v.shape[2] : 0 });
+      return;
+    }
+    for (const o of op.outputs) hoistable.add(o);
+  });
+  // Keep transformed filters where recomputing them costs most relative to the conv (fewest tiles).
+  filterCandidates.sort((a, b) => a.tiles - b.tiles);
+  let budget = opts.hoistBudgetBytes ?? DEFAULT_HOIST_BUDGET;
+  const hoistedOps = new Set<number>();
+  for (const c of filterCandidates) {
+    if (c.bytes > budget) continue;
+    budget -= c.bytes;
+    hoistedOps.add(c.op);
+  }
+  // Non-filter constant ops: hoist, then drop those feeding only dropped filters.
+  lg.ops.forEach((op, i) => {
+    if (op.kind !== "wino_filter" && op.outputs.every((o) => hoistable.has(o))) hoistedOps.add(i);
+  });
+  const constOpsIdx = lg.ops.map((_, i) => i).filter((i) => hoistedOps.has(i));
+  const stepOpsIdx = lg.ops.map((_, i) => i).filter((i) => !hoistedOps.has(i));
+  const hoistedTensors = new Set<number>();
+  for (const i of constOpsIdx) for (const o of lg.ops[i].outputs) hoistedTensors.add(root(o));
+
+  // ---- locations -----------------------------------------------------
+  const locations = new Map<number, Location>();
+  const bindings: BindingSpec[] = [
+    { kind: "arena", bytes: 0 },
+    { kind: "hoisted", bytes: 0 },
+    { kind: "data", bytes: 0, parts: [] },
+  ];
+  const data = bindings[SLOT_DATA] as Extract<BindingSpec, { kind: "data" }>;
+  const fileRanges = new Map<string, { min: number; max: number; ids: number[] }>();
+  for (const t of tensors) {
+    if (t.kind !== "constant" || !t.source) continue;
+    if (t.source.kind === "data") {
+      const offset = alignUp(data.bytes);
+      data.parts.push({ tensor: t.id, offset });
+      data.bytes = offset + t.source.data.byteLength;
+      locations.set(t.id, { slot: SLOT_DATA, offset });
+    } else {
+      const r = fileRanges.get(t.source.path) ?? { min: Infinity, max: 0, ids: [] };
+      r.min = Math.min(r.min, t.source.offset);
+      r.max = Math.max(r.max, t.source.offset + t.source.bytes);
+      r.ids.push(t.id);
+      fileRanges.set(t.source.path, r);
+    }
+  }
+  for (const [path, r] of fileRanges) {
+    const slot = bindings.length;
+    bindings.push({ kind: "file", path, offset: r.min, bytes: r.max - r.min });
+    for (const id of r.ids) {
+      const src = tensors[id].source as { offset: number };
+      locations.set(id, { slot, offset: src.offset - r.min });
+    }
+  }
+  let hoistedTop = 0;
+  for (const i of constOpsIdx) {
+    for (const o of lg.ops[i].outputs) {
+      const r = root(o);
+      if (locations.has(r)) continue;
+      locations.set(r, { slot: SLOT_HOISTED, offset: hoistedTop });
+      hoistedTop = alignUp(hoistedTop + tensorBytes(tensors[r]));
+    }
+  }
+  bindings[SLOT_HOISTED].bytes = hoistedTop;
+
+  for (const [name, id] of lg.outputs) {
+    const t = tensors[id];
+    if (t.kind !== "value") throw new GraphError(`graph output "${name}" is a graph ${t.kind}, not a computed value`);
+  }
+  const stepOps = stepOpsIdx.map((i) => lg.ops[i]);
+  const pinned = new Set<number>([...lg.inputs.values(), ...lg.outputs.values()].map(root));
+  const arena = planArena(
+    stepOps,
+    tensors,
+    (r) => tensors[r].kind !== "constant" && !hoistedTensors.has(r),
+    pinned,
+  );
+  for (const [r, offset] of arena.offsets) locations.set(r, { slot: SLOT_ARENA, offset });
+  bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, ARENA_ALIGN);
+
+  // ---- serialise -----------------------------------------------------
+  const locate = (id: number): Location => {
+    const loc = locations.get(root(id));
+    if (!loc) throw new GraphError(`internal: tensor ${id} has no location`);
+    return loc;
+  };
+  const constDeps = rawDeps(constOpsIdx.map((i) => lg.ops[i]), root);
+  const constPlan = constOpsIdx.length
+    ? serialise(constOpsIdx.map((i) => lg.ops[i]), constDeps, tensors, locate, bindings.length)
+    : undefined;
+  const stepDeps = arena.deps.map((d) => [...d].sort((a, b) => a - b));
+  const stepPlan = serialise(stepOps, stepDeps, tensors, locate, bindings.length);
+
+  const describe = (ops: LOp[], deps: number[][]): PlannedOp[] =>
+    ops.map((op, i) => {
+      const cost = opCost(op, tensors);
+      return { kind: op.kind, label: op.label, note: op.note, flops: cost.flops, bytes: cost.bytes, deps: deps[i] };
+    });
+  const planned = describe(stepOps, stepDeps).filter((_, i) => stepOps[i].kind !== "reshape");
+  const { width, depth } = parallelism(stepOps, stepDeps);
+  const isConv = (op: LOp): boolean => op.kind === "conv2d";
+  let constantBytes = data.bytes;
+  for (const r of fileRanges.values()) constantBytes += r.max - r.min;
+  return {
+    lowered: lg,
+    constPlan,
+    stepPlan,
+    bindings,
+    locations,
+    constOps: describe(constOpsIdx.map((i) => lg.ops[i]), constDeps),
+    stepOps: planned,
+    stats: {
+      arenaPeakBytes: arena.peakBytes,
+      hoistedBytes: hoistedTop,
+      constantBytes,
+      stepOps: planned.length,
+      constOps: constOpsIdx.length,
+      winogradConvs: lg.ops.filter((o) => o.kind === "wino_output").length,
+      otherConvs: lg.ops.filter(isConv).length,
+      stepFlops: planned.reduce((a, o) => a + o.flops, 0),
+      maxParallelOps: width,
+      criticalPathOps: depth,
+    },
+  };
+}
+
+function alignUp(n: number): number {
+  return Math.ceil(n / ARENA_ALIGN) * ARENA_ALIGN;
+}
+
+function rawDeps(ops: LOp[], root: (id: number) => number): number[][] {
+  const producer = new Map<number, number>();
+  return ops.map((op, i) => {
+    const deps = new Set<number>();
+    for (const t of op.inputs) {
+      const p = producer.get(root(t));
+      if (p !== undefined) deps.add(p);
+    }
+    for (const t of op.outputs) producer.set(root(t), i);
+    return [...deps].sort((a, b) => a - b);
+  });
+}
+
+/** Widest level and depth of the dependency DAG (levels by longest path). */
+function parallelism(ops: LOp[], deps: number[][]): { width: number; depth: number } {
+  const level: number[] = [];
+  const counts = new Map<number, number>();
+  ops.forEach((op, i) => {
+    const l = deps[i].reduce((m, d) => Math.max(m, level[d] + 1), 0);
+    level.push(l);
+    if (op.kind !== "reshape") counts.set(l, (counts.get(l) ?? 0) + 1);
+  });
+  return { width: Math.max(0, ...counts.values()), depth: counts.size };
+}
+
+/** Writes ops as a backend plan. Reshape ops are views and emit nothing. */
+function serialise(
+  ops: LOp[],
+  deps: number[][],
+  tensors: readonly LTensor[],
+  locate: (id: number) => Location,
+  nBindings: number,
+): Uint8Array {
+  const w = new PlanWriter(nBindings);
+  const tensorIndex = new Map<number, number>();
+  const ref = (id: number): number => {
+    let idx = tensorIndex.get(id);
+    if (idx === undefined) {
+      const t = tensors[id];
+      const loc = locate(id);
+      idx = w.tensor(loc.slot, SDF_DTYPE[t.dtype], loc.offset, t.shape);
+      tensorIndex.set(id, idx);
+    }
+    return idx;
+  };
+  // Backend op index of each emitted op; reshape ops forward their own deps.
+  const emitted: number[][] = [];
+  ops.forEach((op, i) => {
+    const through = deps[i].flatMap((d) => emitted[d]);
+    const uniq = [...new Set(through)].sort((a, b) => a - b);
+    if (op.kind === "reshape") {
+      emitted.push(uniq);
+      return;
+    }
+    const { code, p, f } = encode(op, tensors);
+    const idx = w.op(code, op.inputs.map(ref), op.outputs.map(ref), p, f, uniq);
+    emitted.push([idx]);
+  });
+  return w.finish();
+}
+
+function num(v: unknown): number {
+  return typeof v === "boolean" ? (v ? 1 : 0) : Number(v);
+}
+
+/** Op code and parameters, in the order sdflow_backend.h documents. */
+function encode(op: LOp, tensors: readonly LTensor[]): { code: number; p: number[]; f: number[] } {
+  const a = op.attrs;
+  switch (op.kind) {
+    case "conv2d":
+      return { code: SDF_OP.CONV2D, p: [a.stride_h, a.stride_w, a.pad_h, a.pad_w, a.algo ?? 0].map(num), f: [] };
+    case "wino_filter":
+      return { code: SDF_OP.WINO_FILTER, p: [num(a.m)], f: [] };
+    case "wino_input":
+      return { code: SDF_OP.WINO_INPUT, p: [a.m, a.pad_h, a.pad_w].map(num), f: [] };
+    case "wino_gemm":
+      return { code: SDF_OP.WINO_GEMM, p: [num(a.m)], f: [] };
+    case "wino_output":
+      return { code: SDF_OP.WINO_OUTPUT, p: [a.m, a.has_bias, a.has_residual].map(num), f: [] };
+    case "matmul":
+      return { code: SDF_OP.MATMUL, p: [], f: [] };
+    case "bmm":
+      return { code: SDF_OP.BMM, p: [num(a.trans_b)], f: [num(a.alpha)] };
+    case "attention":
+      return { code: SDF_OP.ATTENTION, p: [num(a.heads), num(a.causal)], f: [num(a.scale)] };
+    case "group_norm":
+      return { code: SDF_OP.GROUP_NORM, p: [num(a.groups), num(a.silu)], f: [num(a.eps)] };
+    case "layer_norm":
+      return { code: SDF_OP.LAYER_NORM, p: [], f: [num(a.eps)] };
+    case "unary":
+      return { code: SDF_OP.UNARY, p: [SDF_UNARY[a.kind as keyof typeof SDF_UNARY]], f: [] };
+    case "geglu":
+      return { code: SDF_OP.GEGLU, p: [], f: [] };
+    case "softmax":
+      return { code: SDF_OP.SOFTMAX, p: [], f: [num(a.scale)] };
+    case "binary":
+      return { code: SDF_OP.BINARY, p: [SDF_BINARY[a.kind as keyof typeof SDF_BINARY]], f: [] };
+    case "scale":
+      return { code: SDF_OP.SCALE, p: [], f: [num(a.mul), num(a.add)] };
+    case "concat":
+      return { code: SDF_OP.CONCAT, p: [num(a.axis)], f: [] };
+    case "upsample_nearest":
+      return { code: SDF_OP.UPSAMPLE_NEAREST, p: [num(a.factor)], f: [] };
+    case "timestep_embedding":
+      return { code: SDF_OP.TIMESTEP_EMBEDDING, p: [num(a.dim), num(a.flip)], f: [num(a.max_period)] };
+    case "permute":
+      return { code: SDF_OP.PERMUTE, p: [...(a.perm as readonly number[])], f: [] };
+    case "gather_rows":
+      return { code: SDF_OP.GATHER_ROWS, p: [], f: [] };
+    case "copy":
+      return { code: SDF_OP.COPY, p: [], f: [] };
+    case "slice":
+      return { code: SDF_OP.SLICE, p: [num(a.axis), num(a.start)], f: [] };
+    case "reshape":
+      break;
+  }
+  throw new GraphError(
+    `internal: op ${op.kind} has no backend encoding (${numel(tensors[op.outputs[0]].shape)} elems)`,
+  );
+}

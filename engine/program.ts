@@ -1,0 +1,124 @@
+/**
+ * A compiled program: the planned graph bound to one backend, with its
+ * buffers allocated and weights mapped. `run` feeds inputs, runs the step
+ * plan (and, the first time, the constant plan) and returns the outputs.
+ */
+
+import type { Backend, BackendBuffer, BackendPlan } from "../backends/mod.ts";
+import { type Graph, GraphError, numel } from "./graph.ts";
+import { type CompiledPlan, plan, type PlannedOp, type PlanOptions, SLOT_ARENA } from "./plan.ts";
+
+export type InputData = Float32Array | Int32Array;
+
+/** Wall time of one op in the last run, for `--profile`. */
+export interface OpProfile extends PlannedOp {
+  ms: number;
+}
+
+export class Program {
+  readonly plan: CompiledPlan;
+  private readonly backend: Backend;
+  private readonly buffers: BackendBuffer[];
+  private readonly constPlan?: BackendPlan;
+  private readonly stepPlan: BackendPlan;
+  private constantsReady = false;
+  private disposed = false;
+
+  constructor(backend: Backend, compiled: CompiledPlan) {
+    this.backend = backend;
+    this.plan = compiled;
+    const buffers: BackendBuffer[] = [];
+    try {
+      for (const b of compiled.bindings) {
+        if (b.kind === "file") buffers.push(backend.fromFile(b.path, b.offset, b.bytes));
+        else buffers.push(backend.alloc(Math.max(b.bytes, 64)));
+        if (b.kind === "data") {
+          for (const part of b.parts) {
+            const src = compiled.lowered.tensors[part.tensor].source;
+            if (src?.kind === "data") buffers[buffers.length - 1].write(part.offset, src.data);
+          }
+        }
+      }
+      this.constPlan = compiled.constPlan ? backend.compile(compiled.constPlan) : undefined;
+      this.stepPlan = backend.compile(compiled.stepPlan);
+    } catch (e) {
+      for (const b of buffers) b.free();
+      this.constPlan?.free();
+      throw e;
+    }
+    this.buffers = buffers;
+  }
+
+  get stats(): CompiledPlan["stats"] {
+    return this.plan.stats;
+  }
+
+  /** Runs the program. Inputs are keyed by graph input name; outputs likewise. */
+  async run(inputs: Record<string, InputData>): Promise<Record<string, Float32Array>> {
+    if (this.disposed) throw new GraphError("program was disposed");
+    const { lowered, locations } = this.plan;
+    for (const name of Object.keys(inputs)) {
+      if (!lowered.inputs.has(name)) {
+        throw new GraphError(`unknown input "${name}" (inputs: ${[...lowered.inputs.keys()].join(", ")})`);
+      }
+    }
+    const arena = this.buffers[SLOT_ARENA];
+    for (const [name, id] of lowered.inputs) {
+      const t = lowered.tensors[id];
+      const data = inputs[name];
+      if (!data) throw new GraphError(`missing input "${name}" [${t.shape.join(", ")}] ${t.dtype}`);
+      const want = t.dtype === "i32" ? Int32Array : Float32Array;
+      if (!(data instanceof want) || data.length !== numel(t.shape)) {
+        throw new GraphError(
+          `input "${name}": expected ${numel(t.shape)} ${t.dtype} values for [${
+            t.shape.join(", ")
+          }], got ${data.length} ${data.constructor.name}`,
+        );
+      }
+      const loc = locations.get(id);
+      if (loc) arena.write(loc.offset, data);
+    }
+    if (!this.constantsReady && this.constPlan) {
+      await this.constPlan.run(this.buffers);
+    }
+    this.constantsReady = true;
+    await this.stepPlan.run(this.buffers);
+    const out: Record<string, Float32Array> = {};
+    for (const [name, id] of lowered.outputs) {
+      const loc = locations.get(id);
+      if (!loc) throw new GraphError(`internal: output "${name}" has no location`);
+      const n = numel(lowered.tensors[id].shape);
+      const bytes = this.buffers[loc.slot].read(loc.offset, n * 4);
+      out[name] = new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    }
+    return out;
+  }
+
+  /** Per-op wall times of the last run of the step plan. */
+  profile(): OpProfile[] {
+    const ns = this.stepPlan.profile();
+    return this.plan.stepOps.map((op, i) => ({ ...op, ms: Number(ns[i] ?? 0) / 1e6 }));
+  }
+
+  /** Ops of the step plan completed by the run in progress. */
+  progress(): number {
+    return this.stepPlan.progress();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.constPlan?.free();
+    this.stepPlan.free();
+    for (const b of this.buffers) b.free();
+  }
+
+  get backendName(): string {
+    return this.backend.info.name;
+  }
+}
+
+/** Plans `g` and binds it to `backend`. */
+export function compile(g: Graph, backend: Backend, opts: PlanOptions = {}): Program {
+  return new Program(backend, plan(g, opts));
+}
