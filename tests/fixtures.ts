@@ -4,6 +4,8 @@
  * f16/bf16 bit conversions the tests share.
  */
 
+import { type Backend, loadBackend } from "../backends/mod.ts";
+
 export type FixtureDType = "f32" | "f16" | "bf16" | "i32";
 
 /** One array of a case as the header describes it. */
@@ -175,4 +177,26 @@ export function toF32(data: Float32Array | Uint16Array | Int32Array, dtype: Fixt
   const out = new Float32Array(data.length);
   for (let i = 0; i < data.length; i++) out[i] = cvt(data[i]);
   return out;
+}
+
+// ---- the backend under test ----------------------------------------------------
+
+export const ALL_ISAS = ["scalar", "avx2", "avx512"] as const;
+export type Isa = typeof ALL_ISAS[number];
+
+/** ISAs the CPU backend reports for this machine (it runs cpuid itself), lowest first. */
+export async function machineIsas(): Promise<Isa[]> {
+  const b = await loadBackend("cpu", { threads: 2, isa: "auto" });
+  const isas = (b.info as { isas?: string[] }).isas;
+  if (!Array.isArray(isas)) throw new Error(`backend info lacks "isas": ${JSON.stringify(b.info)}`);
+  return ALL_ISAS.filter((i) => isas.includes(i));
+}
+
+/** The CPU backend forced to `isa` (2 threads); fails if the backend does not report that ISA back. */
+export async function backendFor(isa: Isa): Promise<Backend> {
+  const b = await loadBackend("cpu", { threads: 2, isa });
+  const got = (b.info as { isa?: string }).isa;
+  // Without this a silently ignored "isa" would test the same path several times.
+  if (got !== isa) throw new Error(`asked the CPU backend for isa ${isa}, it reports ${got}`);
+  return b;
 }
