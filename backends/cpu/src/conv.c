@@ -1,0 +1,220 @@
+/* CONV2D: direct (reference-grade, any kernel / stride / padding / weight
+ * dtype) and im2col + GEMM on the gemm.h engine (1x1 stride-1 unpadded convs
+ * skip im2col: x already is the B matrix).
+ *
+ * im2col chunks are (image, Co block, pixel block). Per K block a chunk
+ * builds its im2col panel (kc x pixels, directly in the packed B format)
+ * once, then packs W rows (A, converting f16 / bf16) per 240-row sub-block
+ * and runs the driver into y. Per-thread scratch: see conv_scratch_floats. */
+#include <stdio.h>
+
+#include "gemm.h"
+
+#define CV_KC 256
+#define CV_MC 240
+#define CV_PB 512
+
+typedef struct conv_geom {
+  int64_t N, Ci, H, W, Co, KH, KW, OH, OW, sh, sw, ph, pw;
+  int algo; /* 1 direct, 2 im2col */
+  /* im2col plan */
+  int64_t K, P, kc, cob, pb, nco, npb;
+} conv_geom;
+
+static void conv_geom_make(conv_geom *g, const sdf_op *op) {
+  const sdf_tensor *x = op->in[0], *w = op->in[1], *y = op->out[0];
+  g->N = x->dims[0];
+  g->Ci = x->dims[1];
+  g->H = x->dims[2];
+  g->W = x->dims[3];
+  g->Co = w->dims[0];
+  g->KH = w->dims[2];
+  g->KW = w->dims[3];
+  g->OH = y->dims[2];
+  g->OW = y->dims[3];
+  g->sh = op->p[0];
+  g->sw = op->p[1];
+  g->ph = op->p[2];
+  g->pw = op->p[3];
+  int64_t algo = op->n_p > 4 ? op->p[4] : 0;
+  g->algo = algo == 1 ? 1 : 2;
+  g->K = g->Ci * g->KH * g->KW;
+  g->P = g->OH * g->OW;
+  g->kc = sdfg_max(1, sdfg_min(g->K, CV_KC));
+  int64_t cob = sdfg_rup(g->Co, 12), pb = sdfg_min(sdfg_rup(g->P, 32), CV_PB);
+  while (g->N * sdfg_cdiv(g->Co, cob) * sdfg_cdiv(g->P, pb) < 8) {
+    if (pb > 64) pb = sdfg_rup(pb / 2, 32);
+    else if (cob > 48) cob = sdfg_rup(cob / 2, 12);
+    else break;
+  }
+  g->cob = cob;
+  g->pb = pb;
+  g->nco = sdfg_cdiv(g->Co, cob);
+  g->npb = sdfg_cdiv(g->P, pb);
+}
+
+static size_t conv_scratch_floats(const conv_geom *g) {
+  return (size_t)(g->kc * g->pb + sdfg_min(g->cob, CV_MC) * g->kc) +
+         sdfg_pad_floats(g->kc) + 16;
+}
+
+static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
+#define CFAIL(...)                       \
+  do {                                   \
+    snprintf(err, err_len, __VA_ARGS__); \
+    return SDF_E_INVALID;                \
+  } while (0)
+  if (op->n_in < 2 || op->n_in > 3 || op->n_out != 1)
+    CFAIL("CONV2D takes x, w, optional b and one output");
+  if (op->n_p < 4) CFAIL("CONV2D needs params stride_h, stride_w, pad_h, pad_w");
+  const sdf_tensor *x = op->in[0], *w = op->in[1], *y = op->out[0];
+  if (x->dtype != SDF_F32 || y->dtype != SDF_F32) CFAIL("CONV2D x and y must be f32");
+  if (!sdfg_is_float_dtype(w->dtype)) {
+    snprintf(err, err_len, "CONV2D weight dtype %d unsupported (f32, f16, bf16)",
+             w->dtype);
+    return SDF_E_UNSUPPORTED;
+  }
+  if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4) CFAIL("CONV2D tensors must be rank 4");
+  if (w->dims[1] != x->dims[1])
+    CFAIL("CONV2D: x has %lld channels, w expects %lld (groups unsupported)",
+          (long long)x->dims[1], (long long)w->dims[1]);
+  int64_t sh = op->p[0], sw = op->p[1], ph = op->p[2], pw = op->p[3];
+  if (sh < 1 || sw < 1 || ph < 0 || pw < 0) CFAIL("CONV2D: bad stride or padding");
+  int64_t algo = op->n_p > 4 ? op->p[4] : 0;
+  if (algo < 0 || algo > 2) CFAIL("CONV2D algo must be 0, 1 or 2");
+  int64_t KH = w->dims[2], KW = w->dims[3];
+  if (KH < 1 || KW < 1 || w->dims[0] < 1) CFAIL("CONV2D: empty kernel");
+  int64_t OH = (x->dims[2] + 2 * ph - KH) / sh + 1, OW = (x->dims[3] + 2 * pw - KW) / sw + 1;
+  if (x->dims[2] + 2 * ph < KH || x->dims[3] + 2 * pw < KW) CFAIL("CONV2D: kernel larger than padded input");
+  if (y->dims[0] != x->dims[0] || y->dims[1] != w->dims[0] || y->dims[2] != OH ||
+      y->dims[3] != OW)
+    CFAIL("CONV2D output must be [%lld,%lld,%lld,%lld]", (long long)x->dims[0],
+          (long long)w->dims[0], (long long)OH, (long long)OW);
+  if (op->n_in == 3 && (!sdfg_is_float_dtype(op->in[2]->dtype) ||
+                        op->in[2]->numel != w->dims[0]))
+    CFAIL("CONV2D bias must hold Co float values");
+#undef CFAIL
+  conv_geom g;
+  conv_geom_make(&g, op);
+  if (g.N < 1 || g.Ci < 1) {
+    op->n_chunks = 1;
+    op->scratch_bytes = 0;
+    return SDF_OK;
+  }
+  if (g.algo == 1) {
+    op->n_chunks = g.N * g.Co;
+    op->scratch_bytes = 0;
+  } else {
+    op->n_chunks = g.N * g.nco * g.npb;
+    op->scratch_bytes = conv_scratch_floats(&g) * sizeof(float);
+  }
+  return SDF_OK;
+}
+
+/* Output plane (n, co), directly. */
+static void conv_direct(const conv_geom *g, const float *x, const void *w, int32_t wdt,
+                        const void *b, int32_t bdt, float *y, int64_t n, int64_t co) {
+  float *yp = y + (n * g->Co + co) * g->P;
+  const float bv = b ? sdfg_load(b, bdt, co) : 0.0f;
+  for (int64_t i = 0; i < g->P; i++) yp[i] = bv;
+  for (int64_t ci = 0; ci < g->Ci; ci++) {
+    const float *xp = x + (n * g->Ci + ci) * g->H * g->W;
+    for (int64_t kh = 0; kh < g->KH; kh++)
+      for (int64_t kw = 0; kw < g->KW; kw++) {
+        const float wv = sdfg_load(w, wdt, ((co * g->Ci + ci) * g->KH + kh) * g->KW + kw);
+        /* ox range with 0 <= ox*sw - pw + kw < W */
+        int64_t lo = g->pw - kw > 0 ? sdfg_cdiv(g->pw - kw, g->sw) : 0;
+        int64_t hi = g->W - 1 + g->pw - kw;
+        hi = hi < 0 ? -1 : sdfg_min(g->OW - 1, hi / g->sw);
+        for (int64_t oy = 0; oy < g->OH; oy++) {
+          const int64_t iy = oy * g->sh - g->ph + kh;
+          if (iy < 0 || iy >= g->H) continue;
+          const int64_t off = iy * g->W - g->pw + kw;
+          float *yr = yp + oy * g->OW;
+          for (int64_t ox = lo; ox <= hi; ox++) yr[ox] += wv * xp[off + ox * g->sw];
+        }
+      }
+  }
+}
+
+/* im2col of rows [k0, k0+kc) and pixels [p0, p0+np) of image n, packed as
+ * the B operand (column panels of 16 pixels). */
+static void im2col_pack(const conv_geom *g, const float *x, float *dst, int64_t n,
+                        int64_t k0, int64_t kc, int64_t p0, int64_t np) {
+  const int64_t KK = g->KH * g->KW;
+  for (int64_t q0 = 0; q0 < np; q0 += SDFG_NR) {
+    const int64_t w = sdfg_min(SDFG_NR, np - q0);
+    float *d = dst + q0 * kc;
+    for (int64_t kk = 0; kk < kc; kk++) {
+      const int64_t k = k0 + kk, ci = k / KK, kh = (k % KK) / g->KW, kw = k % g->KW;
+      const float *xp = x + (n * g->Ci + ci) * g->H * g->W;
+      float *row = d + kk * w;
+      int64_t j = 0;
+      while (j < w) {
+        const int64_t p = p0 + q0 + j, oy = p / g->OW, ox = p % g->OW;
+        const int64_t seg = sdfg_min(w - j, g->OW - ox); /* same output row */
+        const int64_t iy = oy * g->sh - g->ph + kh;
+        if (iy < 0 || iy >= g->H) {
+          for (int64_t s = 0; s < seg; s++) row[j + s] = 0.0f;
+        } else {
+          const float *xr = xp + iy * g->W;
+          for (int64_t s = 0; s < seg; s++) {
+            const int64_t ix = (ox + s) * g->sw - g->pw + kw;
+            row[j + s] = (ix >= 0 && ix < g->W) ? xr[ix] : 0.0f;
+          }
+        }
+        j += seg;
+      }
+    }
+  }
+}
+
+static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
+  conv_geom g;
+  conv_geom_make(&g, op);
+  if (g.N < 1 || g.Ci < 1) return;
+  const sdf_tensor *w = op->in[1];
+  const sdf_tensor *b = op->n_in == 3 ? op->in[2] : NULL;
+  const float *x = op->in[0]->data;
+  float *y = op->out[0]->data;
+  if (g.algo == 1) {
+    conv_direct(&g, x, w->data, w->dtype, b ? b->data : NULL, b ? b->dtype : 0, y,
+                chunk / g.Co, chunk % g.Co);
+    return;
+  }
+  const int64_t n = chunk / (g.nco * g.npb), rest = chunk % (g.nco * g.npb);
+  const int64_t co0 = (rest / g.npb) * g.cob, co1 = sdfg_min(g.Co, co0 + g.cob);
+  const int64_t p0 = (rest % g.npb) * g.pb, p1 = sdfg_min(g.P, p0 + g.pb);
+  const int64_t np = p1 - p0;
+  const int pointwise = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 &&
+                        g.ph == 0 && g.pw == 0;
+  float *bp = (float *)scratch;
+  float *ap = bp + g.kc * g.pb;
+  float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
+  const sdfg_ukr *u = sdfg_select();
+  float *yn = y + n * g.Co * g.P;
+  const size_t wsz = sdfg_dtype_size(w->dtype);
+  for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
+    const int64_t kc = sdfg_min(g.kc, g.K - k0);
+    if (pointwise)
+      sdfg_pack_b(bp, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
+    else
+      im2col_pack(&g, x, bp, n, k0, kc, p0, np);
+    for (int64_t cs = co0; cs < co1; cs += CV_MC) {
+      const int64_t mc = sdfg_min(CV_MC, co1 - cs);
+      sdfg_pack_a(ap, (const char *)w->data + cs * g.K * (int64_t)wsz, w->dtype, g.K,
+                  mc, k0, kc);
+      sdfg_gemm(u, mc, np, kc, ap, bp, yn + cs * g.P + p0, g.P, 0, mc, 0, np, kc,
+                k0 > 0, pad);
+    }
+  }
+  if (b)
+    for (int64_t co = co0; co < co1; co++) {
+      const float bv = sdfg_load(b->data, b->dtype, co);
+      float *yr = yn + co * g.P + p0;
+      for (int64_t i = 0; i < np; i++) yr[i] += bv;
+    }
+}
+
+const sdf_kernel sdf_kernel_conv2d = {SDF_OP_CONV2D, "conv2d", conv_prepare, conv_run,
+                                      NULL};

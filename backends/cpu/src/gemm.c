@@ -1,0 +1,163 @@
+/* GEMM engine: ISA dispatch, the cache-blocked driver and operand packing.
+ * See gemm.h for the packed format and the micro-kernel contract. */
+#include "gemm.h"
+
+const sdfg_ukr *sdfg_select(void) {
+  switch (sdf_current_isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+  case SDF_ISA_AVX512:
+    return &sdfg_ukr_avx512;
+  case SDF_ISA_AVX2:
+    return &sdfg_ukr_avx2;
+#endif
+#if defined(__aarch64__)
+  case SDF_ISA_NEON:
+    return &sdfg_ukr_neon;
+#endif
+  default:
+    return &sdfg_ukr_scalar;
+  }
+}
+
+/* Pointer to panel p of packed A (rows 6p..) at k offset k0, or a zero-padded
+ * copy in pad when the panel is narrow. */
+static const float *a_panel(const float *A, int64_t M, int64_t K, int64_t p,
+                            int64_t k0, int64_t kc, float *pad) {
+  int64_t h = sdfg_min(SDFG_MR, M - p * SDFG_MR);
+  const float *src = A + p * SDFG_MR * K + k0 * h;
+  if (h == SDFG_MR) return src;
+  for (int64_t k = 0; k < kc; k++) {
+    int64_t i = 0;
+    for (; i < h; i++) pad[k * SDFG_MR + i] = src[k * h + i];
+    for (; i < SDFG_MR; i++) pad[k * SDFG_MR + i] = 0.0f;
+  }
+  return pad;
+}
+
+static const float *b_panel(const float *B, int64_t N, int64_t K, int64_t q,
+                            int64_t k0, int64_t kc, float *pad) {
+  int64_t w = sdfg_min(SDFG_NR, N - q * SDFG_NR);
+  const float *src = B + q * SDFG_NR * K + k0 * w;
+  if (w == SDFG_NR) return src;
+  for (int64_t k = 0; k < kc; k++) {
+    int64_t j = 0;
+    for (; j < w; j++) pad[k * SDFG_NR + j] = src[k * w + j];
+    for (; j < SDFG_NR; j++) pad[k * SDFG_NR + j] = 0.0f;
+  }
+  return pad;
+}
+
+void sdfg_gemm(const sdfg_ukr *u, int64_t M, int64_t N, int64_t K,
+               const float *A, const float *B, float *C, int64_t ldc,
+               int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
+               int accumulate, float *pad) {
+  if (i1 > M) i1 = M;
+  if (j1 > N) j1 = N;
+  if (i0 >= i1 || j0 >= j1) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = i0; i < i1; i++)
+        memset(C + i * ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+    return;
+  }
+  if (kc_max <= 0) kc_max = K;
+  float *pad_a = pad;                           /* 6 * kc_max */
+  float *pad_b = pad + SDFG_MR * kc_max;        /* 16 * kc_max */
+  const int64_t mstep = (int64_t)u->a_panels * SDFG_MR;
+  const int64_t nstep = (int64_t)u->b_panels * SDFG_NR;
+  const int64_t last_ap = (M - 1) / SDFG_MR, last_bp = (N - 1) / SDFG_NR;
+  const int a_tail = (M % SDFG_MR) != 0, b_tail = (N % SDFG_NR) != 0;
+  for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+    const int64_t kc = sdfg_min(kc_max, K - k0);
+    const int acc = accumulate || k0 > 0;
+    /* The narrow last A panel, if this row range reaches it, is padded once
+     * per K block. */
+    const float *a_last = NULL;
+    if (a_tail && i1 > last_ap * SDFG_MR) a_last = a_panel(A, M, K, last_ap, k0, kc, pad_a);
+    for (int64_t j = j0; j < j1; j += nstep) {
+      const int64_t q0 = j / SDFG_NR;
+      const float *b0 = (b_tail && q0 == last_bp)
+                            ? b_panel(B, N, K, q0, k0, kc, pad_b)
+                            : B + q0 * SDFG_NR * K + k0 * SDFG_NR;
+      const float *b1 = b0;
+      if (u->b_panels > 1 && j + SDFG_NR < j1) {
+        const int64_t q1 = q0 + 1;
+        b1 = (b_tail && q1 == last_bp) ? b_panel(B, N, K, q1, k0, kc, pad_b)
+                                       : B + q1 * SDFG_NR * K + k0 * SDFG_NR;
+      }
+      const int nr = (int)sdfg_min(nstep, j1 - j);
+      for (int64_t i = i0; i < i1; i += mstep) {
+        const int64_t p0 = i / SDFG_MR;
+        const float *a0 = (a_tail && p0 == last_ap)
+                              ? a_last
+                              : A + p0 * SDFG_MR * K + k0 * SDFG_MR;
+        const float *a1 = a0;
+        if (u->a_panels > 1 && i + SDFG_MR < i1) {
+          const int64_t p1 = p0 + 1;
+          a1 = (a_tail && p1 == last_ap) ? a_last
+                                         : A + p1 * SDFG_MR * K + k0 * SDFG_MR;
+        }
+        const int mr = (int)sdfg_min(mstep, i1 - i);
+        u->fn(kc, a0, a1, b0, b1, C + i * ldc + j, ldc, mr, nr, acc);
+      }
+    }
+  }
+}
+
+/* ---- packing ---- */
+
+void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
+                 int64_t M, int64_t k0, int64_t kc) {
+  for (int64_t p0 = 0; p0 < M; p0 += SDFG_MR) {
+    const int64_t h = sdfg_min(SDFG_MR, M - p0);
+    float *d = dst + p0 * kc;
+    for (int64_t i = 0; i < h; i++) {
+      const int64_t base = (p0 + i) * ld + k0;
+      if (dtype == SDF_F32) {
+        const float *s = (const float *)src + base;
+        for (int64_t k = 0; k < kc; k++) d[k * h + i] = s[k];
+      } else if (dtype == SDF_F16) {
+        const uint16_t *s = (const uint16_t *)src + base;
+        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdfg_f16_to_f32(s[k]);
+      } else {
+        const uint16_t *s = (const uint16_t *)src + base;
+        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdfg_bf16_to_f32(s[k]);
+      }
+    }
+  }
+}
+
+void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
+                  int64_t N, int64_t k0, int64_t kc) {
+  for (int64_t q0 = 0; q0 < N; q0 += SDFG_NR) {
+    const int64_t w = sdfg_min(SDFG_NR, N - q0);
+    float *d = dst + q0 * kc;
+    /* Blocks of 64 k keep the w destination lines and source runs hot. */
+    for (int64_t kb = 0; kb < kc; kb += 64) {
+      const int64_t ke = sdfg_min(kc, kb + 64);
+      for (int64_t j = 0; j < w; j++) {
+        const int64_t base = (q0 + j) * ld + k0;
+        if (dtype == SDF_F32) {
+          const float *s = (const float *)src + base;
+          for (int64_t k = kb; k < ke; k++) d[k * w + j] = s[k];
+        } else if (dtype == SDF_F16) {
+          const uint16_t *s = (const uint16_t *)src + base;
+          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdfg_f16_to_f32(s[k]);
+        } else {
+          const uint16_t *s = (const uint16_t *)src + base;
+          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdfg_bf16_to_f32(s[k]);
+        }
+      }
+    }
+  }
+}
+
+void sdfg_pack_b(float *dst, const float *src, int64_t ld, int64_t N,
+                 int64_t k0, int64_t kc) {
+  for (int64_t q0 = 0; q0 < N; q0 += SDFG_NR) {
+    const int64_t w = sdfg_min(SDFG_NR, N - q0);
+    float *d = dst + q0 * kc;
+    for (int64_t k = 0; k < kc; k++)
+      memcpy(d + k * w, src + (k0 + k) * ld + q0, (size_t)w * sizeof(float));
+  }
+}

@@ -1,0 +1,150 @@
+/*
+ * f32 GEMM engine shared by MATMUL, CONV2D (im2col / 1x1) and WINO_GEMM.
+ *
+ *   C[i, j] (+)= sum_k A[i, k] * B[k, j]      (f32 in, f32 accumulate, f32 out)
+ *
+ * Both operands are consumed in one "panel-packed, exact-fit" format, so the
+ * Winograd stage ops can produce it directly and packed data of M x K (or
+ * K x N) elements occupies exactly M*K (K*N) floats:
+ *
+ *   A (M x K): row panels of SDFG_MR = 6 rows. Panel p holds rows 6p .. 6p+h-1,
+ *     h = min(6, M - 6p), at offset p*6*K; element (i, k) of the panel is at
+ *     [k*h + i]  (k-major, the h rows of one k adjacent).
+ *   B (K x N): column panels of SDFG_NR = 16 columns. Panel q holds columns
+ *     16q .. 16q+w-1, w = min(16, N - 16q), at offset q*16*K; element (k, j)
+ *     is at [k*w + j].
+ *
+ * Only the last panel of either operand can be narrow; the driver copies it
+ * into a zero-padded scratch panel, so micro-kernels only ever see full
+ * 6-row / 16-column panels (they still clip what they store to C).
+ *
+ * Micro-kernels per ISA (each register tile is a whole number of panels):
+ *   AVX-512  12 x 32 (2 A panels x 2 B panels, 24 zmm accumulators)
+ *   AVX2      6 x 16 (12 ymm accumulators)
+ *   NEON      6 x 16 (24 q accumulators)
+ *   scalar    6 x 16 (plain C; the compiler may use SSE2)
+ * Precision: operands are f32 (f16 / bf16 weights are widened exactly while
+ * packing), products and sums are f32 FMAs (or mul+add in the scalar path).
+ */
+#ifndef SDF_CPU_GEMM_H
+#define SDF_CPU_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernel.h"
+
+#define SDFG_MR 6
+#define SDFG_NR 16
+
+/* One micro-kernel call: C[0:mr, 0:nr] (+)= A-panels x B-panels over kc.
+ * a0/a1: full 6-row panels (stride 6 per k); b0/b1: full 16-column panels
+ * (stride 16 per k). Kernels that take one A (B) panel ignore a1 (b1). */
+typedef void (*sdfg_ukr_fn)(int64_t kc, const float *a0, const float *a1,
+                            const float *b0, const float *b1, float *c,
+                            int64_t ldc, int mr, int nr, int accumulate);
+
+typedef struct sdfg_ukr {
+  int a_panels; /* A panels per call (1 or 2) */
+  int b_panels; /* B panels per call (1 or 2) */
+  sdfg_ukr_fn fn;
+} sdfg_ukr;
+
+extern const sdfg_ukr sdfg_ukr_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const sdfg_ukr sdfg_ukr_avx2;
+extern const sdfg_ukr sdfg_ukr_avx512;
+#endif
+#if defined(__aarch64__)
+extern const sdfg_ukr sdfg_ukr_neon;
+#endif
+
+/* Micro-kernel for the ISA selected now (sdf_current_isa). */
+const sdfg_ukr *sdfg_select(void);
+
+/* Floats of padding scratch sdfg_gemm needs for a given kc_max. */
+static inline size_t sdfg_pad_floats(int64_t kc_max) {
+  return (size_t)kc_max * (size_t)(2 * SDFG_MR + 2 * SDFG_NR);
+}
+
+/* C[i0:i1, j0:j1] (+)= A @ B over all K, with A (M x K) and B (K x N) in the
+ * packed format above. i0 must be a multiple of 6 (12 keeps AVX-512 tiles
+ * whole), j0 a multiple of 16. K is processed in blocks of kc_max; C rows are
+ * ldc floats apart and C points at element (0, 0). accumulate=0 overwrites C.
+ * pad: sdfg_pad_floats(kc_max) floats of scratch. */
+void sdfg_gemm(const sdfg_ukr *u, int64_t M, int64_t N, int64_t K,
+               const float *A, const float *B, float *C, int64_t ldc,
+               int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
+               int accumulate, float *pad);
+
+/* ---- element conversion (exact widening to f32) ---- */
+
+static inline float sdfg_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else { /* subnormal: normalise */
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400u)) {
+        man <<= 1;
+        exp--;
+      }
+      man &= 0x3ffu;
+      bits = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline float sdfg_bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* Element i of a float tensor of dtype SDF_F32 / SDF_F16 / SDF_BF16. */
+static inline float sdfg_load(const void *p, int32_t dtype, int64_t i) {
+  if (dtype == SDF_F32) return ((const float *)p)[i];
+  if (dtype == SDF_F16) return sdfg_f16_to_f32(((const uint16_t *)p)[i]);
+  return sdfg_bf16_to_f32(((const uint16_t *)p)[i]);
+}
+
+static inline int sdfg_is_float_dtype(int32_t dt) {
+  return dt == SDF_F32 || dt == SDF_F16 || dt == SDF_BF16;
+}
+
+static inline size_t sdfg_dtype_size(int32_t dt) {
+  return dt == SDF_F32 ? 4 : 2;
+}
+
+/* ---- packing into the exact-fit format (K = kc of the block) ---- */
+
+/* A (M x kc) from a row-major matrix: A[i, k] = src[i*ld + k0 + k]. */
+void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
+                 int64_t M, int64_t k0, int64_t kc);
+/* B (kc x N) from the transpose of a row-major matrix (PyTorch Linear
+ * weight W[N, K]): B[k, j] = src[j*ld + k0 + k]. */
+void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
+                  int64_t N, int64_t k0, int64_t kc);
+/* B (kc x N) from a row-major f32 matrix: B[k, j] = src[(k0 + k)*ld + j]. */
+void sdfg_pack_b(float *dst, const float *src, int64_t ld, int64_t N,
+                 int64_t k0, int64_t kc);
+
+static inline int64_t sdfg_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t sdfg_rup(int64_t a, int64_t b) { return sdfg_cdiv(a, b) * b; }
+static inline int64_t sdfg_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t sdfg_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+#endif

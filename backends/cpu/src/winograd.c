@@ -1,0 +1,371 @@
+/* Winograd F(m,3) stage ops (see winograd.h for layouts and chunking) and the
+ * portable transforms. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gemm.h"
+#include "winograd.h"
+
+#define WT float
+#include "winograd_tx.h"
+#undef WT
+
+/* Filter transform matrices G (A x 3), matching B^T / A^T in winograd_tx.h. */
+static const double G2[4][3] = {
+    {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double G4[6][3] = {{0.25, 0, 0},
+                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                {0, 0, 1}};
+static const double G6[8][3] = {{1, 0, 0},
+                                {-2.0 / 9, -2.0 / 9, -2.0 / 9},
+                                {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+                                {1.0 / 90, 1.0 / 45, 2.0 / 45},
+                                {1.0 / 90, -1.0 / 45, 2.0 / 45},
+                                {32.0 / 45, 16.0 / 45, 8.0 / 45},
+                                {32.0 / 45, -16.0 / 45, 8.0 / 45},
+                                {0, 0, 1}};
+
+#define SDFW_GEMM_KC 512
+#define SDFW_CB 16 /* channels per transform chunk */
+
+static int check_m(const sdf_op *op, char *err, size_t n) {
+  if (op->n_p < 1) {
+    snprintf(err, n, "missing param m");
+    return -1;
+  }
+  int64_t m = op->p[0];
+  if (m != 2 && m != 4 && m != 6) {
+    snprintf(err, n, "Winograd m must be 2, 4 or 6, got %lld", (long long)m);
+    return -1;
+  }
+  return (int)m;
+}
+
+static int check_f32(const sdf_tensor *t, int ndim, const char *what,
+                     char *err, size_t n) {
+  if (t->dtype != SDF_F32) {
+    snprintf(err, n, "%s must be f32", what);
+    return 0;
+  }
+  if (ndim > 0 && t->ndim != ndim) {
+    snprintf(err, n, "%s must have rank %d, got %d", what, ndim, t->ndim);
+    return 0;
+  }
+  return 1;
+}
+
+#define FAIL(...)                         \
+  do {                                    \
+    snprintf(err, err_len, __VA_ARGS__);  \
+    return SDF_E_INVALID;                 \
+  } while (0)
+
+/* ---------------- WINO_FILTER ---------------- */
+
+static int32_t filter_prepare(sdf_op *op, char *err, size_t err_len) {
+  int m = check_m(op, err, err_len);
+  if (m < 0) return SDF_E_INVALID;
+  if (op->n_in != 1 || op->n_out != 1) FAIL("WINO_FILTER takes 1 input and 1 output");
+  const sdf_tensor *w = op->in[0], *u = op->out[0];
+  if (!sdfg_is_float_dtype(w->dtype)) {
+    snprintf(err, err_len, "WINO_FILTER weight dtype %d unsupported", w->dtype);
+    return SDF_E_UNSUPPORTED;
+  }
+  if (w->ndim != 4 || w->dims[2] != 3 || w->dims[3] != 3)
+    FAIL("WINO_FILTER weight must be [Co,Ci,3,3]");
+  if (!check_f32(u, 3, "WINO_FILTER output u", err, err_len)) return SDF_E_INVALID;
+  int64_t A = m + 2, Co = w->dims[0], Ci = w->dims[1];
+  if (Co < 1 || Ci < 1) FAIL("WINO_FILTER needs Co, Ci >= 1");
+  if (u->dims[0] != A * A || u->dims[1] != Co || u->dims[2] != Ci)
+    FAIL("WINO_FILTER u must be [%lld,%lld,%lld]", (long long)(A * A),
+         (long long)Co, (long long)Ci);
+  op->n_chunks = sdfg_cdiv(Co, SDFG_MR);
+  op->scratch_bytes = 0;
+  return SDF_OK;
+}
+
+static void filter_run(const sdf_op *op, int64_t chunk, void *scratch) {
+  (void)scratch;
+  const sdf_tensor *w = op->in[0];
+  const int m = (int)op->p[0], A = m + 2;
+  const int64_t Co = w->dims[0], Ci = w->dims[1];
+  const double(*G)[3] = m == 2 ? G2 : (m == 4 ? G4 : G6);
+  float *u = op->out[0]->data;
+  const int64_t p0 = chunk * SDFG_MR, h = sdfg_min(SDFG_MR, Co - p0);
+  for (int64_t i = 0; i < h; i++) {
+    for (int64_t ci = 0; ci < Ci; ci++) {
+      double g[3][3], t[8][3];
+      for (int a = 0; a < 9; a++)
+        g[a / 3][a % 3] = sdfg_load(w->data, w->dtype, ((p0 + i) * Ci + ci) * 9 + a);
+      for (int r = 0; r < A; r++)
+        for (int c = 0; c < 3; c++)
+          t[r][c] = G[r][0] * g[0][c] + G[r][1] * g[1][c] + G[r][2] * g[2][c];
+      for (int r = 0; r < A; r++)
+        for (int c = 0; c < A; c++) {
+          double val = t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2];
+          int64_t k = r * A + c;
+          u[k * Co * Ci + p0 * Ci + ci * h + i] = (float)val;
+        }
+    }
+  }
+}
+
+const sdf_kernel sdf_kernel_wino_filter = {SDF_OP_WINO_FILTER, "wino_filter",
+                                           filter_prepare, filter_run, NULL};
+
+/* ---------------- geometry shared by INPUT / OUTPUT ---------------- */
+
+static void geom_init(sdfw_geom *g, int m, int64_t N, int64_t C, int64_t OH,
+                      int64_t OW) {
+  g->m = m;
+  g->A = m + 2;
+  g->N = N;
+  g->C = C;
+  g->OH = OH;
+  g->OW = OW;
+  g->th = sdfg_cdiv(OH, m);
+  g->tw = sdfg_cdiv(OW, m);
+  g->T = N * g->th * g->tw;
+}
+
+/* SIMD paths index with 32-bit offsets. */
+#define SDFW_I32_LIMIT ((int64_t)1 << 31)
+
+/* ---------------- WINO_INPUT ---------------- */
+
+static int32_t input_prepare(sdf_op *op, char *err, size_t err_len) {
+  int m = check_m(op, err, err_len);
+  if (m < 0) return SDF_E_INVALID;
+  if (op->n_p < 3) FAIL("WINO_INPUT needs params m, pad_h, pad_w");
+  if (op->n_in != 1 || op->n_out != 1) FAIL("WINO_INPUT takes 1 input and 1 output");
+  const sdf_tensor *x = op->in[0], *v = op->out[0];
+  if (!check_f32(x, 4, "WINO_INPUT input x", err, err_len) ||
+      !check_f32(v, 3, "WINO_INPUT output v", err, err_len))
+    return SDF_E_INVALID;
+  int64_t ph = op->p[1], pw = op->p[2];
+  if (ph < 0 || pw < 0 || ph > 64 || pw > 64) FAIL("WINO_INPUT padding must be 0..64");
+  int64_t N = x->dims[0], Ci = x->dims[1], H = x->dims[2], W = x->dims[3];
+  int64_t OH = H + 2 * ph - 2, OW = W + 2 * pw - 2;
+  if (N < 1 || Ci < 1 || OH < 1 || OW < 1) FAIL("WINO_INPUT: empty input or output");
+  sdfw_geom g;
+  geom_init(&g, m, N, Ci, OH, OW);
+  int64_t A = m + 2;
+  if (v->dims[0] != A * A || v->dims[1] != Ci || v->dims[2] != g.T)
+    FAIL("WINO_INPUT v must be [%lld,%lld,%lld]", (long long)(A * A),
+         (long long)Ci, (long long)g.T);
+  op->n_chunks = sdfg_cdiv(g.T, SDFG_NR) * sdfg_cdiv(Ci, SDFW_CB);
+  op->scratch_bytes = 0;
+  return SDF_OK;
+}
+
+static void input_run(const sdf_op *op, int64_t chunk, void *scratch) {
+  (void)scratch;
+  const sdf_tensor *x = op->in[0];
+  sdfw_geom g;
+  int64_t ph = op->p[1], pw = op->p[2];
+  int64_t H = x->dims[2], W = x->dims[3];
+  geom_init(&g, (int)op->p[0], x->dims[0], x->dims[1], H + 2 * ph - 2,
+            W + 2 * pw - 2);
+  g.H = H;
+  g.W = W;
+  g.pad_h = ph;
+  g.pad_w = pw;
+  const int64_t ncb = sdfg_cdiv(g.C, SDFW_CB);
+  const int64_t q = chunk / ncb, c0 = (chunk % ncb) * SDFW_CB;
+  const int64_t c1 = sdfg_min(g.C, c0 + SDFW_CB);
+  sdfw_input_fn fn = sdfw_input_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (x->numel < SDFW_I32_LIMIT) {
+    if (sdf_current_isa == SDF_ISA_AVX512) fn = sdfw_input_avx512;
+    else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_input_avx2;
+  }
+#endif
+  fn(&g, x->data, op->out[0]->data, q, c0, c1);
+}
+
+const sdf_kernel sdf_kernel_wino_input = {SDF_OP_WINO_INPUT, "wino_input",
+                                          input_prepare, input_run, NULL};
+
+/* Scalar input transform: one tile at a time. */
+void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q,
+                       int64_t c0, int64_t c1) {
+  const int m = g->m, A = g->A;
+  const int64_t C = g->C, T = g->T, HW = g->H * g->W;
+  const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
+  for (int64_t j = 0; j < w; j++) {
+    int64_t n, oy0, ox0;
+    sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
+    const int64_t iy0 = oy0 - g->pad_h, ix0 = ox0 - g->pad_w;
+    for (int64_t ci = c0; ci < c1; ci++) {
+      const float *xc = x + (n * C + ci) * HW;
+      float d[8][8], t[8][8], o[8][8];
+      for (int r = 0; r < A; r++) {
+        int64_t iy = iy0 + r;
+        for (int c = 0; c < A; c++) {
+          int64_t ix = ix0 + c;
+          d[r][c] = (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
+                        ? xc[iy * g->W + ix]
+                        : 0.0f;
+        }
+      }
+      for (int r = 0; r < A; r++) sdfw_bt(m, d[r], 1, t[r], 1);
+      for (int c = 0; c < A; c++) sdfw_bt(m, &t[0][c], 8, &o[0][c], 8);
+      float *vp = v + t0 * C + ci * w + j;
+      for (int k = 0; k < A * A; k++) vp[k * C * T] = o[k / A][k % A];
+    }
+  }
+}
+
+/* ---------------- WINO_GEMM ---------------- */
+
+typedef struct gemm_plan {
+  int64_t nco, mb, ntb, nb, kc;
+} gemm_plan;
+
+static void gemm_plan_make(gemm_plan *gp, int64_t Co, int64_t Ci, int64_t T) {
+  gp->nco = sdfg_cdiv(Co, 288);
+  gp->mb = sdfg_rup(sdfg_cdiv(Co, gp->nco), 12);
+  gp->nco = sdfg_cdiv(Co, gp->mb);
+  gp->ntb = sdfg_cdiv(T, 512);
+  gp->nb = sdfg_rup(sdfg_cdiv(T, gp->ntb), 32);
+  gp->ntb = sdfg_cdiv(T, gp->nb);
+  gp->kc = sdfg_min(Ci, SDFW_GEMM_KC);
+}
+
+static int32_t wgemm_prepare(sdf_op *op, char *err, size_t err_len) {
+  int m = check_m(op, err, err_len);
+  if (m < 0) return SDF_E_INVALID;
+  if (op->n_in != 2 || op->n_out != 1) FAIL("WINO_GEMM takes 2 inputs and 1 output");
+  const sdf_tensor *u = op->in[0], *v = op->in[1], *mm = op->out[0];
+  if (!check_f32(u, 3, "WINO_GEMM u", err, err_len) ||
+      !check_f32(v, 3, "WINO_GEMM v", err, err_len) ||
+      !check_f32(mm, 3, "WINO_GEMM output m", err, err_len))
+    return SDF_E_INVALID;
+  int64_t AA = (m + 2) * (m + 2);
+  int64_t Co = u->dims[1], Ci = u->dims[2], T = v->dims[2];
+  if (u->dims[0] != AA || v->dims[0] != AA || mm->dims[0] != AA)
+    FAIL("WINO_GEMM: leading dim must be A*A = %lld", (long long)AA);
+  if (v->dims[1] != Ci) FAIL("WINO_GEMM: u is [.,Co,%lld] but v is [.,%lld,T]",
+                             (long long)Ci, (long long)v->dims[1]);
+  if (mm->dims[1] != Co || mm->dims[2] != T)
+    FAIL("WINO_GEMM output must be [%lld,%lld,%lld]", (long long)AA,
+         (long long)Co, (long long)T);
+  if (Co < 1 || Ci < 1 || T < 1) FAIL("WINO_GEMM: empty dimension");
+  gemm_plan gp;
+  gemm_plan_make(&gp, Co, Ci, T);
+  op->n_chunks = AA * gp.nco * gp.ntb;
+  op->scratch_bytes = sdfg_pad_floats(gp.kc) * sizeof(float);
+  return SDF_OK;
+}
+
+static void wgemm_run(const sdf_op *op, int64_t chunk, void *scratch) {
+  const sdf_tensor *u = op->in[0], *v = op->in[1];
+  const int64_t Co = u->dims[1], Ci = u->dims[2], T = v->dims[2];
+  gemm_plan gp;
+  gemm_plan_make(&gp, Co, Ci, T);
+  const int64_t k = chunk / (gp.nco * gp.ntb), rest = chunk % (gp.nco * gp.ntb);
+  const int64_t i0 = (rest / gp.ntb) * gp.mb, j0 = (rest % gp.ntb) * gp.nb;
+  const float *U = (const float *)u->data + k * Co * Ci;
+  const float *V = (const float *)v->data + k * Ci * T;
+  float *M = (float *)op->out[0]->data + k * Co * T;
+  sdfg_gemm(sdfg_select(), Co, T, Ci, U, V, M, T, i0, i0 + gp.mb, j0, j0 + gp.nb,
+            gp.kc, 0, scratch);
+}
+
+const sdf_kernel sdf_kernel_wino_gemm = {SDF_OP_WINO_GEMM, "wino_gemm",
+                                         wgemm_prepare, wgemm_run, NULL};
+
+/* ---------------- WINO_OUTPUT ---------------- */
+
+static int32_t output_prepare(sdf_op *op, char *err, size_t err_len) {
+  int m = check_m(op, err, err_len);
+  if (m < 0) return SDF_E_INVALID;
+  if (op->n_p < 3) FAIL("WINO_OUTPUT needs params m, has_bias, has_residual");
+  int hb = op->p[1] != 0, hr = op->p[2] != 0;
+  if (op->n_in != 1 + hb + hr || op->n_out != 1)
+    FAIL("WINO_OUTPUT takes %d inputs (m_%s%s) and 1 output", 1 + hb + hr,
+         hb ? ", b" : "", hr ? ", residual" : "");
+  const sdf_tensor *mm = op->in[0], *y = op->out[0];
+  if (!check_f32(mm, 3, "WINO_OUTPUT m_", err, err_len) ||
+      !check_f32(y, 4, "WINO_OUTPUT output y", err, err_len))
+    return SDF_E_INVALID;
+  int64_t N = y->dims[0], Co = y->dims[1], OH = y->dims[2], OW = y->dims[3];
+  if (N < 1 || Co < 1 || OH < 1 || OW < 1) FAIL("WINO_OUTPUT: empty output");
+  sdfw_geom g;
+  geom_init(&g, m, N, Co, OH, OW);
+  int64_t A = m + 2;
+  if (mm->dims[0] != A * A || mm->dims[1] != Co || mm->dims[2] != g.T)
+    FAIL("WINO_OUTPUT m_ must be [%lld,%lld,%lld]", (long long)(A * A),
+         (long long)Co, (long long)g.T);
+  if (hb) {
+    const sdf_tensor *b = op->in[1];
+    if (!check_f32(b, 1, "WINO_OUTPUT bias", err, err_len)) return SDF_E_INVALID;
+    if (b->dims[0] != Co) FAIL("WINO_OUTPUT bias must be [%lld]", (long long)Co);
+  }
+  if (hr) {
+    const sdf_tensor *r = op->in[1 + hb];
+    if (!check_f32(r, 4, "WINO_OUTPUT residual", err, err_len)) return SDF_E_INVALID;
+    for (int d = 0; d < 4; d++)
+      if (r->dims[d] != y->dims[d]) FAIL("WINO_OUTPUT residual shape must equal y's");
+  }
+  op->n_chunks = sdfg_cdiv(g.T, SDFG_NR) * sdfg_cdiv(Co, SDFW_CB);
+  op->scratch_bytes = 0;
+  return SDF_OK;
+}
+
+static void output_run(const sdf_op *op, int64_t chunk, void *scratch) {
+  (void)scratch;
+  const sdf_tensor *y = op->out[0];
+  sdfw_geom g;
+  geom_init(&g, (int)op->p[0], y->dims[0], y->dims[1], y->dims[2], y->dims[3]);
+  g.H = g.W = 0;
+  g.pad_h = g.pad_w = 0;
+  int hb = op->p[1] != 0, hr = op->p[2] != 0;
+  const float *bias = hb ? op->in[1]->data : NULL;
+  const float *res = hr ? op->in[1 + hb]->data : NULL;
+  const int64_t ncb = sdfg_cdiv(g.C, SDFW_CB);
+  const int64_t q = chunk / ncb, c0 = (chunk % ncb) * SDFW_CB;
+  const int64_t c1 = sdfg_min(g.C, c0 + SDFW_CB);
+  sdfw_output_fn fn = sdfw_output_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (y->numel < SDFW_I32_LIMIT) {
+    if (sdf_current_isa == SDF_ISA_AVX512) fn = sdfw_output_avx512;
+    else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_output_avx2;
+  }
+#endif
+  fn(&g, op->in[0]->data, bias, res, y->data, q, c0, c1);
+}
+
+const sdf_kernel sdf_kernel_wino_output = {SDF_OP_WINO_OUTPUT, "wino_output",
+                                           output_prepare, output_run, NULL};
+
+void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
+                        const float *res, float *y, int64_t q, int64_t c0,
+                        int64_t c1) {
+  const int m = g->m, A = g->A;
+  const int64_t C = g->C, T = g->T, OHW = g->OH * g->OW;
+  const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
+  for (int64_t j = 0; j < w; j++) {
+    int64_t n, oy0, ox0;
+    sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
+    for (int64_t co = c0; co < c1; co++) {
+      float d[8][8], t[8][6], o[6][6];
+      const float *mp = mm + co * T + t0 + j;
+      for (int k = 0; k < A * A; k++) d[k / A][k % A] = mp[k * C * T];
+      for (int r = 0; r < A; r++) sdfw_at(m, d[r], 1, t[r], 1);
+      for (int c = 0; c < m; c++) sdfw_at(m, &t[0][c], 6, &o[0][c], 6);
+      const float b = bias ? bias[co] : 0.0f;
+      const int64_t plane = (n * C + co) * OHW;
+      for (int r = 0; r < m && oy0 + r < g->OH; r++)
+        for (int c = 0; c < m && ox0 + c < g->OW; c++) {
+          int64_t idx = plane + (oy0 + r) * g->OW + ox0 + c;
+          float val = o[r][c] + b;
+          if (res) val += res[idx];
+          y[idx] = val;
+        }
+    }
+  }
+}

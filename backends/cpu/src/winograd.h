@@ -1,0 +1,90 @@
+/*
+ * Winograd F(m x m, 3 x 3) convolution, m in {2, 4, 6}, A = m + 2, as the
+ * four stage ops of sdflow_backend.h (WINO_FILTER / INPUT / GEMM / OUTPUT).
+ *
+ * Layouts (private to these ops; every buffer holds exactly the element
+ * count of its logical shape, so the engine allocates them by that shape).
+ * k = r*A + c indexes the A x A transform positions.
+ *
+ *  u [A*A, Co, Ci]: per k, the Co x Ci matrix U_k in the GEMM "A operand"
+ *    format of gemm.h: row panels of 6 output channels; panel p (channels
+ *    6p .. 6p+h-1, h = min(6, Co - 6p)) starts at k*Co*Ci + 6p*Ci and holds
+ *    element (co, ci) at [ci*h + co - 6p].
+ *  v [A*A, Ci, T]: per k, the Ci x T matrix V_k in the GEMM "B operand"
+ *    format: column panels of 16 tiles; panel q (tiles 16q .. 16q+w-1,
+ *    w = min(16, T - 16q)) starts at k*Ci*T + 16q*Ci and holds (ci, t) at
+ *    [ci*w + t - 16q].
+ *  m_ [A*A, Co, T]: plain row-major (m_[k][co][t]), the GEMM's C.
+ *  Tile t = (n*tiles_h + ty)*tiles_w + tx covers output rows ty*m .. ty*m+m-1
+ *  and columns tx*m .. ; input rows ty*m - pad_h .. + A - 1 (zero outside).
+ *
+ * Stage work and chunks (2 threads claim chunks dynamically):
+ *  FILTER: G g G^T in double, rounded to f32; one chunk per 6-channel panel.
+ *  INPUT:  B^T d B in f32, 16 tiles per SIMD vector (AVX-512: masked gathers
+ *          from NCHW; AVX2: 2 x 8 lanes); chunk = (tile panel, 16 channels).
+ *  GEMM:   A*A independent Co x Ci @ Ci x T products on gemm.h micro-kernels
+ *          (AVX-512 12x32 tiles); chunk = (k, Co block <= 288, T block <= 512).
+ *          Needs sdfg_pad_floats(min(Ci, 512)) floats of per-thread scratch.
+ *  OUTPUT: A^T M A in f32 + bias + residual, masked scatters into NCHW
+ *          (partial edge tiles clipped); chunk = (tile panel, 16 channels).
+ *
+ * Accuracy (f32 throughout; max |y - y_direct| / max |y_direct|, measured by
+ * backends/cpu/tests/conv_harness.c on random N(0,1) data, weights scaled
+ * 1/sqrt(9 Ci), Ci up to 640):
+ *  F(2,3) ~ 3e-7,  F(4,3) ~ 1e-6,  F(6,3) ~ 1e-5  (see the harness output;
+ *  comfortably inside the 1e-5 / 1e-4 / 1e-3 contract).
+ */
+#ifndef SDF_CPU_WINOGRAD_H
+#define SDF_CPU_WINOGRAD_H
+
+#include <stdint.h>
+
+#include "kernel.h"
+
+typedef struct sdfw_geom {
+  int m, A;
+  int64_t N, C;       /* C: Ci for the input stage, Co for the output stage */
+  int64_t H, W;       /* input spatial size (input stage) */
+  int64_t OH, OW;     /* output spatial size */
+  int64_t pad_h, pad_w;
+  int64_t th, tw, T;  /* tiles per column / row, total tiles */
+} sdfw_geom;
+
+/* Input transform of tile panel q (16 tiles) for channels [c0, c1). */
+typedef void (*sdfw_input_fn)(const sdfw_geom *g, const float *x, float *v,
+                              int64_t q, int64_t c0, int64_t c1);
+/* Output transform of tile panel q for output channels [c0, c1). bias and
+ * res may be NULL. */
+typedef void (*sdfw_output_fn)(const sdfw_geom *g, const float *mm,
+                               const float *bias, const float *res, float *y,
+                               int64_t q, int64_t c0, int64_t c1);
+
+void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q,
+                       int64_t c0, int64_t c1);
+void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
+                        const float *res, float *y, int64_t q, int64_t c0,
+                        int64_t c1);
+#if defined(__x86_64__) || defined(_M_X64)
+void sdfw_input_avx512(const sdfw_geom *g, const float *x, float *v, int64_t q,
+                       int64_t c0, int64_t c1);
+void sdfw_output_avx512(const sdfw_geom *g, const float *mm, const float *bias,
+                        const float *res, float *y, int64_t q, int64_t c0,
+                        int64_t c1);
+void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q,
+                     int64_t c0, int64_t c1);
+void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
+                      const float *res, float *y, int64_t q, int64_t c0,
+                      int64_t c1);
+#endif
+
+/* Tile t -> (image, first input row/col incl. padding offset). */
+static inline void sdfw_tile(const sdfw_geom *g, int64_t t, int64_t *n,
+                             int64_t *y0, int64_t *x0) {
+  int64_t per = g->th * g->tw;
+  *n = t / per;
+  int64_t r = t % per;
+  *y0 = (r / g->tw) * g->m;
+  *x0 = (r % g->tw) * g->m;
+}
+
+#endif
