@@ -1,0 +1,33 @@
+/**
+ * The built-in node catalog: every node type a graph can use without plugins.
+ *
+ * @example
+ * ```ts
+ * import { builtinNodes } from "./catalog.ts";
+ * console.log(builtinNodes.map((n) => n.type));
+ * ```
+ */
+
+import { checkpoint, tinyCheckpoint } from "./nodes/checkpoint.ts";
+import { clipEncode } from "./nodes/clip_encode.ts";
+import { emptyLatent } from "./nodes/empty_latent.ts";
+import { loadImage } from "./nodes/load_image.ts";
+import { sampler } from "./nodes/sampler.ts";
+import { saveImage } from "./nodes/save_image.ts";
+import { vaeDecode, vaeEncode } from "./nodes/vae.ts";
+
+/** The built-in node definitions, in documentation order. */
+export const builtinNodes = [
+  checkpoint,
+  tinyCheckpoint,
+  clipEncode,
+  emptyLatent,
+  loadImage,
+  vaeEncode,
+  sampler,
+  vaeDecode,
+  saveImage,
+] as const;
+
+/** One of the built-in node definitions. */
+export type BuiltinNode = typeof builtinNodes[number];

@@ -1,0 +1,287 @@
+/**
+ * The node API: what a pipeline node declares (typed inputs and outputs), how
+ * it runs, and how it estimates its cost for `deno task plan`.
+ *
+ * A node's inputs are either *values* described by JSON Schema (numbers,
+ * strings, enums…) or *sockets* (typed connections such as `LATENT` or `VAE`)
+ * that must be wired to another node's output of the same type. The types are
+ * carried through to `run`, and to the typed graph builder in `dsl/`, so a
+ * miswired graph fails to compile.
+ *
+ * @example
+ * ```ts
+ * import { defineNode } from "./node.ts";
+ *
+ * export const invert = defineNode({
+ *   type: "invert",
+ *   description: "Inverts the colours of every image in a batch.",
+ *   inputs: {
+ *     images: { type: "IMAGE" },
+ *     amount: { schema: { type: "number", minimum: 0, maximum: 1, default: 1 } },
+ *   },
+ *   outputs: { images: "IMAGE" },
+ *   run({ images, amount }) {
+ *     return Promise.resolve({ images: images.map((im) => ({ ...im, data: im.data.map((v) => v + amount * (255 - 2 * v)) })) });
+ *   },
+ * });
+ * ```
+ */
+
+import type { Checkpoint, Conditioning, Denoiser, Image, Latent, TextEncoder, Vae } from "../models/types.ts";
+
+/**
+ * The socket types and the JavaScript values they carry. `IMAGE` is a batch.
+ * Plugins may use further socket names (UPPER_SNAKE); they carry `unknown`.
+ */
+export interface SocketTypes {
+  LATENT: Latent;
+  IMAGE: readonly Image[];
+  CONDITIONING: Conditioning;
+  MODEL: Denoiser;
+  CLIP: TextEncoder;
+  VAE: Vae;
+  CHECKPOINT: Checkpoint;
+  INT: number;
+  FLOAT: number;
+  STRING: string;
+  BOOLEAN: boolean;
+}
+
+/** A built-in socket type name. */
+export type SocketType = Extract<keyof SocketTypes, string>;
+
+/** The value a socket of type `T` carries. */
+export type SocketValue<T extends string> = T extends SocketType ? SocketTypes[T] : unknown;
+
+/** Socket names must look like this (`LATENT`, `MY_MASK`). */
+export const SOCKET_NAME: RegExp = /^[A-Z][A-Z0-9_]*$/;
+/** Node type and input/output names must look like this (`clip_encode`). */
+export const IDENT: RegExp = /^[a-z][a-z0-9_]*$/;
+
+/** The subset of JSON Schema (draft-07) that value inputs use. */
+export interface JsonSchema {
+  readonly type?: "integer" | "number" | "string" | "boolean" | "array";
+  readonly enum?: readonly (string | number | boolean)[];
+  readonly const?: string | number | boolean;
+  readonly minimum?: number;
+  readonly maximum?: number;
+  readonly exclusiveMinimum?: number;
+  readonly exclusiveMaximum?: number;
+  readonly multipleOf?: number;
+  readonly minLength?: number;
+  readonly maxLength?: number;
+  readonly pattern?: string;
+  readonly items?: JsonSchema;
+  readonly minItems?: number;
+  readonly maxItems?: number;
+  readonly default?: unknown;
+  readonly description?: string;
+  readonly title?: string;
+  readonly examples?: readonly unknown[];
+}
+
+/** The TypeScript type of a value described by schema `S`. */
+export type SchemaValue<S> = S extends { enum: readonly (infer E)[] } ? E
+  : S extends { type: "integer" | "number" } ? number
+  : S extends { type: "string" } ? string
+  : S extends { type: "boolean" } ? boolean
+  : S extends { type: "array"; items: infer It } ? SchemaValue<It>[]
+  : unknown;
+
+/** A value input: a literal in the graph (or a reference to an INT/FLOAT/STRING/BOOLEAN output). */
+export interface ValueInputSpec<S extends JsonSchema = JsonSchema> {
+  readonly schema: S;
+  readonly kind?: "value";
+  /** Without a default, a value input is required unless this is true. */
+  readonly optional?: boolean;
+}
+
+/** A socket input: must be wired to another node's output of the same type. */
+export interface SocketInputSpec<T extends string = string> {
+  readonly type: T;
+  readonly optional?: boolean;
+  readonly description?: string;
+}
+
+/** One input declaration. */
+export type InputSpec = ValueInputSpec | SocketInputSpec;
+/** A node's inputs by name. */
+export type InputSpecs = Readonly<Record<string, InputSpec>>;
+/** A node's outputs: name → socket type. */
+export type OutputSpecs = Readonly<Record<string, string>>;
+
+/** Whether an input must be given in a graph. */
+export type IsRequired<S> = S extends { optional: true } ? false
+  : S extends { schema: { default: unknown } } ? false
+  : true;
+
+type RuntimeInput<S> = S extends { type: infer T extends string }
+  ? (S extends { optional: true } ? SocketValue<T> | undefined : SocketValue<T>)
+  : S extends { schema: infer Sc } ? (IsRequired<S> extends true ? SchemaValue<Sc>
+      : Sc extends { default: unknown } ? SchemaValue<Sc>
+      : SchemaValue<Sc> | undefined)
+  : never;
+
+/** What `run` receives: values (defaults applied) and socket values. */
+export type RunInputs<I extends InputSpecs> = { -readonly [K in keyof I]: RuntimeInput<I[K]> };
+
+/** What `run` returns: one value per declared output. */
+export type RunOutputs<O extends OutputSpecs> = { -readonly [K in keyof O]: SocketValue<O[K]> };
+
+/** Static facts about a value flowing between nodes, propagated by estimates (shapes, the checkpoint path…). */
+export interface ValueMeta {
+  readonly shape?: readonly number[];
+  readonly checkpoint?: string;
+  readonly [key: string]: unknown;
+}
+
+type EstimateInput<S> = S extends { type: string } ? ValueMeta | undefined : RuntimeInput<S>;
+
+/** What `estimate` receives: literal values, and for sockets what the upstream estimate said about them. */
+export type EstimateInputs<I extends InputSpecs> = { -readonly [K in keyof I]: EstimateInput<I[K]> };
+
+/** One compute op (or group of identical ops) a node lowers to. */
+export interface OpEstimate {
+  /** What it is, e.g. `unet.conv2d 3x3 (winograd F(4,3))` or `load_weights`. */
+  readonly op: string;
+  /** How many times it runs in this node (steps × layers…); default 1. FLOPs and bytes are per run. */
+  readonly count?: number;
+  readonly flops: number;
+  /** Memory the op touches or holds (weights, activations), in bytes. */
+  readonly bytes: number;
+  readonly note?: string;
+}
+
+/** A node's estimated cost, and facts about its outputs for the nodes downstream. */
+export interface NodeEstimate {
+  readonly ops: readonly OpEstimate[];
+  /** Peak resident memory while the node runs; default: the largest op's bytes. */
+  readonly peakBytes?: number;
+  readonly outputs?: Readonly<Record<string, ValueMeta>>;
+  /** Why the estimate is partial or missing, if it is. */
+  readonly note?: string;
+}
+
+/** Options a run passes to every node (from the CLI: `-t`, `--backend`). */
+export interface RunSettings {
+  readonly threads?: number;
+  readonly backend?: string;
+}
+
+/** Facts about an ancestor node, for nodes that describe their provenance (save_image's `parameters`). */
+export interface UpstreamNode {
+  readonly id: string;
+  readonly type: string;
+  /** The node's literal input values (defaults applied). */
+  readonly values: Readonly<Record<string, unknown>>;
+  /** Wired inputs: input name → `{ node, output }`. */
+  readonly refs: Readonly<Record<string, { readonly node: string; readonly output: string }>>;
+  /** What the node published with `ctx.publish` (e.g. the seed a random seed resolved to). */
+  readonly meta: Readonly<Record<string, unknown>>;
+}
+
+/** What a running node may use besides its inputs. */
+export interface NodeContext {
+  readonly nodeId: string;
+  readonly settings: RunSettings;
+  readonly signal: AbortSignal;
+  /** Reports progress of a long node (drawn as a progress bar by the CLI). */
+  progress(done: number, total: number): void;
+  /** A line for the user (printed above progress bars). */
+  log(message: string): void;
+  /** Records facts about this run of the node (kept with cached outputs; seen downstream via `upstream`). */
+  publish(meta: Record<string, unknown>): void;
+  /** Every ancestor of this node, nearest first. */
+  upstream(): readonly UpstreamNode[];
+}
+
+/** The values of a node's literal inputs, as `fingerprint`/`cacheable` see them. */
+export type NodeValues = Readonly<Record<string, unknown>>;
+
+/** A node type. Build with {@link defineNode} to keep its input and output types. */
+export interface NodeDef<
+  I extends InputSpecs = InputSpecs,
+  O extends OutputSpecs = OutputSpecs,
+  T extends string = string,
+> {
+  /** The name graphs use, e.g. `clip_encode` (lower snake case). */
+  readonly type: T;
+  /** One or two sentences for the schema, the docs and editors. */
+  readonly description: string;
+  readonly category?: string;
+  readonly inputs: I;
+  readonly outputs: O;
+  run(inputs: RunInputs<I>, ctx: NodeContext): Promise<RunOutputs<O>>;
+  /** Cost model for `deno task plan`. */
+  estimate?(inputs: EstimateInputs<I>): NodeEstimate | Promise<NodeEstimate>;
+  /**
+   * Extra identity for the output cache beyond the input values: a loader
+   * returns the file's size and mtime so an edited file is reloaded.
+   */
+  fingerprint?(values: NodeValues): unknown | Promise<unknown>;
+  /** False (or a function returning false) when outputs must not be reused, e.g. a random seed. */
+  readonly cacheable?: boolean | ((values: NodeValues) => boolean);
+  /** Sinks (files written) always run and are never cached. */
+  readonly sideEffects?: boolean;
+}
+
+/** Any node definition, whatever its inputs and outputs. */
+// deno-lint-ignore no-explicit-any
+export type AnyNodeDef = NodeDef<any, any, string>;
+
+/**
+ * Declares a node type, keeping the literal types of its inputs and outputs so
+ * that `run` is typed and the graph builder can check wiring.
+ *
+ * @example
+ * ```ts
+ * const scale = defineNode({
+ *   type: "scale_latent",
+ *   description: "Multiplies a latent by a factor.",
+ *   inputs: { latent: { type: "LATENT" }, factor: { schema: { type: "number", default: 1 } } },
+ *   outputs: { latent: "LATENT" },
+ *   run: ({ latent, factor }) =>
+ *     Promise.resolve({ latent: { shape: latent.shape, data: latent.data.map((v) => v * factor) } }),
+ * });
+ * ```
+ */
+export function defineNode<const T extends string, const I extends InputSpecs, const O extends OutputSpecs>(
+  def: NodeDef<I, O, T>,
+): NodeDef<I, O, T> {
+  return def;
+}
+
+/** Whether an input declaration is a socket. */
+export function isSocketInput(spec: InputSpec): spec is SocketInputSpec {
+  return typeof (spec as SocketInputSpec).type === "string";
+}
+
+/** Whether a graph must give this input. */
+export function isRequiredInput(spec: InputSpec): boolean {
+  if (spec.optional) return false;
+  return isSocketInput(spec) || !("default" in spec.schema);
+}
+
+/** The socket type an output must have to feed a value input with this schema (INT into integer…). */
+export function socketsForSchema(schema: JsonSchema): readonly string[] {
+  switch (schema.type) {
+    case "integer":
+      return ["INT"];
+    case "number":
+      return ["FLOAT", "INT"];
+    case "string":
+      return ["STRING"];
+    case "boolean":
+      return ["BOOLEAN"];
+    default:
+      return [];
+  }
+}
+
+/** Thrown by a node when an input is unusable; the runner names the node and input. */
+export class NodeInputError extends Error {
+  constructor(readonly input: string, message: string) {
+    super(message);
+    this.name = "NodeInputError";
+  }
+}

@@ -1,0 +1,125 @@
+/** `sampler`: denoises a latent with the UNet, guided by positive and negative conditioning. */
+
+import { defineNode, type NodeValues } from "../node.ts";
+import { estimateNetwork, modelLayer } from "./model_layer.ts";
+
+/** Sampling methods, named as stable-diffusion.cpp's `--sampling-method`. */
+export const SAMPLING_METHODS = [
+  "euler",
+  "euler_a",
+  "heun",
+  "dpm2",
+  "dpm++2s_a",
+  "dpm++2m",
+  "dpm++2mv2",
+  "lcm",
+  "ddim",
+  "ipndm",
+] as const;
+
+/** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
+export const SCHEDULERS = ["discrete", "karras", "exponential", "ays"] as const;
+
+/** Noise generators: `cuda` matches stable-diffusion.cpp's default (Philox, as PyTorch on CUDA); `std_default` its CPU one. */
+export const RNGS = ["cuda", "std_default"] as const;
+
+/** Methods that evaluate the UNet twice per step. */
+const TWO_EVALS = new Set(["heun", "dpm2", "dpm++2s_a"]);
+
+/** A random seed in [0, 2^31), as stable-diffusion.cpp draws one for a negative seed. */
+function randomSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
+}
+
+/** The diffusion sampler (KSampler). */
+export const sampler = defineNode({
+  type: "sampler",
+  category: "sampling",
+  description: "Runs the diffusion sampler: starts from a latent (empty for txt2img, an encoded image for img2img), " +
+    "adds noise and denoises it with the UNet, guided by the positive and negative conditioning (CFG).",
+  inputs: {
+    model: { type: "MODEL", description: "The UNet (a checkpoint's model output)." },
+    positive: { type: "CONDITIONING", description: "What the picture should show." },
+    negative: { type: "CONDITIONING", description: "What it should not show (an empty prompt is usual)." },
+    latent: { type: "LATENT", description: "The starting latent." },
+    seed: {
+      schema: {
+        type: "integer",
+        minimum: -9007199254740991,
+        maximum: 9007199254740991,
+        default: -1,
+        description: "Noise seed; negative: a random seed (reported, and written into saved images).",
+      },
+    },
+    steps: { schema: { type: "integer", minimum: 1, maximum: 1000, default: 20, description: "Sampling steps." } },
+    cfg: {
+      schema: {
+        type: "number",
+        minimum: 0,
+        maximum: 100,
+        default: 7,
+        description: "Classifier-free guidance scale (1 = no guidance: the negative prompt is not evaluated).",
+      },
+    },
+    sampler: {
+      schema: { enum: SAMPLING_METHODS, default: "euler_a", description: "Sampling method." },
+    },
+    scheduler: { schema: { enum: SCHEDULERS, default: "discrete", description: "Noise schedule (sigmas)." } },
+    rng: { schema: { enum: RNGS, default: "cuda", description: "Random number generator for the noise." } },
+    denoise: {
+      schema: {
+        type: "number",
+        minimum: 0,
+        maximum: 1,
+        default: 1,
+        description: "Strength: 1 replaces the latent entirely (txt2img); below 1 keeps that much of it (img2img).",
+      },
+    },
+    batch: {
+      optional: true,
+      schema: {
+        type: "integer",
+        minimum: 1,
+        maximum: 64,
+        description: "Images to make. Default: the latent's batch size; a latent of batch 1 is repeated, " +
+          "each copy getting its own noise (img2img with -b).",
+      },
+    },
+  },
+  outputs: { latent: "LATENT" },
+  cacheable: (values: NodeValues) => typeof values.seed === "number" && values.seed >= 0,
+  async run(inputs, ctx) {
+    const { sample } = await modelLayer("sample");
+    const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
+    if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
+    ctx.publish({ seed });
+    const latent = await sample({
+      denoiser: inputs.model,
+      positive: inputs.positive,
+      negative: inputs.negative,
+      latent: inputs.latent,
+      seed,
+      steps: inputs.steps,
+      cfgScale: inputs.cfg,
+      method: inputs.sampler,
+      scheduler: inputs.scheduler,
+      rng: inputs.rng,
+      strength: inputs.denoise,
+      batch: inputs.batch ?? inputs.latent.shape[0],
+      onStep: (i, n) => ctx.progress(i, n),
+    });
+    return { latent };
+  },
+  async estimate({ model, latent, steps, cfg, sampler, denoise, batch }) {
+    const shape = latent?.shape;
+    if (!model?.checkpoint || !shape) return { ops: [], note: "input size unknown" };
+    const n = batch ?? shape[0];
+    const out = [n, ...shape.slice(1)];
+    const evalShape = [cfg === 1 ? n : 2 * n, ...shape.slice(1)];
+    const evals = Math.max(1, Math.round(steps * denoise)) * (TWO_EVALS.has(sampler) ? 2 : 1);
+    const r = await estimateNetwork("unet", { checkpoint: model.checkpoint, latentShape: evalShape });
+    const ops = (r.ops ?? []).map((op) => ({ ...op, count: (op.count ?? 1) * evals }));
+    const note = [`${evals} UNet evaluations at [${evalShape}]`, r.note].filter(Boolean).join("; ");
+    return { ops, note, outputs: { latent: { shape: out } } };
+  },
+});
