@@ -1,0 +1,3 @@
+/** Samplers, sigma schedules, RNGs and the CompVis denoiser wrapper, as stable-diffusion.cpp runs them. */
+export * from "./rng.ts";
+export * from "./schedules.ts";
