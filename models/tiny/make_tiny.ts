@@ -1,0 +1,371 @@
+/**
+ * A tiny random-weight Stable Diffusion 1.x checkpoint in the CompVis/ldm
+ * single-file layout (real tensor names, scaled-down shapes), written as
+ * .safetensors. For tests and demos: every network builds and runs in well
+ * under a second, and architecture detection sees an ordinary SD1 file.
+ *
+ *   UNet: model_channels 32, channel_mult [1, 2], 1 res block per level,
+ *         attention (depth 1) at the lower-resolution level and in the middle,
+ *         2 heads (metadata sdflow.unet.num_heads), context 64, conv proj_in/out;
+ *   CLIP: transformers naming, 2 layers, width 64, 2 heads (metadata
+ *         sdflow.clip.heads), MLP 256, vocabulary 49408, 77 positions, quick_gelu;
+ *   VAE:  ch 32, ch_mult [1, 1, 2, 2] (downsampling factor 8, like SD's),
+ *         1 res block per level, z 4, mid attention, quant convs.
+ *
+ * Values are deterministic and independent of write order: each tensor draws
+ * from its own sfc32 stream seeded by FNV-1a of `${seed}/${name}`; normals
+ * are Irwin-Hall sums of four uniforms (only exact arithmetic, so every
+ * machine writes the same bytes). Initialisation follows make_random_sd.py:
+ * weights N(0, 1/fan_in), biases and norm biases N(0, 0.02^2), norm weights
+ * 1 + N(0, 0.02^2), embeddings N(0, 0.02^2).
+ *
+ * CLI: deno run -A models/tiny/make_tiny.ts --out tiny.safetensors [--seed 0] [--dtype f32|f16]
+ */
+
+type Kind = "w" | "b" | "nw" | "nb" | "emb" | "i64";
+
+interface Item {
+  name: string;
+  shape: number[];
+  kind: Kind;
+  fanIn?: number;
+}
+
+/** The tiny model's architecture (what detectArch should find). */
+export const TINY = {
+  unet: {
+    modelChannels: 32,
+    channelMult: [1, 2],
+    numResBlocks: 1,
+    attentionLevels: [1],
+    heads: 2,
+    contextDim: 64,
+  },
+  clip: { width: 64, layers: 2, heads: 2, ffDim: 256, vocab: 49408, tokens: 77 },
+  vae: { ch: 32, chMult: [1, 1, 2, 2], numResBlocks: 1, zChannels: 4 },
+} as const;
+
+class Spec {
+  readonly items: Item[] = [];
+  private readonly names = new Set<string>();
+  add(name: string, shape: number[], kind: Kind, fanIn?: number): void {
+    if (this.names.has(name)) throw new Error(`duplicate tensor ${name}`);
+    this.names.add(name);
+    this.items.push({ name, shape, kind, fanIn });
+  }
+  conv(p: string, cout: number, cin: number, k: number): void {
+    this.add(`${p}.weight`, [cout, cin, k, k], "w", cin * k * k);
+    this.add(`${p}.bias`, [cout], "b");
+  }
+  linear(p: string, cout: number, cin: number, bias = true): void {
+    this.add(`${p}.weight`, [cout, cin], "w", cin);
+    if (bias) this.add(`${p}.bias`, [cout], "b");
+  }
+  norm(p: string, c: number): void {
+    this.add(`${p}.weight`, [c], "nw");
+    this.add(`${p}.bias`, [c], "nb");
+  }
+}
+
+function unet(s: Spec): void {
+  const P = "model.diffusion_model.";
+  const { modelChannels: mc, channelMult, numResBlocks: nres, attentionLevels, contextDim: ctx } = TINY.unet;
+  const emb = mc * 4;
+  const res = (p: string, cin: number, cout: number) => {
+    s.norm(`${p}.in_layers.0`, cin);
+    s.conv(`${p}.in_layers.2`, cout, cin, 3);
+    s.linear(`${p}.emb_layers.1`, cout, emb);
+    s.norm(`${p}.out_layers.0`, cout);
+    s.conv(`${p}.out_layers.3`, cout, cout, 3);
+    if (cin !== cout) s.conv(`${p}.skip_connection`, cout, cin, 1);
+  };
+  const st = (p: string, c: number) => {
+    s.norm(`${p}.norm`, c);
+    s.conv(`${p}.proj_in`, c, c, 1);
+    const tb = `${p}.transformer_blocks.0`;
+    for (const a of ["attn1", "attn2"]) {
+      s.linear(`${tb}.${a}.to_q`, c, c, false);
+      s.linear(`${tb}.${a}.to_k`, c, a === "attn1" ? c : ctx, false);
+      s.linear(`${tb}.${a}.to_v`, c, a === "attn1" ? c : ctx, false);
+      s.linear(`${tb}.${a}.to_out.0`, c, c);
+    }
+    s.linear(`${tb}.ff.net.0.proj`, c * 8, c);
+    s.linear(`${tb}.ff.net.2`, c, c * 4);
+    for (const n of ["norm1", "norm2", "norm3"]) s.norm(`${tb}.${n}`, c);
+    s.conv(`${p}.proj_out`, c, c, 1);
+  };
+  const attn = new Set<number>(attentionLevels);
+  s.linear(`${P}time_embed.0`, emb, mc);
+  s.linear(`${P}time_embed.2`, emb, emb);
+  s.conv(`${P}input_blocks.0.0`, mc, 4, 3);
+  const chans: number[] = [mc];
+  let ch: number = mc;
+  let idx = 1;
+  channelMult.forEach((m, lvl) => {
+    for (let r = 0; r < nres; r++) {
+      res(`${P}input_blocks.${idx}.0`, ch, mc * m);
+      ch = mc * m;
+      if (attn.has(lvl)) st(`${P}input_blocks.${idx}.1`, ch);
+      chans.push(ch);
+      idx++;
+    }
+    if (lvl !== channelMult.length - 1) {
+      s.conv(`${P}input_blocks.${idx}.0.op`, ch, ch, 3);
+      chans.push(ch);
+      idx++;
+    }
+  });
+  res(`${P}middle_block.0`, ch, ch);
+  st(`${P}middle_block.1`, ch);
+  res(`${P}middle_block.2`, ch, ch);
+  idx = 0;
+  for (let lvl = channelMult.length - 1; lvl >= 0; lvl--) {
+    for (let i = 0; i <= nres; i++) {
+      const skip = chans.pop()!;
+      res(`${P}output_blocks.${idx}.0`, ch + skip, mc * channelMult[lvl]);
+      ch = mc * channelMult[lvl];
+      let sub = 1;
+      if (attn.has(lvl)) {
+        st(`${P}output_blocks.${idx}.1`, ch);
+        sub = 2;
+      }
+      if (lvl !== 0 && i === nres) s.conv(`${P}output_blocks.${idx}.${sub}.conv`, ch, ch, 3);
+      idx++;
+    }
+  }
+  s.norm(`${P}out.0`, ch);
+  s.conv(`${P}out.2`, 4, ch, 3);
+}
+
+function vae(s: Spec): void {
+  const P = "first_stage_model.";
+  const { ch, chMult, numResBlocks: nres, zChannels: z } = TINY.vae;
+  const resnet = (p: string, cin: number, cout: number) => {
+    s.norm(`${p}.norm1`, cin);
+    s.conv(`${p}.conv1`, cout, cin, 3);
+    s.norm(`${p}.norm2`, cout);
+    s.conv(`${p}.conv2`, cout, cout, 3);
+    if (cin !== cout) s.conv(`${p}.nin_shortcut`, cout, cin, 1);
+  };
+  const attn = (p: string, c: number) => {
+    s.norm(`${p}.norm`, c);
+    for (const n of ["q", "k", "v", "proj_out"]) s.conv(`${p}.${n}`, c, c, 1);
+  };
+  const mid = (p: string, c: number) => {
+    resnet(`${p}.block_1`, c, c);
+    attn(`${p}.attn_1`, c);
+    resnet(`${p}.block_2`, c, c);
+  };
+  const e = `${P}encoder`;
+  s.conv(`${e}.conv_in`, ch, 3, 3);
+  let cin: number = ch;
+  chMult.forEach((m, lvl) => {
+    for (let i = 0; i < nres; i++) {
+      resnet(`${e}.down.${lvl}.block.${i}`, cin, ch * m);
+      cin = ch * m;
+    }
+    if (lvl !== chMult.length - 1) s.conv(`${e}.down.${lvl}.downsample.conv`, cin, cin, 3);
+  });
+  mid(`${e}.mid`, cin);
+  s.norm(`${e}.norm_out`, cin);
+  s.conv(`${e}.conv_out`, 2 * z, cin, 3);
+  s.conv(`${P}quant_conv`, 2 * z, 2 * z, 1);
+  s.conv(`${P}post_quant_conv`, z, z, 1);
+  const d = `${P}decoder`;
+  cin = ch * chMult[chMult.length - 1];
+  s.conv(`${d}.conv_in`, cin, z, 3);
+  mid(`${d}.mid`, cin);
+  for (let lvl = chMult.length - 1; lvl >= 0; lvl--) {
+    for (let i = 0; i <= nres; i++) {
+      resnet(`${d}.up.${lvl}.block.${i}`, cin, ch * chMult[lvl]);
+      cin = ch * chMult[lvl];
+    }
+    if (lvl !== 0) s.conv(`${d}.up.${lvl}.upsample.conv`, cin, cin, 3);
+  }
+  s.norm(`${d}.norm_out`, cin);
+  s.conv(`${d}.conv_out`, 3, cin, 3);
+}
+
+function clip(s: Spec): void {
+  const P = "cond_stage_model.transformer.text_model.";
+  const { width: d, layers, ffDim, vocab, tokens } = TINY.clip;
+  s.add(`${P}embeddings.token_embedding.weight`, [vocab, d], "emb");
+  s.add(`${P}embeddings.position_embedding.weight`, [tokens, d], "emb");
+  s.add(`${P}embeddings.position_ids`, [1, tokens], "i64");
+  for (let i = 0; i < layers; i++) {
+    const L = `${P}encoder.layers.${i}`;
+    for (const n of ["k_proj", "v_proj", "q_proj", "out_proj"]) s.linear(`${L}.self_attn.${n}`, d, d);
+    s.norm(`${L}.layer_norm1`, d);
+    s.linear(`${L}.mlp.fc1`, ffDim, d);
+    s.linear(`${L}.mlp.fc2`, d, ffDim);
+    s.norm(`${L}.layer_norm2`, d);
+  }
+  s.norm(`${P}final_layer_norm`, d);
+}
+
+/** Every tensor of the tiny checkpoint, sorted by name (as make_random_sd.py writes them). */
+export function tinySpec(): Item[] {
+  const s = new Spec();
+  unet(s);
+  vae(s);
+  clip(s);
+  return s.items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+// ---- deterministic values ------------------------------------------------------
+
+function fnv1a32(text: string): number {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(text)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+/** sfc32, seeded from a string; returns uniform integers in [0, 2^32). */
+function sfc32(key: string): () => number {
+  let a = fnv1a32(key);
+  let b = fnv1a32(`${key}#1`);
+  let c = fnv1a32(`${key}#2`);
+  let d = 1;
+  const next = () => {
+    const t = (((a + b) >>> 0) + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = ((c << 21) | (c >>> 11)) >>> 0;
+    c = (c + t) >>> 0;
+    return t;
+  };
+  for (let i = 0; i < 12; i++) next();
+  return next;
+}
+
+const SQRT3 = Math.sqrt(3);
+const INV32 = 1 / 4294967296;
+
+/** The float32 values of one tensor. */
+export function tensorValues(seed: number, item: Item): Float32Array {
+  const n = item.shape.reduce((x, y) => x * y, 1);
+  const out = new Float32Array(n);
+  const rnd = sfc32(`${seed}/${item.name}`);
+  const std = item.kind === "w" ? 1 / Math.sqrt(item.fanIn!) : 0.02;
+  const mean = item.kind === "nw" ? 1 : 0;
+  for (let i = 0; i < n; i++) {
+    // Irwin-Hall(4): mean 2, variance 1/3 -> standardised, bounded by +-2*sqrt(3).
+    const u = (rnd() + rnd() + rnd() + rnd()) * INV32;
+    out[i] = mean + (u - 2) * SQRT3 * std;
+  }
+  return out;
+}
+
+/** float32 -> IEEE half bits, round to nearest even. */
+export function toHalfBits(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let hm = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (hm & 1))) hm++;
+    return sign | hm;
+  }
+  let hm = mant >>> 13;
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (hm & 1))) {
+    hm++;
+    if (hm === 0x400) {
+      hm = 0;
+      e++;
+      if (e >= 0x1f) return sign | 0x7c00;
+    }
+  }
+  return sign | (e << 10) | hm;
+}
+
+export interface TinyOptions {
+  seed?: number;
+  dtype?: "f32" | "f16";
+}
+
+/** The tiny checkpoint's bytes (safetensors). */
+export function tinyCheckpointBytes(opts: TinyOptions = {}): Uint8Array {
+  const seed = opts.seed ?? 0;
+  const dtype = opts.dtype ?? "f32";
+  const items = tinySpec();
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  const sizes: number[] = [];
+  for (const it of items) {
+    const n = it.shape.reduce((x, y) => x * y, 1);
+    const esize = it.kind === "i64" ? 8 : dtype === "f16" ? 2 : 4;
+    const st = it.kind === "i64" ? "I64" : dtype === "f16" ? "F16" : "F32";
+    header[it.name] = { dtype: st, shape: it.shape, data_offsets: [offset, offset + n * esize] };
+    sizes.push(n * esize);
+    offset += n * esize;
+  }
+  header["__metadata__"] = {
+    format: "pt",
+    generator: "sdflow models/tiny/make_tiny.ts",
+    arch: "sd15-tiny",
+    seed: String(seed),
+    dtype,
+    "sdflow.unet.num_heads": String(TINY.unet.heads),
+    "sdflow.clip.heads": String(TINY.clip.heads),
+  };
+  let hjson = new TextEncoder().encode(JSON.stringify(header));
+  const pad = (8 - (hjson.length % 8)) % 8;
+  if (pad) {
+    const padded = new Uint8Array(hjson.length + pad).fill(0x20);
+    padded.set(hjson);
+    hjson = padded;
+  }
+  const out = new Uint8Array(8 + hjson.length + offset);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(0, BigInt(hjson.length), true);
+  out.set(hjson, 8);
+  let pos = 8 + hjson.length;
+  items.forEach((it, k) => {
+    if (it.kind === "i64") {
+      const n = sizes[k] / 8;
+      for (let i = 0; i < n; i++) dv.setBigInt64(pos + 8 * i, BigInt(i), true);
+    } else {
+      const v = tensorValues(seed, it);
+      if (dtype === "f16") { for (let i = 0; i < v.length; i++) dv.setUint16(pos + 2 * i, toHalfBits(v[i]), true); }
+      else for (let i = 0; i < v.length; i++) dv.setFloat32(pos + 4 * i, v[i], true);
+    }
+    pos += sizes[k];
+  });
+  return out;
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  const arg = (name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const out = arg("--out");
+  if (!out) {
+    console.error("usage: make_tiny.ts --out FILE.safetensors [--seed N] [--dtype f32|f16]");
+    Deno.exit(2);
+  }
+  const dtype = (arg("--dtype") ?? "f32") as "f32" | "f16";
+  if (dtype !== "f32" && dtype !== "f16") {
+    console.error(`--dtype must be f32 or f16, got ${dtype}`);
+    Deno.exit(2);
+  }
+  const bytes = tinyCheckpointBytes({ seed: Number(arg("--seed") ?? 0), dtype });
+  Deno.writeFileSync(out, bytes);
+  console.error(`wrote ${out} (${bytes.length} bytes)`);
+}
