@@ -225,6 +225,11 @@ SDF_API uint32_t sdf_plan_progress(const sdf_plan *plan);
  * values to out (for --profile). Returns the number written. */
 SDF_API uint32_t sdf_plan_profile(const sdf_plan *plan, uint64_t *out,
                                   uint32_t n);
+/* Optional (loaders must tolerate its absence): the message of the plan's
+ * last failed sdf_plan_run, "" if it succeeded. sdf_last_error is
+ * thread-local, so it cannot carry the error of a run made on another thread
+ * (a nonblocking FFI call); this can. Valid until the next run or free. */
+SDF_API const char *sdf_plan_last_error(const sdf_plan *plan);
 
 #ifdef __cplusplus
 }

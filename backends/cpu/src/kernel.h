@@ -73,4 +73,14 @@ extern int sdf_thread_count;
 /* Looks up the kernel for an opcode; NULL if unsupported. */
 const sdf_kernel *sdf_find_kernel(int32_t opcode);
 
+/* Run-time errors (e.g. an out-of-range gather index). run_chunk returns
+ * void, so a kernel that finds bad data calls this: the first report of a run
+ * is kept ("op <index> (<name>): <msg>"), no further chunks are started, and
+ * sdf_plan_run returns SDF_E_INVALID with that message. The kernel should
+ * return from run_chunk promptly after reporting. Thread-safe. */
+void sdf_report_error(const sdf_op *op, const char *msg);
+/* Nonzero once the current run has failed (kernels with long chunks may poll
+ * it to stop early). */
+int sdf_run_failed(void);
+
 #endif
