@@ -357,21 +357,27 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         stack.push(new PyTuple([pop(), b, c]));
         break;
       }
-      case 0x74: // TUPLE
-        stack.push(new PyTuple(popMark()));
+      case 0x74: { // TUPLE (popMark swaps `stack`: take the items before touching it)
+        const items = popMark();
+        stack.push(new PyTuple(items));
         break;
-      case 0x6c: // LIST
-        stack.push(popMark());
+      }
+      case 0x6c: { // LIST
+        const items = popMark();
+        stack.push(items);
         break;
+      }
       case 0x64: { // DICT
         const m = new Map();
         setItems(m, popMark());
         stack.push(m);
         break;
       }
-      case 0x91: // FROZENSET
-        stack.push(new Set(popMark()));
+      case 0x91: { // FROZENSET
+        const items = popMark();
+        stack.push(new Set(items));
         break;
+      }
       case 0x73: { // SETITEM
         const v = pop();
         const k = pop();
