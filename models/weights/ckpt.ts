@@ -80,7 +80,10 @@ export async function readCkpt(r: RangeReader): Promise<WeightFile> {
   if (byteorder && byteorder.size < 16) {
     const order = new TextDecoder().decode(await readEntry(r, byteorder)).trim();
     if (order !== "little") {
-      throw new UnsupportedFormatError(path, `${path} was saved on a ${order}-endian machine; re-save it little-endian`);
+      throw new UnsupportedFormatError(
+        path,
+        `${path} was saved on a ${order}-endian machine; re-save it little-endian`,
+      );
     }
   }
 
@@ -174,7 +177,9 @@ export async function readCkpt(r: RangeReader): Promise<WeightFile> {
       problems.set(name, () =>
         new UnsupportedLayoutError(
           path,
-          `tensor ${name} in ${path} is not contiguous (shape ${fmtShape(ref.shape)}, strides ${fmtShape(ref.stride)}); ` +
+          `tensor ${name} in ${path} is not contiguous (shape ${fmtShape(ref.shape)}, strides ${
+            fmtShape(ref.stride)
+          }); ` +
             `re-save the checkpoint with .contiguous() tensors or convert it to .safetensors`,
         ));
     }
@@ -182,7 +187,13 @@ export async function readCkpt(r: RangeReader): Promise<WeightFile> {
   return new TensorTable({ path, format: "ckpt", tensors, metadata, problems });
 }
 
-function flatten(m: Map<unknown, unknown>, prefix: string, out: Map<string, TensorRef>, seen: Set<unknown>, depth: number) {
+function flatten(
+  m: Map<unknown, unknown>,
+  prefix: string,
+  out: Map<string, TensorRef>,
+  seen: Set<unknown>,
+  depth: number,
+) {
   if (seen.has(m) || depth > 4) return;
   seen.add(m);
   for (const [k, v] of m) {

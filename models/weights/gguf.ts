@@ -12,7 +12,14 @@
 import { CorruptHeaderError, TruncatedFileError, UnsupportedDtypeError, UnsupportedFormatError } from "./errors.ts";
 import { type RangeReader, withReader } from "./io.ts";
 import { TensorTable } from "./table.ts";
-import { fmtShape, type MetadataValue, safeNumel, type TensorInfo, type WeightDType, type WeightFile } from "./types.ts";
+import {
+  fmtShape,
+  type MetadataValue,
+  safeNumel,
+  type TensorInfo,
+  type WeightDType,
+  type WeightFile,
+} from "./types.ts";
 
 /** GGUF tensor types: id -> [name, elements per block, bytes per block]. */
 export const GGUF_TYPES: Readonly<Record<number, readonly [string, number, number]>> = {

@@ -20,7 +20,10 @@ export class RangeReader {
   /** Reads exactly `length` bytes at `offset`; `what` names the range in the error if the file is too short. */
   async read(offset: number, length: number, what: string): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new TruncatedFileError(this.path, `${this.path}: invalid range for ${what} (offset ${offset}, ${length} bytes)`);
+      throw new TruncatedFileError(
+        this.path,
+        `${this.path}: invalid range for ${what} (offset ${offset}, ${length} bytes)`,
+      );
     }
     if (offset + length > this.size) {
       throw new TruncatedFileError(

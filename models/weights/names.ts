@@ -239,7 +239,11 @@ export function ldmToDiffusersNames(name: string, family: ModelFamily): string[]
       return [`vae.${m[1]}.mid_block.resnets.${+m[2] - 1}.${res(m[3])}`];
     }
     if ((m = n.match(/^(encoder|decoder)\.mid\.attn_1\.(.+)$/))) {
-      const r = renamePrefix(m[2], VAE_ATTN.filter(([d]) => !["query.", "key.", "value.", "proj_attn."].includes(d)), 1);
+      const r = renamePrefix(
+        m[2],
+        VAE_ATTN.filter(([d]) => !["query.", "key.", "value.", "proj_attn."].includes(d)),
+        1,
+      );
       return r ? [`vae.${m[1]}.mid_block.attentions.0.${r}`] : [];
     }
     if ((m = n.match(/^(encoder|decoder)\.norm_out\.(.+)$/))) return [`vae.${m[1]}.conv_norm_out.${m[2]}`];
@@ -327,5 +331,12 @@ export function toLdmNames(file: WeightFile, family?: ModelFamily): WeightFile {
           `read it with splitRows(file, "${name}", rows)`,
       ));
   }
-  return new TensorTable({ path: file.path, format: "diffusers", tensors, metadata: file.metadata, problems, fused: complete });
+  return new TensorTable({
+    path: file.path,
+    format: "diffusers",
+    tensors,
+    metadata: file.metadata,
+    problems,
+    fused: complete,
+  });
 }

@@ -53,7 +53,9 @@ const rebuildTensor: Callable = (a) => {
   };
   const shape = dims(size);
   const strides = dims(stride);
-  if (!Number.isSafeInteger(offset) || (offset as number) < 0 || !shape || !strides || shape.length !== strides.length) {
+  if (
+    !Number.isSafeInteger(offset) || (offset as number) < 0 || !shape || !strides || shape.length !== strides.length
+  ) {
     throw new Error("_rebuild_tensor_v2 called with invalid offset/size/stride");
   }
   return new TensorRef(storage, offset as number, shape, strides);
@@ -81,7 +83,9 @@ const CALLABLES: Record<string, Callable> = {
   },
   "torch._tensor._rebuild_from_type_v2": (a) => {
     const [fn, , args] = a;
-    if (!(fn instanceof PyGlobal) || !CALLABLES[fn.qualname]) throw new Error("_rebuild_from_type_v2 of a non-callable");
+    if (!(fn instanceof PyGlobal) || !CALLABLES[fn.qualname]) {
+      throw new Error("_rebuild_from_type_v2 of a non-callable");
+    }
     return CALLABLES[fn.qualname](args instanceof PyTuple ? args.items : []);
   },
   "numpy.core.multiarray.scalar": inert("numpy.scalar"),

@@ -53,7 +53,10 @@ export async function readSafetensors(r: RangeReader): Promise<WeightFile> {
   const path = r.path;
   const bad = (msg: string) => new CorruptHeaderError(path, `${path}: ${msg}`);
   if (r.size < 8) {
-    throw new TruncatedFileError(path, `${path} is ${r.size} bytes, too short for a safetensors header; download it again`);
+    throw new TruncatedFileError(
+      path,
+      `${path} is ${r.size} bytes, too short for a safetensors header; download it again`,
+    );
   }
   const lenBytes = await r.read(0, 8, "the header length");
   const n = new DataView(lenBytes.buffer).getBigUint64(0, true);

@@ -8,6 +8,7 @@ import {
   readTensorF32,
   TruncatedFileError,
   UnsupportedDtypeError,
+  UnsupportedFormatError,
 } from "./mod.ts";
 import { f32Bytes, rawSafetensors, tempFile } from "./test_util.ts";
 
@@ -59,13 +60,19 @@ Deno.test("safetensors: truncated file names the tensor and both sizes", async (
   const full = sample();
   const p = await tempFile(full.subarray(0, full.length - 5));
   const e = await assertRejects(() => openWeights(p), TruncatedFileError);
-  assertMatch(e.message, new RegExp(`tensor pos_ids ends at byte ${full.length} but the file has ${full.length - 5} bytes`));
+  assertMatch(
+    e.message,
+    new RegExp(`tensor pos_ids ends at byte ${full.length} but the file has ${full.length - 5} bytes`),
+  );
   assertEquals(e.path, p);
 });
 
 Deno.test("safetensors: header length beyond the file / beyond 100 MB", async () => {
   const p = await tempFile(rawSafetensors({}, new Uint8Array(0), 4096n));
-  assertMatch((await assertRejects(() => openSafetensors(p), TruncatedFileError)).message, /header length 4096 runs past/);
+  assertMatch(
+    (await assertRejects(() => openSafetensors(p), TruncatedFileError)).message,
+    /header length 4096 runs past/,
+  );
   const q = await tempFile(rawSafetensors({}, new Uint8Array(0), 1n << 62n));
   assertMatch((await assertRejects(() => openSafetensors(q), CorruptHeaderError)).message, /exceeds the 100 MB limit/);
   const tiny = await tempFile(new Uint8Array(3));
@@ -90,14 +97,21 @@ Deno.test("safetensors: bad JSON, bad entries", async () => {
 });
 
 Deno.test("safetensors: data_offsets beyond the file", async () => {
-  const p = await tempFile(rawSafetensors({ a: { dtype: "F32", shape: [4], data_offsets: [1 << 30, (1 << 30) + 16] } }, f32Bytes([1])));
+  const p = await tempFile(
+    rawSafetensors({ a: { dtype: "F32", shape: [4], data_offsets: [1 << 30, (1 << 30) + 16] } }, f32Bytes([1])),
+  );
   assertMatch((await assertRejects(() => openSafetensors(p), TruncatedFileError)).message, /tensor a ends at byte/);
 });
 
 Deno.test("safetensors: shape x dtype that disagrees with the byte range", async () => {
-  const p = await tempFile(rawSafetensors({ a: { dtype: "F16", shape: [3, 3], data_offsets: [0, 16] } }, new Uint8Array(16)));
+  const p = await tempFile(
+    rawSafetensors({ a: { dtype: "F16", shape: [3, 3], data_offsets: [0, 16] } }, new Uint8Array(16)),
+  );
   const e = await assertRejects(() => openSafetensors(p), CorruptHeaderError);
-  assertMatch(e.message, /header lies about sizes: tensor a is F16 \[3, 3\] = 18 bytes but its data_offsets \[0, 16\] span 16/);
+  assertMatch(
+    e.message,
+    /header lies about sizes: tensor a is F16 \[3, 3\] = 18 bytes but its data_offsets \[0, 16\] span 16/,
+  );
 });
 
 Deno.test("safetensors: overlapping ranges", async () => {
@@ -106,7 +120,10 @@ Deno.test("safetensors: overlapping ranges", async () => {
     b: { dtype: "F32", shape: [2], data_offsets: [4, 12] },
   };
   const p = await tempFile(rawSafetensors(header, new Uint8Array(12)));
-  assertMatch((await assertRejects(() => openSafetensors(p), CorruptHeaderError)).message, /tensors a .* and b .* overlap/);
+  assertMatch(
+    (await assertRejects(() => openSafetensors(p), CorruptHeaderError)).message,
+    /tensors a .* and b .* overlap/,
+  );
 });
 
 Deno.test("safetensors: unknown dtype opens, refused only on request", async () => {
@@ -119,4 +136,15 @@ Deno.test("safetensors: unknown dtype opens, refused only on request", async () 
   const e = assertThrows(() => f.get("q"), UnsupportedDtypeError);
   assertInstanceOf(e, UnsupportedDtypeError);
   assertMatch(e.message, /unsupported dtype Q9_WEIRD for tensor q/);
+});
+
+Deno.test("openWeights: format comes from the bytes, not the extension", async () => {
+  const f = await openWeights(await tempFile(sample(), "looks-like.ckpt"));
+  assertEquals(f.format, "safetensors");
+  const g = await openWeights(
+    await tempFile(await Deno.readFile(new URL("./testdata/tiny.pt", import.meta.url)), "x.safetensors"),
+  );
+  assertEquals(g.format, "ckpt");
+  const junk = await tempFile(new TextEncoder().encode("hello, this is not a model"), "m.safetensors");
+  await assertRejects(() => openWeights(junk), UnsupportedFormatError);
 });

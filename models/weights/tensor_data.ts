@@ -14,7 +14,10 @@ function sourceBytes(info: TensorInfo, bytes: number): Uint8Array {
     return readRangeSync(s.path, s.offset, bytes);
   }
   if (s.data.byteLength < bytes) {
-    throw new CorruptHeaderError("<memory>", `tensor ${info.name} has ${s.data.byteLength} bytes in memory, needs ${bytes}`);
+    throw new CorruptHeaderError(
+      "<memory>",
+      `tensor ${info.name} has ${s.data.byteLength} bytes in memory, needs ${bytes}`,
+    );
   }
   return new Uint8Array(s.data.buffer, s.data.byteOffset, bytes);
 }
@@ -98,7 +101,9 @@ export function splitRows(file: WeightFile, name: string, rows: readonly number[
     if (parts.length !== rows.length || parts.some((p, i) => p.shape[0] !== rows[i])) {
       throw new CorruptHeaderError(
         file.path,
-        `${file.path}: the pieces of ${name} have ${parts.map((p) => p.shape[0]).join("+")} rows, not ${rows.join("+")}`,
+        `${file.path}: the pieces of ${name} have ${parts.map((p) => p.shape[0]).join("+")} rows, not ${
+          rows.join("+")
+        }`,
       );
     }
     return parts.map((p) => probe(file, p));
@@ -106,7 +111,10 @@ export function splitRows(file: WeightFile, name: string, rows: readonly number[
   const t = file.get(name);
   const total = rows.reduce((a, b) => a + b, 0);
   if (t.shape.length < 1 || total !== t.shape[0]) {
-    throw new CorruptHeaderError(file.path, `${file.path}: ${name} ${fmtShape(t.shape)} does not split into ${rows.join("+")} rows`);
+    throw new CorruptHeaderError(
+      file.path,
+      `${file.path}: ${name} ${fmtShape(t.shape)} does not split into ${rows.join("+")} rows`,
+    );
   }
   const rowBytes = (t.source.kind === "file" ? t.source.bytes : t.source.data.byteLength) / total;
   let row = 0;

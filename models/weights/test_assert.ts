@@ -28,7 +28,9 @@ export async function assertRejects<E extends Error>(fn: () => Promise<unknown>,
   try {
     await fn();
   } catch (e) {
-    if (!(e instanceof cls)) throw new AssertionError({ message: `expected ${cls.name}, got ${(e as Error)?.stack ?? e}` });
+    if (!(e instanceof cls)) {
+      throw new AssertionError({ message: `expected ${cls.name}, got ${(e as Error)?.stack ?? e}` });
+    }
     return e as E;
   }
   throw new AssertionError({ message: `expected ${cls.name} to be thrown` });

@@ -157,7 +157,10 @@ export async function readEntry(r: RangeReader, e: ZipEntry): Promise<Uint8Array
     throw new CorruptHeaderError(r.path, `${r.path}: zip entry ${e.name} does not inflate (${(err as Error).message})`);
   }
   if (out.length !== e.size) {
-    throw new CorruptHeaderError(r.path, `${r.path}: zip entry ${e.name} inflates to ${out.length} bytes, not ${e.size}`);
+    throw new CorruptHeaderError(
+      r.path,
+      `${r.path}: zip entry ${e.name} inflates to ${out.length} bytes, not ${e.size}`,
+    );
   }
   return out;
 }
