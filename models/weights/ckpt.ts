@@ -135,6 +135,8 @@ export async function readCkpt(r: RangeReader): Promise<WeightFile> {
     if (!st || typeof st !== "object" || !("key" in st)) throw bad(`tensor ${name} has no storage`);
     const size = DTYPE_SIZE[st.dtype];
     if (size === undefined) {
+      // Storage type without a known element size (quantized, new float8 kinds): listed so the
+      // rest of the file loads; it has no byte range, and get() refuses it by dtype.
       tensors.set(name, {
         name,
         dtype: st.dtype,

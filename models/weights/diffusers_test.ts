@@ -8,7 +8,7 @@ import {
   UnsupportedFormatError,
   UnsupportedLayoutError,
 } from "./mod.ts";
-import { f32Bytes, fixture } from "./test_util.ts";
+import { f32Bytes, fixture, tempDir } from "./test_util.ts";
 
 const W = 1024; // OpenCLIP width: makes the folder an SD 2.x one
 
@@ -17,7 +17,7 @@ function f16(n: number, v = 0x3c00): Uint8Array {
 }
 
 async function makeFolder(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "sdflow-diffusers-" });
+  const dir = tempDir();
   for (const c of ["unet", "vae", "text_encoder"]) await Deno.mkdir(`${dir}/${c}`);
   await Deno.writeTextFile(`${dir}/model_index.json`, JSON.stringify({ _class_name: "StableDiffusionPipeline" }));
   await Deno.writeFile(
@@ -82,7 +82,7 @@ Deno.test("diffusers: ldm view renames, reshapes VAE attention, splits fused q/k
 });
 
 Deno.test("splitRows: a real fused tensor becomes byte sub-ranges", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sdflow-split-" });
+  const dir = tempDir();
   const p = `${dir}/m.safetensors`;
   await Deno.writeFile(
     p,
@@ -99,12 +99,12 @@ Deno.test("splitRows: a real fused tensor becomes byte sub-ranges", async () => 
 });
 
 Deno.test("diffusers: .bin pickles are read; empty folders refused", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sdflow-diffusers-bin-" });
+  const dir = tempDir();
   await Deno.mkdir(`${dir}/vae`);
   await Deno.copyFile(fixture("noncontig.pt"), `${dir}/vae/diffusion_pytorch_model.bin`);
   const f = await openWeights(dir);
   assertEquals([...readTensorF32(f.get("vae.ok"))], [0, 1, 2, 3, 4, 5]);
   assertThrows(() => f.get("vae.t"), UnsupportedLayoutError); // the sub-file's refusal is kept
-  const empty = await Deno.makeTempDir({ prefix: "sdflow-empty-" });
+  const empty = tempDir();
   await assertRejects(() => openWeights(empty), UnsupportedFormatError);
 });

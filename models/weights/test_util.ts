@@ -4,8 +4,19 @@ export function f32Bytes(values: readonly number[]): Uint8Array {
   return new Uint8Array(new Float32Array(values).buffer);
 }
 
+let root: string | undefined;
+/** A fresh directory under one per-process temp root, removed when the test process exits. */
+export function tempDir(): string {
+  if (!root) {
+    root = Deno.makeTempDirSync({ prefix: "sdflow-weights-" });
+    const r = root;
+    globalThis.addEventListener("unload", () => Deno.removeSync(r, { recursive: true }));
+  }
+  return Deno.makeTempDirSync({ dir: root });
+}
+
 export async function tempFile(bytes: Uint8Array, name = "w.bin"): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "sdflow-weights-" });
+  const dir = tempDir();
   const p = `${dir}/${name}`;
   await Deno.writeFile(p, bytes);
   return p;
