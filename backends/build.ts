@@ -28,6 +28,10 @@ export interface BuildOptions {
   force?: boolean;
   /** Print each compiler command. */
   verbose?: boolean;
+  /** Sources folder (default `backends/<name>/src`), e.g. for an out-of-tree backend. */
+  srcDir?: string;
+  /** Output folder of the library (default `.cache/lib`); objects go to `<libDir>/../build/<name>`. */
+  libDir?: string;
 }
 
 const COMMON_FLAGS = [
@@ -157,7 +161,8 @@ async function parallel(tasks: (() => Promise<void>)[], limit: number): Promise<
 export async function buildBackend(name: string, opts: BuildOptions = {}): Promise<string> {
   if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new BackendBuildError(`invalid backend name "${name}"`);
   const root = repoRoot();
-  const srcDir = `${root}/backends/${name}/src`;
+  const srcDir = (opts.srcDir ?? `${root}/backends/${name}/src`).replace(/[\\/]$/, "");
+  const libDir = (opts.libDir ?? `${root}/.cache/lib`).replace(/[\\/]$/, "");
   let sources: string[];
   let headers: string[];
   try {
@@ -168,7 +173,7 @@ export async function buildBackend(name: string, opts: BuildOptions = {}): Promi
     throw e;
   }
   if (sources.length === 0) throw new BackendBuildError(`backend "${name}" has no .c files in ${srcDir}`);
-  const lib = builtLibraryPath(name);
+  const lib = `${libDir}/${libraryFileName(name)}`;
   const libTime = await mtime(lib);
   if (!opts.force && libTime !== undefined) {
     let newest = 0;
@@ -176,9 +181,9 @@ export async function buildBackend(name: string, opts: BuildOptions = {}): Promi
     if (newest <= libTime) return lib;
   }
   const cc = await findCompiler();
-  const objDir = `${root}/.cache/build/${name}`;
+  const objDir = `${libDir}/../build/${name}`;
   await Deno.mkdir(objDir, { recursive: true });
-  await Deno.mkdir(`${root}/.cache/lib`, { recursive: true });
+  await Deno.mkdir(libDir, { recursive: true });
   const objects: string[] = [];
   const tasks: (() => Promise<void>)[] = [];
   for (const src of sources) {
