@@ -1,0 +1,69 @@
+/**
+ * The values that flow between pipeline nodes, and the model interfaces that
+ * produce them. Plugins (nodes) depend on these; models implement them.
+ */
+
+/** A dense float32 tensor held in JavaScript (latents, embeddings: small). */
+export interface HostTensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** Latents in the VAE's latent space: [N, C, H/8, W/8], already scaled by the VAE's factor. */
+export type Latent = HostTensor;
+
+/** An 8-bit image, row-major, interleaved channels. */
+export interface Image {
+  readonly width: number;
+  readonly height: number;
+  readonly channels: 3 | 4;
+  readonly data: Uint8Array;
+}
+
+/** Text conditioning: cross-attention context [N, tokens, dim], plus SDXL's pooled vector. */
+export interface Conditioning {
+  readonly context: HostTensor;
+  readonly pooled?: HostTensor;
+}
+
+export type ModelFamily = "sd1" | "sd2" | "sdxl";
+export type Prediction = "eps" | "v";
+
+export interface TextEncoderOptions {
+  /** 1 = last layer (default); 2 = penultimate, as sd-webui and stable-diffusion.cpp count. */
+  clipSkip?: number;
+}
+
+export interface TextEncoder {
+  encode(prompt: string, opts?: TextEncoderOptions): Promise<Conditioning>;
+}
+
+/** The UNet as a k-diffusion style noise predictor. */
+export interface Denoiser {
+  readonly family: ModelFamily;
+  readonly prediction: Prediction;
+  /** alphas_cumprod of the training schedule (1000 entries). */
+  readonly alphasCumprod: Float64Array;
+  /**
+   * Predicts the noise (eps, or v) for a batch. x: [N, 4, h, w]; timesteps: one per batch item;
+   * context: [N, tokens, dim]. Conditional and unconditional passes are batched by the caller.
+   */
+  predict(x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor>;
+}
+
+export interface Vae {
+  /** Latent channels (4 for SD 1/2/XL) and the factor latents are scaled by (0.18215 for SD 1/2). */
+  readonly latentChannels: number;
+  readonly scalingFactor: number;
+  decode(latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]>;
+  encode(images: readonly Image[]): Promise<Latent>;
+}
+
+export interface Checkpoint {
+  readonly family: ModelFamily;
+  readonly path: string;
+  readonly textEncoder: TextEncoder;
+  readonly denoiser: Denoiser;
+  readonly vae: Vae;
+  dispose(): void;
+}
