@@ -260,10 +260,13 @@ export function tensorValues(seed: number, item: Item): Float32Array {
   return out;
 }
 
+const F32_SCRATCH = new Float32Array(1);
+const U32_SCRATCH = new Uint32Array(F32_SCRATCH.buffer);
+
 /** float32 -> IEEE half bits, round to nearest even. */
 export function toHalfBits(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0];
+  F32_SCRATCH[0] = v;
+  const x = U32_SCRATCH[0];
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;

@@ -1,0 +1,97 @@
+import { Graph } from "../../engine/graph.ts";
+import { detectArch } from "../arch.ts";
+import { createWeightLookup, WeightError } from "../nn.ts";
+import { assert, assertEquals, assertThrows } from "../testdata/assert.ts";
+import { fakeWeightSource, opCounts, readReferenceList } from "../testdata/helpers.ts";
+import { naiveEval } from "../testdata/naive_eval.ts";
+import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { buildUnet } from "./unet.ts";
+
+const lists = {
+  sd15: readReferenceList("sd15-tensors.txt"),
+  sd21: readReferenceList("sd21-tensors.txt"),
+  sdxl: readReferenceList("sdxl-tensors.txt"),
+};
+
+function buildFull(list: NonNullable<typeof lists.sd15>, h: number, w: number, tokens = 77) {
+  const arch = detectArch(list);
+  const g = new Graph();
+  const r = buildUnet(g, createWeightLookup(g, fakeWeightSource(list)), arch.unet!, {
+    batch: 2,
+    height: h,
+    width: w,
+    contextTokens: tokens,
+  });
+  return { g, r, arch };
+}
+
+// Expected structure, counted from the ldm configs:
+// SD1/SD2: 22 ResBlocks (2 convs each) + 14 skip 1x1 convs + 3 down + 3 up + conv_in + out = 66 convs;
+// 16 SpatialTransformers of depth 1 (32 attentions, 48 LayerNorms, 16 GEGLUs); 22*2 + 16 + 1 = 61 GroupNorms.
+// SDXL: 17 ResBlocks (34 convs) + 11 skip convs + 2 down + 2 up + 2 = 51 convs; 70 transformer blocks.
+for (const [name, list] of Object.entries(lists)) {
+  Deno.test({
+    name: `buildUnet: full ${name} graph at 512x512 (batch 2) has ldm's structure`,
+    ignore: !list,
+    fn() {
+      const { g, r } = buildFull(list!, 64, 64, name === "sd15" ? 154 : 77);
+      assertEquals(r.output.shape, [2, 4, 64, 64]);
+      const c = opCounts(g.ops);
+      if (name === "sdxl") {
+        assertEquals([c.conv2d, c.attention, c.layer_norm, c.geglu, c.group_norm], [51, 140, 210, 70, 46]);
+        assertEquals([c.concat, c.upsample_nearest], [9, 2]);
+        assert(r.inputs.y !== undefined);
+        assertEquals(r.inputs.y!.shape, [2, 2816]);
+      } else {
+        assertEquals([c.conv2d, c.attention, c.layer_norm, c.geglu, c.group_norm], [66, 32, 48, 16, 61]);
+        assertEquals([c.concat, c.upsample_nearest, c.timestep_embedding], [12, 3, 1]);
+      }
+      // Every UNet tensor of the file is used, and nothing else.
+      const unetNames = list!.filter((t) => t.name.startsWith("model.diffusion_model.")).map((t) => t.name);
+      const used = [...g.constants.keys()].filter((n) => !n.includes("#")).sort();
+      const viewed = [...g.constants.keys()].filter((n) => n.includes("#")).map((n) => n.split("#")[0]);
+      assertEquals([...new Set([...used, ...viewed])].sort(), unetNames.sort());
+      // Ops carry module labels for profiles.
+      const labels = new Set(g.ops.map((o) => o.label));
+      assert(labels.has("input_blocks.4.1.transformer_blocks.0.attn1"), "attention label");
+      assert(labels.has("output_blocks.2.1") || labels.has("output_blocks.2.2"), "upsample label");
+    },
+  });
+}
+
+Deno.test({
+  name: "buildUnet: non-square latents and the latent-size check",
+  ignore: !lists.sd15,
+  fn() {
+    const { r } = buildFull(lists.sd15!, 40, 96);
+    assertEquals(r.output.shape, [2, 4, 40, 96]);
+    assertThrows(() => buildFull(lists.sd15!, 36, 64), Error, "multiple of 8");
+  },
+});
+
+Deno.test("buildUnet: tiny model matches the PyTorch reference (naive evaluator)", () => {
+  const { ref, ckpt } = loadTinyReference();
+  const arch = detectArch(ckpt.tensors, ckpt.metadata);
+  const g = new Graph();
+  buildUnet(g, createWeightLookup(g, ckpt.source), arch.unet!, { batch: 2, height: 8, width: 8, contextTokens: 77 });
+  const out = naiveEval(g, {
+    x: ref.f32("unet.x"),
+    timesteps: ref.f32("unet.timesteps"),
+    context: ref.f32("unet.context"),
+  });
+  // float32 storage between ops against a float64 reference: errors ~1e-6 of the output scale.
+  assertClose("unet", out.out, ref.f32("unet.out"), 1e-5, 1e-5);
+});
+
+Deno.test("buildUnet: a missing or mis-shaped weight is named", () => {
+  const { ckpt } = loadTinyReference();
+  const arch = detectArch(ckpt.tensors, ckpt.metadata);
+  const opts = { batch: 1, height: 8, width: 8, contextTokens: 77 };
+  const missing = "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight";
+  const g1 = new Graph();
+  const src1 = { get: (n: string) => (n === missing ? undefined : ckpt.source.get(n)) };
+  assertThrows(() => buildUnet(g1, createWeightLookup(g1, src1), arch.unet!, opts), WeightError, missing);
+  const g2 = new Graph();
+  const bad = { ...arch.unet!, contextDim: 32 };
+  assertThrows(() => buildUnet(g2, createWeightLookup(g2, ckpt.source), bad, opts), WeightError, "attn2.to_k.weight");
+});
