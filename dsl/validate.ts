@@ -109,6 +109,11 @@ function fromAjv(
   if (e.keyword === "if" || e.keyword === "allOf" || e.keyword === "anyOf" || e.keyword === "$ref") return undefined;
   let ptr = e.instancePath;
   let path = splitPointer(ptr);
+  if (e.propertyName !== undefined) {
+    // A property name failed (an invalid node id): report it on the name itself.
+    path = [...path, e.propertyName];
+    ptr = pointer(...path);
+  }
   const got = valueAt(doc, ptr);
   let message = e.message ?? "invalid";
   const p = e.params as Record<string, unknown>;
@@ -180,12 +185,12 @@ function fromAjv(
     case "pattern":
       if (path[path.length - 1] === "from") {
         message = `malformed reference ${show(got)}: write "<node id>.<output name>", e.g. "checkpoint.clip"`;
-      } else if (path.length === 2 && path[0] === "nodes") {
+      } else if (path.length === 2 && path[0] === "nodes" && e.propertyName !== undefined) {
         message = `invalid node id: ids use letters, digits, "_" and "-", and start with a letter or "_"`;
       } else message = `${message}, got ${show(got)}`;
       break;
     case "propertyNames":
-      return undefined; // reported by the "pattern" error on the name itself
+      return undefined; // reported by the error on the name itself
     case "minProperties":
       message = path[0] === "nodes" ? "the graph has no nodes" : message;
       break;
@@ -202,7 +207,7 @@ function fromAjv(
       break;
   }
   // An invalid node id is reported on the id, not as a field of the node.
-  if (e.keyword === "pattern" && path.length === 2 && path[0] === "nodes") {
+  if (e.propertyName !== undefined && path.length === 2 && path[0] === "nodes") {
     return { source, node: path[1], message, pointer: ptr };
   }
   return { source, ...describePath(path), message, pointer: ptr };

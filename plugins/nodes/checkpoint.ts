@@ -4,11 +4,12 @@ import { defineNode, NodeInputError, type NodeValues } from "../node.ts";
 import { modelLayer } from "./model_layer.ts";
 
 /** Where to get the official weights, for the message shown when a checkpoint is missing. */
-export const SD15_HELP =
-  "The official Stable Diffusion 1.5 weights are published at https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 " +
-  "(file v1-5-pruned-emaonly.safetensors). Download it to that path, or point the graph at your file with " +
-  "--set <node>.path=/path/to/model.safetensors (or -m with sd.cpp-style flags). " +
-  "To check the pipeline without a download, run: deno task gen graphs/demo.json";
+export function sd15Help(nodeId: string): string {
+  return "The official Stable Diffusion 1.5 weights are published at " +
+    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (file v1-5-pruned-emaonly.safetensors). " +
+    `Download it to that path, or point the graph at your file with --set ${nodeId}.path=/path/to/model.safetensors ` +
+    "(or -m with sd.cpp-style flags). To check the pipeline without a download, run: deno task gen graphs/demo.json";
+}
 
 async function fileFingerprint(path: unknown): Promise<unknown> {
   try {
@@ -43,7 +44,7 @@ export const checkpoint = defineNode({
       if (!st.isFile) throw new NodeInputError("path", `${path} is not a file`);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
-        throw new NodeInputError("path", `model file not found: ${path}\n${SD15_HELP}`);
+        throw new NodeInputError("path", `model file not found: ${path}\n${sd15Help(ctx.nodeId)}`);
       }
       throw e;
     }

@@ -1,0 +1,27 @@
+/**
+ * `deno task plan <graph.json|graph.ts> [--set …]` (or sd.cpp flags) explains a
+ * pipeline without running it: the nodes in order and, per node, the compute
+ * ops it lowers to with estimated FLOPs and memory.
+ *
+ * @module
+ */
+
+import { formatPlan, planPipeline } from "../dsl/plan.ts";
+import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+
+/** Runs the `plan` command; returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    if (argv.length === 0 || argv.includes("-h") || argv.includes("--help")) {
+      console.log("usage: deno task plan <graph.json|graph.ts> [--set node.input=value]… [-v]");
+      return argv.length === 0 ? 2 : 0;
+    }
+    const { pipeline } = await pipelineFromArgs(argv);
+    console.log(formatPlan(pipeline, await planPipeline(pipeline)));
+    return 0;
+  } catch (e) {
+    return reportError(e, wantsVerbose(argv));
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

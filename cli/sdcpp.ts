@@ -1,0 +1,253 @@
+/**
+ * stable-diffusion.cpp's command line (`sd -m model.safetensors -p "a cat" …`),
+ * turned into the default txt2img or img2img graph. Flag values are checked by
+ * the graph's schema, and errors name the flag that set them.
+ */
+
+import yargsParser from "yargs-parser";
+import { graph } from "../dsl/builder.ts";
+import { type Diagnostic, didYouMean, GraphError, pointer } from "../dsl/errors.ts";
+import type { GraphFile } from "../dsl/format.ts";
+import { parseValue } from "../dsl/overrides.ts";
+import { builtinRegistry } from "../dsl/validate.ts";
+import type { InputSpec, JsonSchema } from "../plugins/node.ts";
+
+/** A mistake on the command line itself (exit code 2). */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** One sd.cpp flag: its names and which graph input it sets. */
+interface FlagSpec {
+  readonly names: readonly string[];
+  readonly target?: readonly [node: string, input: string];
+  readonly default?: string;
+  readonly help: string;
+}
+
+/** The sd.cpp flags sdflow understands, with sd.cpp's defaults. */
+export const SDCPP_FLAGS: readonly FlagSpec[] = [
+  { names: ["m", "model"], target: ["checkpoint", "path"], help: "path to the model (.safetensors, .ckpt, .gguf)" },
+  { names: ["p", "prompt"], target: ["positive", "text"], default: "", help: "the prompt" },
+  { names: ["n", "negative-prompt"], target: ["negative", "text"], default: "", help: "the negative prompt" },
+  { names: ["s", "seed"], target: ["sampler", "seed"], default: "42", help: "RNG seed; < 0 for a random seed" },
+  { names: ["cfg-scale"], target: ["sampler", "cfg"], default: "7", help: "classifier-free guidance scale" },
+  { names: ["rng"], target: ["sampler", "rng"], default: "cuda", help: "cuda | std_default" },
+  { names: ["t", "threads"], help: "CPU threads (default: all cores)" },
+  { names: ["W", "width"], target: ["latent", "width"], default: "512", help: "image width (multiple of 8)" },
+  { names: ["H", "height"], target: ["latent", "height"], default: "512", help: "image height (multiple of 8)" },
+  { names: ["sampling-method"], target: ["sampler", "sampler"], default: "euler_a", help: "sampling method" },
+  { names: ["steps"], target: ["sampler", "steps"], default: "20", help: "sampling steps" },
+  { names: ["schedule", "scheduler"], target: ["sampler", "scheduler"], default: "discrete", help: "noise schedule" },
+  { names: ["o", "output"], target: ["save", "path"], default: "output.png", help: "output PNG path" },
+  { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
+  { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },
+  { names: ["b", "batch-count"], help: "number of images (default 1)" },
+  { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
+  { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i)" },
+  { names: ["v", "verbose"], help: "show progress of every node, and stack traces on errors" },
+];
+
+/** sd.cpp flags sdflow knows of but does not implement yet (an error says so rather than "unknown"). */
+const NOT_YET = [
+  "vae",
+  "taesd",
+  "control-net",
+  "control-image",
+  "lora-model-dir",
+  "embd-dir",
+  "upscale-model",
+  "diffusion-model",
+  "clip_l",
+  "clip_g",
+  "t5xxl",
+  "type",
+  "vae-tiling",
+  "vae-on-cpu",
+  "clip-on-cpu",
+  "control-net-cpu",
+  "normalize-input",
+  "stacked-id-embd-dir",
+  "input-id-images-dir",
+  "style-ratio",
+  "guidance",
+  "slg-scale",
+  "skip-layers",
+  "mask",
+  "preview",
+];
+
+/** sdflow's own flags, accepted in both modes. */
+export const OWN_FLAGS = {
+  boolean: ["dry-run", "verbose", "help"],
+  string: ["set", "backend", "concurrency", "threads"],
+  alias: { v: "verbose", h: "help", t: "threads" },
+} as const;
+
+/** Parsed flags of either mode. */
+export interface ParsedArgs {
+  readonly positional: readonly string[];
+  readonly flags: Readonly<Record<string, string | boolean | undefined>>;
+  readonly sets: readonly string[];
+}
+
+function last(v: unknown): unknown {
+  return Array.isArray(v) ? v[v.length - 1] : v;
+}
+
+/** Parses argv with the given flags; unknown flags are a {@link UsageError}. */
+export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
+  const strings: string[] = [...OWN_FLAGS.string];
+  const alias: Record<string, string[]> = { v: ["verbose"], h: ["help"], t: ["threads"] };
+  if (sdcpp) {
+    for (const f of SDCPP_FLAGS) {
+      if (f.names.includes("verbose")) continue;
+      strings.push(f.names[f.names.length - 1]);
+      if (f.names.length > 1) alias[f.names[f.names.length - 1]] = f.names.slice(0, -1) as string[];
+    }
+  }
+  const parsed = yargsParser([...argv], {
+    string: strings,
+    boolean: [...OWN_FLAGS.boolean],
+    alias,
+    configuration: {
+      "camel-case-expansion": false,
+      "strip-aliased": true,
+      "dot-notation": false,
+      "parse-numbers": false,
+      "parse-positional-numbers": false,
+      "boolean-negation": false,
+    },
+  });
+  const known = new Set(["_", "--", ...strings, ...OWN_FLAGS.boolean, ...Object.keys(alias)]);
+  for (const key of Object.keys(parsed)) {
+    if (known.has(key)) continue;
+    const dash = key.length === 1 ? "-" : "--";
+    if (NOT_YET.includes(key)) {
+      throw new UsageError(`${dash}${key} is a stable-diffusion.cpp flag sdflow does not support yet`);
+    }
+    const names = sdcpp ? SDCPP_FLAGS.flatMap((f) => f.names) : [];
+    throw new UsageError(
+      `unknown flag ${dash}${key}${didYouMean(key, [...names, ...known].filter((k) => k.length > 1))}`,
+    );
+  }
+  const flags: Record<string, string | boolean | undefined> = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    if (k === "_" || k === "--" || k === "set") continue;
+    const x = last(v);
+    flags[k] = typeof x === "boolean" ? x : x === undefined ? undefined : String(x);
+  }
+  const set = parsed.set === undefined ? [] : [parsed.set].flat().map(String);
+  return { positional: parsed._.map(String), flags, sets: set };
+}
+
+/** The usage text of sd.cpp mode. */
+export function sdcppHelp(): string {
+  const lines = SDCPP_FLAGS.map((f) => {
+    const names = f.names.map((n) => (n.length === 1 ? "-" : "--") + n).join(", ");
+    return `  ${names.padEnd(28)} ${f.help}${f.default !== undefined ? ` (default: ${f.default})` : ""}`;
+  });
+  return lines.join("\n");
+}
+
+/**
+ * Builds the default txt2img (or, with `-i`, img2img) graph from sd.cpp flags.
+ * `origins` maps each set input's JSON pointer to the flag text, for messages.
+ */
+export function graphFromSdcppFlags(
+  flags: Readonly<Record<string, string | boolean | undefined>>,
+): { file: GraphFile; origins: Map<string, string> } {
+  const str = (k: string): string | undefined => (typeof flags[k] === "string" ? flags[k] as string : undefined);
+  const mode = str("mode") ?? (str("init-img") ? "img2img" : "txt2img");
+  if (mode !== "txt2img" && mode !== "img2img") {
+    throw new UsageError(`--mode must be txt2img or img2img, got "${mode}"`);
+  }
+  if (mode === "img2img" && !str("init-img")) throw new UsageError("img2img needs an initial image: -i image.png");
+  if (!str("model")) {
+    throw new UsageError(
+      "no model: give one with -m path/to/model.safetensors (or run a graph: deno task gen graphs/demo.json)",
+    );
+  }
+  const reg = builtinRegistry();
+  const origins = new Map<string, string>();
+  const diags: Diagnostic[] = [];
+  const types: Record<string, string> = {
+    checkpoint: "checkpoint",
+    positive: "clip_encode",
+    negative: "clip_encode",
+    latent: "empty_latent",
+    sampler: "sampler",
+    save: "save_image",
+    image: "load_image",
+  };
+  const values = new Map<string, unknown>();
+  for (const f of SDCPP_FLAGS) {
+    if (!f.target) continue;
+    const key = f.names[f.names.length - 1];
+    const given = str(key);
+    const text = given ?? f.default;
+    if (text === undefined) continue;
+    const [node, input] = f.target;
+    const schema = (reg.get(types[node])!.inputs as Record<string, InputSpec>)[input] as { schema: JsonSchema };
+    const flag = `${key.length === 1 ? "-" : "--"}${key} ${JSON.stringify(text)}`;
+    try {
+      values.set(`${node}.${input}`, parseValue(text, schema.schema));
+    } catch (e) {
+      diags.push({ source: flag, node, input, message: (e as Error).message });
+      continue;
+    }
+    if (given !== undefined) origins.set(pointer("nodes", node, "inputs", input), flag);
+  }
+  let batch = 1;
+  if (str("batch-count") !== undefined) {
+    const b = str("batch-count")!;
+    if (!/^\d+$/.test(b) || Number(b) < 1) diags.push({ source: `-b ${b}`, message: "expected a positive integer" });
+    else batch = Number(b);
+  }
+  if (diags.length) throw new GraphError(diags);
+
+  const v = <T>(k: string): T => values.get(k) as T;
+  const clipSkip = v<number>("positive.clip_skip");
+  const skip = clipSkip === undefined || clipSkip < 1 ? {} : { clip_skip: clipSkip };
+  const g = graph();
+  const ckpt = g.checkpoint({ path: v<string>("checkpoint.path") }, "checkpoint");
+  const positive = g.clip_encode({ clip: ckpt.clip, text: v<string>("positive.text"), ...skip }, "positive");
+  const negative = g.clip_encode({ clip: ckpt.clip, text: v<string>("negative.text"), ...skip }, "negative");
+  let latent;
+  let denoise = 1;
+  if (mode === "img2img") {
+    const image = g.load_image({ path: v<string>("image.path") }, "image");
+    latent = g.vae_encode({ vae: ckpt.vae, image }, "encode");
+    denoise = v<number>("sampler.denoise");
+    origins.set(
+      pointer("nodes", "sampler", "inputs", "denoise"),
+      origins.get(pointer("nodes", "sampler", "inputs", "denoise")) ?? "--strength",
+    );
+  } else {
+    latent = g.empty_latent({ width: v<number>("latent.width"), height: v<number>("latent.height"), batch }, "latent");
+    if (str("batch-count")) origins.set(pointer("nodes", "latent", "inputs", "batch"), `-b ${batch}`);
+  }
+  const sampled = g.sampler({
+    model: ckpt.model,
+    positive,
+    negative,
+    latent,
+    seed: v<number>("sampler.seed"),
+    steps: v<number>("sampler.steps"),
+    cfg: v<number>("sampler.cfg"),
+    sampler: v<"euler">("sampler.sampler"),
+    scheduler: v<"discrete">("sampler.scheduler"),
+    rng: v<"cuda">("sampler.rng"),
+    denoise,
+    ...(mode === "img2img" && batch > 1 ? { batch } : {}),
+  }, "sampler");
+  const image = g.vae_decode({ vae: ckpt.vae, latent: sampled }, "decode");
+  g.save_image({ images: image, path: v<string>("save.path") }, "save");
+  // clip_skip set on "positive" applies to "negative" too.
+  const skipOrigin = origins.get(pointer("nodes", "positive", "inputs", "clip_skip"));
+  if (skipOrigin) origins.set(pointer("nodes", "negative", "inputs", "clip_skip"), skipOrigin);
+  return { file: g.toJSON(), origins };
+}
