@@ -29,7 +29,6 @@ static const double G6[8][3] = {{1, 0, 0},
                                 {0, 0, 1}};
 
 #define SDFW_GEMM_KC 512
-#define SDFW_CB 16 /* channels per transform chunk */
 
 static int check_m(const sdf_op *op, char *err, size_t n) {
   if (op->n_p < 1) {
@@ -131,6 +130,33 @@ static void geom_init(sdfw_geom *g, int m, int64_t N, int64_t C, int64_t OH,
   g->T = N * g->th * g->tw;
 }
 
+/* Transform chunks: (block of tile panels, block of channels). A panel block
+ * spans ~8 tile rows, so one channel's input rows stay cached while its
+ * panels are transformed; channel blocks shrink until there are enough chunks
+ * for the threads to balance. */
+typedef struct tx_plan {
+  int64_t nq, qb, nqb, cb, ncb;
+} tx_plan;
+
+static void tx_plan_make(tx_plan *tp, const sdfw_geom *g) {
+  tp->nq = sdfg_cdiv(g->T, SDFG_NR);
+  int64_t qb = sdfg_max(1, sdfg_min(SDFW_QB_MAX, sdfg_cdiv(8 * g->tw, SDFG_NR)));
+  qb = sdfg_min(qb, tp->nq);
+  tp->nqb = sdfg_cdiv(tp->nq, qb);
+  tp->qb = sdfg_cdiv(tp->nq, tp->nqb);
+  tp->cb = 8;
+  while (tp->cb > 1 && tp->nqb * sdfg_cdiv(g->C, tp->cb) < 32) tp->cb /= 2;
+  tp->ncb = sdfg_cdiv(g->C, tp->cb);
+}
+
+static void tx_chunk(const tx_plan *tp, const sdfw_geom *g, int64_t chunk,
+                     int64_t *q0, int64_t *q1, int64_t *c0, int64_t *c1) {
+  *q0 = (chunk / tp->ncb) * tp->qb;
+  *q1 = sdfg_min(tp->nq, *q0 + tp->qb);
+  *c0 = (chunk % tp->ncb) * tp->cb;
+  *c1 = sdfg_min(g->C, *c0 + tp->cb);
+}
+
 /* SIMD paths index with 32-bit offsets. */
 #define SDFW_I32_LIMIT ((int64_t)1 << 31)
 
@@ -156,7 +182,9 @@ static int32_t input_prepare(sdf_op *op, char *err, size_t err_len) {
   if (v->dims[0] != A * A || v->dims[1] != Ci || v->dims[2] != g.T)
     FAIL("WINO_INPUT v must be [%lld,%lld,%lld]", (long long)(A * A),
          (long long)Ci, (long long)g.T);
-  op->n_chunks = sdfg_cdiv(g.T, SDFG_NR) * sdfg_cdiv(Ci, SDFW_CB);
+  tx_plan tp;
+  tx_plan_make(&tp, &g);
+  op->n_chunks = tp.nqb * tp.ncb;
   op->scratch_bytes = 0;
   return SDF_OK;
 }
@@ -173,9 +201,10 @@ static void input_run(const sdf_op *op, int64_t chunk, void *scratch) {
   g.W = W;
   g.pad_h = ph;
   g.pad_w = pw;
-  const int64_t ncb = sdfg_cdiv(g.C, SDFW_CB);
-  const int64_t q = chunk / ncb, c0 = (chunk % ncb) * SDFW_CB;
-  const int64_t c1 = sdfg_min(g.C, c0 + SDFW_CB);
+  tx_plan tp;
+  tx_plan_make(&tp, &g);
+  int64_t q0, q1, c0, c1;
+  tx_chunk(&tp, &g, chunk, &q0, &q1, &c0, &c1);
   sdfw_input_fn fn = sdfw_input_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
   if (x->numel < SDFW_I32_LIMIT) {
@@ -183,17 +212,18 @@ static void input_run(const sdf_op *op, int64_t chunk, void *scratch) {
     else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_input_avx2;
   }
 #endif
-  fn(&g, x->data, op->out[0]->data, q, c0, c1);
+  fn(&g, x->data, op->out[0]->data, q0, q1, c0, c1);
 }
 
 const sdf_kernel sdf_kernel_wino_input = {SDF_OP_WINO_INPUT, "wino_input",
                                           input_prepare, input_run, NULL};
 
 /* Scalar input transform: one tile at a time. */
-void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q,
-                       int64_t c0, int64_t c1) {
+void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                       int64_t q1, int64_t c0, int64_t c1) {
   const int m = g->m, A = g->A;
   const int64_t C = g->C, T = g->T, HW = g->H * g->W;
+  for (int64_t q = q0; q < q1; q++) {
   const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
   for (int64_t j = 0; j < w; j++) {
     int64_t n, oy0, ox0;
@@ -216,6 +246,7 @@ void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q,
       float *vp = v + t0 * C + ci * w + j;
       for (int k = 0; k < A * A; k++) vp[k * C * T] = o[k / A][k % A];
     }
+  }
   }
 }
 
@@ -311,7 +342,9 @@ static int32_t output_prepare(sdf_op *op, char *err, size_t err_len) {
     for (int d = 0; d < 4; d++)
       if (r->dims[d] != y->dims[d]) FAIL("WINO_OUTPUT residual shape must equal y's");
   }
-  op->n_chunks = sdfg_cdiv(g.T, SDFG_NR) * sdfg_cdiv(Co, SDFW_CB);
+  tx_plan tp;
+  tx_plan_make(&tp, &g);
+  op->n_chunks = tp.nqb * tp.ncb;
   op->scratch_bytes = 0;
   return SDF_OK;
 }
@@ -326,9 +359,10 @@ static void output_run(const sdf_op *op, int64_t chunk, void *scratch) {
   int hb = op->p[1] != 0, hr = op->p[2] != 0;
   const float *bias = hb ? op->in[1]->data : NULL;
   const float *res = hr ? op->in[1 + hb]->data : NULL;
-  const int64_t ncb = sdfg_cdiv(g.C, SDFW_CB);
-  const int64_t q = chunk / ncb, c0 = (chunk % ncb) * SDFW_CB;
-  const int64_t c1 = sdfg_min(g.C, c0 + SDFW_CB);
+  tx_plan tp;
+  tx_plan_make(&tp, &g);
+  int64_t q0, q1, c0, c1;
+  tx_chunk(&tp, &g, chunk, &q0, &q1, &c0, &c1);
   sdfw_output_fn fn = sdfw_output_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
   if (y->numel < SDFW_I32_LIMIT) {
@@ -336,17 +370,18 @@ static void output_run(const sdf_op *op, int64_t chunk, void *scratch) {
     else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_output_avx2;
   }
 #endif
-  fn(&g, op->in[0]->data, bias, res, y->data, q, c0, c1);
+  fn(&g, op->in[0]->data, bias, res, y->data, q0, q1, c0, c1);
 }
 
 const sdf_kernel sdf_kernel_wino_output = {SDF_OP_WINO_OUTPUT, "wino_output",
                                            output_prepare, output_run, NULL};
 
 void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
-                        const float *res, float *y, int64_t q, int64_t c0,
-                        int64_t c1) {
+                        const float *res, float *y, int64_t q0, int64_t q1,
+                        int64_t c0, int64_t c1) {
   const int m = g->m, A = g->A;
   const int64_t C = g->C, T = g->T, OHW = g->OH * g->OW;
+  for (int64_t q = q0; q < q1; q++) {
   const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
   for (int64_t j = 0; j < w; j++) {
     int64_t n, oy0, ox0;
@@ -367,5 +402,6 @@ void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
           y[idx] = val;
         }
     }
+  }
   }
 }

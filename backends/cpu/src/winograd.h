@@ -41,6 +41,8 @@
 
 #include "kernel.h"
 
+#define SDFW_QB_MAX 32
+
 typedef struct sdfw_geom {
   int m, A;
   int64_t N, C;       /* C: Ci for the input stage, Co for the output stage */
@@ -50,31 +52,32 @@ typedef struct sdfw_geom {
   int64_t th, tw, T;  /* tiles per column / row, total tiles */
 } sdfw_geom;
 
-/* Input transform of tile panel q (16 tiles) for channels [c0, c1). */
+/* Input transform of tile panels [q0, q1) (16 tiles each, q1 - q0 <=
+ * SDFW_QB_MAX) for channels [c0, c1), channel-major. */
 typedef void (*sdfw_input_fn)(const sdfw_geom *g, const float *x, float *v,
-                              int64_t q, int64_t c0, int64_t c1);
-/* Output transform of tile panel q for output channels [c0, c1). bias and
- * res may be NULL. */
+                              int64_t q0, int64_t q1, int64_t c0, int64_t c1);
+/* Output transform of tile panels [q0, q1) for output channels [c0, c1).
+ * bias and res may be NULL. */
 typedef void (*sdfw_output_fn)(const sdfw_geom *g, const float *mm,
                                const float *bias, const float *res, float *y,
-                               int64_t q, int64_t c0, int64_t c1);
+                               int64_t q0, int64_t q1, int64_t c0, int64_t c1);
 
-void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q,
-                       int64_t c0, int64_t c1);
+void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                       int64_t q1, int64_t c0, int64_t c1);
 void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
-                        const float *res, float *y, int64_t q, int64_t c0,
-                        int64_t c1);
+                        const float *res, float *y, int64_t q0, int64_t q1,
+                        int64_t c0, int64_t c1);
 #if defined(__x86_64__) || defined(_M_X64)
-void sdfw_input_avx512(const sdfw_geom *g, const float *x, float *v, int64_t q,
-                       int64_t c0, int64_t c1);
+void sdfw_input_avx512(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                       int64_t q1, int64_t c0, int64_t c1);
 void sdfw_output_avx512(const sdfw_geom *g, const float *mm, const float *bias,
-                        const float *res, float *y, int64_t q, int64_t c0,
-                        int64_t c1);
-void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q,
-                     int64_t c0, int64_t c1);
+                        const float *res, float *y, int64_t q0, int64_t q1,
+                        int64_t c0, int64_t c1);
+void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                     int64_t q1, int64_t c0, int64_t c1);
 void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
-                      const float *res, float *y, int64_t q, int64_t c0,
-                      int64_t c1);
+                      const float *res, float *y, int64_t q0, int64_t q1,
+                      int64_t c0, int64_t c1);
 #endif
 
 /* Tile t -> (image, first input row/col incl. padding offset). */

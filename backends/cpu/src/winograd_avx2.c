@@ -40,7 +40,7 @@ AI void lanes8(const sdfw_geom *g, int64_t t0, int64_t w, int64_t plane,
   }
 }
 
-AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
+AI void input_q(const int m, const sdfw_geom *g, const float *x, float *v,
                 int64_t q, int64_t c0, int64_t c1) {
   const int A = m + 2;
   const int64_t C = g->C, T = g->T, HW = g->H * g->W, W = g->W;
@@ -72,16 +72,23 @@ AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
   }
 }
 
-void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q,
-                     int64_t c0, int64_t c1) {
+/* Channel-major over the panel block, so a channel's rows stay cached. */
+AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
+                int64_t q0, int64_t q1, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c++)
+    for (int64_t q = q0; q < q1; q++) input_q(m, g, x, v, q, c, c + 1);
+}
+
+void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                     int64_t q1, int64_t c0, int64_t c1) {
   switch (g->m) {
-  case 2: input_m(2, g, x, v, q, c0, c1); break;
-  case 4: input_m(4, g, x, v, q, c0, c1); break;
-  default: input_m(6, g, x, v, q, c0, c1); break;
+  case 2: input_m(2, g, x, v, q0, q1, c0, c1); break;
+  case 4: input_m(4, g, x, v, q0, q1, c0, c1); break;
+  default: input_m(6, g, x, v, q0, q1, c0, c1); break;
   }
 }
 
-AI void output_m(const int m, const sdfw_geom *g, const float *mm,
+AI void output_q(const int m, const sdfw_geom *g, const float *mm,
                  const float *bias, const float *res, float *y, int64_t q,
                  int64_t c0, int64_t c1) {
   const int A = m + 2;
@@ -118,13 +125,20 @@ AI void output_m(const int m, const sdfw_geom *g, const float *mm,
   }
 }
 
+AI void output_m(const int m, const sdfw_geom *g, const float *mm,
+                 const float *bias, const float *res, float *y, int64_t q0,
+                 int64_t q1, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c++)
+    for (int64_t q = q0; q < q1; q++) output_q(m, g, mm, bias, res, y, q, c, c + 1);
+}
+
 void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
-                      const float *res, float *y, int64_t q, int64_t c0,
-                      int64_t c1) {
+                      const float *res, float *y, int64_t q0, int64_t q1,
+                      int64_t c0, int64_t c1) {
   switch (g->m) {
-  case 2: output_m(2, g, mm, bias, res, y, q, c0, c1); break;
-  case 4: output_m(4, g, mm, bias, res, y, q, c0, c1); break;
-  default: output_m(6, g, mm, bias, res, y, q, c0, c1); break;
+  case 2: output_m(2, g, mm, bias, res, y, q0, q1, c0, c1); break;
+  case 4: output_m(4, g, mm, bias, res, y, q0, q1, c0, c1); break;
+  default: output_m(6, g, mm, bias, res, y, q0, q1, c0, c1); break;
   }
 }
 #endif
