@@ -117,9 +117,25 @@ export function constantRows(g: Graph, t: Tensor, start: number, count: number):
   return g.constant(name, shape, t.dtype, view);
 }
 
-/** An f32 view of a weight that is used as an activation operand (binary ops need f32). */
+const f32Copies = new WeakMap<Graph, Map<number, Tensor>>();
+
+/**
+ * The weight as f32: itself, or one `copy` per graph and weight. Used where an
+ * op needs f32 operands (binary ops, and norm gamma/beta, which backends take
+ * as f32 only, and biases: the CPU backend's Winograd output stage takes an
+ * f32 bias only) while checkpoints store f16. The copy depends on constants
+ * only, so the planner hoists it out of the per-step plan.
+ */
 export function asF32(g: Graph, t: Tensor): Tensor {
-  return t.dtype === "f32" ? t : g.copy(t);
+  if (t.dtype === "f32") return t;
+  let m = f32Copies.get(g);
+  if (!m) f32Copies.set(g, m = new Map());
+  let c = m.get(t.id);
+  if (!c) {
+    c = g.copy(t);
+    m.set(t.id, c);
+  }
+  return c;
 }
 
 // ---- layers ---------------------------------------------------------------
@@ -135,7 +151,7 @@ export function linear(
 ): Tensor {
   const inF = opts.inF ?? x.shape[x.shape.length - 1];
   const wt = w(`${p}.weight`, [outF, inF]);
-  const b = opts.bias === false ? undefined : w(`${p}.bias`, [outF]);
+  const b = opts.bias === false ? undefined : asF32(g, w(`${p}.bias`, [outF]));
   return g.linear(x, wt, b);
 }
 
@@ -149,7 +165,7 @@ export function conv1x1AsLinear(
 ): Tensor {
   const inF = x.shape[x.shape.length - 1];
   const wt = g.reshape(w(`${p}.weight`, [outF, inF, 1, 1]), [outF, inF]);
-  return g.linear(x, wt, w(`${p}.bias`, [outF]));
+  return g.linear(x, wt, asF32(g, w(`${p}.bias`, [outF])));
 }
 
 /** PyTorch nn.Linear whose weight may be stored either as [out, in] or as a [out, in, 1, 1] conv. */
@@ -176,7 +192,7 @@ export function conv2d(
 ): Tensor {
   const inC = x.shape[1];
   const wt = w(`${p}.weight`, [outC, inC, k, k]);
-  const b = w(`${p}.bias`, [outC]);
+  const b = asF32(g, w(`${p}.bias`, [outC]));
   return g.conv2d(x, wt, b, { stride: opts.stride ?? 1, padding: opts.padding ?? (k - 1) / 2 });
 }
 
@@ -189,7 +205,7 @@ export function groupNorm(
   opts: { eps: number; silu?: boolean; groups?: number },
 ): Tensor {
   const c = x.shape[1];
-  return g.groupNorm(x, w(`${p}.weight`, [c]), w(`${p}.bias`, [c]), {
+  return g.groupNorm(x, asF32(g, w(`${p}.weight`, [c])), asF32(g, w(`${p}.bias`, [c])), {
     groups: opts.groups ?? 32,
     eps: opts.eps,
     silu: opts.silu ?? false,
@@ -199,7 +215,7 @@ export function groupNorm(
 /** LayerNorm over the last axis, named `p`. */
 export function layerNorm(g: Graph, w: WeightLookup, p: string, x: Tensor, eps = 1e-5): Tensor {
   const c = x.shape[x.shape.length - 1];
-  return g.layerNorm(x, w(`${p}.weight`, [c]), w(`${p}.bias`, [c]), { eps });
+  return g.layerNorm(x, asF32(g, w(`${p}.weight`, [c])), asF32(g, w(`${p}.bias`, [c])), { eps });
 }
 
 /** [N, C, H, W] -> [N, H*W, C] tokens. */

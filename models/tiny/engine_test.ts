@@ -8,7 +8,10 @@ import { compile, Graph, type InputData } from "../../engine/mod.ts";
 import { detectArch } from "../arch.ts";
 import { buildTextEncoder } from "../clip/text_encoder.ts";
 import { createWeightLookup } from "../nn.ts";
+import { parseSafetensors } from "../testdata/helpers.ts";
+import { naiveEval } from "../testdata/naive_eval.ts";
 import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { tinyCheckpointBytes } from "./mod.ts";
 import { buildUnet } from "../unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder } from "../vae/vae.ts";
 
@@ -87,5 +90,43 @@ Deno.test({
       "moments",
       "vae.moments",
     );
+  },
+});
+
+Deno.test({
+  name: "engine: f16 checkpoint (f16 weights, norm params and biases) runs and agrees with the naive evaluator",
+  ignore: !backend,
+  async fn() {
+    const f16 = parseSafetensors(tinyCheckpointBytes({ seed: 1, dtype: "f16" }));
+    const a16 = detectArch(f16.tensors, f16.metadata);
+    const cases: [(g: Graph) => void, Record<string, InputData>, string][] = [
+      [
+        (g) =>
+          buildUnet(g, createWeightLookup(g, f16.source), a16.unet!, {
+            batch: 2,
+            height: 8,
+            width: 8,
+            contextTokens: 77,
+          }),
+        { x: ref.f32("unet.x"), timesteps: ref.f32("unet.timesteps"), context: ref.f32("unet.context") },
+        "out",
+      ],
+      [
+        (g) => buildTextEncoder(g, createWeightLookup(g, f16.source), a16.textEncoders[0], { batch: 2 }),
+        { tokens: ref.i32("clip.tokens") },
+        "hidden",
+      ],
+    ];
+    for (const [build, inputs, output] of cases) {
+      const g = new Graph();
+      build(g);
+      const expected = naiveEval(g, inputs)[output];
+      const program = compile(g, backend!);
+      try {
+        assertClose(`f16 ${output}`, (await program.run(inputs))[output], expected, 1e-5, 1e-4);
+      } finally {
+        program.dispose();
+      }
+    }
   },
 });

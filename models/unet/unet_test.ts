@@ -1,4 +1,5 @@
 import { Graph } from "../../engine/graph.ts";
+import { plan } from "../../engine/plan.ts";
 import { detectArch } from "../arch.ts";
 import { createWeightLookup, WeightError } from "../nn.ts";
 import { assert, assertEquals, assertThrows } from "../testdata/assert.ts";
@@ -55,6 +56,8 @@ for (const [name, list] of Object.entries(lists)) {
       const labels = new Set(g.ops.map((o) => o.label));
       assert(labels.has("input_blocks.4.1.transformer_blocks.0.attn1"), "attention label");
       assert(labels.has("output_blocks.2.1") || labels.has("output_blocks.2.2"), "upsample label");
+      // The planner takes it (shapes, dtypes, Winograd lowering of the 3x3 convs).
+      assert(plan(g).stats.winogradConvs > 0);
     },
   });
 }
