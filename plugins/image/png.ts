@@ -1,0 +1,294 @@
+/**
+ * PNG read/write with generation metadata, on the `fast-png` codec.
+ *
+ * Metadata is stored as text chunks, the way sd-webui does it:
+ * - `parameters`: sd-webui's infotext ("<prompt>\nNegative prompt: <neg>\nSteps: 20, Sampler: …"), which
+ *   sd-webui, ComfyUI loaders and image viewers read back;
+ * - `sdflow-graph`: JSON of the pipeline graph that produced the image.
+ * Text that fits Latin-1 goes in `tEXt` (what PNG readers expect); anything else (a prompt in Japanese,
+ * emoji) in an uncompressed UTF-8 `iTXt` chunk, as PIL's `PngInfo.add_text` does for sd-webui. Reading
+ * accepts `tEXt`, `iTXt` (compressed or not) and `zTXt`.
+ */
+
+import { convertIndexedToRgb, decode, encode } from "fast-png";
+import { inflateSync } from "node:zlib";
+import type { Image } from "../../models/types.ts";
+
+export const PARAMETERS_KEY = "parameters";
+export const GRAPH_KEY = "sdflow-graph";
+
+export interface PngWriteOptions {
+  /** sd-webui infotext (see `formatParameters`). */
+  parameters?: string;
+  /** The pipeline graph; stored as JSON. */
+  graph?: unknown;
+  /** Further text chunks (keyword → text). Keywords: 1–79 Latin-1 characters. */
+  text?: Record<string, string>;
+}
+
+export interface DecodedImage {
+  image: Image;
+  /** Every text chunk, keyword → text. */
+  text: Record<string, string>;
+  parameters?: string;
+  /** Parsed `sdflow-graph` JSON (undefined when absent or not valid JSON). */
+  graph?: unknown;
+}
+
+/** Every code unit ≤ 0xFF (tEXt is Latin-1). */
+const LATIN1 = { test: (s: string) => ![...s].some((ch) => ch.charCodeAt(0) > 0xff || ch.length > 1) };
+
+function checkKeyword(k: string): void {
+  if (k.length < 1 || k.length > 79 || !LATIN1.test(k) || k.includes("\0")) {
+    throw new Error(`PNG text keyword must be 1-79 Latin-1 characters: ${JSON.stringify(k)}`);
+  }
+}
+
+/** Encodes an 8-bit RGB/RGBA image as PNG with text metadata. */
+export function encodePngImage(image: Image, opts: PngWriteOptions = {}): Uint8Array {
+  const { width, height, channels, data } = image;
+  if (data.length !== width * height * channels) {
+    throw new Error(`encodePngImage: ${data.length} bytes for ${width}x${height}x${channels}`);
+  }
+  const entries: [string, string][] = Object.entries(opts.text ?? {});
+  if (opts.parameters !== undefined) entries.push([PARAMETERS_KEY, opts.parameters]);
+  if (opts.graph !== undefined) entries.push([GRAPH_KEY, JSON.stringify(opts.graph)]);
+  const latin: Record<string, string> = {};
+  const utf8: [string, string][] = [];
+  for (const [k, v] of entries) {
+    checkKeyword(k);
+    if (LATIN1.test(v)) latin[k] = v;
+    else utf8.push([k, v]);
+  }
+  const png = encode({ width, height, channels, depth: 8, data, text: latin });
+  return utf8.length === 0 ? png : insertBeforeIend(png, utf8.map(([k, v]) => itxtChunk(k, v)));
+}
+
+/** Decodes a PNG to an 8-bit image (RGB or RGBA) plus its text chunks. */
+export function decodePngImage(bytes: Uint8Array): DecodedImage {
+  const png = decode(bytes);
+  const { width, height } = png;
+  let data: Uint8Array;
+  let channels: 3 | 4;
+  if (png.palette) {
+    const rgb = convertIndexedToRgb(png);
+    channels = rgb.length === width * height * 4 ? 4 : 3;
+    data = Uint8Array.from(rgb);
+  } else {
+    const src = png.data;
+    const c = png.channels;
+    const to8 = png.depth === 16 ? (v: number) => v >> 8 : (v: number) => v;
+    channels = c === 2 || c === 4 ? 4 : 3;
+    data = new Uint8Array(width * height * channels);
+    for (let p = 0; p < width * height; p++) {
+      if (c >= 3) {
+        for (let k = 0; k < channels; k++) data[p * channels + k] = to8(src[p * c + k]);
+      } else {
+        const g = to8(src[p * c]);
+        data[p * channels] = data[p * channels + 1] = data[p * channels + 2] = g;
+        if (channels === 4) data[p * channels + 3] = to8(src[p * c + 1]);
+      }
+    }
+  }
+  const text: Record<string, string> = { ...png.text, ...readExtraTextChunks(bytes) };
+  let graph: unknown;
+  if (text[GRAPH_KEY] !== undefined) {
+    try {
+      graph = JSON.parse(text[GRAPH_KEY]);
+    } catch {
+      graph = undefined;
+    }
+  }
+  return { image: { width, height, channels, data }, text, parameters: text[PARAMETERS_KEY], graph };
+}
+
+// --- chunk level: iTXt / zTXt, which fast-png does not handle --------------------------------------------
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function latin1Bytes(s: string): Uint8Array {
+  return Uint8Array.from(s, (ch) => ch.charCodeAt(0));
+}
+
+function chunk(type: string, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + body.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, body.length);
+  out.set(latin1Bytes(type), 4);
+  out.set(body, 8);
+  dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
+  return out;
+}
+
+/** Uncompressed iTXt: keyword, 0, flag 0, method 0, empty language, 0, empty translated keyword, 0, UTF-8. */
+function itxtChunk(keyword: string, text: string): Uint8Array {
+  const k = latin1Bytes(keyword);
+  const t = new TextEncoder().encode(text);
+  const body = new Uint8Array(k.length + 5 + t.length);
+  body.set(k, 0);
+  // bytes after the keyword: NUL, compression flag 0, method 0, language "" + NUL, translated "" + NUL
+  body.set(t, k.length + 5);
+  return chunk("iTXt", body);
+}
+
+function insertBeforeIend(png: Uint8Array, chunks: Uint8Array[]): Uint8Array {
+  const iend = png.length - 12; // IEND is the last chunk: 4 length + 4 type + 0 data + 4 CRC
+  const type = new TextDecoder("latin1").decode(png.subarray(iend + 4, iend + 8));
+  if (type !== "IEND") throw new Error("PNG: IEND is not the last chunk");
+  const extra = chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(png.length + extra);
+  out.set(png.subarray(0, iend), 0);
+  let at = iend;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  out.set(png.subarray(iend), at);
+  return out;
+}
+
+function readExtraTextChunks(png: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  const dv = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const latin1 = new TextDecoder("latin1");
+  const utf8 = new TextDecoder("utf-8");
+  for (let at = 8; at + 12 <= png.length;) {
+    const len = dv.getUint32(at);
+    const type = latin1.decode(png.subarray(at + 4, at + 8));
+    const body = png.subarray(at + 8, at + 8 + len);
+    at += 12 + len;
+    if (type === "IEND") break;
+    if (type !== "iTXt" && type !== "zTXt") continue;
+    const kEnd = body.indexOf(0);
+    if (kEnd < 1) continue;
+    const keyword = latin1.decode(body.subarray(0, kEnd));
+    try {
+      if (type === "zTXt") {
+        out[keyword] = latin1.decode(inflateSync(body.subarray(kEnd + 2)));
+        continue;
+      }
+      const compressed = body[kEnd + 1] === 1;
+      const langEnd = body.indexOf(0, kEnd + 3);
+      const transEnd = body.indexOf(0, langEnd + 1);
+      if (langEnd < 0 || transEnd < 0) continue;
+      const raw = body.subarray(transEnd + 1);
+      out[keyword] = utf8.decode(compressed ? inflateSync(raw) : raw);
+    } catch {
+      // A damaged text chunk does not make the image unreadable.
+    }
+  }
+  return out;
+}
+
+// --- sd-webui infotext ------------------------------------------------------------------------------------
+
+export interface GenerationParameters {
+  prompt: string;
+  negativePrompt?: string;
+  steps: number;
+  /** Sampler display name, e.g. "Euler a" (see SAMPLE_METHOD_LABELS), or sd.cpp's method name. */
+  sampler: string;
+  /** Schedule type, e.g. "Karras"; omitted from the text when undefined. */
+  scheduler?: string;
+  cfgScale: number;
+  seed: number | bigint;
+  width: number;
+  height: number;
+  model?: string;
+  modelHash?: string;
+  clipSkip?: number;
+  denoisingStrength?: number;
+  rng?: string;
+  /** Further "Key: value" fields, appended in order. */
+  extra?: Record<string, string | number>;
+}
+
+/** sd-webui's `quote()`: JSON-quote a value that holds a comma, colon or newline. */
+function quote(v: string): string {
+  return /[,:\n]/.test(v) ? JSON.stringify(v) : v;
+}
+
+/**
+ * sd-webui infotext: the prompt, a "Negative prompt: " line when there is one, then
+ * "Steps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512,
+ * Model hash: …, Model: …, Denoising strength: …, Clip skip: 2, RNG: …" and the extra fields.
+ */
+export function formatParameters(p: GenerationParameters): string {
+  const fields: [string, string | number | bigint | undefined][] = [
+    ["Steps", p.steps],
+    ["Sampler", p.sampler],
+    ["Schedule type", p.scheduler],
+    ["CFG scale", p.cfgScale],
+    ["Seed", p.seed],
+    ["Size", `${p.width}x${p.height}`],
+    ["Model hash", p.modelHash],
+    ["Model", p.model],
+    ["Denoising strength", p.denoisingStrength],
+    ["Clip skip", p.clipSkip],
+    ["RNG", p.rng],
+    ...Object.entries(p.extra ?? {}),
+  ];
+  const tail = fields
+    .filter(([, v]) => v !== undefined && v !== "")
+    .map(([k, v]) => `${k}: ${quote(String(v))}`)
+    .join(", ");
+  const lines = [p.prompt];
+  if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
+  lines.push(tail);
+  return lines.join("\n");
+}
+
+/** Splits infotext back into prompt, negative prompt and the key/value fields (sd-webui's parser rules). */
+export function parseParameters(
+  text: string,
+): { prompt: string; negativePrompt: string; fields: Record<string, string> } {
+  const lines = text.trim().split("\n");
+  let last = lines[lines.length - 1] ?? "";
+  const fieldRe = /\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)/g;
+  const fields: Record<string, string> = {};
+  const matches = [...last.matchAll(fieldRe)];
+  if (matches.length < 3) {
+    last = "";
+  } else {
+    lines.pop();
+    for (const m of matches) {
+      const v = m[2].trim();
+      fields[m[1].trim()] = v.startsWith('"') ? JSON.parse(v) : v;
+    }
+  }
+  const prompt: string[] = [];
+  const negative: string[] = [];
+  let inNegative = false;
+  for (const line of lines) {
+    if (line.startsWith("Negative prompt:")) {
+      inNegative = true;
+      negative.push(line.slice("Negative prompt:".length).trimStart());
+    } else if (inNegative) negative.push(line);
+    else prompt.push(line);
+  }
+  return { prompt: prompt.join("\n"), negativePrompt: negative.join("\n"), fields };
+}
+
+/** Writes a PNG file with metadata. */
+export async function writePng(path: string, image: Image, opts: PngWriteOptions = {}): Promise<void> {
+  await Deno.writeFile(path, encodePngImage(image, opts));
+}
+
+/** Reads a PNG file with its metadata. */
+export async function readPng(path: string): Promise<DecodedImage> {
+  return decodePngImage(await Deno.readFile(path));
+}
