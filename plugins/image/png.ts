@@ -35,11 +35,14 @@ export interface DecodedImage {
   graph?: unknown;
 }
 
-/** Every code unit ≤ 0xFF (tEXt is Latin-1). */
-const LATIN1 = { test: (s: string) => ![...s].some((ch) => ch.charCodeAt(0) > 0xff || ch.length > 1) };
+/** tEXt holds Latin-1: every UTF-16 code unit ≤ 0xFF. */
+function isLatin1(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0xff) return false;
+  return true;
+}
 
 function checkKeyword(k: string): void {
-  if (k.length < 1 || k.length > 79 || !LATIN1.test(k) || k.includes("\0")) {
+  if (k.length < 1 || k.length > 79 || !isLatin1(k) || k.includes("\0")) {
     throw new Error(`PNG text keyword must be 1-79 Latin-1 characters: ${JSON.stringify(k)}`);
   }
 }
@@ -57,7 +60,7 @@ export function encodePngImage(image: Image, opts: PngWriteOptions = {}): Uint8A
   const utf8: [string, string][] = [];
   for (const [k, v] of entries) {
     checkKeyword(k);
-    if (LATIN1.test(v)) latin[k] = v;
+    if (isLatin1(v)) latin[k] = v;
     else utf8.push([k, v]);
   }
   const png = encode({ width, height, channels, depth: 8, data, text: latin });
