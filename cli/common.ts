@@ -29,7 +29,7 @@ export async function pipelineFromArgs(argv: readonly string[]): Promise<{ pipel
     const p = args.positional[0];
     throw new UsageError(`"${p}" is not a graph file (.json or .ts); for sd.cpp-style flags, start with -m model`);
   }
-  const { file, origins } = graphFromSdcppFlags(args.flags);
+  const { file, origins } = graphFromSdcppFlags(args.flags, args.spelled);
   const pipeline = await validateGraph(file, { source: "command line", overrides: args.sets, origins });
   return { pipeline, args };
 }

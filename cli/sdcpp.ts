@@ -92,6 +92,8 @@ export interface ParsedArgs {
   readonly positional: readonly string[];
   readonly flags: Readonly<Record<string, string | boolean | undefined>>;
   readonly sets: readonly string[];
+  /** How each flag was written (canonical name → `-s` or `--seed`), for messages. */
+  readonly spelled: Readonly<Record<string, string>>;
 }
 
 function last(v: unknown): unknown {
@@ -141,7 +143,14 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
     flags[k] = typeof x === "boolean" ? x : x === undefined ? undefined : String(x);
   }
   const set = parsed.set === undefined ? [] : [parsed.set].flat().map(String);
-  return { positional: parsed._.map(String), flags, sets: set };
+  const canonical = new Map<string, string>();
+  for (const [long, shorts] of Object.entries(alias)) for (const n of [long, ...shorts]) canonical.set(n, long);
+  const spelled: Record<string, string> = {};
+  for (const a of argv) {
+    const m = /^(--?)([^=]+)/.exec(a);
+    if (m && !/^-\d/.test(a)) spelled[canonical.get(m[2]) ?? m[2]] = m[1] + m[2];
+  }
+  return { positional: parsed._.map(String), flags, sets: set, spelled };
 }
 
 /** The usage text of sd.cpp mode. */
@@ -159,6 +168,7 @@ export function sdcppHelp(): string {
  */
 export function graphFromSdcppFlags(
   flags: Readonly<Record<string, string | boolean | undefined>>,
+  spelled: Readonly<Record<string, string>> = {},
 ): { file: GraphFile; origins: Map<string, string> } {
   const str = (k: string): string | undefined => (typeof flags[k] === "string" ? flags[k] as string : undefined);
   const mode = str("mode") ?? (str("init-img") ? "img2img" : "txt2img");
@@ -192,7 +202,7 @@ export function graphFromSdcppFlags(
     if (text === undefined) continue;
     const [node, input] = f.target;
     const schema = (reg.get(types[node])!.inputs as Record<string, InputSpec>)[input] as { schema: JsonSchema };
-    const flag = `${key.length === 1 ? "-" : "--"}${key} ${JSON.stringify(text)}`;
+    const flag = `${spelled[key] ?? `--${key}`} ${JSON.stringify(text)}`;
     try {
       values.set(`${node}.${input}`, parseValue(text, schema.schema));
     } catch (e) {

@@ -1,0 +1,167 @@
+/** The CLI end to end (spawned `deno run`) and stable-diffusion.cpp flag handling. */
+
+import assert from "node:assert/strict";
+import { validateGraph } from "../dsl/validate.ts";
+import { graphFromSdcppFlags, parseArgs, UsageError } from "./sdcpp.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+async function cli(script: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `cli/${script}.ts`, ...args],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+const STACK = /^\s+at .+:\d+:\d+/m;
+
+Deno.test("gen: an invalid graph exits 1 with one line and no stack trace; -v adds the stack", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const f = `${dir}/bad.json`;
+    await Deno.writeTextFile(
+      f,
+      '{ "version": 1, "nodes": { "s": { "type": "empty_latent", "inputs": { "width": 100 } } } }',
+    );
+    const r = await cli("gen", f);
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr.trim(),
+      `${f}: node "s" input "width": must be a multiple of 8, got 100 (at /nodes/s/inputs/width)`,
+    );
+    assert.doesNotMatch(r.stderr, STACK);
+    const v = await cli("gen", f, "-v");
+    assert.equal(v.code, 1);
+    assert.match(v.stderr, STACK);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gen: bad JSON and a bad --set exit 1 naming the place", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const f = `${dir}/broken.json`;
+    await Deno.writeTextFile(f, '{\n  "version": 1,\n  "nodes": {\n}');
+    const r = await cli("gen", f);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), new RegExp(`^${f}:4:2: invalid JSON: expected '}'$`));
+    const s = await cli("gen", "graphs/txt2img.json", "--set", "sampler.steps=0", "--dry-run");
+    assert.equal(s.code, 1);
+    assert.equal(
+      s.stderr.trim(),
+      '--set sampler.steps=0: node "sampler" input "steps": must be >= 1, got 0 (at /nodes/sampler/inputs/steps)',
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gen: --dry-run prints the order; an unknown flag exits 2", async () => {
+  const r = await cli("gen", "graphs/txt2img.json", "--dry-run", "--set", "sampler.seed=7");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /graphs\/txt2img\.json: valid, 7 nodes/);
+  assert.match(r.stdout, /5\. sampler \(sampler\) {2}stage 2, after checkpoint, positive, negative, latent/);
+  const u = await cli("gen", "graphs/txt2img.json", "--sedd", "3");
+  assert.equal(u.code, 2);
+  assert.equal(u.stderr.trim(), "error: unknown flag --sedd");
+});
+
+Deno.test("gen: with no model, the main command says what is missing and how to get it", async () => {
+  const r = await cli("gen", "graphs/txt2img.json");
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /node "checkpoint" input "path": model file not found: models\/v1-5-pruned-emaonly\.safetensors/,
+  );
+  assert.match(r.stderr, /huggingface\.co/);
+  assert.match(r.stderr, /--set checkpoint\.path=/);
+  assert.doesNotMatch(r.stderr, STACK);
+});
+
+Deno.test("plan: explains nodes in order with their ops", async () => {
+  const r = await cli("plan", "graphs/txt2img.json");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^graphs\/txt2img\.json: 7 nodes/);
+  assert.match(r.stdout, /4\. latent \(empty_latent\)\n\s+fill: 0 FLOP, 64\.0 KiB/);
+  assert.match(r.stdout, /UNet evaluations at \[2,4,64,64\]/);
+});
+
+Deno.test("sd.cpp flags: txt2img graph with sd.cpp's defaults", async () => {
+  const a = parseArgs(["-m", "m.safetensors", "-p", "a cat", "-s", "-1", "-W", "768", "--steps", "8"], true);
+  const { file, origins } = graphFromSdcppFlags(a.flags);
+  const p = await validateGraph(file, { origins });
+  assert.deepEqual(p.order, ["checkpoint", "positive", "negative", "latent", "sampler", "decode", "save"]);
+  const s = p.nodes.get("sampler")!.values;
+  assert.deepEqual(
+    {
+      seed: s.seed,
+      steps: s.steps,
+      cfg: s.cfg,
+      sampler: s.sampler,
+      scheduler: s.scheduler,
+      rng: s.rng,
+      denoise: s.denoise,
+    },
+    { seed: -1, steps: 8, cfg: 7, sampler: "euler_a", scheduler: "discrete", rng: "cuda", denoise: 1 },
+  );
+  assert.deepEqual(p.nodes.get("latent")!.values, { width: 768, height: 512, batch: 1 });
+  assert.equal(p.nodes.get("positive")!.values.text, "a cat");
+  assert.equal(p.nodes.get("positive")!.values.clip_skip, undefined);
+  assert.equal(p.nodes.get("save")!.values.path, "output.png");
+});
+
+Deno.test("sd.cpp flags: -i makes img2img with --strength, -b and --clip-skip", async () => {
+  const a = parseArgs(
+    [
+      "-m",
+      "m.ckpt",
+      "-i",
+      "in.png",
+      "--strength",
+      "0.5",
+      "-b",
+      "3",
+      "--clip-skip",
+      "2",
+      "--scheduler",
+      "karras",
+      "-o",
+      "x.png",
+    ],
+    true,
+  );
+  const { file } = graphFromSdcppFlags(a.flags);
+  const p = await validateGraph(file);
+  assert.deepEqual(p.order, ["checkpoint", "positive", "negative", "image", "encode", "sampler", "decode", "save"]);
+  const s = p.nodes.get("sampler")!;
+  assert.equal(s.values.denoise, 0.5);
+  assert.equal(s.values.batch, 3);
+  assert.equal(s.values.scheduler, "karras");
+  assert.deepEqual(s.refs.latent, { node: "encode", output: "latent" });
+  assert.equal(p.nodes.get("negative")!.values.clip_skip, 2);
+  assert.equal(p.nodes.get("save")!.values.path, "x.png");
+});
+
+Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", async () => {
+  assert.throws(() =>
+    (() => {
+      const a = parseArgs(["-m", "m", "-s", "x"], true);
+      graphFromSdcppFlags(a.flags, a.spelled);
+    })(), /-s "x": node "sampler" input "seed": expected an integer/);
+  const { file, origins } = graphFromSdcppFlags(parseArgs(["-m", "m", "--sampling-method", "euler_b"], true).flags);
+  await assert.rejects(
+    () => validateGraph(file, { origins }),
+    /--sampling-method "euler_b": node "sampler" input "sampler": must be one of/,
+  );
+  assert.throws(
+    () => parseArgs(["-m", "m", "--vae", "v.safetensors"], true),
+    (e: Error) => e instanceof UsageError && /not support yet/.test(e.message),
+  );
+  assert.throws(() => graphFromSdcppFlags(parseArgs(["-p", "a cat"], true).flags), /no model: give one with -m/);
+});

@@ -1,0 +1,59 @@
+/** Every graph in graphs/ validates; the schema file is current; the demo runs end to end. */
+
+import assert from "node:assert/strict";
+import { loadGraph, OutputCache, runPipeline } from "../dsl/mod.ts";
+import { schemaText } from "../cli/schema.ts";
+
+const dir = new URL("./", import.meta.url);
+const graphs = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
+  /\.(json|ts)$/.test(n) && !n.endsWith("_test.ts")
+)
+  .sort();
+
+Deno.test("graphs/: the expected graphs are present", () => {
+  for (const g of ["demo.json", "img2img.json", "seed_sweep.json", "txt2img.json", "txt2img.ts"]) {
+    assert.ok(graphs.includes(g), g);
+  }
+});
+
+for (const name of graphs) {
+  Deno.test(`graphs/${name} validates`, async () => {
+    const p = await loadGraph(new URL(name, dir).pathname);
+    assert.ok(p.order.length > 0);
+  });
+}
+
+Deno.test("graphs/txt2img.ts and txt2img.json describe the same graph", async () => {
+  const ts = await loadGraph(new URL("txt2img.ts", dir).pathname);
+  const json = await loadGraph(new URL("txt2img.json", dir).pathname);
+  assert.deepEqual(ts.order, json.order);
+  for (const id of ts.order) {
+    assert.deepEqual(ts.nodes.get(id)!.values, json.nodes.get(id)!.values, id);
+    assert.deepEqual(ts.nodes.get(id)!.refs, json.nodes.get(id)!.refs, id);
+  }
+});
+
+Deno.test("schema/graph.schema.json is up to date (deno task schema)", async () => {
+  const current = await Deno.readTextFile(new URL("../schema/graph.schema.json", dir));
+  assert.equal(current, await schemaText(), "run: deno task schema");
+});
+
+const layer: Record<string, unknown> = await import(new URL("../models/mod.ts", dir).href).catch(() => ({}));
+const png = await Deno.stat(new URL("../plugins/image/png.ts", dir)).then(() => true, () => false);
+
+Deno.test({
+  name: "graphs/demo.json runs end to end on the tiny random-weight model",
+  ignore: typeof layer.createTinyCheckpoint !== "function" || typeof layer.sample !== "function" || !png,
+  async fn() {
+    const out = await Deno.makeTempDir();
+    try {
+      const p = await loadGraph(new URL("demo.json", dir).pathname, { overrides: [`save.path=${out}/demo.png`] });
+      const r = await runPipeline(p, { cache: new OutputCache() });
+      assert.deepEqual([...r.executed].sort(), [...p.order].sort());
+      const bytes = await Deno.readFile(`${out}/demo.png`);
+      assert.deepEqual([...bytes.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
