@@ -260,10 +260,17 @@ Deno.test("direct and im2col convolution (60 shapes, f32 and f16 weights)", asyn
 });
 
 for (const isa of ISAS.filter((i) => i !== BEST)) {
-  Deno.test(`Winograd, direct and im2col on the ${isa} kernels (30 shapes)`, async () => {
+  Deno.test(`Winograd, direct and im2col on the ${isa} kernels (${N_SHAPES} shapes, 40 with f16 weights)`, async () => {
     const backend = await backendFor(isa);
-    const cases = F32_CASES.slice(160, 190);
-    for (const m of [2, 4, 6] as const) await sweep(backend, isa, cases, { winograd: m }, WINOGRAD_REL_BOUND[m]);
-    for (const conv of ["direct", "im2col"] as const) await sweep(backend, isa, cases, { conv }, FALLBACK_REL_BOUND);
+    const f16 = SHAPES.slice(0, 40).map((_, i) => makeCase(i, "f16"));
+    for (const m of [2, 4, 6] as const) {
+      await sweep(backend, isa, F32_CASES, { winograd: m }, WINOGRAD_REL_BOUND[m]);
+      await sweep(backend, isa, f16, { winograd: m }, WINOGRAD_REL_BOUND[m]);
+    }
+    const fallback = F32_CASES.slice(100, 160);
+    for (const conv of ["direct", "im2col"] as const) {
+      await sweep(backend, isa, fallback, { conv }, FALLBACK_REL_BOUND);
+      await sweep(backend, isa, f16, { conv }, FALLBACK_REL_BOUND);
+    }
   });
 }
