@@ -7,3 +7,4 @@ export {
   type UnetBuildOptions,
   type UnetGraph,
 } from "./unet.ts";
+export { type SdxlSizeConditioning, sdxlVector } from "./sdxl.ts";

@@ -6,6 +6,7 @@ import { assert, assertEquals, assertThrows } from "../testdata/assert.ts";
 import { fakeWeightSource, opCounts, readReferenceList } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
 import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { sdxlVector } from "./sdxl.ts";
 import { buildUnet } from "./unet.ts";
 
 const lists = {
@@ -97,4 +98,25 @@ Deno.test("buildUnet: a missing or mis-shaped weight is named", () => {
   const g2 = new Graph();
   const bad = { ...arch.unet!, contextDim: 32 };
   assertThrows(() => buildUnet(g2, createWeightLookup(g2, ckpt.source), bad, opts), WeightError, "attn2.to_k.weight");
+});
+
+Deno.test("sdxlVector: pooled | 6 x 256 sinusoidal size embeddings", () => {
+  const pooled = new Float32Array(2 * 1280).map((_, i) => i);
+  const y = sdxlVector(pooled, 2, { originalWidth: 1024, originalHeight: 768, targetWidth: 1024, targetHeight: 768 });
+  assertEquals(y.length, 2 * 2816);
+  assertEquals([y[0], y[1279], y[2816], y[2816 + 1279]], [0, 1279, 1280, 2559]);
+  // original height 768: cos(768 * 1) at the first slot, sin(768) at 1280 + 128.
+  assert(Math.abs(y[1280] - Math.cos(768)) < 1e-6 && Math.abs(y[1280 + 128] - Math.sin(768)) < 1e-6);
+  // crop (0, 0): cos 0 = 1, sin 0 = 0.
+  assertEquals([y[1280 + 512], y[1280 + 512 + 128]], [1, 0]);
+  assertThrows(
+    () =>
+      sdxlVector(new Float32Array(1000), 1, {
+        ...{ originalWidth: 1, originalHeight: 1 },
+        targetWidth: 1,
+        targetHeight: 1,
+      }),
+    Error,
+    "2816",
+  );
 });
