@@ -120,3 +120,44 @@ Deno.test("sdxlVector: pooled | 6 x 256 sinusoidal size embeddings", () => {
     "2816",
   );
 });
+
+Deno.test("buildUnet: ControlNet residuals are added to the skips and the middle block", () => {
+  const { ref, ckpt } = loadTinyReference();
+  const arch = detectArch(ckpt.tensors, ckpt.metadata);
+  const base = {
+    x: ref.f32("unet.x"),
+    timesteps: ref.f32("unet.timesteps"),
+    context: ref.f32("unet.context"),
+  };
+  const g = new Graph();
+  // Input-block outputs of the tiny UNet at 8x8: conv_in 32@8, res 32@8, down 32@4, res 64@4; middle 64@4.
+  const shapes = [[2, 32, 8, 8], [2, 32, 8, 8], [2, 32, 4, 4], [2, 64, 4, 4]];
+  const skips = shapes.map((s, i) => g.input(`control_${i}`, s));
+  const middle = g.input("control_middle", [2, 64, 4, 4]);
+  buildUnet(g, createWeightLookup(g, ckpt.source), arch.unet!, {
+    batch: 2,
+    height: 8,
+    width: 8,
+    contextTokens: 77,
+    control: { skips, middle },
+  });
+  const zeros: Record<string, Float32Array> = { control_middle: new Float32Array(2 * 64 * 16) };
+  shapes.forEach((s, i) => zeros[`control_${i}`] = new Float32Array(s.reduce((a, b) => a * b, 1)));
+  assertClose("zero control", naiveEval(g, { ...base, ...zeros }).out, ref.f32("unet.out"), 1e-5, 1e-5);
+  zeros.control_middle.fill(1);
+  const moved = naiveEval(g, { ...base, ...zeros }).out;
+  assert(moved.some((v, i) => Math.abs(v - ref.f32("unet.out")[i]) > 1e-3), "middle residual has an effect");
+  const g2 = new Graph();
+  assertThrows(
+    () =>
+      buildUnet(g2, createWeightLookup(g2, ckpt.source), arch.unet!, {
+        batch: 2,
+        height: 8,
+        width: 8,
+        contextTokens: 77,
+        control: { skips: skips.slice(1), middle },
+      }),
+    Error,
+    "skip residuals",
+  );
+});
