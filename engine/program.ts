@@ -6,6 +6,7 @@
 
 import type { Backend, BackendBuffer, BackendPlan } from "../backends/mod.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
+import { rootOf } from "./memory.ts";
 import { type CompiledPlan, plan, type PlannedOp, type PlanOptions, SLOT_ARENA } from "./plan.ts";
 
 export type InputData = Float32Array | Int32Array;
@@ -75,7 +76,7 @@ export class Program {
           }], got ${data.length} ${data.constructor.name}`,
         );
       }
-      const loc = locations.get(id);
+      const loc = locations.get(rootOf(lowered.tensors, id));
       if (loc) arena.write(loc.offset, data);
     }
     if (!this.constantsReady && this.constPlan) {
@@ -85,7 +86,7 @@ export class Program {
     await this.stepPlan.run(this.buffers);
     const out: Record<string, Float32Array> = {};
     for (const [name, id] of lowered.outputs) {
-      const loc = locations.get(id);
+      const loc = locations.get(rootOf(lowered.tensors, id));
       if (!loc) throw new GraphError(`internal: output "${name}" has no location`);
       const n = numel(lowered.tensors[id].shape);
       const bytes = this.buffers[loc.slot].read(loc.offset, n * 4);
