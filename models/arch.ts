@@ -120,14 +120,19 @@ export interface DetectOptions {
   family?: ModelFamily;
 }
 
-/** Detects family and configurations from a file's tensor list and metadata. */
+/**
+ * Detects family and configurations from a file's tensor list and metadata
+ * (with models/weights: `detectArch(file.tensors.values(), file.metadata)`).
+ */
 export function detectArch(
   tensors: Iterable<TensorShape>,
-  metadata: Readonly<Record<string, string>> = {},
+  fileMetadata: Readonly<Record<string, unknown>> = {},
   opts: DetectOptions = {},
 ): ArchInfo {
   const shapes = new Map<string, readonly number[]>();
   for (const t of tensors) shapes.set(t.name, t.shape);
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fileMetadata)) if (typeof v !== "object" || v === null) metadata[k] = String(v);
   const has = (n: string) => shapes.has(n);
   const names = [...shapes.keys()];
 

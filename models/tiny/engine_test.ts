@@ -14,6 +14,7 @@ import { assertClose, loadTinyReference } from "../testdata/reference.ts";
 import { tinyCheckpointBytes } from "./mod.ts";
 import { buildUnet } from "../unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder } from "../vae/vae.ts";
+import { openWeights } from "../weights/mod.ts";
 
 let backend: Backend | undefined;
 try {
@@ -129,4 +130,23 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("weights loader contract: openWeights -> detectArch -> createWeightLookup builds the same UNet", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+  try {
+    await Deno.writeFile(path, tinyCheckpointBytes({ seed: 1, dtype: "f32" }));
+    const wf = await openWeights(path);
+    try {
+      const a = detectArch(wf.tensors.values(), wf.metadata);
+      const g = new Graph();
+      buildUnet(g, createWeightLookup(g, wf), a.unet!, { batch: 2, height: 8, width: 8, contextTokens: 77 });
+      const inputs = { x: ref.f32("unet.x"), timesteps: ref.f32("unet.timesteps"), context: ref.f32("unet.context") };
+      assertClose("unet via openWeights", naiveEval(g, inputs).out, ref.f32("unet.out"), 1e-5, 1e-5);
+    } finally {
+      wf.close();
+    }
+  } finally {
+    await Deno.remove(path);
+  }
 });
