@@ -1,7 +1,26 @@
 /** `checkpoint`: loads a Stable Diffusion checkpoint and splits it into model, text encoder and VAE. */
 
 import { defineNode, NodeInputError, type NodeValues } from "../node.ts";
+import { makeTinyCheckpoint } from "../../models/tiny/mod.ts";
 import { modelLayer } from "./model_layer.ts";
+
+/** Where generated tiny checkpoints are kept (generated once per seed; same seed, same bytes). */
+export const TINY_CACHE_DIR = ".cache/tiny";
+
+/** Writes the tiny checkpoint for `seed` under {@link TINY_CACHE_DIR} unless present; returns its path. */
+export async function tinyCheckpointPath(seed: number): Promise<string> {
+  const path = `${TINY_CACHE_DIR}/tiny-seed${seed}.safetensors`;
+  try {
+    if ((await Deno.stat(path)).isFile) return path;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.mkdir(TINY_CACHE_DIR, { recursive: true });
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await makeTinyCheckpoint(tmp, { seed });
+  await Deno.rename(tmp, path);
+  return path;
+}
 
 /** Where to get the official weights, for the message shown when a checkpoint is missing. */
 export function sd15Help(nodeId: string): string {
@@ -74,7 +93,7 @@ export const checkpoint = defineNode({
 export const tinyCheckpoint = defineNode({
   type: "tiny_checkpoint",
   category: "loaders",
-  description: "A tiny SD-shaped checkpoint with RANDOM weights, generated in memory from a seed. " +
+  description: "A tiny SD 1.x-shaped checkpoint with RANDOM weights, generated from a seed (into .cache/tiny/). " +
     "It checks that the pipeline runs end to end in seconds; its pictures are noise, not art.",
   inputs: {
     seed: {
@@ -83,9 +102,10 @@ export const tinyCheckpoint = defineNode({
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
   async run({ seed }, ctx) {
-    const { createTinyCheckpoint } = await modelLayer("createTinyCheckpoint");
-    ctx.log("tiny_checkpoint: the weights are random — the output is noise; this demo checks the pipeline only");
-    const ckpt = await createTinyCheckpoint({ seed, threads: ctx.settings.threads, backend: ctx.settings.backend });
+    const { loadCheckpoint } = await modelLayer("loadCheckpoint");
+    ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
+    const path = await tinyCheckpointPath(seed);
+    const ckpt = await loadCheckpoint(path, { threads: ctx.settings.threads, backend: ctx.settings.backend });
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },

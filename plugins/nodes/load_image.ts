@@ -1,7 +1,22 @@
 /** `load_image`: reads a PNG for img2img. */
 
 import { defineNode, NodeInputError, type NodeValues } from "../node.ts";
-import { pngCodec, pngSize } from "./image_codec.ts";
+import { decodePngImage } from "../image/png.ts";
+
+/** Reads width and height from a PNG's IHDR without decoding it (for `plan`); undefined if not a PNG. */
+export async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
+  try {
+    using f = await Deno.open(path);
+    const head = new Uint8Array(24);
+    if ((await f.read(head)) !== 24) return undefined;
+    const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+    if (!sig.every((b, i) => head[i] === b)) return undefined;
+    const v = new DataView(head.buffer);
+    return { width: v.getUint32(16), height: v.getUint32(20) };
+  } catch {
+    return undefined;
+  }
+}
 
 /** Reads a PNG file as a batch of one image. */
 export const loadImage = defineNode({
@@ -28,8 +43,13 @@ export const loadImage = defineNode({
       if (e instanceof Deno.errors.NotFound) throw new NodeInputError("path", `image not found: ${path}`);
       throw e;
     }
-    const { decodePng } = await pngCodec();
-    return { image: [decodePng(bytes)] };
+    let image;
+    try {
+      image = decodePngImage(bytes).image;
+    } catch (e) {
+      throw new NodeInputError("path", `${path} is not a readable PNG: ${(e as Error).message}`);
+    }
+    return { image: [image] };
   },
   async estimate({ path }) {
     const size = await pngSize(path);

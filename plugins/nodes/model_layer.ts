@@ -45,8 +45,6 @@ export interface NetworkEstimateOptions {
 export interface ModelLayer {
   loadCheckpoint(path: string, opts: { threads?: number; backend?: string }): Promise<Checkpoint>;
   sample(opts: SampleOptions): Promise<Latent>;
-  /** The demo's checkpoint: tiny, SD-shaped, random weights generated from `seed`. */
-  createTinyCheckpoint?(opts: { seed?: number; threads?: number; backend?: string }): Promise<Checkpoint>;
   /** The ops one evaluation of a network lowers to, for `deno task plan`. */
   estimateNetwork?(kind: NetworkKind, opts: NetworkEstimateOptions): Promise<readonly OpEstimate[]>;
 }

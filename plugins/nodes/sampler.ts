@@ -1,24 +1,25 @@
 /** `sampler`: denoises a latent with the UNet, guided by positive and negative conditioning. */
 
+import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
+import type { SchedulerName } from "../../models/sampling/schedules.ts";
 import { defineNode, type NodeValues } from "../node.ts";
 import { estimateNetwork, modelLayer } from "./model_layer.ts";
 
-/** Sampling methods, named as stable-diffusion.cpp's `--sampling-method`. */
-export const SAMPLING_METHODS = [
-  "euler",
-  "euler_a",
-  "heun",
-  "dpm2",
-  "dpm++2s_a",
-  "dpm++2m",
-  "dpm++2mv2",
-  "lcm",
-  "ddim",
-  "ipndm",
-] as const;
+/** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
+export const SAMPLING_METHODS: readonly SampleMethod[] = SAMPLE_METHODS;
 
 /** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
-export const SCHEDULERS = ["discrete", "karras", "exponential", "ays"] as const;
+export const SCHEDULERS = [
+  "discrete",
+  "karras",
+  "exponential",
+  "ays",
+  "sgm_uniform",
+  "simple",
+  "smoothstep",
+  "kl_optimal",
+  "lcm",
+] as const satisfies readonly SchedulerName[];
 
 /** Noise generators: `cuda` matches stable-diffusion.cpp's default (Philox, as PyTorch on CUDA); `std_default` its CPU one. */
 export const RNGS = ["cuda", "std_default"] as const;

@@ -2,7 +2,8 @@
 
 import type { Image } from "../../models/types.ts";
 import { defineNode, type UpstreamNode } from "../node.ts";
-import { pngCodec } from "./image_codec.ts";
+import { SAMPLE_METHOD_LABELS, type SampleMethod } from "../../models/sampling/samplers.ts";
+import { encodePngImage, formatParameters } from "../image/png.ts";
 
 /** The path of image `i` of `n`: the path itself for one image, `name_<i+1>.png` for a batch. */
 export function batchPath(path: string, i: number, n: number): string {
@@ -20,28 +21,31 @@ export function describeGeneration(upstream: readonly UpstreamNode[], image: Ima
   const byId = new Map(upstream.map((u) => [u.id, u]));
   const s = upstream.find((u) => u.type === "sampler");
   if (!s) return `Size: ${image.width}x${image.height}, Version: sdflow`;
-  const text = (input: string): string => {
+  const text = (input: string): UpstreamNode | undefined => {
     const ref = s.refs[input];
-    const enc = ref && byId.get(ref.node);
-    return enc && typeof enc.values.text === "string" ? enc.values.text : "";
+    return ref && byId.get(ref.node);
   };
-  const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model;
-  const v = s.values;
-  const fields = [
-    `Steps: ${v.steps}`,
-    `Sampler: ${v.sampler}`,
-    `Schedule type: ${v.scheduler}`,
-    `CFG scale: ${v.cfg}`,
-    `Seed: ${s.meta.seed ?? v.seed}`,
-    `Size: ${image.width}x${image.height}`,
-    ...(model ? [`Model: ${model}`] : []),
-    ...(typeof v.denoise === "number" && v.denoise < 1 ? [`Denoising strength: ${v.denoise}`] : []),
-    `RNG: ${v.rng}`,
-    ...(n > 1 ? [`Batch size: ${n}`, `Batch pos: ${i}`] : []),
-    "Version: sdflow",
-  ];
+  const pos = text("positive");
   const neg = text("negative");
-  return `${text("positive")}\n${neg ? `Negative prompt: ${neg}\n` : ""}${fields.join(", ")}`;
+  const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model as string | undefined;
+  const v = s.values;
+  const method = String(v.sampler);
+  return formatParameters({
+    prompt: typeof pos?.values.text === "string" ? pos.values.text : "",
+    negativePrompt: typeof neg?.values.text === "string" ? neg.values.text : undefined,
+    steps: Number(v.steps),
+    sampler: SAMPLE_METHOD_LABELS[method as SampleMethod] ?? method,
+    scheduler: String(v.scheduler),
+    cfgScale: Number(v.cfg),
+    seed: Number(s.meta.seed ?? v.seed),
+    width: image.width,
+    height: image.height,
+    model,
+    clipSkip: typeof pos?.values.clip_skip === "number" ? pos.values.clip_skip : undefined,
+    denoisingStrength: typeof v.denoise === "number" && v.denoise < 1 ? v.denoise : undefined,
+    rng: String(v.rng),
+    extra: { ...(n > 1 ? { "Batch size": n, "Batch pos": i } : {}), Version: "sdflow" },
+  });
 }
 
 /** Writes a batch of images as PNG files. */
@@ -64,16 +68,13 @@ export const saveImage = defineNode({
   outputs: {},
   sideEffects: true,
   async run({ images, path, parameters, metadata }, ctx) {
-    const { encodePng } = await pngCodec();
     const upstream = ctx.upstream();
     const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
     if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
     for (const [i, im] of images.entries()) {
-      const text: Record<string, string> = metadata
-        ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length) }
-        : {};
       const file = batchPath(path, i, images.length);
-      await Deno.writeFile(file, encodePng(im, { text }));
+      const opts = metadata ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length) } : {};
+      await Deno.writeFile(file, encodePngImage(im, opts));
       ctx.log(`saved ${file}`);
     }
     return {};

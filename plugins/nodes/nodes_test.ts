@@ -1,0 +1,120 @@
+/** Built-in nodes that need no model: latents, image files and their metadata; the catalog's documentation. */
+
+import assert from "node:assert/strict";
+import type { Image } from "../../models/types.ts";
+import { readPng } from "../image/png.ts";
+import { runPipeline } from "../../dsl/run.ts";
+import { validateGraph } from "../../dsl/validate.ts";
+import { builtinNodes } from "../catalog.ts";
+import { defineNode, type UpstreamNode } from "../node.ts";
+import { batchPath, describeGeneration } from "./save_image.ts";
+
+const pixels = (w: number, h: number, seed: number): Image => ({
+  width: w,
+  height: h,
+  channels: 3,
+  data: Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37 + seed) & 255),
+});
+
+// Test-only source and sink.
+const source = defineNode({
+  type: "t_pictures",
+  description: "test: two images",
+  inputs: {},
+  outputs: { image: "IMAGE" },
+  run: () => Promise.resolve({ image: [pixels(8, 4, 1), pixels(8, 4, 2)] }),
+});
+let got: readonly Image[] = [];
+const sink = defineNode({
+  type: "t_keep",
+  description: "test: keeps images",
+  inputs: { images: { type: "IMAGE" } },
+  outputs: {},
+  sideEffects: true,
+  run: ({ images }) => {
+    got = images;
+    return Promise.resolve({});
+  },
+});
+
+Deno.test("save_image writes a batch as name_1.png, name_2.png with parameters; load_image reads one back", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const save = await validateGraph({
+      version: 1,
+      nodes: {
+        src: { type: "t_pictures" },
+        save: { type: "save_image", inputs: { images: { from: "src.image" }, path: `${dir}/out/pic.png` } },
+      },
+    }, { nodes: [source] });
+    await runPipeline(save);
+    const second = await readPng(`${dir}/out/pic_2.png`);
+    assert.deepEqual(second.image, pixels(8, 4, 2));
+    assert.equal(second.parameters, "Size: 8x4, Version: sdflow");
+
+    const load = await validateGraph({
+      version: 1,
+      nodes: {
+        img: { type: "load_image", inputs: { path: `${dir}/out/pic_1.png` } },
+        keep: { type: "t_keep", inputs: { images: { from: "img.image" } } },
+      },
+    }, { nodes: [sink] });
+    await runPipeline(load);
+    assert.deepEqual(got, [pixels(8, 4, 1)]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("save_image: batch file names", () => {
+  assert.equal(batchPath("a/out.png", 0, 1), "a/out.png");
+  assert.equal(batchPath("a/out.png", 1, 3), "a/out_2.png");
+  assert.equal(batchPath("a.b/out", 0, 2), "a.b/out_1");
+});
+
+Deno.test("save_image: parameters describe the generation in sd-webui's format", () => {
+  const upstream: UpstreamNode[] = [
+    {
+      id: "sampler",
+      type: "sampler",
+      values: { seed: -1, steps: 20, cfg: 7, sampler: "euler_a", scheduler: "karras", rng: "cuda", denoise: 1 },
+      refs: { positive: { node: "pos", output: "conditioning" }, negative: { node: "neg", output: "conditioning" } },
+      meta: { seed: 1234 },
+    },
+    { id: "pos", type: "clip_encode", values: { text: "a cat, sitting" }, refs: {}, meta: {} },
+    { id: "neg", type: "clip_encode", values: { text: "blurry" }, refs: {}, meta: {} },
+    {
+      id: "ckpt",
+      type: "checkpoint",
+      values: { path: "m/v1-5.safetensors" },
+      refs: {},
+      meta: { model: "v1-5.safetensors" },
+    },
+  ];
+  assert.equal(
+    describeGeneration(upstream, pixels(64, 32, 0), 0, 1),
+    "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Schedule type: karras, CFG scale: 7, " +
+      "Seed: 1234, Size: 64x32, Model: v1-5.safetensors, RNG: cuda, Version: sdflow",
+  );
+});
+
+Deno.test("empty_latent: [batch, 4, h/8, w/8] of zeros", async () => {
+  const p = await validateGraph({
+    version: 1,
+    nodes: { l: { type: "empty_latent", inputs: { width: 64, height: 128, batch: 2 } } },
+  });
+  const r = await runPipeline(p);
+  const latent = r.outputs.get("l")!.latent as { shape: number[]; data: Float32Array };
+  assert.deepEqual(latent.shape, [2, 4, 16, 8]);
+  assert.ok(latent.data.every((v) => v === 0));
+});
+
+Deno.test("every built-in node is documented in docs/nodes.md", async () => {
+  const doc = await Deno.readTextFile(new URL("../../docs/nodes.md", import.meta.url));
+  for (const n of builtinNodes) {
+    assert.ok(doc.includes(`### \`${n.type}\``), n.type);
+    for (const input of Object.keys(n.inputs)) {
+      assert.match(doc, new RegExp(`\\| \`${input}\` +\\|`), `${n.type}.${input}`);
+    }
+  }
+});
