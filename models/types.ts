@@ -56,7 +56,11 @@ export interface Vae {
   readonly latentChannels: number;
   readonly scalingFactor: number;
   decode(latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]>;
-  encode(images: readonly Image[]): Promise<Latent>;
+  /**
+   * Encodes images to scaled latents. With `seed`, the posterior is sampled with noise from `rng`
+   * seeded with it (as stable-diffusion.cpp's img2img does); without, its mean is taken.
+   */
+  encode(images: readonly Image[], opts?: { seed?: number; rng?: "cuda" | "std_default" }): Promise<Latent>;
 }
 
 export interface Checkpoint {

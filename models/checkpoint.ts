@@ -1,0 +1,225 @@
+/**
+ * A loaded Stable Diffusion checkpoint: the weight file, its detected
+ * architecture, and the text encoder, UNet and VAE as compiled programs on a
+ * backend. Programs are compiled lazily per input shape and kept while the
+ * shape stays the same (a new shape replaces the old program, so only one set
+ * of hoisted Winograd filters per network is alive at a time).
+ */
+
+import { type Backend, loadBackend } from "../backends/mod.ts";
+import { compile, Graph, type PlanOptions, type Program } from "../engine/mod.ts";
+import { type ArchInfo, detectArch } from "./arch.ts";
+import { buildTextEncoder } from "./clip/text_encoder.ts";
+import { ClipTokenizer } from "./clip/tokenizer.ts";
+import { createWeightLookup } from "./nn.ts";
+import { applyTokenWeights, tokenizeWeighted } from "./prompt/emphasis.ts";
+import { sdAlphasCumprod } from "./sampling/schedules.ts";
+import type {
+  Checkpoint,
+  Conditioning,
+  Denoiser,
+  HostTensor,
+  Image,
+  Latent,
+  ModelFamily,
+  Prediction,
+  TextEncoder,
+  TextEncoderOptions,
+  Vae,
+} from "./types.ts";
+import { buildUnet } from "./unet/unet.ts";
+import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
+import { createRng, type RngKind } from "./sampling/rng.ts";
+import { openLdmWeights, readTensorF32, type WeightFile } from "./weights/mod.ts";
+
+export interface LoadOptions {
+  /** Worker threads of the backend (default: physical cores). */
+  threads?: number;
+  /** Backend name or library path (default "cpu"). */
+  backend?: string;
+  /** Force the prediction type (e.g. an SD 2.x 768-v checkpoint without a marker). */
+  prediction?: Prediction;
+  /** Bytes of Winograd-transformed UNet filters kept between steps (default 1 GiB). */
+  hoistBudgetBytes?: number;
+  /** Called with each compiled program's plan statistics (for `-v`). */
+  onCompile?: (network: string, program: Program) => void;
+}
+
+/** A checkpoint that cannot be used for generation (parts missing). */
+export class CheckpointError extends Error {
+  override name = "CheckpointError";
+}
+
+/** Keeps one compiled program per network, rebuilt when the key (shape) changes. */
+class ProgramSlot {
+  #key = "";
+  #program?: Program;
+  get(key: string, build: () => Program): Program {
+    if (this.#program && this.#key === key) return this.#program;
+    this.#program?.dispose();
+    this.#program = undefined;
+    this.#program = build();
+    this.#key = key;
+    return this.#program;
+  }
+  dispose(): void {
+    this.#program?.dispose();
+    this.#program = undefined;
+  }
+}
+
+/** Opens a checkpoint file or diffusers folder and prepares it for generation. */
+export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Promise<Checkpoint> {
+  const file = await openLdmWeights(path);
+  try {
+    const arch = detectArch(file.tensors.values(), file.metadata, { prediction: opts.prediction });
+    if (!arch.unet) throw new CheckpointError(`${path}: no UNet tensors (model.diffusion_model.*)`);
+    if (!arch.vae) throw new CheckpointError(`${path}: no VAE tensors (first_stage_model.*)`);
+    if (arch.textEncoders.length === 0) throw new CheckpointError(`${path}: no text encoder tensors`);
+    if (arch.family === "sdxl") {
+      throw new CheckpointError(`${path}: SDXL checkpoints are recognised but not supported yet (SD 1.x and 2.x are)`);
+    }
+    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+    const tokenizer = await ClipTokenizer.load({ modelDir: (await isDir(path)) ? path : undefined });
+    return new LoadedCheckpoint(path, file, arch, backend, tokenizer, opts);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+class LoadedCheckpoint implements Checkpoint {
+  readonly family: ModelFamily;
+  readonly textEncoder: TextEncoder;
+  readonly denoiser: Denoiser;
+  readonly vae: Vae;
+  readonly #slots: ProgramSlot[] = [];
+
+  constructor(
+    readonly path: string,
+    private readonly file: WeightFile,
+    readonly arch: ArchInfo,
+    private readonly backend: Backend,
+    tokenizer: ClipTokenizer,
+    private readonly opts: LoadOptions,
+  ) {
+    this.family = arch.family;
+    const slot = (): ProgramSlot => {
+      const s = new ProgramSlot();
+      this.#slots.push(s);
+      return s;
+    };
+    const textSlot = slot();
+    const unetSlot = slot();
+    const decoderSlot = slot();
+    const encoderSlot = slot();
+    const clip = arch.textEncoders[0];
+    const unet = arch.unet!;
+    const vae = arch.vae!;
+    const lookup = (g: Graph) => createWeightLookup(g, { get: (n) => file.get(n) });
+    const make = (network: string, g: Graph, plan: PlanOptions): Program => {
+      const program = compile(g, backend, plan);
+      opts.onCompile?.(network, program);
+      return program;
+    };
+
+    this.textEncoder = {
+      encode: async (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> => {
+        const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
+        const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
+        const program = textSlot.get(`${chunks.length}/${clipSkip}`, () => {
+          const g = new Graph();
+          buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip });
+          return make("text encoder", g, {});
+        });
+        const tokens = new Int32Array(chunks.length * clip.maxTokens);
+        chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
+        const { hidden } = await program.run({ tokens });
+        const perChunk = clip.maxTokens * clip.width;
+        chunks.forEach((c, i) =>
+          applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
+        );
+        return { context: { shape: [1, chunks.length * clip.maxTokens, clip.width], data: hidden } };
+      },
+    };
+
+    const alphas = file.has("alphas_cumprod")
+      ? Float64Array.from(readTensorF32(file.get("alphas_cumprod")))
+      : Float64Array.from(sdAlphasCumprod());
+    const hoistBudgetBytes = opts.hoistBudgetBytes;
+    this.denoiser = {
+      family: arch.family,
+      prediction: arch.prediction,
+      alphasCumprod: alphas,
+      predict: async (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> => {
+        const [b, , h, w] = x.shape;
+        const tokens = cond.context.shape[1];
+        if (cond.context.shape[0] !== b || timesteps.length !== b) {
+          throw new CheckpointError(
+            `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
+          );
+        }
+        const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
+          const g = new Graph();
+          buildUnet(g, lookup(g), unet, { batch: b, height: h, width: w, contextTokens: tokens });
+          return make("unet", g, { hoistBudgetBytes });
+        });
+        const { out } = await program.run({ x: x.data, timesteps, context: cond.context.data });
+        return { shape: x.shape, data: out };
+      },
+    };
+
+    const scalingFactor = vae.scalingFactor;
+    this.vae = {
+      latentChannels: vae.zChannels,
+      scalingFactor,
+      decode: async (latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]> => {
+        const [b, c, h, w] = latent.shape;
+        const images: Image[] = [];
+        // One image at a time: the decoder's activations dominate memory, not its weights.
+        const program = decoderSlot.get(`${h}x${w}`, () => {
+          const g = new Graph();
+          buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: h, width: w });
+          // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
+          return make("vae decoder", g, { hoistBudgetBytes: 0 });
+        });
+        const per = c * h * w;
+        for (let i = 0; i < b; i++) {
+          onProgress?.(i, b);
+          const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
+          images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
+        }
+        onProgress?.(b, b);
+        return images;
+      },
+      encode: async (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> => {
+        const input = fromImages(images);
+        const [b, , h, w] = input.shape;
+        const program = encoderSlot.get(`${b}x${h}x${w}`, () => {
+          const g = new Graph();
+          buildVaeEncoder(g, lookup(g), vae, { batch: b, height: h, width: w });
+          return make("vae encoder", g, { hoistBudgetBytes: 0 });
+        });
+        const { moments } = await program.run({ image: input.data });
+        const shape = [b, 2 * vae.zChannels, h / vae.downFactor, w / vae.downFactor];
+        const noise = o.seed === undefined
+          ? null
+          : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);
+        return sampleLatent(moments, shape, noise, scalingFactor);
+      },
+    };
+  }
+
+  dispose(): void {
+    for (const s of this.#slots) s.dispose();
+    this.file.close();
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Cost of one network evaluation without running it: builds the network's
+ * graph from the checkpoint's header (no weights are read), plans it, and
+ * groups the planned ops by kind. Used by `deno task plan`.
+ */
+
+import { Graph, plan } from "../engine/mod.ts";
+import { detectArch } from "./arch.ts";
+import { buildTextEncoder } from "./clip/text_encoder.ts";
+import { createWeightLookup } from "./nn.ts";
+import { buildUnet } from "./unet/unet.ts";
+import { buildVaeDecoder, buildVaeEncoder } from "./vae/vae.ts";
+import { openLdmWeights } from "./weights/mod.ts";
+
+export type NetworkKind = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
+
+export interface NetworkEstimateOptions {
+  checkpoint: string;
+  /** [N, C, h, w] of the latent going in (unet, vae_decoder). */
+  latentShape?: readonly number[];
+  /** [N, H, W, C] of the image going in (vae_encoder). */
+  imageShape?: readonly number[];
+  /** Prompt tokens (text_encoder, and the UNet's context); default 77. */
+  tokens?: number;
+}
+
+export interface OpEstimate {
+  readonly op: string;
+  readonly count?: number;
+  readonly flops: number;
+  readonly bytes: number;
+  readonly note?: string;
+}
+
+/** Planned ops of one evaluation, grouped by kind (FLOPs and bytes per run of each op). */
+export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOptions): Promise<OpEstimate[]> {
+  const file = await openLdmWeights(opts.checkpoint);
+  try {
+    const arch = detectArch(file.tensors.values(), file.metadata);
+    const g = new Graph();
+    const w = createWeightLookup(g, { get: (n) => file.get(n) });
+    const tokens = opts.tokens ?? 77;
+    const need = <T>(v: T | undefined, what: string): T => {
+      if (v === undefined) throw new Error(`${opts.checkpoint}: ${what} unknown for the ${kind} estimate`);
+      return v;
+    };
+    if (kind === "text_encoder") {
+      buildTextEncoder(g, w, need(arch.textEncoders[0], "text encoder"), { batch: Math.ceil(tokens / 77) });
+    } else if (kind === "unet") {
+      const [n, , h, wd] = need(opts.latentShape, "latent shape");
+      buildUnet(g, w, need(arch.unet, "UNet"), { batch: 2 * n, height: h, width: wd, contextTokens: tokens });
+    } else if (kind === "vae_decoder") {
+      const [, , h, wd] = need(opts.latentShape, "latent shape");
+      buildVaeDecoder(g, w, need(arch.vae, "VAE"), { batch: 1, height: h, width: wd });
+    } else {
+      const [n, h, wd] = need(opts.imageShape, "image shape");
+      buildVaeEncoder(g, w, need(arch.vae, "VAE"), { batch: n, height: h, width: wd });
+    }
+    const p = plan(g, { hoistBudgetBytes: kind === "unet" ? undefined : 0 });
+    const groups = new Map<string, { count: number; flops: number; bytes: number }>();
+    for (const op of p.stepOps) {
+      const wino = op.note?.match(/^F\(\d,3\)/)?.[0];
+      const key = `${kind}.${op.kind}${wino && op.kind === "wino_gemm" ? ` (${wino})` : ""}`;
+      const e = groups.get(key) ?? { count: 0, flops: 0, bytes: 0 };
+      e.count++;
+      e.flops += op.flops;
+      e.bytes = Math.max(e.bytes, op.bytes);
+      groups.set(key, e);
+    }
+    const out: OpEstimate[] = [...groups].map(([op, e]) => ({
+      op,
+      count: e.count,
+      flops: e.flops / e.count,
+      bytes: e.bytes,
+    }));
+    out.push({
+      op: `${kind}.activation_arena`,
+      flops: 0,
+      bytes: p.stats.arenaPeakBytes,
+      note: `${p.stats.winogradConvs} Winograd convs, ${p.stats.otherConvs} other convs`,
+    });
+    return out;
+  } finally {
+    file.close();
+  }
+}

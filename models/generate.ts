@@ -1,0 +1,107 @@
+/**
+ * Sampling a batch of latents the way stable-diffusion.cpp does: per image,
+ * reseed with seed + index, draw the initial noise, then run the sampler down
+ * the schedule with classifier-free guidance (cond and uncond batched).
+ */
+
+import { initialLatent as initialLatentFor, makeCfgDenoiser } from "./sampling/denoiser.ts";
+import { createRng } from "./sampling/rng.ts";
+import { sample as runSampler, SAMPLE_METHODS, type SampleMethod } from "./sampling/samplers.ts";
+import { DiscreteSchedule, getSigmas, img2imgSigmas, type SchedulerName } from "./sampling/schedules.ts";
+import type { Conditioning, Denoiser, Latent } from "./types.ts";
+
+export interface SampleOptions {
+  denoiser: Denoiser;
+  positive: Conditioning;
+  negative: Conditioning;
+  /** txt2img: an empty latent [batch or 1, C, h, w] (its values are ignored); img2img: the encoded image. */
+  latent: Latent;
+  /** Seed of the first image; image i uses seed + i. Must be >= 0 (the caller draws random seeds). */
+  seed: number;
+  steps: number;
+  cfgScale: number;
+  method: string;
+  scheduler: string;
+  rng: "cuda" | "std_default";
+  /** img2img: fraction of the schedule run on the noised input (< 1); txt2img: 1 or absent. */
+  strength?: number;
+  /** Images to make. */
+  batch: number;
+  /** Called after every sampling step: i of n over the whole batch. */
+  onStep?: (i: number, n: number) => void;
+  eta?: number;
+}
+
+/** Accepted sampler names: sdflow's and stable-diffusion.cpp's spellings. */
+const METHOD_ALIASES: Readonly<Record<string, SampleMethod>> = { ddim: "ddim_trailing", dpmpp2m: "dpm++2m" };
+
+export function resolveSampleMethod(name: string): SampleMethod {
+  const m = METHOD_ALIASES[name] ?? name;
+  if (!(SAMPLE_METHODS as readonly string[]).includes(m)) {
+    throw new RangeError(`unknown sampling method "${name}" (one of ${SAMPLE_METHODS.join(", ")}, ddim)`);
+  }
+  return m as SampleMethod;
+}
+
+const SCHEDULERS: readonly SchedulerName[] = [
+  "discrete",
+  "karras",
+  "exponential",
+  "ays",
+  "sgm_uniform",
+  "simple",
+  "smoothstep",
+  "kl_optimal",
+  "lcm",
+];
+
+export function resolveScheduler(name: string): SchedulerName {
+  const s = name === "default" ? "discrete" : name;
+  if (!(SCHEDULERS as readonly string[]).includes(s)) {
+    throw new RangeError(`unknown scheduler "${name}" (one of ${SCHEDULERS.join(", ")})`);
+  }
+  return s as SchedulerName;
+}
+
+/** Samples `batch` latents. */
+export async function sample(opts: SampleOptions): Promise<Latent> {
+  const method = resolveSampleMethod(opts.method);
+  const scheduler = resolveScheduler(opts.scheduler);
+  if (!Number.isInteger(opts.steps) || opts.steps < 1) throw new RangeError(`steps must be >= 1, got ${opts.steps}`);
+  if (!Number.isInteger(opts.seed) || opts.seed < 0) {
+    throw new RangeError(`seed must be an integer >= 0, got ${opts.seed}`);
+  }
+  const [lb, c, h, w] = opts.latent.shape;
+  const per = c * h * w;
+  const strength = opts.strength ?? 1;
+  const img2img = strength < 1;
+  if (!(strength > 0 && strength <= 1)) throw new RangeError(`strength must be in (0, 1], got ${strength}`);
+  if (img2img && lb !== 1 && lb !== opts.batch) {
+    throw new RangeError(`img2img: ${lb} input latents for a batch of ${opts.batch}`);
+  }
+  const schedule = new DiscreteSchedule(opts.denoiser.alphasCumprod);
+  const family = opts.denoiser.family === "sdxl" ? "sdxl" : opts.denoiser.family === "sd2" ? "sd2" : "sd1";
+  let sigmas = getSigmas(scheduler, opts.steps, schedule, { family });
+  if (img2img) sigmas = img2imgSigmas(sigmas, strength);
+  const denoise = makeCfgDenoiser({
+    model: opts.denoiser,
+    cond: opts.positive,
+    uncond: opts.negative,
+    cfgScale: opts.cfgScale,
+    latentShape: [c, h, w],
+    schedule,
+  });
+  const rng = createRng(opts.rng, opts.seed);
+  const steps = sigmas.length - 1;
+  const out = new Float32Array(opts.batch * per);
+  for (let b = 0; b < opts.batch; b++) {
+    const init = img2img ? opts.latent.data.subarray((lb === 1 ? 0 : b) * per, (lb === 1 ? 1 : b + 1) * per) : per;
+    const x = initialLatentFor(rng, opts.seed, b, sigmas[0], init);
+    const result = await runSampler(method, denoise, x, sigmas, rng, {
+      eta: opts.eta,
+      onStep: (i) => opts.onStep?.(b * steps + i + 1, opts.batch * steps),
+    });
+    out.set(result, b * per);
+  }
+  return { shape: [opts.batch, c, h, w], data: out };
+}

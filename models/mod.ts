@@ -1,0 +1,25 @@
+/**
+ * The model layer: loading checkpoints (safetensors, ckpt, gguf, diffusers
+ * folders), the SD networks as tensor graphs, tokenizer, samplers, and the
+ * entry points pipeline nodes call.
+ *
+ * @example
+ * ```ts
+ * import { loadCheckpoint, sample } from "./mod.ts";
+ * const ckpt = await loadCheckpoint("sd15.safetensors");
+ * const positive = await ckpt.textEncoder.encode("a lovely cat");
+ * const negative = await ckpt.textEncoder.encode("");
+ * const latent = await sample({
+ *   denoiser: ckpt.denoiser, positive, negative, batch: 1, seed: 42, steps: 20, cfgScale: 7,
+ *   method: "euler_a", scheduler: "discrete", rng: "cuda",
+ *   latent: { shape: [1, 4, 64, 64], data: new Float32Array(4 * 64 * 64) },
+ * });
+ * const [image] = await ckpt.vae.decode(latent);
+ * ```
+ */
+
+export * from "./types.ts";
+export { CheckpointError, loadCheckpoint, type LoadOptions } from "./checkpoint.ts";
+export { resolveSampleMethod, resolveScheduler, sample, type SampleOptions } from "./generate.ts";
+export { estimateNetwork } from "./estimate.ts";
+export { makeTinyCheckpoint } from "./tiny/mod.ts";
