@@ -96,6 +96,16 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
+/** Runs async jobs one at a time: every network uses all backend threads, so they never overlap. */
+class Serial {
+  #tail: Promise<unknown> = Promise.resolve();
+  run<T>(job: () => Promise<T>): Promise<T> {
+    const next = this.#tail.then(job, job);
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+}
+
 class LoadedCheckpoint implements Checkpoint {
   readonly family: ModelFamily;
   readonly textEncoder: TextEncoder;
@@ -125,6 +135,7 @@ class LoadedCheckpoint implements Checkpoint {
     const unet = arch.unet!;
     const vae = arch.vae!;
     const lookup = (g: Graph) => createWeightLookup(g, { get: (n) => file.get(n) });
+    const serial = new Serial();
     const make = (network: string, g: Graph, plan: PlanOptions): Program => {
       const program = compile(g, backend, plan);
       opts.onCompile?.(network, program);
@@ -132,23 +143,24 @@ class LoadedCheckpoint implements Checkpoint {
     };
 
     this.textEncoder = {
-      encode: async (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> => {
-        const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
-        const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
-        const program = textSlot.get(`${chunks.length}/${clipSkip}`, () => {
-          const g = new Graph();
-          buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip });
-          return make("text encoder", g, {});
-        });
-        const tokens = new Int32Array(chunks.length * clip.maxTokens);
-        chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
-        const { hidden } = await program.run({ tokens });
-        const perChunk = clip.maxTokens * clip.width;
-        chunks.forEach((c, i) =>
-          applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
-        );
-        return { context: { shape: [1, chunks.length * clip.maxTokens, clip.width], data: hidden } };
-      },
+      encode: (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> =>
+        serial.run(async () => {
+          const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
+          const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
+          const program = textSlot.get(`${chunks.length}/${clipSkip}`, () => {
+            const g = new Graph();
+            buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip });
+            return make("text encoder", g, {});
+          });
+          const tokens = new Int32Array(chunks.length * clip.maxTokens);
+          chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
+          const { hidden } = await program.run({ tokens });
+          const perChunk = clip.maxTokens * clip.width;
+          chunks.forEach((c, i) =>
+            applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
+          );
+          return { context: { shape: [1, chunks.length * clip.maxTokens, clip.width], data: hidden } };
+        }),
     };
 
     const alphas = file.has("alphas_cumprod")
@@ -159,62 +171,65 @@ class LoadedCheckpoint implements Checkpoint {
       family: arch.family,
       prediction: arch.prediction,
       alphasCumprod: alphas,
-      predict: async (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> => {
-        const [b, , h, w] = x.shape;
-        const tokens = cond.context.shape[1];
-        if (cond.context.shape[0] !== b || timesteps.length !== b) {
-          throw new CheckpointError(
-            `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
-          );
-        }
-        const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
-          const g = new Graph();
-          buildUnet(g, lookup(g), unet, { batch: b, height: h, width: w, contextTokens: tokens });
-          return make("unet", g, { hoistBudgetBytes });
-        });
-        const { out } = await program.run({ x: x.data, timesteps, context: cond.context.data });
-        return { shape: x.shape, data: out };
-      },
+      predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> =>
+        serial.run(async () => {
+          const [b, , h, w] = x.shape;
+          const tokens = cond.context.shape[1];
+          if (cond.context.shape[0] !== b || timesteps.length !== b) {
+            throw new CheckpointError(
+              `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
+            );
+          }
+          const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
+            const g = new Graph();
+            buildUnet(g, lookup(g), unet, { batch: b, height: h, width: w, contextTokens: tokens });
+            return make("unet", g, { hoistBudgetBytes });
+          });
+          const { out } = await program.run({ x: x.data, timesteps, context: cond.context.data });
+          return { shape: x.shape, data: out };
+        }),
     };
 
     const scalingFactor = vae.scalingFactor;
     this.vae = {
       latentChannels: vae.zChannels,
       scalingFactor,
-      decode: async (latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]> => {
-        const [b, c, h, w] = latent.shape;
-        const images: Image[] = [];
-        // One image at a time: the decoder's activations dominate memory, not its weights.
-        const program = decoderSlot.get(`${h}x${w}`, () => {
-          const g = new Graph();
-          buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: h, width: w });
-          // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
-          return make("vae decoder", g, { hoistBudgetBytes: 0 });
-        });
-        const per = c * h * w;
-        for (let i = 0; i < b; i++) {
-          onProgress?.(i, b);
-          const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
-          images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
-        }
-        onProgress?.(b, b);
-        return images;
-      },
-      encode: async (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> => {
-        const input = fromImages(images);
-        const [b, , h, w] = input.shape;
-        const program = encoderSlot.get(`${b}x${h}x${w}`, () => {
-          const g = new Graph();
-          buildVaeEncoder(g, lookup(g), vae, { batch: b, height: h, width: w });
-          return make("vae encoder", g, { hoistBudgetBytes: 0 });
-        });
-        const { moments } = await program.run({ image: input.data });
-        const shape = [b, 2 * vae.zChannels, h / vae.downFactor, w / vae.downFactor];
-        const noise = o.seed === undefined
-          ? null
-          : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);
-        return sampleLatent(moments, shape, noise, scalingFactor);
-      },
+      decode: (latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]> =>
+        serial.run(async () => {
+          const [b, c, h, w] = latent.shape;
+          const images: Image[] = [];
+          // One image at a time: the decoder's activations dominate memory, not its weights.
+          const program = decoderSlot.get(`${h}x${w}`, () => {
+            const g = new Graph();
+            buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: h, width: w });
+            // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
+            return make("vae decoder", g, { hoistBudgetBytes: 0 });
+          });
+          const per = c * h * w;
+          for (let i = 0; i < b; i++) {
+            onProgress?.(i, b);
+            const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
+            images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
+          }
+          onProgress?.(b, b);
+          return images;
+        }),
+      encode: (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> =>
+        serial.run(async () => {
+          const input = fromImages(images);
+          const [b, , h, w] = input.shape;
+          const program = encoderSlot.get(`${b}x${h}x${w}`, () => {
+            const g = new Graph();
+            buildVaeEncoder(g, lookup(g), vae, { batch: b, height: h, width: w });
+            return make("vae encoder", g, { hoistBudgetBytes: 0 });
+          });
+          const { moments } = await program.run({ image: input.data });
+          const shape = [b, 2 * vae.zChannels, h / vae.downFactor, w / vae.downFactor];
+          const noise = o.seed === undefined
+            ? null
+            : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);
+          return sampleLatent(moments, shape, noise, scalingFactor);
+        }),
     };
   }
 
