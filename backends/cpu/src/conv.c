@@ -191,7 +191,7 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
   float *bp = (float *)scratch;
   float *ap = bp + g.kc * g.pb;
   float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
-  const sdfg_ukr *u = sdfg_select();
+  const sdfg_kernels *u = sdfg_select();
   float *yn = y + n * g.Co * g.P;
   const size_t wsz = sdfg_dtype_size(w->dtype);
   for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {

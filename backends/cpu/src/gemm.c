@@ -2,20 +2,20 @@
  * See gemm.h for the packed format and the micro-kernel contract. */
 #include "gemm.h"
 
-const sdfg_ukr *sdfg_select(void) {
+const sdfg_kernels *sdfg_select(void) {
   switch (sdf_current_isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   case SDF_ISA_AVX512:
-    return &sdfg_ukr_avx512;
+    return &sdfg_kernels_avx512;
   case SDF_ISA_AVX2:
-    return &sdfg_ukr_avx2;
+    return &sdfg_kernels_avx2;
 #endif
 #if defined(__aarch64__)
   case SDF_ISA_NEON:
-    return &sdfg_ukr_neon;
+    return &sdfg_kernels_neon;
 #endif
   default:
-    return &sdfg_ukr_scalar;
+    return &sdfg_kernels_scalar;
   }
 }
 
@@ -47,7 +47,7 @@ static const float *b_panel(const float *B, int64_t N, int64_t K, int64_t q,
   return pad;
 }
 
-void sdfg_gemm(const sdfg_ukr *u, int64_t M, int64_t N, int64_t K,
+void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                const float *A, const float *B, float *C, int64_t ldc,
                int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                int accumulate, float *pad) {
@@ -60,45 +60,41 @@ void sdfg_gemm(const sdfg_ukr *u, int64_t M, int64_t N, int64_t K,
         memset(C + i * ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
     return;
   }
+  const sdfg_ukr *u = &ks->main;
+  if (j1 - j0 <= SDFG_NR && ks->narrow_n.fn) u = &ks->narrow_n;
+  else if (i1 - i0 <= SDFG_MR && ks->narrow_m.fn) u = &ks->narrow_m;
   if (kc_max <= 0) kc_max = K;
-  float *pad_a = pad;                           /* 6 * kc_max */
-  float *pad_b = pad + SDFG_MR * kc_max;        /* 16 * kc_max */
-  const int64_t mstep = (int64_t)u->a_panels * SDFG_MR;
-  const int64_t nstep = (int64_t)u->b_panels * SDFG_NR;
+  float *pad_a = pad;                    /* 6 * kc_max */
+  float *pad_b = pad + SDFG_MR * kc_max; /* 16 * kc_max */
+  const int ap = u->a_panels, bp = u->b_panels;
+  const int64_t mstep = (int64_t)ap * SDFG_MR, nstep = (int64_t)bp * SDFG_NR;
   const int64_t last_ap = (M - 1) / SDFG_MR, last_bp = (N - 1) / SDFG_NR;
   const int a_tail = (M % SDFG_MR) != 0, b_tail = (N % SDFG_NR) != 0;
+  const float *a[SDFG_MAX_PANELS], *b[SDFG_MAX_PANELS];
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = sdfg_min(kc_max, K - k0);
     const int acc = accumulate || k0 > 0;
-    /* The narrow last A panel, if this row range reaches it, is padded once
-     * per K block. */
+    /* The narrow last panels, if in range, are zero-padded once per K block
+     * (B's lazily, when its column group comes up). */
     const float *a_last = NULL;
     if (a_tail && i1 > last_ap * SDFG_MR) a_last = a_panel(A, M, K, last_ap, k0, kc, pad_a);
     for (int64_t j = j0; j < j1; j += nstep) {
-      const int64_t q0 = j / SDFG_NR;
-      const float *b0 = (b_tail && q0 == last_bp)
-                            ? b_panel(B, N, K, q0, k0, kc, pad_b)
-                            : B + q0 * SDFG_NR * K + k0 * SDFG_NR;
-      const float *b1 = b0;
-      if (u->b_panels > 1 && j + SDFG_NR < j1) {
-        const int64_t q1 = q0 + 1;
-        b1 = (b_tail && q1 == last_bp) ? b_panel(B, N, K, q1, k0, kc, pad_b)
-                                       : B + q1 * SDFG_NR * K + k0 * SDFG_NR;
+      for (int q = 0; q < bp; q++) {
+        const int64_t pq = j / SDFG_NR + q;
+        if (q > 0 && pq * SDFG_NR >= j1) b[q] = b[0];
+        else if (b_tail && pq == last_bp) b[q] = b_panel(B, N, K, pq, k0, kc, pad_b);
+        else b[q] = B + pq * SDFG_NR * K + k0 * SDFG_NR;
       }
       const int nr = (int)sdfg_min(nstep, j1 - j);
       for (int64_t i = i0; i < i1; i += mstep) {
-        const int64_t p0 = i / SDFG_MR;
-        const float *a0 = (a_tail && p0 == last_ap)
-                              ? a_last
-                              : A + p0 * SDFG_MR * K + k0 * SDFG_MR;
-        const float *a1 = a0;
-        if (u->a_panels > 1 && i + SDFG_MR < i1) {
-          const int64_t p1 = p0 + 1;
-          a1 = (a_tail && p1 == last_ap) ? a_last
-                                         : A + p1 * SDFG_MR * K + k0 * SDFG_MR;
+        for (int p = 0; p < ap; p++) {
+          const int64_t pp = i / SDFG_MR + p;
+          if (p > 0 && pp * SDFG_MR >= i1) a[p] = a[0];
+          else if (a_tail && pp == last_ap) a[p] = a_last;
+          else a[p] = A + pp * SDFG_MR * K + k0 * SDFG_MR;
         }
         const int mr = (int)sdfg_min(mstep, i1 - i);
-        u->fn(kc, a0, a1, b0, b1, C + i * ldc + j, ldc, mr, nr, acc);
+        u->fn(kc, a, b, C + i * ldc + j, ldc, mr, nr, acc);
       }
     }
   }

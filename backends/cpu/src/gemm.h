@@ -19,7 +19,8 @@
  * 6-row / 16-column panels (they still clip what they store to C).
  *
  * Micro-kernels per ISA (each register tile is a whole number of panels):
- *   AVX-512  12 x 32 (2 A panels x 2 B panels, 24 zmm accumulators)
+ *   AVX-512  12 x 32 (2 A panels x 2 B panels, 24 zmm accumulators), plus
+ *            24 x 16 for C blocks <= 16 columns and 6 x 64 for <= 6 rows
  *   AVX2      6 x 16 (12 ymm accumulators)
  *   NEON      6 x 16 (24 q accumulators)
  *   scalar    6 x 16 (plain C; the compiler may use SSE2)
@@ -39,29 +40,40 @@
 #define SDFG_NR 16
 
 /* One micro-kernel call: C[0:mr, 0:nr] (+)= A-panels x B-panels over kc.
- * a0/a1: full 6-row panels (stride 6 per k); b0/b1: full 16-column panels
- * (stride 16 per k). Kernels that take one A (B) panel ignore a1 (b1). */
-typedef void (*sdfg_ukr_fn)(int64_t kc, const float *a0, const float *a1,
-                            const float *b0, const float *b1, float *c,
-                            int64_t ldc, int mr, int nr, int accumulate);
+ * a[0..a_panels): full 6-row panels (stride 6 per k); b[0..b_panels): full
+ * 16-column panels (stride 16 per k). Panels past the edge of C are passed
+ * as duplicates of a[0] / b[0]; mr / nr say what to store. */
+typedef void (*sdfg_ukr_fn)(int64_t kc, const float *const *a,
+                            const float *const *b, float *c, int64_t ldc,
+                            int mr, int nr, int accumulate);
 
 typedef struct sdfg_ukr {
-  int a_panels; /* A panels per call (1 or 2) */
-  int b_panels; /* B panels per call (1 or 2) */
+  int a_panels; /* A panels per call (<= SDFG_MAX_PANELS) */
+  int b_panels; /* B panels per call */
   sdfg_ukr_fn fn;
 } sdfg_ukr;
 
-extern const sdfg_ukr sdfg_ukr_scalar;
+#define SDFG_MAX_PANELS 4
+
+/* The micro-kernels of one ISA: the main tile, and optional shapes for
+ * narrow problems (fn NULL when absent). */
+typedef struct sdfg_kernels {
+  sdfg_ukr main;
+  sdfg_ukr narrow_n; /* used when the C block is at most 16 columns wide */
+  sdfg_ukr narrow_m; /* used when the C block is at most 6 rows high */
+} sdfg_kernels;
+
+extern const sdfg_kernels sdfg_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
-extern const sdfg_ukr sdfg_ukr_avx2;
-extern const sdfg_ukr sdfg_ukr_avx512;
+extern const sdfg_kernels sdfg_kernels_avx2;
+extern const sdfg_kernels sdfg_kernels_avx512;
 #endif
 #if defined(__aarch64__)
-extern const sdfg_ukr sdfg_ukr_neon;
+extern const sdfg_kernels sdfg_kernels_neon;
 #endif
 
-/* Micro-kernel for the ISA selected now (sdf_current_isa). */
-const sdfg_ukr *sdfg_select(void);
+/* Micro-kernels of the ISA selected now (sdf_current_isa). */
+const sdfg_kernels *sdfg_select(void);
 
 /* Floats of padding scratch sdfg_gemm needs for a given kc_max. */
 static inline size_t sdfg_pad_floats(int64_t kc_max) {
@@ -73,7 +85,7 @@ static inline size_t sdfg_pad_floats(int64_t kc_max) {
  * whole), j0 a multiple of 16. K is processed in blocks of kc_max; C rows are
  * ldc floats apart and C points at element (0, 0). accumulate=0 overwrites C.
  * pad: sdfg_pad_floats(kc_max) floats of scratch. */
-void sdfg_gemm(const sdfg_ukr *u, int64_t M, int64_t N, int64_t K,
+void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                const float *A, const float *B, float *C, int64_t ldc,
                int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                int accumulate, float *pad);

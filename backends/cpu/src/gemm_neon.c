@@ -5,11 +5,10 @@
 
 #include "gemm.h"
 
-static void ukr_neon_6x16(int64_t kc, const float *a0, const float *a1,
-                          const float *b0, const float *b1, float *c,
-                          int64_t ldc, int mr, int nr, int accumulate) {
-  (void)a1;
-  (void)b1;
+static void ukr_neon_6x16(int64_t kc, const float *const *a,
+                          const float *const *b, float *c, int64_t ldc,
+                          int mr, int nr, int accumulate) {
+  const float *a0 = a[0], *b0 = b[0];
   float32x4_t acc[6][4];
   for (int i = 0; i < 6; i++)
     for (int j = 0; j < 4; j++) acc[i][j] = vdupq_n_f32(0.0f);
@@ -55,5 +54,5 @@ static void ukr_neon_6x16(int64_t kc, const float *a0, const float *a1,
   }
 }
 
-const sdfg_ukr sdfg_ukr_neon = {1, 1, ukr_neon_6x16};
+const sdfg_kernels sdfg_kernels_neon = {{1, 1, ukr_neon_6x16}, {0, 0, NULL}, {0, 0, NULL}};
 #endif

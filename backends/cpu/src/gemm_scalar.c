@@ -1,11 +1,10 @@
 /* Portable 6 x 16 GEMM micro-kernel (no ISA extensions assumed). */
 #include "gemm.h"
 
-static void ukr_scalar_6x16(int64_t kc, const float *a0, const float *a1,
-                            const float *b0, const float *b1, float *c,
-                            int64_t ldc, int mr, int nr, int accumulate) {
-  (void)a1;
-  (void)b1;
+static void ukr_scalar_6x16(int64_t kc, const float *const *a,
+                            const float *const *b, float *c, int64_t ldc,
+                            int mr, int nr, int accumulate) {
+  const float *a0 = a[0], *b0 = b[0];
   float acc[SDFG_MR][SDFG_NR];
   memset(acc, 0, sizeof(acc));
   for (int64_t k = 0; k < kc; k++) {
@@ -24,4 +23,4 @@ static void ukr_scalar_6x16(int64_t kc, const float *a0, const float *a1,
   }
 }
 
-const sdfg_ukr sdfg_ukr_scalar = {1, 1, ukr_scalar_6x16};
+const sdfg_kernels sdfg_kernels_scalar = {{1, 1, ukr_scalar_6x16}, {0, 0, NULL}, {0, 0, NULL}};

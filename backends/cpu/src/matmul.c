@@ -108,7 +108,7 @@ static void mm_run(const sdf_op *op, int64_t chunk, void *scratch) {
   float *bp = (float *)scratch;
   float *ap = bp + p.kc * p.nch;
   float *pad = ap + sdfg_min(p.mch, MM_MC) * p.kc;
-  const sdfg_ukr *u = sdfg_select();
+  const sdfg_kernels *u = sdfg_select();
   if (K == 0) {
     for (int64_t i = m0; i < m1; i++)
       for (int64_t j = n0; j < n1; j++) Y[i * N + j] = 0.0f;
