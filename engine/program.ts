@@ -11,6 +11,40 @@ import { type CompiledPlan, plan, type PlannedOp, type PlanOptions, SLOT_ARENA }
 
 export type InputData = Float32Array | Int32Array;
 
+/**
+ * One activation arena shared by programs that never run at the same time
+ * (a checkpoint's text encoder, UNet and VAE): memory is the largest
+ * program's peak, not the sum.
+ */
+export class SharedArena {
+  #buffer?: BackendBuffer;
+  constructor(private readonly backend: Backend) {}
+
+  /** The arena, grown (contents discarded) if it is smaller than `bytes`. */
+  acquire(bytes: number): BackendBuffer {
+    if (!this.#buffer || this.#buffer.size < bytes) {
+      this.#buffer?.free();
+      this.#buffer = undefined;
+      this.#buffer = this.backend.alloc(Math.max(bytes, 64));
+    }
+    return this.#buffer;
+  }
+
+  get bytes(): number {
+    return this.#buffer?.size ?? 0;
+  }
+
+  dispose(): void {
+    this.#buffer?.free();
+    this.#buffer = undefined;
+  }
+}
+
+export interface ProgramOptions extends PlanOptions {
+  /** Share this arena instead of allocating one for the program. */
+  arena?: SharedArena;
+}
+
 /** Wall time of one op in the last run, for `--profile`. */
 export interface OpProfile extends PlannedOp {
   ms: number;
@@ -20,18 +54,22 @@ export class Program {
   readonly plan: CompiledPlan;
   private readonly backend: Backend;
   private readonly buffers: BackendBuffer[];
+  private readonly sharedArena?: SharedArena;
   private readonly constPlan?: BackendPlan;
   private readonly stepPlan: BackendPlan;
   private constantsReady = false;
   private disposed = false;
 
-  constructor(backend: Backend, compiled: CompiledPlan) {
+  constructor(backend: Backend, compiled: CompiledPlan, arena?: SharedArena) {
     this.backend = backend;
     this.plan = compiled;
+    this.sharedArena = arena;
     const buffers: BackendBuffer[] = [];
     try {
       for (const b of compiled.bindings) {
-        if (b.kind === "file") buffers.push(backend.fromFile(b.path, b.offset, b.bytes));
+        // A shared arena is bound at run time; slot 0 holds a placeholder until then.
+        if (b.kind === "arena" && arena) buffers.push(arena.acquire(b.bytes));
+        else if (b.kind === "file") buffers.push(backend.fromFile(b.path, b.offset, b.bytes));
         else buffers.push(backend.alloc(Math.max(b.bytes, 64)));
         if (b.kind === "data") {
           for (const part of b.parts) {
@@ -43,7 +81,7 @@ export class Program {
       this.constPlan = compiled.constPlan ? backend.compile(compiled.constPlan) : undefined;
       this.stepPlan = backend.compile(compiled.stepPlan);
     } catch (e) {
-      for (const b of buffers) b.free();
+      for (const [i, b] of buffers.entries()) if (!(i === SLOT_ARENA && arena)) b.free();
       this.constPlan?.free();
       throw e;
     }
@@ -63,6 +101,7 @@ export class Program {
         throw new GraphError(`unknown input "${name}" (inputs: ${[...lowered.inputs.keys()].join(", ")})`);
       }
     }
+    if (this.sharedArena) this.buffers[SLOT_ARENA] = this.sharedArena.acquire(this.plan.bindings[SLOT_ARENA].bytes);
     const arena = this.buffers[SLOT_ARENA];
     for (const [name, id] of lowered.inputs) {
       const t = lowered.tensors[id];
@@ -111,7 +150,7 @@ export class Program {
     this.disposed = true;
     this.constPlan?.free();
     this.stepPlan.free();
-    for (const b of this.buffers) b.free();
+    for (const [i, b] of this.buffers.entries()) if (!(i === SLOT_ARENA && this.sharedArena)) b.free();
   }
 
   get backendName(): string {
@@ -120,6 +159,6 @@ export class Program {
 }
 
 /** Plans `g` and binds it to `backend`. */
-export function compile(g: Graph, backend: Backend, opts: PlanOptions = {}): Program {
-  return new Program(backend, plan(g, opts));
+export function compile(g: Graph, backend: Backend, opts: ProgramOptions = {}): Program {
+  return new Program(backend, plan(g, opts), opts.arena);
 }

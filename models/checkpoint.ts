@@ -7,7 +7,7 @@
  */
 
 import { type Backend, loadBackend } from "../backends/mod.ts";
-import { compile, Graph, type PlanOptions, type Program } from "../engine/mod.ts";
+import { compile, Graph, type PlanOptions, type Program, SharedArena } from "../engine/mod.ts";
 import { type ArchInfo, detectArch } from "./arch.ts";
 import { buildTextEncoder } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
@@ -112,6 +112,7 @@ class LoadedCheckpoint implements Checkpoint {
   readonly denoiser: Denoiser;
   readonly vae: Vae;
   readonly #slots: ProgramSlot[] = [];
+  readonly #arena: SharedArena;
 
   constructor(
     readonly path: string,
@@ -136,8 +137,11 @@ class LoadedCheckpoint implements Checkpoint {
     const vae = arch.vae!;
     const lookup = (g: Graph) => createWeightLookup(g, { get: (n) => file.get(n) });
     const serial = new Serial();
+    // The networks run one at a time, so they share one activation arena.
+    const arena = new SharedArena(backend);
+    this.#arena = arena;
     const make = (network: string, g: Graph, plan: PlanOptions): Program => {
-      const program = compile(g, backend, plan);
+      const program = compile(g, backend, { ...plan, arena });
       opts.onCompile?.(network, program);
       return program;
     };
@@ -235,6 +239,7 @@ class LoadedCheckpoint implements Checkpoint {
 
   dispose(): void {
     for (const s of this.#slots) s.dispose();
+    this.#arena.dispose();
     this.file.close();
   }
 }
