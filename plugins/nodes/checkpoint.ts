@@ -1,8 +1,8 @@
 /** `checkpoint`: loads a Stable Diffusion checkpoint and splits it into model, text encoder and VAE. */
 
 import { defineNode, NodeInputError, type NodeValues } from "../node.ts";
-import { makeTinyCheckpoint } from "../../models/tiny/mod.ts";
-import { modelLayer } from "./model_layer.ts";
+import { makeTinyCheckpoint } from "../../models/mod.ts";
+import { loadCheckpoint } from "./model_layer.ts";
 
 /** Where generated tiny checkpoints are kept (generated once per seed; same seed, same bytes). */
 export const TINY_CACHE_DIR = ".cache/tiny";
@@ -67,7 +67,6 @@ export const checkpoint = defineNode({
       }
       throw e;
     }
-    const { loadCheckpoint } = await modelLayer("loadCheckpoint");
     const ckpt = await loadCheckpoint(path, { threads: ctx.settings.threads, backend: ctx.settings.backend });
     ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
@@ -102,7 +101,6 @@ export const tinyCheckpoint = defineNode({
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
   async run({ seed }, ctx) {
-    const { loadCheckpoint } = await modelLayer("loadCheckpoint");
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
     const ckpt = await loadCheckpoint(path, { threads: ctx.settings.threads, backend: ctx.settings.backend });

@@ -3,7 +3,7 @@
 import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
 import type { SchedulerName } from "../../models/sampling/schedules.ts";
 import { defineNode, type NodeValues } from "../node.ts";
-import { estimateNetwork, modelLayer } from "./model_layer.ts";
+import { estimateNetwork, sample } from "./model_layer.ts";
 
 /** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
 export const SAMPLING_METHODS: readonly SampleMethod[] = SAMPLE_METHODS;
@@ -90,7 +90,6 @@ export const sampler = defineNode({
   outputs: { latent: "LATENT" },
   cacheable: (values: NodeValues) => typeof values.seed === "number" && values.seed >= 0,
   async run(inputs, ctx) {
-    const { sample } = await modelLayer("sample");
     const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
     if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
     ctx.publish({ seed });
