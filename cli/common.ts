@@ -8,30 +8,37 @@ import { GraphError } from "../dsl/errors.ts";
 import { loadGraph } from "../dsl/load.ts";
 import { NodeRunError } from "../dsl/run.ts";
 import { type Pipeline, validateGraph } from "../dsl/validate.ts";
-import { graphFromSdcppFlags, parseArgs, type ParsedArgs, UsageError } from "./sdcpp.ts";
+import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, type ParsedArgs, UsageError } from "./sdcpp.ts";
 
 /** Whether a command-line argument names a graph file rather than starting sd.cpp-style flags. */
 export function isGraphPath(arg: string | undefined): arg is string {
   return arg !== undefined && !arg.startsWith("-") && /\.(json|[cm]?[jt]s)$/i.test(arg);
 }
 
-/** The pipeline a command line describes, with the parsed flags. */
-export async function pipelineFromArgs(argv: readonly string[]): Promise<{ pipeline: Pipeline; args: ParsedArgs }> {
+/** The pipeline a command line describes, with the parsed flags and lines for the user (e.g. a drawn seed). */
+export async function pipelineFromArgs(
+  argv: readonly string[],
+): Promise<{ pipeline: Pipeline; args: ParsedArgs; notes: readonly string[] }> {
   if (isGraphPath(argv[0])) {
     const args = parseArgs(argv.slice(1), false);
     if (args.positional.length) {
       throw new UsageError(`unexpected argument "${args.positional[0]}" after the graph file`);
     }
-    return { pipeline: await loadGraph(argv[0], { overrides: args.sets }), args };
+    return { pipeline: await loadGraph(argv[0], { overrides: args.sets }), args, notes: [] };
   }
   const args = parseArgs(argv, true);
   if (args.positional.length) {
     const p = args.positional[0];
     throw new UsageError(`"${p}" is not a graph file (.json or .ts); for sd.cpp-style flags, start with -m model`);
   }
-  const { file, origins } = graphFromSdcppFlags(args.flags, args.spelled);
-  const pipeline = await validateGraph(file, { source: "command line", overrides: args.sets, origins });
-  return { pipeline, args };
+  const built = graphFromSdcppFlags(args.flags, args.spelled);
+  const linked = linkSeedOverrides(built.file, args.sets);
+  const pipeline = await validateGraph(built.file, {
+    source: "command line",
+    overrides: linked.sets,
+    origins: built.origins,
+  });
+  return { pipeline, args, notes: [...built.notes, ...linked.notes] };
 }
 
 /** Whether -v/--verbose appears, checked before parsing so that parse errors honour it too. */

@@ -58,8 +58,9 @@ export async function main(argv: readonly string[], cache: OutputCache = new Out
       console.log(HELP);
       return argv.length === 0 ? 2 : 0;
     }
-    const { pipeline, args } = await pipelineFromArgs(argv);
+    const { pipeline, args, notes } = await pipelineFromArgs(argv);
     verbose = args.flags.verbose === true;
+    for (const n of notes) console.error(n);
     if (args.flags["dry-run"]) {
       console.log(describeOrder(pipeline));
       return 0;

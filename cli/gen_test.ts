@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { validateGraph } from "../dsl/validate.ts";
-import { graphFromSdcppFlags, parseArgs, UsageError } from "./sdcpp.ts";
+import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, UsageError } from "./sdcpp.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -144,8 +144,49 @@ Deno.test("sd.cpp flags: -i makes img2img with --strength, -b and --clip-skip", 
   assert.equal(s.values.batch, 3);
   assert.equal(s.values.scheduler, "karras");
   assert.deepEqual(s.refs.latent, { node: "encode", output: "latent" });
+  // The posterior is sampled with the run's seed and RNG, as stable-diffusion.cpp's img2img does.
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 42, rng: "cuda" });
   assert.equal(p.nodes.get("negative")!.values.clip_skip, 2);
   assert.equal(p.nodes.get("save")!.values.path, "x.png");
+});
+
+Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, also through --set and -s -1", async () => {
+  const built = (argv: string[]) => {
+    const a = parseArgs(["-m", "m.ckpt", "-i", "in.png", ...argv], true);
+    const g = graphFromSdcppFlags(a.flags, a.spelled);
+    const linked = linkSeedOverrides(g.file, a.sets);
+    return { ...g, sets: linked.sets, notes: [...g.notes, ...linked.notes] };
+  };
+  const std = built(["-s", "7", "--rng", "std_default"]);
+  let p = await validateGraph(std.file, { overrides: std.sets });
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 7, rng: "std_default" });
+  assert.deepEqual(std.notes, []);
+
+  const random = built(["-s", "-1"]);
+  p = await validateGraph(random.file, { overrides: random.sets });
+  const seed = p.nodes.get("sampler")!.values.seed as number;
+  assert.ok(seed >= 0);
+  assert.equal(p.nodes.get("encode")!.values.seed, seed);
+  assert.deepEqual(random.notes, [`random seed ${seed}`]);
+
+  const set = built(["--set", "sampler.seed=99", "--set", "sampler.rng=std_default"]);
+  p = await validateGraph(set.file, { overrides: set.sets });
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 99, rng: "std_default" });
+  assert.equal(p.nodes.get("sampler")!.values.seed, 99);
+
+  const setRandom = built(["--set", "sampler.seed=-5"]);
+  p = await validateGraph(setRandom.file, { overrides: setRandom.sets });
+  assert.ok((p.nodes.get("sampler")!.values.seed as number) >= 0);
+  assert.equal(p.nodes.get("encode")!.values.seed, p.nodes.get("sampler")!.values.seed);
+
+  // An explicit encode seed wins.
+  const own = built(["--set", "sampler.seed=99", "--set", "encode.seed=3"]);
+  p = await validateGraph(own.file, { overrides: own.sets });
+  assert.equal(p.nodes.get("encode")!.values.seed, 3);
+
+  // txt2img has no encode node: nothing is linked.
+  const a = parseArgs(["-m", "m", "--set", "sampler.seed=5"], true);
+  assert.deepEqual(linkSeedOverrides(graphFromSdcppFlags(a.flags).file, a.sets).sets, ["sampler.seed=5"]);
 });
 
 Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", async () => {

@@ -11,6 +11,7 @@ import type { GraphFile } from "../dsl/format.ts";
 import { parseValue } from "../dsl/overrides.ts";
 import { builtinRegistry } from "../dsl/validate.ts";
 import type { InputSpec, JsonSchema } from "../plugins/node.ts";
+import { randomSeed } from "../plugins/nodes/sampler.ts";
 
 /** A mistake on the command line itself (exit code 2). */
 export class UsageError extends Error {
@@ -162,14 +163,26 @@ export function sdcppHelp(): string {
   return lines.join("\n");
 }
 
+/** The default graph of an sd.cpp command line, with what the caller should know about it. */
+export interface SdcppGraph {
+  readonly file: GraphFile;
+  /** Each set input's JSON pointer → the flag text, for messages. */
+  readonly origins: Map<string, string>;
+  /** Lines for the user (e.g. the random seed drawn for `-s -1` in img2img). */
+  readonly notes: readonly string[];
+}
+
 /**
  * Builds the default txt2img (or, with `-i`, img2img) graph from sd.cpp flags.
- * `origins` maps each set input's JSON pointer to the flag text, for messages.
+ *
+ * img2img samples the VAE posterior with the run's seed and RNG before
+ * sampling, as stable-diffusion.cpp does, so the `encode` node gets the
+ * sampler's seed and rng; a negative seed is drawn here, once, for both.
  */
 export function graphFromSdcppFlags(
   flags: Readonly<Record<string, string | boolean | undefined>>,
   spelled: Readonly<Record<string, string>> = {},
-): { file: GraphFile; origins: Map<string, string> } {
+): SdcppGraph {
   const str = (k: string): string | undefined => (typeof flags[k] === "string" ? flags[k] as string : undefined);
   const mode = str("mode") ?? (str("init-img") ? "img2img" : "txt2img");
   if (mode !== "txt2img" && mode !== "img2img") {
@@ -228,9 +241,15 @@ export function graphFromSdcppFlags(
   const negative = g.clip_encode({ clip: ckpt.clip, text: v<string>("negative.text"), ...skip }, "negative");
   let latent;
   let denoise = 1;
+  let seed = v<number>("sampler.seed");
+  const notes: string[] = [];
   if (mode === "img2img") {
+    if (seed < 0) {
+      seed = randomSeed();
+      notes.push(`random seed ${seed}`);
+    }
     const image = g.load_image({ path: v<string>("image.path") }, "image");
-    latent = g.vae_encode({ vae: ckpt.vae, image }, "encode");
+    latent = g.vae_encode({ vae: ckpt.vae, image, seed, rng: v<"cuda">("sampler.rng") }, "encode");
     denoise = v<number>("sampler.denoise");
     origins.set(
       pointer("nodes", "sampler", "inputs", "denoise"),
@@ -245,7 +264,7 @@ export function graphFromSdcppFlags(
     positive,
     negative,
     latent,
-    seed: v<number>("sampler.seed"),
+    seed,
     steps: v<number>("sampler.steps"),
     cfg: v<number>("sampler.cfg"),
     sampler: v<"euler">("sampler.sampler"),
@@ -259,5 +278,30 @@ export function graphFromSdcppFlags(
   // clip_skip set on "positive" applies to "negative" too.
   const skipOrigin = origins.get(pointer("nodes", "positive", "inputs", "clip_skip"));
   if (skipOrigin) origins.set(pointer("nodes", "negative", "inputs", "clip_skip"), skipOrigin);
-  return { file: g.toJSON(), origins };
+  return { file: g.toJSON(), origins, notes };
+}
+
+/**
+ * `--set` overrides for an sd.cpp-flag graph: in img2img, a `--set sampler.seed=…`
+ * or `--set sampler.rng=…` also sets the `encode` node's (unless that is set
+ * too), so the posterior noise keeps following the sampler's seed; a negative
+ * seed is drawn here for both.
+ */
+export function linkSeedOverrides(file: GraphFile, sets: readonly string[]): { sets: string[]; notes: string[] } {
+  const out = [...sets];
+  const notes: string[] = [];
+  if (!("encode" in file.nodes)) return { sets: out, notes };
+  const given = (input: string): boolean => sets.some((s) => s.startsWith(`encode.${input}=`));
+  for (const input of ["seed", "rng"]) {
+    const i = out.findLastIndex((s) => s.startsWith(`sampler.${input}=`));
+    if (i < 0 || given(input)) continue;
+    let value = out[i].slice(`sampler.${input}=`.length);
+    if (input === "seed" && /^\s*-\d+\s*$/.test(value)) {
+      value = String(randomSeed());
+      out[i] = `sampler.seed=${value}`;
+      notes.push(`random seed ${value}`);
+    }
+    out.push(`encode.${input}=${value}`);
+  }
+  return { sets: out, notes };
 }

@@ -28,7 +28,7 @@ export const RNGS = ["cuda", "std_default"] as const;
 const TWO_EVALS = new Set(["heun", "dpm2", "dpm++2s_a"]);
 
 /** A random seed in [0, 2^31), as stable-diffusion.cpp draws one for a negative seed. */
-function randomSeed(): number {
+export function randomSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
 }
 

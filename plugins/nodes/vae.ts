@@ -2,6 +2,7 @@
 
 import { defineNode } from "../node.ts";
 import { estimateNetwork } from "./model_layer.ts";
+import { RNGS } from "./sampler.ts";
 
 /** Encodes images into latents (img2img's starting point). */
 export const vaeEncode = defineNode({
@@ -11,15 +12,32 @@ export const vaeEncode = defineNode({
   inputs: {
     vae: { type: "VAE", description: "The VAE (a checkpoint's vae output)." },
     image: { type: "IMAGE", description: "The images to encode; width and height must be multiples of 8." },
+    seed: {
+      optional: true,
+      schema: {
+        type: "integer",
+        minimum: 0,
+        maximum: 9007199254740991,
+        description: "Samples the VAE posterior with noise from this seed, as stable-diffusion.cpp's img2img does " +
+          "(give the sampler's seed to match it). Without a seed the posterior's mean is taken.",
+      },
+    },
+    rng: {
+      schema: {
+        enum: RNGS,
+        default: "cuda",
+        description: "Random number generator for the posterior noise (used only with a seed).",
+      },
+    },
   },
   outputs: { latent: "LATENT" },
-  async run({ vae, image }) {
+  async run({ vae, image, seed, rng }) {
     for (const im of image) {
       if (im.width % 8 || im.height % 8) {
         throw new Error(`image is ${im.width}x${im.height}; vae_encode needs width and height that are multiples of 8`);
       }
     }
-    return { latent: await vae.encode(image) };
+    return { latent: await vae.encode(image, seed === undefined ? {} : { seed, rng }) };
   },
   async estimate({ vae, image }) {
     const shape = image?.shape;
