@@ -2,23 +2,38 @@
  * dtype) and im2col + GEMM on the gemm.h engine (1x1 stride-1 unpadded convs
  * skip im2col: x already is the B matrix).
  *
- * im2col chunks are (image, Co block, pixel block). Per K block a chunk
- * builds its im2col panel (kc x pixels, directly in the packed B format)
- * once, then packs W rows (A, converting f16 / bf16) per 240-row sub-block
- * and runs the driver into y. Per-thread scratch: see conv_scratch_floats. */
+ * im2col chunks are (column group, Co block): a column group is up to 2048
+ * output pixels, either a block of one image or several whole small images.
+ * Per K block a chunk builds the im2col matrix of its group once (kc x
+ * pixels, directly in the packed B format), then packs each 240-row slice of
+ * W (A, converting f16 / bf16) once and runs the GEMM driver for every image
+ * of the group. So W is packed once per run for all but the largest maps,
+ * and im2col is repeated only per Co block (Co blocks are >= 240 rows unless
+ * more chunks are needed to feed the threads).
+ * Per-thread scratch: conv_scratch_floats (about 2.3 MB).
+ *
+ * Auto (algo 0) picks, at prepare: the AVX-512 direct kernel of conv.h for
+ * stride-1 convs with Co <= 8 (e.g. the VAE's 128 -> 3 output conv), else
+ * im2col. The choice is kept in op->state so chunking and scratch stay
+ * consistent even if the ISA is reconfigured before the run. */
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "conv.h"
 #include "gemm.h"
 
 #define CV_KC 256
 #define CV_MC 240
-#define CV_PB 512
+#define CV_COLS 2048
 
 typedef struct conv_geom {
   int64_t N, Ci, H, W, Co, KH, KW, OH, OW, sh, sw, ph, pw;
-  int algo; /* 1 direct, 2 im2col */
+  int algo; /* 1 direct (reference), 2 im2col, 3 small-Co direct (AVX-512) */
+  int64_t rb, nrb; /* small-Co direct: output rows per chunk, row blocks */
   /* im2col plan */
-  int64_t K, P, kc, cob, pb, nco, npb;
+  int64_t K, P, kc;
+  int64_t gi, pb, npb, ngr; /* images per group, pixels per group, blocks */
+  int64_t cob, nco;         /* Co block */
 } conv_geom;
 
 static void conv_geom_make(conv_geom *g, const sdf_op *op) {
@@ -36,25 +51,31 @@ static void conv_geom_make(conv_geom *g, const sdf_op *op) {
   g->sw = op->p[1];
   g->ph = op->p[2];
   g->pw = op->p[3];
-  int64_t algo = op->n_p > 4 ? op->p[4] : 0;
-  g->algo = algo == 1 ? 1 : 2;
+  g->algo = op->state ? *(const int *)op->state : 2;
+  g->rb = sdfg_max(1, g->OH / 16);
+  g->nrb = sdfg_cdiv(g->OH, g->rb);
   g->K = g->Ci * g->KH * g->KW;
   g->P = g->OH * g->OW;
   g->kc = sdfg_max(1, sdfg_min(g->K, CV_KC));
-  int64_t cob = sdfg_rup(g->Co, 12), pb = sdfg_min(sdfg_rup(g->P, 32), CV_PB);
-  while (g->N * sdfg_cdiv(g->Co, cob) * sdfg_cdiv(g->P, pb) < 8) {
-    if (pb > 64) pb = sdfg_rup(pb / 2, 32);
-    else if (cob > 48) cob = sdfg_rup(cob / 2, 12);
-    else break;
+  if (g->P >= CV_COLS / 2) {
+    g->gi = 1;
+    g->npb = sdfg_cdiv(g->P, CV_COLS);
+    g->pb = sdfg_rup(sdfg_cdiv(g->P, g->npb), SDFG_NR);
+    g->npb = sdfg_cdiv(g->P, g->pb);
+  } else {
+    g->gi = sdfg_max(1, sdfg_min(g->N, CV_COLS / sdfg_max(1, g->P)));
+    g->pb = g->P;
+    g->npb = 1;
   }
-  g->cob = cob;
-  g->pb = pb;
-  g->nco = sdfg_cdiv(g->Co, cob);
-  g->npb = sdfg_cdiv(g->P, pb);
+  g->ngr = sdfg_cdiv(g->N, g->gi) * g->npb;
+  int64_t nco = sdfg_cdiv(g->Co, 2 * CV_MC);
+  while (g->ngr * nco < 4 && sdfg_cdiv(g->Co, nco + 1) >= 48) nco++;
+  g->cob = sdfg_rup(sdfg_cdiv(g->Co, nco), 12);
+  g->nco = sdfg_cdiv(g->Co, g->cob);
 }
 
 static size_t conv_scratch_floats(const conv_geom *g) {
-  return (size_t)(g->kc * g->pb + sdfg_min(g->cob, CV_MC) * g->kc) +
+  return (size_t)(g->kc * g->pb * g->gi + sdfg_min(g->cob, CV_MC) * g->kc) +
          sdfg_pad_floats(g->kc) + 16;
 }
 
@@ -94,6 +115,19 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
                         op->in[2]->numel != w->dims[0]))
     CFAIL("CONV2D bias must hold Co float values");
 #undef CFAIL
+  int chosen = algo == 1 ? 1 : 2;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (algo == 0 && sdf_current_isa == SDF_ISA_AVX512 && sh == 1 && sw == 1 &&
+      w->dims[0] <= SDFC_SMALL_CO && KW <= SDFC_SMALL_KW)
+    chosen = 3;
+#endif
+  int *st = op->state ? op->state : malloc(sizeof(int));
+  if (!st) {
+    snprintf(err, err_len, "CONV2D: out of memory");
+    return SDF_E_NOMEM;
+  }
+  *st = chosen;
+  op->state = st;
   conv_geom g;
   conv_geom_make(&g, op);
   if (g.N < 1 || g.Ci < 1) {
@@ -104,8 +138,11 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
   if (g.algo == 1) {
     op->n_chunks = g.N * g.Co;
     op->scratch_bytes = 0;
+  } else if (g.algo == 3) {
+    op->n_chunks = g.N * g.nrb;
+    op->scratch_bytes = (size_t)(g.K * SDFC_SMALL_CO + g.OW + 16) * sizeof(float);
   } else {
-    op->n_chunks = g.N * g.nco * g.npb;
+    op->n_chunks = g.ngr * g.nco;
     op->scratch_bytes = conv_scratch_floats(&g) * sizeof(float);
   }
   return SDF_OK;
@@ -156,6 +193,15 @@ static void im2col_pack(const conv_geom *g, const float *x, float *dst, int64_t 
         const int64_t iy = oy * g->sh - g->ph + kh;
         if (iy < 0 || iy >= g->H) {
           for (int64_t s = 0; s < seg; s++) row[j + s] = 0.0f;
+        } else if (g->sw == 1) {
+          /* ix = ox + s - pw + kw: zeros, a contiguous run, zeros */
+          const float *xr = xp + iy * g->W;
+          const int64_t off = ox - g->pw + kw;
+          const int64_t lo = sdfg_min(seg, sdfg_max(0, -off));
+          const int64_t hi = sdfg_max(lo, sdfg_min(seg, g->W - off));
+          for (int64_t s = 0; s < lo; s++) row[j + s] = 0.0f;
+          if (hi > lo) memcpy(row + j + lo, xr + off + lo, (size_t)(hi - lo) * sizeof(float));
+          for (int64_t s = hi; s < seg; s++) row[j + s] = 0.0f;
         } else {
           const float *xr = xp + iy * g->W;
           for (int64_t s = 0; s < seg; s++) {
@@ -182,39 +228,69 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
                 chunk / g.Co, chunk % g.Co);
     return;
   }
-  const int64_t n = chunk / (g.nco * g.npb), rest = chunk % (g.nco * g.npb);
-  const int64_t co0 = (rest / g.npb) * g.cob, co1 = sdfg_min(g.Co, co0 + g.cob);
-  const int64_t p0 = (rest % g.npb) * g.pb, p1 = sdfg_min(g.P, p0 + g.pb);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (g.algo == 3) {
+    float *wt = scratch; /* [Ci][KH][KW][8] */
+    for (int64_t i = 0; i < g.K * SDFC_SMALL_CO; i++) wt[i] = 0.0f;
+    for (int64_t co = 0; co < g.Co; co++)
+      for (int64_t k = 0; k < g.K; k++)
+        wt[k * SDFC_SMALL_CO + co] = sdfg_load(w->data, w->dtype, co * g.K + k);
+    sdfc_small c = {x,    wt,   NULL, y,    wt + g.K * SDFC_SMALL_CO, g.Ci, g.H, g.W,
+                    g.Co, g.KH, g.KW, g.OH, g.OW, g.ph, g.pw};
+    float bias[SDFC_SMALL_CO];
+    if (b) {
+      for (int64_t co = 0; co < g.Co; co++) bias[co] = sdfg_load(b->data, b->dtype, co);
+      c.bias = bias;
+    }
+    const int64_t n = chunk / g.nrb, oy0 = (chunk % g.nrb) * g.rb;
+    sdfc_direct_small_avx512(&c, n, oy0, sdfg_min(g.OH, oy0 + g.rb));
+    return;
+  }
+#endif
+  const int64_t gr = chunk / g.nco, cb = chunk % g.nco;
+  const int64_t co0 = cb * g.cob, co1 = sdfg_min(g.Co, co0 + g.cob);
+  const int64_t n0 = (gr / g.npb) * g.gi, n1 = sdfg_min(g.N, n0 + g.gi);
+  const int64_t p0 = (gr % g.npb) * g.pb, p1 = sdfg_min(g.P, p0 + g.pb);
   const int64_t np = p1 - p0;
   const int pointwise = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 &&
                         g.ph == 0 && g.pw == 0;
   float *bp = (float *)scratch;
-  float *ap = bp + g.kc * g.pb;
+  float *ap = bp + g.kc * g.pb * g.gi;
   float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
   const sdfg_kernels *u = sdfg_select();
-  float *yn = y + n * g.Co * g.P;
   const size_t wsz = sdfg_dtype_size(w->dtype);
   for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
     const int64_t kc = sdfg_min(g.kc, g.K - k0);
-    if (pointwise)
-      sdfg_pack_b(bp, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
-    else
-      im2col_pack(&g, x, bp, n, k0, kc, p0, np);
+    for (int64_t n = n0; n < n1; n++) {
+      float *bn = bp + (n - n0) * kc * np;
+      if (pointwise)
+        sdfg_pack_b(bn, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
+      else
+        im2col_pack(&g, x, bn, n, k0, kc, p0, np);
+    }
     for (int64_t cs = co0; cs < co1; cs += CV_MC) {
       const int64_t mc = sdfg_min(CV_MC, co1 - cs);
       sdfg_pack_a(ap, (const char *)w->data + cs * g.K * (int64_t)wsz, w->dtype, g.K,
                   mc, k0, kc);
-      sdfg_gemm(u, mc, np, kc, ap, bp, yn + cs * g.P + p0, g.P, 0, mc, 0, np, kc,
-                k0 > 0, pad);
+      for (int64_t n = n0; n < n1; n++)
+        sdfg_gemm(u, mc, np, kc, ap, bp + (n - n0) * kc * np,
+                  y + n * g.Co * g.P + cs * g.P + p0, g.P, 0, mc, 0, np, kc, k0 > 0,
+                  pad);
     }
   }
   if (b)
-    for (int64_t co = co0; co < co1; co++) {
-      const float bv = sdfg_load(b->data, b->dtype, co);
-      float *yr = yn + co * g.P + p0;
-      for (int64_t i = 0; i < np; i++) yr[i] += bv;
-    }
+    for (int64_t n = n0; n < n1; n++)
+      for (int64_t co = co0; co < co1; co++) {
+        const float bv = sdfg_load(b->data, b->dtype, co);
+        float *yr = y + (n * g.Co + co) * g.P + p0;
+        for (int64_t i = 0; i < np; i++) yr[i] += bv;
+      }
+}
+
+static void conv_release(sdf_op *op) {
+  free(op->state);
+  op->state = NULL;
 }
 
 const sdf_kernel sdf_kernel_conv2d = {SDF_OP_CONV2D, "conv2d", conv_prepare, conv_run,
-                                      NULL};
+                                      conv_release};

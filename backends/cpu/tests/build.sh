@@ -9,7 +9,7 @@ mkdir -p "$out"
 base="-O3 -std=c11 -fPIC -Wall -Wextra -pthread"
 objs=()
 arch=$(uname -m)
-for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv winograd \
+for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv conv_avx512 winograd \
          winograd_avx512 winograd_avx2; do
   [ -f "$src/$f.c" ] || continue
   flags=""
