@@ -22,3 +22,4 @@ export {
   resolveBackendPath,
 } from "./ffi.ts";
 export { BackendBuildError, buildBackend, type BuildOptions, builtLibraryPath, libraryFileName } from "./build.ts";
+export * from "./manifest.ts";
