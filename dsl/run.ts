@@ -14,7 +14,8 @@
  */
 
 import { createHash } from "node:crypto";
-import type { NodeContext, RunSettings, UpstreamNode } from "../plugins/node.ts";
+import type { NodeContext, ProvenanceGraph, RunSettings, UpstreamNode } from "../plugins/node.ts";
+import { GRAPH_VERSION } from "./format.ts";
 import { NodeInputError } from "../plugins/node.ts";
 import type { Pipeline, PipelineNode } from "./validate.ts";
 
@@ -147,6 +148,38 @@ function ancestors(p: Pipeline, id: string, meta: ReadonlyMap<string, Record<str
 }
 
 /**
+ * Node `id` and its ancestors as a graph file: literal inputs as the run used them (defaults
+ * applied; an input the node published a value for — a drawn random seed — gets that value),
+ * references by `node.output`, and the pipeline's plugins by resolved URL.
+ */
+export function provenanceGraph(
+  p: Pipeline,
+  id: string,
+  meta: ReadonlyMap<string, Readonly<Record<string, unknown>>>,
+): ProvenanceGraph {
+  const self = p.nodes.get(id)!;
+  const chain = [
+    { id, type: self.type, values: self.values, refs: self.refs, meta: meta.get(id) ?? {} },
+    ...ancestors(p, id, meta),
+  ];
+  const included = new Set(chain.map((n) => n.id));
+  const nodes: Record<string, { type: string; inputs: Record<string, unknown> }> = {};
+  for (const id of p.order) {
+    if (!included.has(id)) continue;
+    const n = chain.find((c) => c.id === id)!;
+    const inputs: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(n.values)) {
+      if (v === undefined) continue;
+      inputs[k] = k in n.meta && typeof n.meta[k] === typeof v ? n.meta[k] : v;
+    }
+    for (const [k, r] of Object.entries(n.refs)) inputs[k] = { from: `${r.node}.${r.output}` };
+    nodes[id] = { type: n.type, inputs };
+  }
+  const plugins = p.plugins.map((pl) => pl.url);
+  return { version: GRAPH_VERSION, ...(plugins.length ? { plugins } : {}), nodes };
+}
+
+/**
  * Runs a pipeline. Throws {@link NodeRunError} for the first node that fails
  * (after letting nodes already running finish).
  */
@@ -196,6 +229,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       log: (message) => rep.log?.(n.id, message),
       publish: (m) => void Object.assign(published, m),
       upstream: () => ancestors(p, n.id, meta),
+      graph: () => provenanceGraph(p, n.id, meta),
     };
     const t0 = performance.now();
     rep.nodeStart?.(n.id, n.type);

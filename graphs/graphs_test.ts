@@ -1,7 +1,8 @@
 /** Every graph in graphs/ validates; the schema file is current; the demo runs end to end. */
 
 import assert from "node:assert/strict";
-import { loadGraph, OutputCache, runPipeline } from "../dsl/mod.ts";
+import { loadGraph, OutputCache, runPipeline, validateGraph } from "../dsl/mod.ts";
+import { readPng } from "../plugins/image/mod.ts";
 import { schemaText } from "../cli/schema.ts";
 
 const dir = new URL("./", import.meta.url);
@@ -49,8 +50,17 @@ Deno.test({
       const p = await loadGraph(new URL("demo.json", dir).pathname, { overrides: [`save.path=${out}/demo.png`] });
       const r = await runPipeline(p, { cache: new OutputCache() });
       assert.deepEqual([...r.executed].sort(), [...p.order].sort());
-      const bytes = await Deno.readFile(`${out}/demo.png`);
-      assert.deepEqual([...bytes.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+      const png = await readPng(`${out}/demo.png`);
+      assert.deepEqual([png.image.width, png.image.height], [64, 64]);
+      assert.match(
+        png.parameters ?? "",
+        /^a cat wearing a tiny hat\nSteps: 4, Sampler: Euler, Schedule type: Uniform, /,
+      );
+      assert.match(png.parameters ?? "", /Seed: 42, Size: 64x64, Model: "tiny \(random weights, seed 0\)", RNG: GPU/);
+      // The graph chunk is the demo graph itself (defaults written out), with the output path as run.
+      const stored = await validateGraph(png.graph);
+      assert.deepEqual(stored.order, p.order);
+      for (const [id, n] of p.nodes) assert.deepEqual(stored.nodes.get(id)!.values, n.values, id);
     } finally {
       await Deno.remove(out, { recursive: true });
     }

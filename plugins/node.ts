@@ -189,10 +189,28 @@ export interface NodeContext {
   progress(done: number, total: number): void;
   /** A line for the user (printed above progress bars). */
   log(message: string): void;
-  /** Records facts about this run of the node (kept with cached outputs; seen downstream via `upstream`). */
+  /**
+   * Records facts about this run of the node (kept with cached outputs; seen downstream via `upstream`).
+   * A fact published under the name of one of the node's value inputs is the value the node actually
+   * used (a random seed drawn for `seed: -1`); {@link NodeContext.graph} records it in place of the literal.
+   */
   publish(meta: Record<string, unknown>): void;
   /** Every ancestor of this node, nearest first. */
   upstream(): readonly UpstreamNode[];
+  /**
+   * The graph that makes this node's inputs: this node and its ancestors as a graph file (version,
+   * the graph's plugins as resolved URLs, literal inputs as the run used them), e.g. to store with an image.
+   */
+  graph(): ProvenanceGraph;
+}
+
+/** A graph file as {@link NodeContext.graph} returns it (the shape of `dsl/format.ts`'s `GraphFile`). */
+export interface ProvenanceGraph {
+  readonly version: number;
+  readonly plugins?: readonly string[];
+  readonly nodes: Readonly<
+    Record<string, { readonly type: string; readonly inputs: Readonly<Record<string, unknown>> }>
+  >;
 }
 
 /** The values of a node's literal inputs, as `fingerprint`/`cacheable` see them. */

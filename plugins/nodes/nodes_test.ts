@@ -66,6 +66,60 @@ Deno.test("save_image writes a batch as name_1.png, name_2.png with parameters; 
   }
 });
 
+// A source with a seed input that, like the sampler, publishes the seed it drew for -1.
+const seeded = defineNode({
+  type: "t_seeded",
+  description: "test: one image from a seed",
+  inputs: {
+    seed: { schema: { type: "integer", default: -1 } },
+    label: { schema: { type: "string", default: "x" } },
+  },
+  outputs: { image: "IMAGE" },
+  run: ({ seed }, ctx) => {
+    ctx.publish({ seed: seed < 0 ? 77 : seed });
+    return Promise.resolve({ image: [pixels(8, 8, 3)] });
+  },
+});
+
+Deno.test("save_image stores the graph that made the image (sdflow-graph), with drawn seeds; metadata: false omits it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const doc = {
+      version: 1,
+      nodes: {
+        src: { type: "t_seeded" },
+        other: { type: "t_pictures" },
+        save: { type: "save_image", inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png` } },
+        bare: {
+          type: "save_image",
+          inputs: { images: { from: "src.image" }, path: `${dir}/bare.png`, metadata: false },
+        },
+      },
+    };
+    await runPipeline(await validateGraph(doc, { nodes: [seeded, source] }));
+    const png = await readPng(`${dir}/a/b/pic.png`);
+    const want = {
+      version: 1,
+      nodes: {
+        src: { type: "t_seeded", inputs: { seed: 77, label: "x" } },
+        save: {
+          type: "save_image",
+          inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png`, metadata: true },
+        },
+      },
+    };
+    assert.deepEqual(png.graph, want);
+    assert.equal(png.parameters, "Size: 8x8, Version: sdflow");
+    // The stored graph is a valid graph that remakes the picture.
+    await validateGraph(png.graph, { nodes: [seeded] });
+
+    const bare = await readPng(`${dir}/bare.png`);
+    assert.deepEqual(bare.text, {});
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("save_image: batch file names", () => {
   assert.equal(batchPath("a/out.png", 0, 1), "a/out.png");
   assert.equal(batchPath("a/out.png", 1, 3), "a/out_2.png");
@@ -93,8 +147,8 @@ Deno.test("save_image: parameters describe the generation in sd-webui's format",
   ];
   assert.equal(
     describeGeneration(upstream, pixels(64, 32, 0), 0, 1),
-    "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Schedule type: karras, CFG scale: 7, " +
-      "Seed: 1234, Size: 64x32, Model: v1-5.safetensors, RNG: cuda, Version: sdflow",
+    "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7, " +
+      "Seed: 1234, Size: 64x32, Model: v1-5.safetensors, RNG: GPU, Version: sdflow",
   );
 });
 
