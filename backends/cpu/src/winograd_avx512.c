@@ -75,6 +75,10 @@ AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
                 int64_t q0, int64_t q1, int64_t c0, int64_t c1) {
   const int A = m + 2;
   const int64_t C = g->C, T = g->T, HW = g->H * g->W, W = g->W;
+  /* v far larger than the caches is written with non-temporal stores (no
+   * read-for-ownership); that needs every 16-float row 64-byte aligned. */
+  const int stream = (int64_t)A * A * C * T * 4 > ((int64_t)64 << 20) &&
+                     ((uintptr_t)v & 63) == 0 && ((C * T) & 15) == 0;
   lane_info li[SDFW_QB_MAX];
   for (int64_t q = q0; q < q1; q++)
     lanes(g, q, C * HW, g->pad_h, g->pad_w, g->H, W, A, li[q - q0].base,
@@ -106,7 +110,10 @@ AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
       for (int r = 0; r < A; r++) sdfw_bt(m, d[r], 1, t[r], 1);
       for (int c = 0; c < A; c++) sdfw_bt(m, &t[0][c], 8, &o[0][c], 8);
       float *vp = v + t0 * C + ci * w;
-      if (w == 16) {
+      if (w == 16 && stream) {
+        for (int k = 0; k < A * A; k++)
+          _mm512_stream_ps(vp + k * C * T, (__m512)o[k / A][k % A]);
+      } else if (w == 16) {
         for (int k = 0; k < A * A; k++)
           _mm512_storeu_ps(vp + k * C * T, (__m512)o[k / A][k % A]);
       } else {
@@ -125,6 +132,7 @@ void sdfw_input_avx512(const sdfw_geom *g, const float *x, float *v, int64_t q0,
   case 4: input_m(4, g, x, v, q0, q1, c0, c1); break;
   default: input_m(6, g, x, v, q0, q1, c0, c1); break;
   }
+  _mm_sfence();
 }
 
 AI void output_m(const int m, const sdfw_geom *g, const float *mm,
