@@ -1,5 +1,5 @@
 /**
- * `deno task bench <conv|attention|gemm> [--threads N] [--runs N] [--json] [--only TEXT]`
+ * `deno task bench <conv|attention|gemm|gen> [--threads N] [--runs N] [--json] [--only TEXT]`
  *
  * Prints medians measured in one process with one thread count, so ratios
  * within a run are comparable even on a noisy shared machine.
@@ -10,6 +10,7 @@ import { loadBackend } from "../backends/mod.ts";
 import { type Backend } from "../backends/mod.ts";
 import { compile, convFlops, type DType, Graph, type PlanOptions } from "../engine/mod.ts";
 import { ATTENTION_SHAPES, type ConvShape, LINEAR_SHAPES, UNET_CONVS, VAE_DECODER_CONVS } from "./shapes.ts";
+import { benchGen } from "./gen.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -21,6 +22,10 @@ const { values, positionals } = parseArgs({
     only: { type: "string" },
     dtype: { type: "string", default: "f32" },
     isa: { type: "string", default: "auto" },
+    // gen (bench/gen.ts reads these itself)
+    sizes: { type: "string" },
+    steps: { type: "string" },
+    model: { type: "string" },
   },
 });
 
@@ -228,6 +233,7 @@ const suites: Record<string, (b: Backend) => Promise<void>> = {
   conv: benchConv,
   attention: benchAttention,
   gemm: benchGemm,
+  gen: benchGen,
 };
 
 const run = suites[suite];

@@ -1,0 +1,343 @@
+/**
+ * `deno task bench gen [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]`
+ *
+ * End-to-end SD 1.5 txt2img ("a lovely cat", seed 42, euler, discrete, cfg 7, rng cuda) at each size, each
+ * in a fresh process (bench/gen_worker.ts) so peak RSS is per size: load time, seconds per sampling step
+ * (median; the first step, which compiles the UNet program and transforms its filters, is shown too), VAE
+ * decode seconds, the whole run (process start to exit, as a user sees it) and peak RSS (VmHWM). Next to
+ * them: stable-diffusion.cpp's figures for the same runs, measured elsewhere (not in this run), the ratios,
+ * and the issue's targets.
+ *
+ * The model: `--model PATH`, else `$SDFLOW_SD15_MODEL`, else `.cache/sd15-random-f16.safetensors` or
+ * `../cache/sd15-random-f16.safetensors` (next to the repository); when none exists it is made into
+ * `.cache/` with ../shared/tools/make_random_sd.py (python3 + numpy; 2.1 GB, about half a minute).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { Backend } from "../backends/mod.ts";
+
+const REPO = new URL("../", import.meta.url);
+const MODEL_NAME = "sd15-random-f16.safetensors";
+const MAKE_RANDOM_SD = new URL("../shared/tools/make_random_sd.py", REPO);
+
+/**
+ * stable-diffusion.cpp master-827 (ggml 8e800ce, CPU AVX-512 build), 2 threads, f16 SD 1.5, 4 steps euler:
+ * ../shared/reference/perf-anchors.md and ../shared/reference/README.md. Measured elsewhere on a machine of
+ * this kind (2 vCPU Zen 5 class), not in this run. 512 total: not published.
+ */
+export const SDCPP_REFERENCE: Readonly<
+  Record<number, { step_s: number; decode_s: number; total_s: number | null; peak_rss_gb: number }>
+> = {
+  256: { step_s: 4.9, decode_s: 11.6, total_s: 40, peak_rss_gb: 2.43 },
+  512: { step_s: 31, decode_s: 51, total_s: null, peak_rss_gb: 3.69 },
+};
+
+/** Issue 3's targets at 512x512: ≤ 1/3 of sd.cpp's time per step, ≤ 1/4 of its decode, less memory. */
+export const TARGET_FRACTION = { step: 1 / 3, decode: 1 / 4, rss: 1 } as const;
+
+export interface WorkerResult {
+  size: number;
+  steps: number;
+  threads: number | null;
+  load_s: number;
+  text_encode_s: number;
+  step_s: number[];
+  step_median_s: number;
+  sample_s: number;
+  decode_s: number;
+  run_s: number;
+  peak_rss_bytes: number | null;
+}
+
+export interface GenBenchRow extends WorkerResult {
+  /** Wall time of the worker process, spawn to exit. */
+  total_s: number;
+  isa: string;
+  model: string;
+  load_average_before: number | null;
+  load_average_after: number | null;
+  sdcpp: {
+    note: string;
+    step_s: number;
+    decode_s: number;
+    total_s: number | null;
+    peak_rss_gb: number;
+    /** sd.cpp time / ours (> 1: we are faster); RSS: ours / sd.cpp. */
+    step_speedup: number;
+    decode_speedup: number;
+    total_speedup: number | null;
+    rss_ratio: number | null;
+  } | null;
+  targets: { step_s: number; decode_s: number; peak_rss_gb: number; met: boolean } | null;
+}
+
+function exists(path: string | URL): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function loadAverage(): number | null {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return null;
+  }
+}
+
+/** Finds the SD 1.5 checkpoint, or makes it with the shared tool (saying so). */
+async function findOrMakeModel(explicit?: string): Promise<string> {
+  if (explicit) {
+    if (!exists(explicit)) throw new Error(`--model ${explicit}: no such file`);
+    return explicit;
+  }
+  const env = Deno.env.get("SDFLOW_SD15_MODEL");
+  const candidates = [
+    ...(env ? [env] : []),
+    new URL(`.cache/${MODEL_NAME}`, REPO).pathname,
+    new URL(`../cache/${MODEL_NAME}`, REPO).pathname,
+  ];
+  for (const c of candidates) if (exists(c)) return c;
+  if (!exists(MAKE_RANDOM_SD)) {
+    throw new Error(
+      `no SD 1.5 checkpoint (looked for ${candidates.join(", ")}) and no ${MAKE_RANDOM_SD.pathname} to make one: ` +
+        `pass --model PATH`,
+    );
+  }
+  const target = new URL(`.cache/${MODEL_NAME}`, REPO);
+  const partial = new URL(`.cache/${MODEL_NAME}.partial-${Deno.pid}`, REPO);
+  console.error(
+    `no SD 1.5 checkpoint found: making ${target.pathname} with ${MAKE_RANDOM_SD.pathname} ` +
+      `(python3 + numpy; 2.1 GB, about half a minute)`,
+  );
+  await Deno.mkdir(new URL(".cache/", REPO), { recursive: true });
+  try {
+    const r = await new Deno.Command("/usr/bin/python3", {
+      args: [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, "--dtype", "f16"],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (r.code !== 0) {
+      throw new Error(
+        `make_random_sd.py exited with ${r.code} (it needs python3 + numpy: apt-get install python3-numpy)`,
+      );
+    }
+    await Deno.rename(partial, target);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error("/usr/bin/python3 not found: install python3-numpy, or pass --model PATH");
+    }
+    throw e;
+  } finally {
+    await Deno.remove(partial).catch(() => {});
+  }
+  return target.pathname;
+}
+
+async function runWorker(
+  model: string,
+  size: number,
+  steps: number,
+  threads: number,
+  isa: string,
+): Promise<{ result: WorkerResult; wallS: number }> {
+  const env: Record<string, string> = isa === "auto" ? {} : { SDF_ISA: isa };
+  const t0 = performance.now();
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("gen_worker.ts", import.meta.url).pathname,
+      "--model",
+      model,
+      "--size",
+      String(size),
+      "--steps",
+      String(steps),
+      "--threads",
+      String(threads),
+      "--cfg",
+      "7",
+      "--seed",
+      "42",
+      "--sampler",
+      "euler",
+    ],
+    cwd: REPO,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const wallS = (performance.now() - t0) / 1000;
+  const out = new TextDecoder().decode(r.stdout).trim();
+  const err = new TextDecoder().decode(r.stderr).trim();
+  const line = out.split("\n").filter((l) => l.startsWith("{")).at(-1);
+  if (r.code !== 0 || !line) {
+    throw new Error(`gen worker (${size}x${size}) exited with ${r.code}:\n${[out, err].filter(Boolean).join("\n")}`);
+  }
+  return { result: JSON.parse(line) as WorkerResult, wallS };
+}
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** Builds the report row: our figures, sd.cpp's for the same size, ratios and targets. */
+export function makeRow(
+  result: WorkerResult,
+  totalS: number,
+  extra: { isa: string; model: string; loadBefore: number | null; loadAfter: number | null },
+): GenBenchRow {
+  const ref = SDCPP_REFERENCE[result.size];
+  const rssGb = result.peak_rss_bytes === null ? null : result.peak_rss_bytes / 1e9;
+  return {
+    ...result,
+    total_s: round(totalS),
+    isa: extra.isa,
+    model: extra.model,
+    load_average_before: extra.loadBefore,
+    load_average_after: extra.loadAfter,
+    sdcpp: ref
+      ? {
+        note: "stable-diffusion.cpp master-827, 2 threads, f16: reference figures measured elsewhere, not in this run",
+        ...ref,
+        step_speedup: round(ref.step_s / result.step_median_s),
+        decode_speedup: round(ref.decode_s / result.decode_s),
+        total_speedup: ref.total_s === null ? null : round(ref.total_s / totalS),
+        rss_ratio: rssGb === null ? null : round(rssGb / ref.peak_rss_gb),
+      }
+      : null,
+    targets: ref && result.size === 512
+      ? {
+        step_s: round(ref.step_s * TARGET_FRACTION.step),
+        decode_s: round(ref.decode_s * TARGET_FRACTION.decode),
+        peak_rss_gb: ref.peak_rss_gb,
+        met: result.step_median_s <= ref.step_s * TARGET_FRACTION.step &&
+          result.decode_s <= ref.decode_s * TARGET_FRACTION.decode &&
+          rssGb !== null && rssGb < ref.peak_rss_gb,
+      }
+      : null,
+  };
+}
+
+function fmt(x: number | null | undefined, d = 2): string {
+  return x === null || x === undefined ? "-" : x.toFixed(d);
+}
+
+/** The human-readable table. */
+export function formatTable(rows: readonly GenBenchRow[]): string {
+  const head = [
+    "size",
+    "load s",
+    "text s",
+    "step s",
+    "1st step",
+    "decode s",
+    "total s",
+    "RSS GB",
+    "| sd.cpp: step",
+    "decode",
+    "total",
+    "RSS GB",
+    "| speedup: step",
+    "decode",
+    "total",
+    "RSS ratio",
+  ];
+  const widths = head.map((h) => Math.max(h.length, 7));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(9) : c.padStart(widths[i]))).join(" ");
+  const out = [line(head)];
+  for (const r of rows) {
+    const s = r.sdcpp;
+    out.push(line([
+      `${r.size}x${r.size}`,
+      fmt(r.load_s),
+      fmt(r.text_encode_s),
+      fmt(r.step_median_s),
+      fmt(r.step_s[0]),
+      fmt(r.decode_s),
+      fmt(r.total_s, 1),
+      fmt(r.peak_rss_bytes === null ? null : r.peak_rss_bytes / 1e9),
+      "| " + fmt(s?.step_s, 1),
+      fmt(s?.decode_s, 1),
+      fmt(s?.total_s, 0),
+      fmt(s?.peak_rss_gb),
+      "| " + (s ? `${fmt(s.step_speedup)}x` : "-"),
+      s ? `${fmt(s.decode_speedup)}x` : "-",
+      s?.total_speedup ? `${fmt(s.total_speedup)}x` : "-",
+      fmt(s?.rss_ratio),
+    ]));
+  }
+  return out.join("\n");
+}
+
+/** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
+export async function benchGen(backend: Backend): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: false,
+    allowPositionals: true,
+    options: {
+      sizes: { type: "string", default: "256,512" },
+      steps: { type: "string", default: "4" },
+      threads: { type: "string" },
+      model: { type: "string" },
+      json: { type: "boolean", default: false },
+      isa: { type: "string", default: "auto" },
+    },
+  });
+  const sizes = String(values.sizes).split(",").map((s) => Number(s.trim()));
+  if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 64)) {
+    throw new RangeError(`--sizes expects multiples of 64 (SD 1.5's UNet), got "${values.sizes}"`);
+  }
+  const steps = Number(values.steps);
+  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps expects a positive integer`);
+  // The parent's backend resolved the default thread count (physical cores); the workers use the same.
+  const threads = backend.info.threads;
+  const isa = String(values.isa);
+  const model = await findOrMakeModel(values.model as string | undefined);
+  const json = values.json === true;
+
+  if (!json) {
+    console.log(
+      `SD 1.5 txt2img, ${steps} steps euler, cfg 7, seed 42, ${threads} thread(s), isa ${backend.info.isa}, ` +
+        `one process per size\nmodel ${model}`,
+    );
+  }
+  const rows: GenBenchRow[] = [];
+  for (const size of sizes) {
+    const loadBefore = loadAverage();
+    if (!json) console.error(`running ${size}x${size} (load average ${fmt(loadBefore)})…`);
+    const { result, wallS } = await runWorker(model, size, steps, threads, isa);
+    const row = makeRow(result, wallS, { isa: backend.info.isa, model, loadBefore, loadAfter: loadAverage() });
+    rows.push(row);
+    if (json) console.log(JSON.stringify(row));
+  }
+  if (json) return;
+  console.log(formatTable(rows));
+  console.log(
+    "step s: median over all steps; 1st step includes compiling the UNet program and transforming its filters. " +
+      "total s: process start to exit.\n" +
+      "sd.cpp columns: stable-diffusion.cpp master-827, 2 threads, f16 weights — reference figures measured " +
+      "elsewhere (../shared/reference/perf-anchors.md), not in this run. speedup = sd.cpp time / ours; " +
+      "RSS ratio = ours / sd.cpp.",
+  );
+  for (const r of rows) {
+    if (r.targets) {
+      const rss = r.peak_rss_bytes === null ? "?" : (r.peak_rss_bytes / 1e9).toFixed(2);
+      console.log(
+        `targets at ${r.size}x${r.size}: step ≤ ${r.targets.step_s} s (${r.step_median_s}), decode ≤ ${r.targets.decode_s} s ` +
+          `(${r.decode_s}), RSS < ${r.targets.peak_rss_gb} GB (${rss}): ${r.targets.met ? "met" : "NOT met"}`,
+      );
+    }
+    if ((r.load_average_before ?? 0) > 0.5) {
+      console.log(
+        `note: ${r.size}x${r.size} started with a 1-minute load average of ${r.load_average_before}: ` +
+          `other processes were busy, so its times may be inflated`,
+      );
+    }
+  }
+}

@@ -1,0 +1,49 @@
+/** The arithmetic and formatting of `deno task bench gen` (no timing: the benchmark itself is not run here). */
+
+import { assert, assertEquals } from "../models/testdata/assert.ts";
+import { formatTable, makeRow, type WorkerResult } from "./gen.ts";
+import { median, peakRssBytes } from "./gen_worker.ts";
+
+const worker = (size: number, over: Partial<WorkerResult> = {}): WorkerResult => ({
+  size,
+  steps: 4,
+  threads: 2,
+  load_s: 1.5,
+  text_encode_s: 0.2,
+  step_s: [12, 9, 10, 11],
+  step_median_s: 10.5,
+  sample_s: 42,
+  decode_s: 12.75,
+  run_s: 60,
+  peak_rss_bytes: 3e9,
+  ...over,
+});
+
+Deno.test("bench gen: VmHWM parsing and median", () => {
+  assertEquals(peakRssBytes("Name:\tdeno\nVmPeak:\t 9000 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n"), 2048 * 1024);
+  assertEquals(peakRssBytes("Name:\tdeno\n"), null);
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([12, 9, 10, 11]), 10.5);
+});
+
+Deno.test("bench gen: ratios against sd.cpp's figures and the 512 targets", () => {
+  const extra = { isa: "avx512", model: "m", loadBefore: 0.1, loadAfter: 1.9 };
+  const r512 = makeRow(worker(512), 70, extra);
+  // sd.cpp 512: 31 s/step, 51 s decode, 3.69 GB; targets 31/3, 51/4, < 3.69 GB.
+  assertEquals(r512.sdcpp?.step_speedup, 2.95);
+  assertEquals(r512.sdcpp?.decode_speedup, 4);
+  assertEquals(r512.sdcpp?.total_speedup, null);
+  assertEquals(r512.sdcpp?.rss_ratio, 0.81);
+  assertEquals(r512.targets, { step_s: 10.33, decode_s: 12.75, peak_rss_gb: 3.69, met: false });
+  assertEquals(makeRow(worker(512, { step_median_s: 10 }), 70, extra).targets?.met, true);
+  assertEquals(makeRow(worker(512, { step_median_s: 10, peak_rss_bytes: 3.7e9 }), 70, extra).targets?.met, false);
+
+  const r256 = makeRow(worker(256, { step_median_s: 2.45, decode_s: 5.8 }), 20, extra);
+  assertEquals([r256.sdcpp?.step_speedup, r256.sdcpp?.decode_speedup, r256.sdcpp?.total_speedup], [2, 2, 2]);
+  assertEquals(r256.targets, null);
+  assertEquals(makeRow(worker(320), 20, extra).sdcpp, null);
+
+  const table = formatTable([r256, r512]);
+  assert(table.includes("256x256") && table.includes("512x512"), table);
+  assert(table.includes("2.95x"), table);
+});

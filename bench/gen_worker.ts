@@ -1,0 +1,138 @@
+/**
+ * One timed txt2img run in its own process, for `deno task bench gen` (bench/gen.ts), so that peak RSS
+ * is this size's alone:
+ *
+ *   deno run -A bench/gen_worker.ts --model PATH --size 256 [--steps 4] [--threads N] [--cfg 7]
+ *     [--seed 42] [--sampler euler] [--prompt TEXT] [--out image.png]
+ *
+ * Runs the model layer directly (models/mod.ts: load → text encode → sample → VAE decode), timing each
+ * phase and every sampling step (onStep timestamps), and prints one JSON line on stdout:
+ * `{ load_s, text_encode_s, step_s: [...], step_median_s, sample_s, decode_s, run_s, peak_rss_bytes, ... }`.
+ * `run_s` is the time since the process started (Deno start-up and module loading included).
+ * Peak RSS is VmHWM from /proc/self/status, read after the decode (null where /proc is missing).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { loadCheckpoint, sample } from "../models/mod.ts";
+import { writePng } from "../plugins/image/png.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    model: { type: "string" },
+    size: { type: "string", default: "256" },
+    steps: { type: "string", default: "4" },
+    threads: { type: "string" },
+    cfg: { type: "string", default: "7" },
+    seed: { type: "string", default: "42" },
+    sampler: { type: "string", default: "euler" },
+    prompt: { type: "string", default: "a lovely cat" },
+    out: { type: "string" },
+  },
+});
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new RangeError(`--${name} expects a positive integer, got "${v}"`);
+  return Number(v);
+}
+
+/** Peak resident set size of this process (VmHWM), in bytes; null without /proc. */
+export function peakRssBytes(status?: string): number | null {
+  let text = status;
+  if (text === undefined) {
+    try {
+      text = Deno.readTextFileSync("/proc/self/status");
+    } catch {
+      return null;
+    }
+  }
+  const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(text);
+  return m ? Number(m[1]) * 1024 : null;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function main(): Promise<void> {
+  if (!values.model) throw new Error("--model PATH is required");
+  const size = positiveInt("size", values.size)!;
+  if (size % 8) throw new RangeError(`--size must be a multiple of 8, got ${size}`);
+  const steps = positiveInt("steps", values.steps)!;
+  const threads = positiveInt("threads", values.threads);
+  const seed = Number(values.seed);
+  const cfgScale = Number(values.cfg);
+  const sec = (ms: number) => Math.round(ms) / 1000;
+
+  let t = performance.now();
+  const ckpt = await loadCheckpoint(values.model, { threads });
+  const loadMs = performance.now() - t;
+  try {
+    t = performance.now();
+    const positive = await ckpt.textEncoder.encode(values.prompt!);
+    const negative = await ckpt.textEncoder.encode("");
+    const textMs = performance.now() - t;
+
+    const h = size / 8, w = size / 8;
+    const stepMs: number[] = [];
+    t = performance.now();
+    let last = t;
+    const latent = await sample({
+      denoiser: ckpt.denoiser,
+      positive,
+      negative,
+      latent: { shape: [1, 4, h, w], data: new Float32Array(4 * h * w) },
+      batch: 1,
+      seed,
+      steps,
+      cfgScale,
+      method: values.sampler!,
+      scheduler: "discrete",
+      rng: "cuda",
+      onStep: () => {
+        const now = performance.now();
+        stepMs.push(now - last);
+        last = now;
+      },
+    });
+    const sampleMs = performance.now() - t;
+
+    t = performance.now();
+    const [image] = await ckpt.vae.decode(latent);
+    const decodeMs = performance.now() - t;
+    const peak = peakRssBytes();
+    if (values.out) await writePng(values.out, image);
+
+    console.log(JSON.stringify({
+      size,
+      steps,
+      threads: threads ?? null,
+      sampler: values.sampler,
+      cfg: cfgScale,
+      seed,
+      load_s: sec(loadMs),
+      text_encode_s: sec(textMs),
+      step_s: stepMs.map(sec),
+      step_median_s: sec(median(stepMs)),
+      sample_s: sec(sampleMs),
+      decode_s: sec(decodeMs),
+      run_s: sec(performance.now()),
+      peak_rss_bytes: peak,
+    }));
+  } finally {
+    ckpt.dispose();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`gen_worker: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}
