@@ -8,6 +8,7 @@
 typedef struct {
   pthread_t thread;
   int tid;
+  uint64_t seen; /* last generation this worker ran (set before it starts) */
 } worker;
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -23,9 +24,10 @@ static void *job_ctx;
 
 static void *worker_main(void *arg) {
   worker *w = arg;
-  uint64_t seen = 0;
   pthread_mutex_lock(&pool_mu);
-  seen = generation;
+  /* w->seen was set under pool_mu before this thread was created, so a job
+   * published before this thread first takes the lock is not missed. */
+  uint64_t seen = w->seen;
   for (;;) {
     while (generation == seen && !quitting) pthread_cond_wait(&pool_go, &pool_mu);
     if (quitting) break;
@@ -64,6 +66,7 @@ int sdf_pool_resize(int n_threads) {
   pthread_mutex_lock(&pool_mu);
   for (int i = 0; i < want; i++) {
     workers[i].tid = i + 1;
+    workers[i].seen = generation;
     if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
       pthread_mutex_unlock(&pool_mu);
       n_workers = i;
