@@ -84,6 +84,7 @@ export async function main(argv: readonly string[], cache: OutputCache = new Out
       },
     });
     display.close();
+    if (verbose) { for (const line of display.summary()) console.error(line); }
     const cached = result.cached.length ? `, ${result.cached.length} from cache` : "";
     console.error(
       `done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${result.executed.length} nodes ran${cached})`,

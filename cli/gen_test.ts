@@ -189,6 +189,13 @@ Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, al
   assert.deepEqual(linkSeedOverrides(graphFromSdcppFlags(a.flags).file, a.sets).sets, ["sampler.seed=5"]);
 });
 
+Deno.test("flags: -v and -t come back under their long names in both modes", () => {
+  assert.deepEqual(parseArgs(["-v", "-t", "3"], false).flags, { verbose: true, threads: "3" });
+  const a = parseArgs(["-m", "m", "-v", "-t", "2"], true);
+  assert.equal(a.flags.verbose, true);
+  assert.equal(a.flags.threads, "2");
+});
+
 Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", async () => {
   assert.throws(() =>
     (() => {

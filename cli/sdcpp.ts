@@ -104,7 +104,8 @@ function last(v: unknown): unknown {
 /** Parses argv with the given flags; unknown flags are a {@link UsageError}. */
 export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
   const strings: string[] = [...OWN_FLAGS.string];
-  const alias: Record<string, string[]> = { v: ["verbose"], h: ["help"], t: ["threads"] };
+  // long name → short names: with "strip-aliased", flags come back under their long names.
+  const alias: Record<string, string[]> = { verbose: ["v"], help: ["h"], threads: ["t"] };
   if (sdcpp) {
     for (const f of SDCPP_FLAGS) {
       if (f.names.includes("verbose")) continue;

@@ -60,9 +60,10 @@ export class OutputCache {
 
 /** What the runner tells the outside world (the CLI draws progress bars from it). */
 export interface RunReporter {
-  nodeStart?(id: string, type: string): void;
+  /** A node starts running; `category` is its definition's (e.g. `loaders`). */
+  nodeStart?(id: string, type: string, info?: { category?: string }): void;
   nodeEnd?(id: string, info: { cached: boolean; ms: number }): void;
-  progress?(id: string, done: number, total: number): void;
+  progress?(id: string, done: number, total: number, unit?: string): void;
   log?(id: string, message: string): void;
 }
 
@@ -225,14 +226,14 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       nodeId: n.id,
       settings: opts.settings ?? {},
       signal: abort.signal,
-      progress: (done, total) => rep.progress?.(n.id, done, total),
+      progress: (done, total, unit) => rep.progress?.(n.id, done, total, unit),
       log: (message) => rep.log?.(n.id, message),
       publish: (m) => void Object.assign(published, m),
       upstream: () => ancestors(p, n.id, meta),
       graph: () => provenanceGraph(p, n.id, meta),
     };
     const t0 = performance.now();
-    rep.nodeStart?.(n.id, n.type);
+    rep.nodeStart?.(n.id, n.type, { category: n.def.category });
     let out: Record<string, unknown>;
     try {
       out = await n.def.run(inputs, ctx);

@@ -210,12 +210,25 @@ class LoadedCheckpoint implements Checkpoint {
             return make("vae decoder", g, { hoistBudgetBytes: 0 });
           });
           const per = c * h * w;
+          // Progress in ops of the decoder over the whole batch, polled while the backend runs.
+          const ops = Math.max(1, program.plan.stepOps.length);
           for (let i = 0; i < b; i++) {
-            onProgress?.(i, b);
-            const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
-            images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
+            onProgress?.(i * ops, b * ops);
+            const stale = program.progress();
+            let started = stale === 0 || stale < ops;
+            const poll = onProgress && setInterval(() => {
+              const p = program.progress();
+              if (!started && p < stale) started = true;
+              if (started) onProgress(i * ops + Math.min(p, ops), b * ops);
+            }, 100);
+            try {
+              const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
+              images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
+            } finally {
+              if (poll) clearInterval(poll);
+            }
           }
-          onProgress?.(b, b);
+          onProgress?.(b * ops, b * ops);
           return images;
         }),
       encode: (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> =>

@@ -185,8 +185,11 @@ export interface NodeContext {
   readonly nodeId: string;
   readonly settings: RunSettings;
   readonly signal: AbortSignal;
-  /** Reports progress of a long node (drawn as a progress bar by the CLI). */
-  progress(done: number, total: number): void;
+  /**
+   * Reports progress of a long node (drawn as a progress bar by the CLI). With `unit: "step"`
+   * each call marks the end of one step (a sampling step), and `-v` reports time per step.
+   */
+  progress(done: number, total: number, unit?: string): void;
   /** A line for the user (printed above progress bars). */
   log(message: string): void;
   /**

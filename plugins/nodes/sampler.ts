@@ -1,7 +1,7 @@
 /** `sampler`: denoises a latent with the UNet, guided by positive and negative conditioning. */
 
 import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
-import type { SchedulerName } from "../../models/sampling/schedules.ts";
+import { img2imgSigmas, type SchedulerName } from "../../models/sampling/schedules.ts";
 import { defineNode, type NodeValues } from "../node.ts";
 import { estimateNetwork, sample } from "./model_layer.ts";
 
@@ -93,6 +93,12 @@ export const sampler = defineNode({
     const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
     if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
     ctx.publish({ seed });
+    const batch = inputs.batch ?? inputs.latent.shape[0];
+    // The bar shows from the start (the first step may take long); img2img runs the tail of the schedule.
+    const stepsRun = inputs.denoise < 1
+      ? img2imgSigmas(new Float32Array(inputs.steps + 1), inputs.denoise).length - 1
+      : inputs.steps;
+    ctx.progress(0, batch * stepsRun, "step");
     const latent = await sample({
       denoiser: inputs.model,
       positive: inputs.positive,
@@ -105,8 +111,8 @@ export const sampler = defineNode({
       scheduler: inputs.scheduler,
       rng: inputs.rng,
       strength: inputs.denoise,
-      batch: inputs.batch ?? inputs.latent.shape[0],
-      onStep: (i, n) => ctx.progress(i, n),
+      batch,
+      onStep: (i, n) => ctx.progress(i, n, "step"),
     });
     return { latent };
   },
