@@ -44,14 +44,15 @@ static void wake_all(run_ctx *r) {
 
 void sdf_report_error(const sdf_op *op, const char *msg) {
   run_ctx *r = tls_run;
-  if (!r) {
-    sdf_set_error("op %d (%s): %s", op ? op->index : -1, op ? sdf_find_kernel(op->opcode)->name : "?", msg);
+  if (!r) { /* outside a run (e.g. from prepare): just set this thread's message */
+    const sdf_kernel *k = op ? sdf_find_kernel(op->opcode) : NULL;
+    sdf_set_error("op %d (%s): %s", op ? op->index : -1, k ? k->name : "?", msg ? msg : "");
     return;
   }
   int expected = 0;
   if (atomic_compare_exchange_strong(&r->failed, &expected, 1)) {
     const sdf_kernel *k = op ? sdf_find_kernel(op->opcode) : NULL;
-    snprintf(r->error, sizeof r->error, "op %d (%s): %s", op ? op->index : -1, k ? k->name : "?", msg);
+    snprintf(r->error, sizeof r->error, "op %d (%s): %s", op ? op->index : -1, k ? k->name : "?", msg ? msg : "");
     r->status = SDF_E_INVALID;
     atomic_store(&r->finished, 1);
     wake_all(r);

@@ -19,11 +19,12 @@ static int rd_u32(reader *r, uint32_t *v) {
 }
 
 static int rd_u64(reader *r, uint64_t *v) {
-  uint32_t lo, hi;
   if (r->len - r->pos < 8) return -1;
-  rd_u32(r, &lo);
-  rd_u32(r, &hi);
-  *v = (uint64_t)hi << 32 | lo;
+  const uint8_t *b = r->p + r->pos;
+  uint64_t x = 0;
+  for (int i = 7; i >= 0; i--) x = x << 8 | b[i];
+  *v = x;
+  r->pos += 8;
   return 0;
 }
 
