@@ -179,6 +179,14 @@ function openLibrary(path: string): LoadedLib {
   return loaded;
 }
 
+/** A non-negative safe integer as a u64 argument, else a BackendError. */
+function u64(v: number, what: string): bigint {
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new BackendError(SDF_STATUS.E_INVALID, `${what} must be a non-negative integer, got ${v}`);
+  }
+  return BigInt(v);
+}
+
 function configJson(config: BackendConfig): string {
   const threads = config.threads ?? 0;
   if (!Number.isInteger(threads) || threads < 0) {
@@ -274,7 +282,7 @@ export class Backend {
     this.#lib.active = this.config;
   }
 
-  /** A new zero-size-safe buffer of `bytes` bytes (contents undefined). */
+  /** A new 64-byte aligned buffer of `bytes` bytes (contents undefined). */
   alloc(bytes: number): BackendBuffer {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw new BackendError(SDF_STATUS.E_INVALID, `alloc: bytes must be a non-negative integer, got ${bytes}`);
@@ -345,7 +353,12 @@ export class BackendBuffer {
   write(offset: number, data: ArrayBufferView): void {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;
     this.backend.check(
-      this.backend.symbols.sdf_buffer_write(this.pointer, BigInt(offset), bytes, BigInt(bytes.byteLength)),
+      this.backend.symbols.sdf_buffer_write(
+        this.pointer,
+        u64(offset, "write: offset"),
+        bytes,
+        BigInt(bytes.byteLength),
+      ),
       "sdf_buffer_write",
     );
   }
@@ -357,7 +370,7 @@ export class BackendBuffer {
     }
     const out = new Uint8Array(bytes);
     this.backend.check(
-      this.backend.symbols.sdf_buffer_read(this.pointer, BigInt(offset), out, BigInt(bytes)),
+      this.backend.symbols.sdf_buffer_read(this.pointer, u64(offset, "read: offset"), out, BigInt(bytes)),
       "sdf_buffer_read",
     );
     return out;
@@ -367,7 +380,7 @@ export class BackendBuffer {
   readInto<T extends ArrayBufferView>(offset: number, target: T): T {
     const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength) as Uint8Array<ArrayBuffer>;
     this.backend.check(
-      this.backend.symbols.sdf_buffer_read(this.pointer, BigInt(offset), bytes, BigInt(bytes.byteLength)),
+      this.backend.symbols.sdf_buffer_read(this.pointer, u64(offset, "read: offset"), bytes, BigInt(bytes.byteLength)),
       "sdf_buffer_read",
     );
     return target;
