@@ -104,6 +104,12 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
 
 void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
                  int64_t M, int64_t k0, int64_t kc) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_isa == SDF_ISA_AVX512) {
+    sdfg_pack_a_avx512(dst, src, dtype, ld, M, k0, kc);
+    return;
+  }
+#endif
   for (int64_t p0 = 0; p0 < M; p0 += SDFG_MR) {
     const int64_t h = sdfg_min(SDFG_MR, M - p0);
     float *d = dst + p0 * kc;
@@ -125,6 +131,12 @@ void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
 
 void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
                   int64_t N, int64_t k0, int64_t kc) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_isa == SDF_ISA_AVX512) {
+    sdfg_pack_bt_avx512(dst, src, dtype, ld, N, k0, kc);
+    return;
+  }
+#endif
   for (int64_t q0 = 0; q0 < N; q0 += SDFG_NR) {
     const int64_t w = sdfg_min(SDFG_NR, N - q0);
     float *d = dst + q0 * kc;

@@ -150,6 +150,12 @@ void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
  * weight W[N, K]): B[k, j] = src[j*ld + k0 + k]. */
 void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
                   int64_t N, int64_t k0, int64_t kc);
+#if defined(__x86_64__) || defined(_M_X64)
+void sdfg_pack_a_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
+                        int64_t M, int64_t k0, int64_t kc);
+void sdfg_pack_bt_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
+                         int64_t N, int64_t k0, int64_t kc);
+#endif
 /* B (kc x N) from a row-major f32 matrix: B[k, j] = src[(k0 + k)*ld + j]. */
 void sdfg_pack_b(float *dst, const float *src, int64_t ld, int64_t N,
                  int64_t k0, int64_t kc);

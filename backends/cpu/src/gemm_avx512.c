@@ -91,3 +91,82 @@ static void ukr_6x64(int64_t kc, const float *const *a, const float *const *b,
 const sdfg_kernels sdfg_kernels_avx512 = {
     {2, 2, ukr_12x32}, {4, 1, ukr_24x16}, {1, 4, ukr_6x64}};
 #endif
+
+/* ---- AVX-512 packing (same format as the portable packers in gemm.c) ---- */
+#if defined(__x86_64__) || defined(_M_X64)
+/* 16 floats of row `src` from element i, widened from the tensor dtype;
+ * n < 16 loads only the first n (rest zero). */
+AI __m512 load16(const void *src, int32_t dtype, int64_t i, int n) {
+  const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+  if (dtype == SDF_F32) return _mm512_maskz_loadu_ps(m, (const float *)src + i);
+  const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i);
+  if (dtype == SDF_F16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* In-register 16x16 transpose. */
+AI void tr16x16(__m512 *r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  /* r[4a+b] now holds, per 128-bit lane L, row group a's column 4L+b
+   * elements; interleave the 128-bit lanes of the four row groups. */
+  for (int b = 0; b < 4; b++) {
+    __m512 x0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88);
+    __m512 x1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xdd);
+    __m512 x2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88);
+    __m512 x3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xdd);
+    t[b] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+    t[8 + b] = _mm512_shuffle_f32x4(x0, x2, 0xdd);
+    t[4 + b] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+    t[12 + b] = _mm512_shuffle_f32x4(x1, x3, 0xdd);
+  }
+  for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+void sdfg_pack_bt_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
+                         int64_t N, int64_t k0, int64_t kc) {
+  const size_t es = dtype == SDF_F32 ? 4 : 2;
+  for (int64_t q0 = 0; q0 < N; q0 += 16) {
+    const int64_t w = sdfg_min(16, N - q0);
+    float *d = dst + q0 * kc;
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+      const int n = (int)sdfg_min(16, kc - kb);
+      __m512 r[16];
+      for (int j = 0; j < 16; j++)
+        r[j] = j < w ? load16((const char *)src + ((q0 + j) * ld + k0) * es, dtype, kb, n)
+                     : _mm512_setzero_ps();
+      tr16x16(r);
+      const __mmask16 wm = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1u);
+      for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(d + (kb + k) * w, wm, r[k]);
+    }
+  }
+}
+
+void sdfg_pack_a_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
+                        int64_t M, int64_t k0, int64_t kc) {
+  const size_t es = dtype == SDF_F32 ? 4 : 2;
+  for (int64_t p0 = 0; p0 < M; p0 += 6) {
+    const int64_t h = sdfg_min(6, M - p0);
+    float *d = dst + p0 * kc;
+    const __mmask16 hm = (__mmask16)((1u << h) - 1u);
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+      const int n = (int)sdfg_min(16, kc - kb);
+      __m512 r[16];
+      for (int i = 0; i < 16; i++)
+        r[i] = i < h ? load16((const char *)src + ((p0 + i) * ld + k0) * es, dtype, kb, n)
+                     : _mm512_setzero_ps();
+      tr16x16(r);
+      for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(d + (kb + k) * h, hm, r[k]);
+    }
+  }
+}
+#endif
