@@ -11,6 +11,7 @@
 import { OutputCache, runPipeline } from "../dsl/run.ts";
 import type { Pipeline } from "../dsl/validate.ts";
 import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+import { OpProfiler } from "./profile.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { sdcppHelp, UsageError } from "./sdcpp.ts";
 
@@ -23,6 +24,7 @@ options:
   -t, --threads N              CPU threads for the backend
   --backend NAME               backend to run on (default: the best available)
   --concurrency N              how many independent nodes may run at once (default 2)
+  --profile                    print per-op times of the networks at the end (top ops, time by op kind)
   -v, --verbose                progress of every node; stack traces on errors
   -h, --help                   this text
 
@@ -73,6 +75,7 @@ export async function main(argv: readonly string[], cache: OutputCache = new Out
     if (conc !== undefined && !/^[1-9]\d*$/.test(conc)) {
       throw new UsageError(`--concurrency expects a positive integer, got "${conc}"`);
     }
+    const profiler = args.flags.profile ? new OpProfiler() : undefined;
     const t0 = performance.now();
     const result = await runPipeline(pipeline, {
       cache,
@@ -81,10 +84,12 @@ export async function main(argv: readonly string[], cache: OutputCache = new Out
       settings: {
         threads: threads ? Number(threads) : undefined,
         backend: args.flags.backend as string | undefined,
+        onProfile: profiler && ((network, ops, ms) => profiler.add(network, ops, ms)),
       },
     });
     display.close();
     if (verbose) { for (const line of display.summary()) console.error(line); }
+    if (profiler) console.log(profiler.report().join("\n"));
     const cached = result.cached.length ? `, ${result.cached.length} from cache` : "";
     console.error(
       `done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${result.executed.length} nodes ran${cached})`,

@@ -83,7 +83,7 @@ const NOT_YET = [
 
 /** sdflow's own flags, accepted in both modes. */
 export const OWN_FLAGS = {
-  boolean: ["dry-run", "verbose", "help"],
+  boolean: ["dry-run", "verbose", "help", "profile"],
   string: ["set", "backend", "concurrency", "threads"],
   alias: { v: "verbose", h: "help", t: "threads" },
 } as const;

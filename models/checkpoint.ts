@@ -7,7 +7,15 @@
  */
 
 import { type Backend, loadBackend } from "../backends/mod.ts";
-import { compile, Graph, type PlanOptions, type Program, SharedArena } from "../engine/mod.ts";
+import {
+  compile,
+  Graph,
+  type InputData,
+  type OpProfile,
+  type PlanOptions,
+  type Program,
+  SharedArena,
+} from "../engine/mod.ts";
 import { type ArchInfo, detectArch } from "./arch.ts";
 import { buildTextEncoder } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
@@ -43,6 +51,11 @@ export interface LoadOptions {
   hoistBudgetBytes?: number;
   /** Called with each compiled program's plan statistics (for `-v`). */
   onCompile?: (network: string, program: Program) => void;
+  /**
+   * Called after every run of a network's program with its per-op wall times (`Program.profile()`)
+   * and the run's wall time, for `--profile`. Op times overlap when ops run concurrently.
+   */
+  onProfile?: (network: string, ops: readonly OpProfile[], runMs: number) => void;
 }
 
 /** A checkpoint that cannot be used for generation (parts missing). */
@@ -140,10 +153,21 @@ class LoadedCheckpoint implements Checkpoint {
     // The networks run one at a time, so they share one activation arena.
     const arena = new SharedArena(backend);
     this.#arena = arena;
+    const networks = new WeakMap<Program, string>();
     const make = (network: string, g: Graph, plan: PlanOptions): Program => {
       const program = compile(g, backend, { ...plan, arena });
+      networks.set(program, network);
       opts.onCompile?.(network, program);
       return program;
+    };
+    const onProfile = opts.onProfile;
+    /** Runs a program, reporting its per-op times when profiling. */
+    const run = async (program: Program, inputs: Record<string, InputData>): Promise<Record<string, Float32Array>> => {
+      if (!onProfile) return await program.run(inputs);
+      const t0 = performance.now();
+      const out = await program.run(inputs);
+      onProfile(networks.get(program) ?? "network", program.profile(), performance.now() - t0);
+      return out;
     };
 
     this.textEncoder = {
@@ -158,7 +182,7 @@ class LoadedCheckpoint implements Checkpoint {
           });
           const tokens = new Int32Array(chunks.length * clip.maxTokens);
           chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
-          const { hidden } = await program.run({ tokens });
+          const { hidden } = await run(program, { tokens });
           const perChunk = clip.maxTokens * clip.width;
           chunks.forEach((c, i) =>
             applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
@@ -189,7 +213,7 @@ class LoadedCheckpoint implements Checkpoint {
             buildUnet(g, lookup(g), unet, { batch: b, height: h, width: w, contextTokens: tokens });
             return make("unet", g, { hoistBudgetBytes });
           });
-          const { out } = await program.run({ x: x.data, timesteps, context: cond.context.data });
+          const { out } = await run(program, { x: x.data, timesteps, context: cond.context.data });
           return { shape: x.shape, data: out };
         }),
     };
@@ -222,7 +246,7 @@ class LoadedCheckpoint implements Checkpoint {
               if (started) onProgress(i * ops + Math.min(p, ops), b * ops);
             }, 100);
             try {
-              const { image } = await program.run({ latent: latent.data.slice(i * per, (i + 1) * per) });
+              const { image } = await run(program, { latent: latent.data.slice(i * per, (i + 1) * per) });
               images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
             } finally {
               if (poll) clearInterval(poll);
@@ -240,7 +264,7 @@ class LoadedCheckpoint implements Checkpoint {
             buildVaeEncoder(g, lookup(g), vae, { batch: b, height: h, width: w });
             return make("vae encoder", g, { hoistBudgetBytes: 0 });
           });
-          const { moments } = await program.run({ image: input.data });
+          const { moments } = await run(program, { image: input.data });
           const shape = [b, 2 * vae.zChannels, h / vae.downFactor, w / vae.downFactor];
           const noise = o.seed === undefined
             ? null

@@ -166,6 +166,15 @@ export interface NodeEstimate {
 export interface RunSettings {
   readonly threads?: number;
   readonly backend?: string;
+  /**
+   * `--profile`: model nodes pass this to the model layer, which calls it after every network
+   * run with the per-op wall times of `Program.profile()` and the run's wall time.
+   */
+  readonly onProfile?: (
+    network: string,
+    ops: readonly { kind: string; label?: string; note?: string; flops: number; ms: number }[],
+    runMs: number,
+  ) => void;
 }
 
 /** Facts about an ancestor node, for nodes that describe their provenance (save_image's `parameters`). */

@@ -1,7 +1,7 @@
 /** `checkpoint`: loads a Stable Diffusion checkpoint and splits it into model, text encoder and VAE. */
 
-import { defineNode, NodeInputError, type NodeValues } from "../node.ts";
-import { makeTinyCheckpoint } from "../../models/mod.ts";
+import { defineNode, NodeInputError, type NodeValues, type RunSettings } from "../node.ts";
+import { type LoadOptions, makeTinyCheckpoint } from "../../models/mod.ts";
 import { loadCheckpoint } from "./model_layer.ts";
 
 /** Where generated tiny checkpoints are kept (generated once per seed; same seed, same bytes). */
@@ -39,6 +39,11 @@ async function fileFingerprint(path: unknown): Promise<unknown> {
   }
 }
 
+/** What the run's settings (`-t`, `--backend`, `--profile`) ask of the model layer. */
+function loadOptions(settings: RunSettings): LoadOptions {
+  return { threads: settings.threads, backend: settings.backend, onProfile: settings.onProfile };
+}
+
 /** Loads a checkpoint file (.safetensors, .ckpt, .gguf). */
 export const checkpoint = defineNode({
   type: "checkpoint",
@@ -67,7 +72,7 @@ export const checkpoint = defineNode({
       }
       throw e;
     }
-    const ckpt = await loadCheckpoint(path, { threads: ctx.settings.threads, backend: ctx.settings.backend });
+    const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
     ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },
@@ -103,7 +108,7 @@ export const tinyCheckpoint = defineNode({
   async run({ seed }, ctx) {
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
-    const ckpt = await loadCheckpoint(path, { threads: ctx.settings.threads, backend: ctx.settings.backend });
+    const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },
