@@ -58,12 +58,17 @@ export function reportError(e: unknown, verbose: boolean, write: (line: string) 
     return 1;
   }
   if (e instanceof NodeRunError) {
-    write(`error: ${e.message}`);
+    write(`error: ${oneLine(e.message)}`);
     if (verbose) write(String((e.cause as Error)?.stack ?? e.stack));
     return 1;
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  write(`error: ${err.message}`);
+  write(`error: ${oneLine(err.message)}`);
   if (verbose) write(String(err.stack));
   return 1;
+}
+
+/** A failure is reported as one line (graph errors list one problem per line instead). */
+function oneLine(message: string): string {
+  return message.split(/\r?\n/).map((l) => l.trim()).filter(Boolean).join(" ");
 }

@@ -48,14 +48,14 @@ function loadOptions(settings: RunSettings): LoadOptions {
 export const checkpoint = defineNode({
   type: "checkpoint",
   category: "loaders",
-  description: "Loads a Stable Diffusion checkpoint (.safetensors, .ckpt or .gguf) and outputs its UNet, " +
-    "text encoder and VAE.",
+  description: "Loads a Stable Diffusion checkpoint (.safetensors, .ckpt or .gguf file, or a diffusers folder) " +
+    "and outputs its UNet, text encoder and VAE.",
   inputs: {
     path: {
       schema: {
         type: "string",
         minLength: 1,
-        description: "Path of the checkpoint file, relative to the working directory.",
+        description: "Path of the checkpoint file, or of a diffusers folder, relative to the working directory.",
         examples: ["models/v1-5-pruned-emaonly.safetensors"],
       },
     },
@@ -64,11 +64,11 @@ export const checkpoint = defineNode({
   fingerprint: (values: NodeValues) => fileFingerprint(values.path),
   async run({ path }, ctx) {
     try {
-      const st = await Deno.stat(path);
-      if (!st.isFile) throw new NodeInputError("path", `${path} is not a file`);
+      await Deno.stat(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
-        throw new NodeInputError("path", `model file not found: ${path}\n${sd15Help(ctx.nodeId)}`);
+        // One line: the CLI prints errors as single lines.
+        throw new NodeInputError("path", `model file not found: ${path}. ${sd15Help(ctx.nodeId)}`);
       }
       throw e;
     }

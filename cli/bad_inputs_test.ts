@@ -1,0 +1,130 @@
+/**
+ * Bad and hostile model files through the CLI (issue 3, "what it must show" 5): a pickle that
+ * calls os.system, a truncated .safetensors, headers that lie about sizes, a missing file.
+ * Each must end the process with exit code 1 and ONE line on stderr naming the problem — no
+ * stack trace, no crash — and the pickle must never run.
+ */
+
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+const dec = new TextDecoder();
+const STACK = /^\s+at .+:\d+:\d+/m;
+/** What models/weights/testdata/evil_system.pt would create if it ran (see make_ckpt_fixtures.py). */
+const MARKER = "/tmp/sdflow-weights-test-pwned";
+
+async function gen(model: string, out: string, ...extra: string[]) {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "cli/gen.ts",
+      "-m",
+      model,
+      "-p",
+      "a cat",
+      "-W",
+      "64",
+      "-H",
+      "64",
+      "--steps",
+      "1",
+      "-o",
+      out,
+      ...extra,
+    ],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+/** A safetensors file: 8-byte little-endian header length, JSON header, `data` bytes of zeros. */
+function safetensors(header: unknown, data: number): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + h.length + data);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  return out;
+}
+
+const CONV = "model.diffusion_model.input_blocks.0.0.weight";
+
+const cases: { name: string; file: string; make: (path: string) => Promise<void>; error: RegExp }[] = [
+  {
+    name: "a hostile .ckpt (a pickle calling os.system) is refused without running it",
+    file: "hostile.ckpt",
+    make: (p) => Deno.copyFile(new URL("../models/weights/testdata/evil_system.pt", import.meta.url), p),
+    error: /refusing to load .*hostile\.ckpt: pickle imports posix\.system/,
+  },
+  {
+    name: "a truncated .safetensors",
+    file: "truncated.safetensors",
+    make: async (p) => {
+      const whole = await Deno.readFile(new URL("../models/testdata/tiny_reference.safetensors", import.meta.url));
+      await Deno.writeFile(p, whole.subarray(0, whole.length >> 1));
+    },
+    error: /truncated\.safetensors is truncated: tensor .* ends at byte \d+ but the file has \d+ bytes/,
+  },
+  {
+    name: "a header whose offsets run past the end of the file",
+    file: "beyond.safetensors",
+    make: (p) =>
+      Deno.writeFile(p, safetensors({ [CONV]: { dtype: "F32", shape: [320, 4, 3, 3], data_offsets: [0, 46080] } }, 64)),
+    error: /beyond\.safetensors is truncated: tensor model\.diffusion_model\.input_blocks\.0\.0\.weight ends at byte/,
+  },
+  {
+    name: "a header whose shape and data_offsets disagree",
+    file: "shape.safetensors",
+    make: (p) =>
+      Deno.writeFile(p, safetensors({ [CONV]: { dtype: "F32", shape: [320, 4, 3, 3], data_offsets: [0, 64] } }, 64)),
+    error: /shape\.safetensors: header lies about sizes: tensor .* is F32 \[320, 4, 3, 3\] = 46080 bytes/,
+  },
+  {
+    name: "a header length larger than the file",
+    file: "header.safetensors",
+    make: async (p) => {
+      const bytes = safetensors({ [CONV]: { dtype: "F32", shape: [1], data_offsets: [0, 4] } }, 4);
+      new DataView(bytes.buffer).setBigUint64(0, 1n << 40n, true);
+      await Deno.writeFile(p, bytes);
+    },
+    error: /header\.safetensors: header length 1099511627776 exceeds the 100 MB limit/,
+  },
+  {
+    name: "a missing file",
+    file: "missing.safetensors",
+    make: () => Promise.resolve(),
+    error: /model file not found: .*missing\.safetensors\. The official Stable Diffusion 1\.5 weights are published at/,
+  },
+];
+
+for (const c of cases) {
+  Deno.test(`gen: ${c.name}: one line on stderr, exit code 1, no stack trace`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const model = `${dir}/${c.file}`;
+      await c.make(model);
+      await Deno.remove(MARKER).catch(() => {});
+      const r = await gen(model, `${dir}/out.png`);
+      assert.equal(r.code, 1, r.stderr);
+      const lines = r.stderr.split("\n").filter((l) => l !== "");
+      assert.equal(lines.length, 1, `expected one line, got:\n${r.stderr}`);
+      assert.match(lines[0], /^error: node "checkpoint" /);
+      assert.match(lines[0], c.error);
+      assert.doesNotMatch(r.stderr, STACK);
+      assert.doesNotMatch(r.stderr, /Uncaught|panicked/);
+      assert.equal(await Deno.stat(`${dir}/out.png`).then(() => true, () => false), false, "no image is written");
+      assert.equal(await Deno.stat(MARKER).then(() => true, () => false), false, "the pickle must not run");
+
+      // -v adds the stack trace, for bug reports.
+      const v = await gen(model, `${dir}/out.png`, "-v");
+      assert.equal(v.code, 1);
+      assert.match(v.stderr, c.error);
+      assert.match(v.stderr, STACK);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
