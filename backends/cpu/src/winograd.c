@@ -10,24 +10,6 @@
 #include "winograd_tx.h"
 #undef WT
 
-/* Filter transform matrices G (A x 3), matching B^T / A^T in winograd_tx.h. */
-static const double G2[4][3] = {
-    {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-static const double G4[6][3] = {{0.25, 0, 0},
-                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                {0, 0, 1}};
-static const double G6[8][3] = {{1, 0, 0},
-                                {-2.0 / 9, -2.0 / 9, -2.0 / 9},
-                                {-2.0 / 9, 2.0 / 9, -2.0 / 9},
-                                {1.0 / 90, 1.0 / 45, 2.0 / 45},
-                                {1.0 / 90, -1.0 / 45, 2.0 / 45},
-                                {32.0 / 45, 16.0 / 45, 8.0 / 45},
-                                {32.0 / 45, -16.0 / 45, 8.0 / 45},
-                                {0, 0, 1}};
-
 #define SDFW_GEMM_KC 512
 
 static int check_m(const sdf_op *op, char *err, size_t n) {
@@ -86,30 +68,22 @@ static int32_t filter_prepare(sdf_op *op, char *err, size_t err_len) {
   return SDF_OK;
 }
 
+#include "winograd_filter.h"
+
 static void filter_run(const sdf_op *op, int64_t chunk, void *scratch) {
   (void)scratch;
   const sdf_tensor *w = op->in[0];
-  const int m = (int)op->p[0], A = m + 2;
+  const int m = (int)op->p[0];
   const int64_t Co = w->dims[0], Ci = w->dims[1];
-  const double(*G)[3] = m == 2 ? G2 : (m == 4 ? G4 : G6);
   float *u = op->out[0]->data;
   const int64_t p0 = chunk * SDFG_MR, h = sdfg_min(SDFG_MR, Co - p0);
-  for (int64_t i = 0; i < h; i++) {
-    for (int64_t ci = 0; ci < Ci; ci++) {
-      double g[3][3], t[8][3];
-      for (int a = 0; a < 9; a++)
-        g[a / 3][a % 3] = sdfg_load(w->data, w->dtype, ((p0 + i) * Ci + ci) * 9 + a);
-      for (int r = 0; r < A; r++)
-        for (int c = 0; c < 3; c++)
-          t[r][c] = G[r][0] * g[0][c] + G[r][1] * g[1][c] + G[r][2] * g[2][c];
-      for (int r = 0; r < A; r++)
-        for (int c = 0; c < A; c++) {
-          double val = t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2];
-          int64_t k = r * A + c;
-          u[k * Co * Ci + p0 * Ci + ci * h + i] = (float)val;
-        }
-    }
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_isa == SDF_ISA_AVX512) {
+    sdfw_filter_avx512(m, w, u, Co, Ci, p0, h);
+    return;
   }
+#endif
+  sdfw_filter_panels(m, w, u, Co, Ci, p0, h);
 }
 
 const sdf_kernel sdf_kernel_wino_filter = {SDF_OP_WINO_FILTER, "wino_filter",

@@ -73,6 +73,8 @@ void sdfw_input_avx512(const sdfw_geom *g, const float *x, float *v, int64_t q0,
 void sdfw_output_avx512(const sdfw_geom *g, const float *mm, const float *bias,
                         const float *res, float *y, int64_t q0, int64_t q1,
                         int64_t c0, int64_t c1);
+void sdfw_filter_avx512(int m, const sdf_tensor *w, float *u, int64_t Co,
+                        int64_t Ci, int64_t p0, int64_t h);
 void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q0,
                      int64_t q1, int64_t c0, int64_t c1);
 void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,

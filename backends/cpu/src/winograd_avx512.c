@@ -17,6 +17,13 @@ typedef float v16 __attribute__((vector_size(64)));
 
 #define AI static inline __attribute__((always_inline))
 
+#include "winograd_filter.h"
+
+void sdfw_filter_avx512(int m, const sdf_tensor *w, float *u, int64_t Co,
+                        int64_t Ci, int64_t p0, int64_t h) {
+  sdfw_filter_panels(m, w, u, Co, Ci, p0, h);
+}
+
 /* Per-lane tile origins and validity masks of panel q. rows/cols: bit j set
  * when row (col) r of lane j's patch lies inside [0, lim). */
 AI void lanes(const sdfw_geom *g, int64_t q, int64_t plane, int64_t oh,

@@ -61,12 +61,14 @@ static int bench(int argc, char **argv) {
       ti = median(t, reps);
     }
     printf("%-19s %8.1fms %7.0f |", b->name, ti * 1e3, ti > 0 ? flops / ti * 1e-9 : 0);
-    double best = 1e30;
+    double best = 1e30, tfilt[3];
     int bestm = 0;
     for (int m = 2; m <= 6; m += 2) {
       wino_bufs wb;
       wino_alloc(&wb, m, b->N, b->Ci, b->Co, H, H);
+      double tf0 = now();
       wino_filter(&wb, w, m);
+      tfilt[m / 2 - 1] = now() - tf0;
       double st[3][5];
       for (int r = 0; r < reps; r++) {
         double tt[3] = {0, 0, 0};
@@ -82,7 +84,8 @@ static int bench(int argc, char **argv) {
       if (tw < best) best = tw, bestm = m;
       wino_free(&wb);
     }
-    printf(" | m=%d %.2fx\n", bestm, ti > 0 ? ti / best : 0);
+    printf(" | m=%d %.2fx | filter %.0f/%.0f/%.0fms\n", bestm, ti > 0 ? ti / best : 0,
+           tfilt[0] * 1e3, tfilt[1] * 1e3, tfilt[2] * 1e3);
     fflush(stdout);
     tfree(x), tfree(w), tfree(bias), tfree(y);
   }
