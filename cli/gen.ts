@@ -52,7 +52,17 @@ export function describeOrder(p: Pipeline): string {
 }
 
 /** Runs the `gen` command; returns the exit code. */
-export async function main(argv: readonly string[], cache: OutputCache = new OutputCache()): Promise<number> {
+export async function main(argv: readonly string[], cache?: OutputCache): Promise<number> {
+  // A cache made here lives for this command: its entries (loaded checkpoints) are released at the end.
+  const own = cache ? undefined : new OutputCache();
+  try {
+    return await generate(argv, cache ?? own!);
+  } finally {
+    own?.clear();
+  }
+}
+
+async function generate(argv: readonly string[], cache: OutputCache): Promise<number> {
   let verbose = wantsVerbose(argv);
   const display = new ProgressDisplay({ verbose });
   try {

@@ -23,11 +23,28 @@ import type { Pipeline, PipelineNode } from "./validate.ts";
 export interface CacheEntry {
   readonly outputs: Readonly<Record<string, unknown>>;
   readonly meta: Readonly<Record<string, unknown>>;
+  /** Releases what the outputs hold (a loaded checkpoint); called when the entry leaves the cache. */
+  readonly dispose?: () => void;
 }
 
-/** Node outputs by cache key, least recently used evicted first. Keep one per session to reuse work across runs. */
+function release(e: CacheEntry): void {
+  try {
+    e.dispose?.();
+  } catch {
+    // A failing cleanup must not break the run that evicted the entry.
+  }
+}
+
+/**
+ * Node outputs by cache key, least recently used evicted first. Keep one per session to reuse work
+ * across runs. An entry's `dispose` runs when it is evicted, replaced or cleared — deferred while a
+ * run that uses it is in progress ({@link OutputCache.pin}). Call {@link OutputCache.clear} when done.
+ */
 export class OutputCache {
   readonly #entries = new Map<string, CacheEntry>();
+  readonly #pins = new Map<string, number>();
+  /** Entries evicted while pinned, released on the last unpin. */
+  readonly #pending = new Map<string, CacheEntry[]>();
   readonly maxEntries: number;
 
   constructor(opts: { maxEntries?: number } = {}) {
@@ -44,17 +61,50 @@ export class OutputCache {
   }
 
   set(key: string, entry: CacheEntry): void {
+    const old = this.#entries.get(key);
     this.#entries.delete(key);
     this.#entries.set(key, entry);
-    while (this.#entries.size > this.maxEntries) this.#entries.delete(this.#entries.keys().next().value!);
+    if (old && old !== entry) this.#drop(key, old);
+    while (this.#entries.size > this.maxEntries) {
+      const [k, e] = this.#entries.entries().next().value!;
+      this.#entries.delete(k);
+      this.#drop(k, e);
+    }
+  }
+
+  #drop(key: string, e: CacheEntry): void {
+    if (this.#pins.has(key)) this.#pending.set(key, [...(this.#pending.get(key) ?? []), e]);
+    else release(e);
+  }
+
+  /** Marks keys as in use by a run: their entries are released only after {@link OutputCache.unpin}. */
+  pin(keys: Iterable<string>): void {
+    for (const k of keys) this.#pins.set(k, (this.#pins.get(k) ?? 0) + 1);
+  }
+
+  /** Ends a {@link OutputCache.pin}; entries evicted meanwhile are released now. */
+  unpin(keys: Iterable<string>): void {
+    for (const k of keys) {
+      const n = (this.#pins.get(k) ?? 0) - 1;
+      if (n > 0) {
+        this.#pins.set(k, n);
+        continue;
+      }
+      this.#pins.delete(k);
+      for (const e of this.#pending.get(k) ?? []) release(e);
+      this.#pending.delete(k);
+    }
   }
 
   get size(): number {
     return this.#entries.size;
   }
 
+  /** Empties the cache, releasing every entry (those in use by a run: when it ends). */
   clear(): void {
+    const all = [...this.#entries];
     this.#entries.clear();
+    for (const [k, e] of all) this.#drop(k, e);
   }
 }
 
@@ -81,7 +131,10 @@ export interface RunOptions {
 export interface RunResult {
   /** Outputs of every node, by id. */
   readonly outputs: ReadonlyMap<string, Readonly<Record<string, unknown>>>;
-  /** Nodes that ran, in completion order. */
+  /**
+   * Nodes that ran, in completion order. Without `opts.cache`, resources behind the outputs (loaded
+   * checkpoints) are released when the run returns; keep an {@link OutputCache} to use them after.
+   */
   readonly executed: readonly string[];
   /** Nodes whose outputs came from the cache. */
   readonly cached: readonly string[];
@@ -192,6 +245,10 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
   opts.signal?.addEventListener("abort", () => abort.abort(opts.signal!.reason), { once: true });
 
   const { keys, volatile } = await cacheKeys(p);
+  // Outputs of this run stay alive until it ends; resources of uncached nodes are released then.
+  const pinned = [...keys.values()];
+  cache.pin(pinned);
+  const uncached: CacheEntry[] = [];
   const outputs = new Map<string, Record<string, unknown>>();
   const meta = new Map<string, Record<string, unknown>>();
   const executed: string[] = [];
@@ -222,6 +279,10 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
     for (const [name, r] of Object.entries(n.refs)) inputs[name] = outputs.get(r.node)![r.output];
     const published: Record<string, unknown> = {};
     meta.set(n.id, published);
+    const disposers: (() => void)[] = [];
+    const dispose = () => {
+      for (const d of disposers.splice(0).reverse()) d();
+    };
     const ctx: NodeContext = {
       nodeId: n.id,
       settings: opts.settings ?? {},
@@ -231,6 +292,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       publish: (m) => void Object.assign(published, m),
       upstream: () => ancestors(p, n.id, meta),
       graph: () => provenanceGraph(p, n.id, meta),
+      onDispose: (fn) => void disposers.push(fn),
     };
     const t0 = performance.now();
     rep.nodeStart?.(n.id, n.type, { category: n.def.category });
@@ -241,37 +303,50 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
         if (out?.[name] === undefined) throw new Error(`run() returned no "${name}" output`);
       }
     } catch (e) {
+      release({ outputs: {}, meta: {}, dispose });
       throw new NodeRunError(n.id, n.type, e instanceof NodeInputError ? e.input : undefined, e);
     }
     outputs.set(n.id, out);
     executed.push(n.id);
-    if (!volatile.has(n.id)) cache.set(key, { outputs: out, meta: published });
+    if (!volatile.has(n.id)) {
+      cache.set(key, { outputs: out, meta: published, ...(disposers.length ? { dispose } : {}) });
+    } else if (disposers.length) uncached.push({ outputs: out, meta: published, dispose });
     rep.nodeEnd?.(n.id, { cached: false, ms: performance.now() - t0 });
   }
 
-  await new Promise<void>((resolve) => {
-    const pump = (): void => {
-      while (!failure && ready.length && running < limit) {
-        const id = ready.shift()!;
-        running++;
-        execute(p.nodes.get(id)!).then(() => {
-          for (const u of users.get(id) ?? []) {
-            waiting.set(u, waiting.get(u)! - 1);
-            if (waiting.get(u) === 0) ready.push(u);
-          }
-          ready.sort((a, b) => p.order.indexOf(a) - p.order.indexOf(b));
-        }, (e) => {
-          failure ??= e instanceof NodeRunError ? e : new NodeRunError(id, p.nodes.get(id)!.type, undefined, e);
-          abort.abort(failure);
-        }).finally(() => {
-          running--;
-          pump();
-        });
-      }
-      if (running === 0) resolve();
-    };
-    pump();
-  });
+  try {
+    await schedule();
+  } finally {
+    for (const e of uncached) release(e);
+    cache.unpin(pinned);
+    if (!opts.cache) cache.clear();
+  }
   if (failure) throw failure;
   return { outputs, executed, cached, keys, meta };
+
+  function schedule(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const pump = (): void => {
+        while (!failure && ready.length && running < limit) {
+          const id = ready.shift()!;
+          running++;
+          execute(p.nodes.get(id)!).then(() => {
+            for (const u of users.get(id) ?? []) {
+              waiting.set(u, waiting.get(u)! - 1);
+              if (waiting.get(u) === 0) ready.push(u);
+            }
+            ready.sort((a, b) => p.order.indexOf(a) - p.order.indexOf(b));
+          }, (e) => {
+            failure ??= e instanceof NodeRunError ? e : new NodeRunError(id, p.nodes.get(id)!.type, undefined, e);
+            abort.abort(failure);
+          }).finally(() => {
+            running--;
+            pump();
+          });
+        }
+        if (running === 0) resolve();
+      };
+      pump();
+    });
+  }
 }

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { testGraph, testNodes } from "./testdata/test_nodes.ts";
 import { NodeRunError, OutputCache, runPipeline } from "./run.ts";
 import { validateGraph } from "./validate.ts";
+import { defineNode } from "../plugins/node.ts";
 
 Deno.test("runner: every node runs after its inputs, in one topological order", async () => {
   const { nodes, probe } = testNodes();
@@ -114,4 +115,103 @@ Deno.test("runner: a missing checkpoint says where the weights are and how to ov
     assert.match(e.message, /graphs\/demo\.json/);
     return true;
   });
+});
+
+// Resources behind outputs (a loaded checkpoint): released when their cache entry goes, or the run ends.
+function disposalNodes(log: string[]) {
+  const resource = defineNode({
+    type: "t_resource",
+    description: "test: a loaded resource that must be disposed",
+    inputs: { name: { schema: { type: "string" } }, cacheable: { schema: { type: "boolean", default: true } } },
+    outputs: { handle: "T_HANDLE" },
+    cacheable: (v) => v.cacheable !== false,
+    run: ({ name }, ctx) => {
+      log.push(`load ${name}`);
+      ctx.onDispose(() => log.push(`dispose ${name}`));
+      return Promise.resolve({ handle: { name } });
+    },
+  });
+  const use = defineNode({
+    type: "t_use",
+    description: "test: uses a handle, and can fail",
+    inputs: { handle: { type: "T_HANDLE" }, fail: { schema: { type: "boolean", default: false } } },
+    outputs: {},
+    sideEffects: true,
+    run: ({ handle, fail }) => {
+      log.push(`use ${(handle as { name: string }).name}`);
+      if (fail) return Promise.reject(new Error("boom"));
+      return Promise.resolve({});
+    },
+  });
+  return [resource, use];
+}
+
+Deno.test("runner: a cached resource is disposed when evicted or cleared, not while a run uses it", async () => {
+  const log: string[] = [];
+  const nodes = disposalNodes(log);
+  const graph = (name: string) =>
+    validateGraph({
+      version: 1,
+      nodes: {
+        r: { type: "t_resource", inputs: { name } },
+        u: { type: "t_use", inputs: { handle: { from: "r.handle" } } },
+      },
+    }, { nodes });
+  const cache = new OutputCache({ maxEntries: 1 });
+  await runPipeline(await graph("a"), { cache });
+  assert.deepEqual(log, ["load a", "use a"]);
+  await runPipeline(await graph("a"), { cache }); // from the cache: neither loaded nor disposed
+  assert.deepEqual(log, ["load a", "use a", "use a"]);
+  log.length = 0;
+  await runPipeline(await graph("b"), { cache }); // b evicts a (one entry)
+  assert.deepEqual(log, ["load b", "dispose a", "use b"]);
+  log.length = 0;
+  cache.clear();
+  assert.deepEqual(log, ["dispose b"]);
+  assert.equal(cache.size, 0);
+});
+
+Deno.test("runner: an entry evicted during the run that uses it is disposed when that run ends", async () => {
+  const log: string[] = [];
+  const nodes = disposalNodes(log);
+  const p = await validateGraph({
+    version: 1,
+    nodes: {
+      r1: { type: "t_resource", inputs: { name: "one" } },
+      r2: { type: "t_resource", inputs: { name: "two" } },
+      u1: { type: "t_use", inputs: { handle: { from: "r1.handle" } } },
+      u2: { type: "t_use", inputs: { handle: { from: "r2.handle" } } },
+    },
+  }, { nodes });
+  const cache = new OutputCache({ maxEntries: 1 });
+  await runPipeline(p, { cache, concurrency: 1 });
+  // r2 evicted r1 mid-run, but u1 still used it: "dispose one" comes only at the end.
+  assert.deepEqual(log, ["load one", "load two", "use one", "use two", "dispose one"]);
+  cache.clear();
+  assert.deepEqual(log.at(-1), "dispose two");
+});
+
+Deno.test("runner: uncached resources, and those of a run without a cache, are disposed when the run ends", async () => {
+  const log: string[] = [];
+  const nodes = disposalNodes(log);
+  const doc = (cacheable: boolean, fail = false) => ({
+    version: 1,
+    nodes: {
+      r: { type: "t_resource", inputs: { name: "x", cacheable } },
+      u: { type: "t_use", inputs: { handle: { from: "r.handle" }, fail } },
+    },
+  });
+  const cache = new OutputCache();
+  await runPipeline(await validateGraph(doc(false), { nodes }), { cache });
+  assert.deepEqual(log, ["load x", "use x", "dispose x"]);
+  assert.equal(cache.size, 0);
+
+  log.length = 0;
+  await runPipeline(await validateGraph(doc(true), { nodes }));
+  assert.deepEqual(log, ["load x", "use x", "dispose x"]);
+
+  // A failing run releases too.
+  log.length = 0;
+  await assert.rejects(async () => runPipeline(await validateGraph(doc(true, true), { nodes })), /boom/);
+  assert.deepEqual(log, ["load x", "use x", "dispose x"]);
 });

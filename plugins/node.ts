@@ -214,6 +214,12 @@ export interface NodeContext {
    * the graph's plugins as resolved URLs, literal inputs as the run used them), e.g. to store with an image.
    */
   graph(): ProvenanceGraph;
+  /**
+   * Registers cleanup of resources behind this node's outputs (a loaded checkpoint's native memory):
+   * it runs when the cached outputs are evicted or the cache is cleared (at the latest when the CLI
+   * exits), or when the run ends if the outputs are not cached.
+   */
+  onDispose(fn: () => void): void;
 }
 
 /** A graph file as {@link NodeContext.graph} returns it (the shape of `dsl/format.ts`'s `GraphFile`). */

@@ -73,6 +73,7 @@ export const checkpoint = defineNode({
       throw e;
     }
     const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
+    ctx.onDispose(() => ckpt.dispose());
     ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },
@@ -109,6 +110,7 @@ export const tinyCheckpoint = defineNode({
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
     const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
+    ctx.onDispose(() => ckpt.dispose());
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },

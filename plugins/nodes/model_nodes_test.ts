@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../../models/mod.ts";
-import type { Image, Latent } from "../../models/types.ts";
+import type { Image, Latent, Vae } from "../../models/types.ts";
 import { OutputCache, runPipeline } from "../../dsl/run.ts";
 import { validateGraph } from "../../dsl/validate.ts";
 import { defineNode } from "../node.ts";
@@ -35,9 +35,11 @@ Deno.test("vae_encode: with a seed the posterior is sampled with that seed's noi
     },
   });
   const cache = new OutputCache();
+  let vae: Vae | undefined;
   const run = async (encode: Record<string, unknown>): Promise<Latent> => {
     const p = await validateGraph(graph(encode), { nodes: [source] });
     const r = await runPipeline(p, { cache });
+    vae = r.outputs.get("checkpoint")!.vae as Vae;
     return r.outputs.get("encode")!.latent as Latent;
   };
   try {
@@ -63,4 +65,6 @@ Deno.test("vae_encode: with a seed the posterior is sampled with that seed's noi
   } finally {
     cache.clear();
   }
+  // Clearing the cache disposed the checkpoint it held: its networks can no longer run.
+  await assert.rejects(() => vae!.encode([picture]));
 });
