@@ -60,14 +60,14 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
         memset(C + i * ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
     return;
   }
-  const sdfg_ukr *u = &ks->main;
-  if (j1 - j0 <= SDFG_NR && ks->narrow_n.fn) u = &ks->narrow_n;
-  else if (i1 - i0 <= SDFG_MR && ks->narrow_m.fn) u = &ks->narrow_m;
+  /* Tile shape: the main one; 6 x 64 for blocks of at most 6 rows; and for
+   * the last column group, when at most 16 columns remain, 24 x 16. */
+  const sdfg_ukr *u0 = &ks->main;
+  if (i1 - i0 <= SDFG_MR && ks->narrow_m.fn) u0 = &ks->narrow_m;
+  const sdfg_ukr *un = (ks->narrow_n.fn && u0 == &ks->main) ? &ks->narrow_n : u0;
   if (kc_max <= 0) kc_max = K;
   float *pad_a = pad;                    /* 6 * kc_max */
   float *pad_b = pad + SDFG_MR * kc_max; /* 16 * kc_max */
-  const int ap = u->a_panels, bp = u->b_panels;
-  const int64_t mstep = (int64_t)ap * SDFG_MR, nstep = (int64_t)bp * SDFG_NR;
   const int64_t last_ap = (M - 1) / SDFG_MR, last_bp = (N - 1) / SDFG_NR;
   const int a_tail = (M % SDFG_MR) != 0, b_tail = (N % SDFG_NR) != 0;
   const float *a[SDFG_MAX_PANELS], *b[SDFG_MAX_PANELS];
@@ -78,7 +78,10 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
      * (B's lazily, when its column group comes up). */
     const float *a_last = NULL;
     if (a_tail && i1 > last_ap * SDFG_MR) a_last = a_panel(A, M, K, last_ap, k0, kc, pad_a);
-    for (int64_t j = j0; j < j1; j += nstep) {
+    for (int64_t j = j0; j < j1;) {
+      const sdfg_ukr *u = j1 - j <= SDFG_NR ? un : u0;
+      const int ap = u->a_panels, bp = u->b_panels;
+      const int64_t mstep = (int64_t)ap * SDFG_MR, nstep = (int64_t)bp * SDFG_NR;
       for (int q = 0; q < bp; q++) {
         const int64_t pq = j / SDFG_NR + q;
         if (q > 0 && pq * SDFG_NR >= j1) b[q] = b[0];
@@ -96,6 +99,7 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
         const int mr = (int)sdfg_min(mstep, i1 - i);
         u->fn(kc, a, b, C + i * ldc + j, ldc, mr, nr, acc);
       }
+      j += nstep;
     }
   }
 }
