@@ -379,3 +379,26 @@ void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
   }
   }
 }
+
+/* ---------------- choice of m (for the planner to mirror) ---------------- */
+
+/* Columns the GEMM effectively computes for T tiles: 32-wide main tiles, a
+ * last group of <= 16 columns on the 16-wide tile. */
+static int64_t gemm_cols(int64_t T) {
+  int64_t full = (T / 32) * 32, rest = T % 32;
+  return full + (rest == 0 ? 0 : (rest <= 16 ? 16 : 32));
+}
+
+int sdfw_choose_m(int64_t N, int64_t Ci, int64_t Co, int64_t OH, int64_t OW) {
+  if (N < 1 || OH < 1 || OW < 1 || Ci < 16 || Co < 16) return 0;
+  int best = 0;
+  double best_cost = 0;
+  for (int m = 6; m >= 2; m -= 2) {
+    const double A2 = (double)(m + 2) * (m + 2);
+    const int64_t T = N * sdfg_cdiv(OH, m) * sdfg_cdiv(OW, m);
+    const double cost = A2 * ((double)gemm_cols(T) * (double)Ci * (double)Co +
+                              60.0 * (double)T * (double)(Ci + Co));
+    if (!best || cost < best_cost) best = m, best_cost = cost;
+  }
+  return best;
+}

@@ -82,6 +82,14 @@ void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
                       int64_t c0, int64_t c1);
 #endif
 
+/* The F(m,3) to use for a 3x3 stride-1 conv, or 0 where Winograd does not
+ * pay (Ci < 16: im2col is memory-bound and cheaper; Co < 16: likewise, and
+ * CONV2D's direct kernel handles Co <= 8). Minimises a cost model fitted on
+ * Zen 5 (AVX-512): A^2 * (cols(T) * Ci * Co + 60 * T * (Ci + Co)), the GEMM
+ * term counting the columns the micro-kernel tiles really compute and the
+ * second the transforms' memory traffic. The planner mirrors this. */
+int sdfw_choose_m(int64_t N, int64_t Ci, int64_t Co, int64_t OH, int64_t OW);
+
 /* Tile t -> (image, first input row/col incl. padding offset). */
 static inline void sdfw_tile(const sdfw_geom *g, int64_t t, int64_t *n,
                              int64_t *y0, int64_t *x0) {

@@ -19,6 +19,7 @@
 
 #include "../src/gemm.h"
 #include "../src/kernel.h"
+#include "../src/winograd.h"
 
 sdf_isa sdf_current_isa = SDF_ISA_SCALAR;
 int sdf_thread_count = 1;

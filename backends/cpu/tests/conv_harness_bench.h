@@ -91,7 +91,8 @@ static int bench(int argc, char **argv) {
       if (tw < best) best = tw, bestm = m;
       wino_free(&wb);
     }
-    printf(" | m=%d %.2fx | filter %.0f/%.0f/%.0fms\n", bestm, ti > 0 ? ti / best : 0,
+    printf(" | m=%d (model %d) %.2fx | filter %.0f/%.0f/%.0fms\n", bestm,
+           sdfw_choose_m(b->N, b->Ci, b->Co, H, H), ti > 0 ? ti / best : 0,
            tfilt[0] * 1e3, tfilt[1] * 1e3, tfilt[2] * 1e3);
     fflush(stdout);
     tfree(x), tfree(w), tfree(bias), tfree(y);
