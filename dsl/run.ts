@@ -245,6 +245,8 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
   opts.signal?.addEventListener("abort", () => abort.abort(opts.signal!.reason), { once: true });
 
   const { keys, volatile } = await cacheKeys(p);
+  const pluginBackends = p.registry.backends();
+  const settings = pluginBackends.length ? { ...opts.settings, pluginBackends } : opts.settings ?? {};
   // Outputs of this run stay alive until it ends; resources of uncached nodes are released then.
   const pinned = [...keys.values()];
   cache.pin(pinned);
@@ -285,7 +287,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
     };
     const ctx: NodeContext = {
       nodeId: n.id,
-      settings: opts.settings ?? {},
+      settings,
       signal: abort.signal,
       progress: (done, total, unit) => rep.progress?.(n.id, done, total, unit),
       log: (message) => rep.log?.(n.id, message),

@@ -28,6 +28,7 @@
  */
 
 import type { Checkpoint, Conditioning, Denoiser, Image, Latent, TextEncoder, Vae } from "../models/types.ts";
+import type { BackendManifest } from "./plugin.ts";
 
 /**
  * The socket types and the JavaScript values they carry. `IMAGE` is a batch.
@@ -165,7 +166,10 @@ export interface NodeEstimate {
 /** Options a run passes to every node (from the CLI: `-t`, `--backend`). */
 export interface RunSettings {
   readonly threads?: number;
+  /** `--backend`: a backend name (`cpu`, or one a plugin of the graph registers) or a library path. */
   readonly backend?: string;
+  /** Backends the graph's plugins register (set by the runner), selectable by name. */
+  readonly pluginBackends?: readonly BackendManifest[];
   /**
    * `--profile`: model nodes pass this to the model layer, which calls it after every network
    * run with the per-op wall times of `Program.profile()` and the run's wall time.

@@ -21,6 +21,8 @@ export interface BackendManifest {
   /** The backend ABI version the library implements (`SDF_ABI_VERSION`). */
   readonly abiVersion?: number;
   readonly description?: string;
+  /** C sources (absolute paths or `file:` URLs) to build the library from when it is missing or stale. */
+  readonly sources?: readonly string[];
 }
 
 /** What a plugin module default-exports. */

@@ -1,6 +1,7 @@
 /** `checkpoint`: loads a Stable Diffusion checkpoint and splits it into model, text encoder and VAE. */
 
 import { defineNode, NodeInputError, type NodeValues, type RunSettings } from "../node.ts";
+import { loadBackendFromManifest } from "../../backends/mod.ts";
 import { type LoadOptions, makeTinyCheckpoint } from "../../models/mod.ts";
 import { loadCheckpoint } from "./model_layer.ts";
 
@@ -39,10 +40,33 @@ async function fileFingerprint(path: unknown): Promise<unknown> {
   }
 }
 
-/** What the run's settings (`-t`, `--backend`, `--profile`) ask of the model layer. */
-function loadOptions(settings: RunSettings): LoadOptions {
-  return { threads: settings.threads, backend: settings.backend, onProfile: settings.onProfile };
+/**
+ * What the run's settings (`-t`, `--backend`, `--profile`) and the node's `backend` input ask of the
+ * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
+ * manifest (which checks its ABI version and name), then handed on by library path.
+ */
+async function loadOptions(settings: RunSettings, backend: string | undefined): Promise<LoadOptions> {
+  const name = backend ?? settings.backend;
+  const manifest = name === undefined ? undefined : settings.pluginBackends?.find((b) => b.name === name);
+  let resolved = name;
+  if (manifest) {
+    const loaded = await loadBackendFromManifest(manifest, Deno.cwd(), { threads: settings.threads });
+    resolved = loaded.path;
+  }
+  return { threads: settings.threads, backend: resolved, onProfile: settings.onProfile };
 }
+
+/** The `backend` input of the loader nodes. */
+const BACKEND_INPUT = {
+  optional: true,
+  schema: {
+    type: "string",
+    minLength: 1,
+    description: "Backend to run the networks on: `cpu`, the name of a backend that a plugin in this graph's " +
+      "`plugins` registers, or a library path. Default: --backend, else cpu.",
+    examples: ["cpu"],
+  },
+} as const;
 
 /** Loads a checkpoint file (.safetensors, .ckpt, .gguf). */
 export const checkpoint = defineNode({
@@ -59,10 +83,11 @@ export const checkpoint = defineNode({
         examples: ["models/v1-5-pruned-emaonly.safetensors"],
       },
     },
+    backend: BACKEND_INPUT,
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
   fingerprint: (values: NodeValues) => fileFingerprint(values.path),
-  async run({ path }, ctx) {
+  async run({ path, backend }, ctx) {
     try {
       await Deno.stat(path);
     } catch (e) {
@@ -72,7 +97,7 @@ export const checkpoint = defineNode({
       }
       throw e;
     }
-    const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
+    const ckpt = await loadCheckpoint(path, await loadOptions(ctx.settings, backend));
     ctx.onDispose(() => ckpt.dispose());
     ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
@@ -104,12 +129,13 @@ export const tinyCheckpoint = defineNode({
     seed: {
       schema: { type: "integer", minimum: 0, maximum: 4294967295, default: 0, description: "Seed of the weights." },
     },
+    backend: BACKEND_INPUT,
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
-  async run({ seed }, ctx) {
+  async run({ seed, backend }, ctx) {
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
-    const ckpt = await loadCheckpoint(path, loadOptions(ctx.settings));
+    const ckpt = await loadCheckpoint(path, await loadOptions(ctx.settings, backend));
     ctx.onDispose(() => ckpt.dispose());
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
