@@ -137,7 +137,7 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
   }
   if (g.algo == 1) {
     op->n_chunks = g.N * g.Co;
-    op->scratch_bytes = 0;
+    op->scratch_bytes = (size_t)g.P * sizeof(double);
   } else if (g.algo == 3) {
     op->n_chunks = g.N * g.nrb;
     op->scratch_bytes = (size_t)(g.K * SDFC_SMALL_CO + g.OW + 16) * sizeof(float);
@@ -148,17 +148,19 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
   return SDF_OK;
 }
 
-/* Output plane (n, co), directly. */
+/* Output plane (n, co), directly, accumulated in double in acc (P values):
+ * the reference the fast paths are tested against. */
 static void conv_direct(const conv_geom *g, const float *x, const void *w, int32_t wdt,
-                        const void *b, int32_t bdt, float *y, int64_t n, int64_t co) {
+                        const void *b, int32_t bdt, float *y, int64_t n, int64_t co,
+                        double *acc) {
   float *yp = y + (n * g->Co + co) * g->P;
-  const float bv = b ? sdfg_load(b, bdt, co) : 0.0f;
-  for (int64_t i = 0; i < g->P; i++) yp[i] = bv;
+  const double bv = b ? sdfg_load(b, bdt, co) : 0.0;
+  for (int64_t i = 0; i < g->P; i++) acc[i] = bv;
   for (int64_t ci = 0; ci < g->Ci; ci++) {
     const float *xp = x + (n * g->Ci + ci) * g->H * g->W;
     for (int64_t kh = 0; kh < g->KH; kh++)
       for (int64_t kw = 0; kw < g->KW; kw++) {
-        const float wv = sdfg_load(w, wdt, ((co * g->Ci + ci) * g->KH + kh) * g->KW + kw);
+        const double wv = sdfg_load(w, wdt, ((co * g->Ci + ci) * g->KH + kh) * g->KW + kw);
         /* ox range with 0 <= ox*sw - pw + kw < W */
         int64_t lo = g->pw - kw > 0 ? sdfg_cdiv(g->pw - kw, g->sw) : 0;
         int64_t hi = g->W - 1 + g->pw - kw;
@@ -167,11 +169,12 @@ static void conv_direct(const conv_geom *g, const float *x, const void *w, int32
           const int64_t iy = oy * g->sh - g->ph + kh;
           if (iy < 0 || iy >= g->H) continue;
           const int64_t off = iy * g->W - g->pw + kw;
-          float *yr = yp + oy * g->OW;
-          for (int64_t ox = lo; ox <= hi; ox++) yr[ox] += wv * xp[off + ox * g->sw];
+          double *ar = acc + oy * g->OW;
+          for (int64_t ox = lo; ox <= hi; ox++) ar[ox] += wv * xp[off + ox * g->sw];
         }
       }
   }
+  for (int64_t i = 0; i < g->P; i++) yp[i] = (float)acc[i];
 }
 
 /* im2col of rows [k0, k0+kc) and pixels [p0, p0+np) of image n, packed as
@@ -225,7 +228,7 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
   float *y = op->out[0]->data;
   if (g.algo == 1) {
     conv_direct(&g, x, w->data, w->dtype, b ? b->data : NULL, b ? b->dtype : 0, y,
-                chunk / g.Co, chunk % g.Co);
+                chunk / g.Co, chunk % g.Co, scratch);
     return;
   }
 #if defined(__x86_64__) || defined(_M_X64)

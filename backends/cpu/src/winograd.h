@@ -18,21 +18,36 @@
  *  Tile t = (n*tiles_h + ty)*tiles_w + tx covers output rows ty*m .. ty*m+m-1
  *  and columns tx*m .. ; input rows ty*m - pad_h .. + A - 1 (zero outside).
  *
- * Stage work and chunks (2 threads claim chunks dynamically):
+ * Stage work and chunks (threads claim chunks dynamically):
  *  FILTER: G g G^T in double, rounded to f32; one chunk per 6-channel panel.
- *  INPUT:  B^T d B in f32, 16 tiles per SIMD vector (AVX-512: masked gathers
- *          from NCHW; AVX2: 2 x 8 lanes); chunk = (tile panel, 16 channels).
+ *  INPUT:  B^T d B in f32, one SIMD lane per tile, 16 tiles (one v panel)
+ *          per vector. AVX-512: each tile's patch row is one masked 8-float
+ *          load (masks = zero padding / image edge), 8x8 transposes turn 16
+ *          rows into vectors across tiles; non-temporal stores when v exceeds
+ *          64 MiB and is 64-byte aligned. AVX2: 2 x 8 lanes, masked gathers.
+ *          Chunk = (block of up to 32 panels ~ 8 tile rows, <= 8 channels),
+ *          channel-major inside, next channel's rows prefetched.
  *  GEMM:   A*A independent Co x Ci @ Ci x T products on gemm.h micro-kernels
- *          (AVX-512 12x32 tiles); chunk = (k, Co block <= 288, T block <= 512).
- *          Needs sdfg_pad_floats(min(Ci, 512)) floats of per-thread scratch.
- *  OUTPUT: A^T M A in f32 + bias + residual, masked scatters into NCHW
- *          (partial edge tiles clipped); chunk = (tile panel, 16 channels).
- *
- * Accuracy (f32 throughout; max |y - y_direct| / max |y_direct|, measured by
- * backends/cpu/tests/conv_harness.c on random N(0,1) data, weights scaled
- * 1/sqrt(9 Ci), Ci up to 640):
- *  F(2,3) ~ 3e-7,  F(4,3) ~ 1e-6,  F(6,3) ~ 1e-5  (see the harness output;
- *  comfortably inside the 1e-5 / 1e-4 / 1e-3 contract).
+ *          (AVX-512 12x32, 24x16 for the last <= 16 tiles, 6x64 for Co <= 6);
+ *          chunk = (k, Co block <= 288, T block <= 512).
+ *          Needs sdfg_pad_floats(min(Ci, 512)) floats = 22*min(Ci,512)*4 bytes
+ *          of per-thread scratch; INPUT, OUTPUT and FILTER need none.
+ *  OUTPUT: A^T M A in f32 + bias + residual; AVX-512 transposes back and
+ *          writes each tile row with one masked store (edge tiles clipped);
+ *          m_ prefetched two panels ahead. Chunks as INPUT, over Co.
+ * Alignment: none required (64-byte alignment of v enables streaming stores).
+ * Sizes: T = N * ceil(OH/m) * ceil(OW/m); v and m_ are A^2/m^2 times the
+ * size of x and y per channel (1.78x for m = 6 at exact tiling). The SIMD
+ * transforms index x / y with 32-bit offsets: tensors of 2^31 elements or
+ * more use the scalar transforms.
+
+ * Accuracy (f32 throughout, filter transform in double). Measured by
+ * backends/cpu/tests/conv_harness.c (`check`) against a float64 direct conv
+ * on SD-like data (x ~ N(0,1), w ~ N(0, 1/(9 Ci)), Ci 128 .. 2560, 8..40 px,
+ * pad 0/1), as max |y - y64| / max |y64|, every ISA:
+ *   F(2,3) <= 9e-7,  F(4,3) <= 1.4e-5,  F(6,3) <= 2.4e-5
+ *   (im2col + GEMM: 5e-7; CONV2D algo 1 accumulates in double: exact).
+ * Contract bounds: 1e-5 / 1e-4 / 1e-3.
  */
 #ifndef SDF_CPU_WINOGRAD_H
 #define SDF_CPU_WINOGRAD_H
