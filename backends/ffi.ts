@@ -78,6 +78,7 @@ const SYMBOLS = {
   sdf_plan_progress: { parameters: ["pointer"], result: "u32" },
   sdf_plan_profile: { parameters: ["pointer", "buffer", "u32"], result: "u32" },
   sdf_plan_last_error: { parameters: ["pointer"], result: "pointer", optional: true },
+  sdf_buffer_evict: { parameters: ["pointer"], result: "i32", optional: true },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -347,6 +348,16 @@ export class BackendBuffer {
 
   get freed(): boolean {
     return this.#ptr === null;
+  }
+
+  /**
+   * Hints that the buffer will not be read for a while: the CPU backend drops a
+   * file mapping's resident pages (they fault back in from the file when next
+   * read). A no-op for backends without `sdf_buffer_evict`.
+   */
+  evict(): void {
+    const sym = this.backend.symbols.sdf_buffer_evict;
+    if (sym) this.backend.check(sym(this.pointer), "sdf_buffer_evict");
   }
 
   /** Copies `data` into the buffer at byte `offset`. */

@@ -230,6 +230,11 @@ SDF_API uint32_t sdf_plan_profile(const sdf_plan *plan, uint64_t *out,
  * thread-local, so it cannot carry the error of a run made on another thread
  * (a nonblocking FFI call); this can. Valid until the next run or free. */
 SDF_API const char *sdf_plan_last_error(const sdf_plan *plan);
+/* Optional: a hint that `buf` will not be read for a while. A backend may drop
+ * its resident copy (the CPU backend returns a file mapping's pages to the
+ * page cache, shrinking the process's RSS; they fault back in when next read).
+ * Contents are unchanged as far as the caller can tell. */
+SDF_API int32_t sdf_buffer_evict(sdf_buffer *buf);
 
 #ifdef __cplusplus
 }

@@ -140,6 +140,17 @@ export class Program {
     return this.plan.stepOps.map((op, i) => ({ ...op, ms: Number(ns[i] ?? 0) / 1e6 }));
   }
 
+  /**
+   * Lets the backend drop its resident copy of this program's mapped weights
+   * (they come back from the file on the next run). For networks that sit idle
+   * while another runs, e.g. the UNet during VAE decoding.
+   */
+  evictWeights(): void {
+    this.plan.bindings.forEach((b, i) => {
+      if (b.kind === "file") this.buffers[i].evict();
+    });
+  }
+
   /** Ops of the step plan completed by the run in progress. */
   progress(): number {
     return this.stepPlan.progress();

@@ -75,6 +75,9 @@ class ProgramSlot {
     this.#key = key;
     return this.#program;
   }
+  evictWeights(): void {
+    this.#program?.evictWeights();
+  }
   dispose(): void {
     this.#program?.dispose();
     this.#program = undefined;
@@ -109,11 +112,22 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
-/** Runs async jobs one at a time: every network uses all backend threads, so they never overlap. */
+/**
+ * Runs the networks one at a time (each uses every backend thread). When the
+ * network changes, the previous one's mapped weights are evicted: only the
+ * running network's weights need to be resident, which keeps peak RSS near
+ * the largest network rather than the whole checkpoint.
+ */
 class Serial {
   #tail: Promise<unknown> = Promise.resolve();
-  run<T>(job: () => Promise<T>): Promise<T> {
-    const next = this.#tail.then(job, job);
+  #last?: ProgramSlot;
+  run<T>(slot: ProgramSlot, job: () => Promise<T>): Promise<T> {
+    const step = (): Promise<T> => {
+      if (this.#last && this.#last !== slot) this.#last.evictWeights();
+      this.#last = slot;
+      return job();
+    };
+    const next = this.#tail.then(step, step);
     this.#tail = next.catch(() => {});
     return next;
   }
@@ -172,7 +186,7 @@ class LoadedCheckpoint implements Checkpoint {
 
     this.textEncoder = {
       encode: (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> =>
-        serial.run(async () => {
+        serial.run(textSlot, async () => {
           const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
           const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
           const program = textSlot.get(`${chunks.length}/${clipSkip}`, () => {
@@ -200,7 +214,7 @@ class LoadedCheckpoint implements Checkpoint {
       prediction: arch.prediction,
       alphasCumprod: alphas,
       predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> =>
-        serial.run(async () => {
+        serial.run(unetSlot, async () => {
           const [b, , h, w] = x.shape;
           const tokens = cond.context.shape[1];
           if (cond.context.shape[0] !== b || timesteps.length !== b) {
@@ -223,7 +237,7 @@ class LoadedCheckpoint implements Checkpoint {
       latentChannels: vae.zChannels,
       scalingFactor,
       decode: (latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]> =>
-        serial.run(async () => {
+        serial.run(decoderSlot, async () => {
           const [b, c, h, w] = latent.shape;
           const images: Image[] = [];
           // One image at a time: the decoder's activations dominate memory, not its weights.
@@ -256,7 +270,7 @@ class LoadedCheckpoint implements Checkpoint {
           return images;
         }),
       encode: (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> =>
-        serial.run(async () => {
+        serial.run(encoderSlot, async () => {
           const input = fromImages(images);
           const [b, , h, w] = input.shape;
           const program = encoderSlot.get(`${b}x${h}x${w}`, () => {

@@ -107,6 +107,20 @@ SDF_API void sdf_buffer_free(sdf_buffer *buf) {
   free(buf);
 }
 
+SDF_API int32_t sdf_buffer_evict(sdf_buffer *buf) {
+  if (!buf) {
+    sdf_set_error("sdf_buffer_evict: buffer is NULL");
+    return SDF_E_INVALID;
+  }
+  /* Only read-only file mappings can be dropped without losing data: their
+   * pages come back from the file. Private copies of written memory cannot. */
+  if (buf->map_base && madvise(buf->map_base, buf->map_len, MADV_DONTNEED) != 0) {
+    sdf_set_error("sdf_buffer_evict: madvise failed: %s", strerror(errno));
+    return SDF_E_IO;
+  }
+  return SDF_OK;
+}
+
 SDF_API uint64_t sdf_buffer_size(const sdf_buffer *buf) { return buf ? buf->size : 0; }
 
 static int32_t check_range(const sdf_buffer *buf, uint64_t offset, uint64_t bytes, const void *ptr,
