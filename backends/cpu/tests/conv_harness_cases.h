@@ -193,6 +193,9 @@ static void check_matmul_isa(void) {
 
 static int isa_available(int isa) {
   if (isa == SDF_ISA_SCALAR) return 1;
+#if defined(__aarch64__)
+  if (isa == SDF_ISA_NEON) return 1;
+#endif
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (isa == SDF_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -282,7 +285,7 @@ static void accuracy(void) {
 }
 
 static int check(void) {
-  for (int isa = 0; isa < 3; isa++) {
+  for (int isa = 0; isa < 4; isa++) {
     if (!isa_available(isa)) continue;
     sdf_current_isa = (sdf_isa)isa;
     for (nthreads = 1; nthreads <= 2; nthreads++) {
