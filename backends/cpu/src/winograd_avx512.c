@@ -84,7 +84,7 @@ AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
   const int64_t C = g->C, T = g->T, HW = g->H * g->W, W = g->W;
   /* v far larger than the caches is written with non-temporal stores (no
    * read-for-ownership); that needs every 16-float row 64-byte aligned. */
-  const int stream = (int64_t)A * A * C * T * 4 > ((int64_t)64 << 20) &&
+  const int stream = (int64_t)A * A * C * T * 4 > ((int64_t)8 << 20) &&
                      ((uintptr_t)v & 63) == 0 && ((C * T) & 15) == 0;
   lane_info li[SDFW_QB_MAX];
   for (int64_t q = q0; q < q1; q++)

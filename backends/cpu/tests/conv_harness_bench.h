@@ -1,4 +1,4 @@
-/* Timings of conv_harness.c: Winograd (m = 2, 4, 6) vs im2col + GEMM on the
+/* Timings of conv_harness.c (SDF_ISA=scalar|avx2|avx512|neon picks the ISA): Winograd (m = 2, 4, 6) vs im2col + GEMM on the
  * SD 1.5 UNet / VAE 3x3 shapes, and MATMUL. Median of `reps` runs. */
 
 typedef struct bshape {
@@ -44,6 +44,9 @@ static int bench(int argc, char **argv) {
   int do_im2col = argc > 2 ? atoi(argv[2]) : 1;
   sdf_current_isa = SDF_ISA_AVX512;
   if (!isa_available(SDF_ISA_AVX512)) sdf_current_isa = SDF_ISA_AVX2;
+  const char *isa = getenv("SDF_ISA");
+  for (int i = 0; isa && i < 4; i++)
+    if (!strcmp(isa, isa_name[i]) && isa_available(i)) sdf_current_isa = (sdf_isa)i;
   printf("isa %s, %d thread(s); GF/s = direct-conv FLOPs / time\n",
          isa_name[sdf_current_isa], nthreads);
   printf("%-19s %9s %7s | %-28s %-28s %-28s | best\n", "shape", "im2col", "GF/s",
