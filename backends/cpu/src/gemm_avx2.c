@@ -18,6 +18,8 @@ static void ukr_avx2_6x16(int64_t kc, const float *const *a,
     const __m256 bv0 = _mm256_loadu_ps(b0 + k * 16);
     const __m256 bv1 = _mm256_loadu_ps(b0 + k * 16 + 8);
     const float *pa = a0 + k * 6;
+    /* A streams from memory when B is narrow (few Winograd tiles). */
+    _mm_prefetch((const char *)(pa + 384), _MM_HINT_T0);
 #pragma GCC unroll 6
     for (int i = 0; i < 6; i++) {
       const __m256 av = _mm256_broadcast_ss(pa + i);

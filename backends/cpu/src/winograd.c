@@ -198,29 +198,29 @@ void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q0,
   const int m = g->m, A = g->A;
   const int64_t C = g->C, T = g->T, HW = g->H * g->W;
   for (int64_t q = q0; q < q1; q++) {
-  const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
-  for (int64_t j = 0; j < w; j++) {
-    int64_t n, oy0, ox0;
-    sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
-    const int64_t iy0 = oy0 - g->pad_h, ix0 = ox0 - g->pad_w;
-    for (int64_t ci = c0; ci < c1; ci++) {
-      const float *xc = x + (n * C + ci) * HW;
-      float d[8][8], t[8][8], o[8][8];
-      for (int r = 0; r < A; r++) {
-        int64_t iy = iy0 + r;
-        for (int c = 0; c < A; c++) {
-          int64_t ix = ix0 + c;
-          d[r][c] = (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
-                        ? xc[iy * g->W + ix]
-                        : 0.0f;
+    const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
+    for (int64_t j = 0; j < w; j++) {
+      int64_t n, oy0, ox0;
+      sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
+      const int64_t iy0 = oy0 - g->pad_h, ix0 = ox0 - g->pad_w;
+      for (int64_t ci = c0; ci < c1; ci++) {
+        const float *xc = x + (n * C + ci) * HW;
+        float d[8][8], t[8][8], o[8][8];
+        for (int r = 0; r < A; r++) {
+          int64_t iy = iy0 + r;
+          for (int c = 0; c < A; c++) {
+            int64_t ix = ix0 + c;
+            d[r][c] = (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
+                          ? xc[iy * g->W + ix]
+                          : 0.0f;
+          }
         }
+        for (int r = 0; r < A; r++) sdfw_bt(m, d[r], 1, t[r], 1);
+        for (int c = 0; c < A; c++) sdfw_bt(m, &t[0][c], 8, &o[0][c], 8);
+        float *vp = v + t0 * C + ci * w + j;
+        for (int k = 0; k < A * A; k++) vp[k * C * T] = o[k / A][k % A];
       }
-      for (int r = 0; r < A; r++) sdfw_bt(m, d[r], 1, t[r], 1);
-      for (int c = 0; c < A; c++) sdfw_bt(m, &t[0][c], 8, &o[0][c], 8);
-      float *vp = v + t0 * C + ci * w + j;
-      for (int k = 0; k < A * A; k++) vp[k * C * T] = o[k / A][k % A];
     }
-  }
   }
 }
 
@@ -356,27 +356,27 @@ void sdfw_output_scalar(const sdfw_geom *g, const float *mm, const float *bias,
   const int m = g->m, A = g->A;
   const int64_t C = g->C, T = g->T, OHW = g->OH * g->OW;
   for (int64_t q = q0; q < q1; q++) {
-  const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
-  for (int64_t j = 0; j < w; j++) {
-    int64_t n, oy0, ox0;
-    sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
-    for (int64_t co = c0; co < c1; co++) {
-      float d[8][8], t[8][6], o[6][6];
-      const float *mp = mm + co * T + t0 + j;
-      for (int k = 0; k < A * A; k++) d[k / A][k % A] = mp[k * C * T];
-      for (int r = 0; r < A; r++) sdfw_at(m, d[r], 1, t[r], 1);
-      for (int c = 0; c < m; c++) sdfw_at(m, &t[0][c], 6, &o[0][c], 6);
-      const float b = bias ? bias[co] : 0.0f;
-      const int64_t plane = (n * C + co) * OHW;
-      for (int r = 0; r < m && oy0 + r < g->OH; r++)
-        for (int c = 0; c < m && ox0 + c < g->OW; c++) {
-          int64_t idx = plane + (oy0 + r) * g->OW + ox0 + c;
-          float val = o[r][c] + b;
-          if (res) val += res[idx];
-          y[idx] = val;
-        }
+    const int64_t t0 = q * SDFG_NR, w = sdfg_min(SDFG_NR, T - t0);
+    for (int64_t j = 0; j < w; j++) {
+      int64_t n, oy0, ox0;
+      sdfw_tile(g, t0 + j, &n, &oy0, &ox0);
+      for (int64_t co = c0; co < c1; co++) {
+        float d[8][8], t[8][6], o[6][6];
+        const float *mp = mm + co * T + t0 + j;
+        for (int k = 0; k < A * A; k++) d[k / A][k % A] = mp[k * C * T];
+        for (int r = 0; r < A; r++) sdfw_at(m, d[r], 1, t[r], 1);
+        for (int c = 0; c < m; c++) sdfw_at(m, &t[0][c], 6, &o[0][c], 6);
+        const float b = bias ? bias[co] : 0.0f;
+        const int64_t plane = (n * C + co) * OHW;
+        for (int r = 0; r < m && oy0 + r < g->OH; r++)
+          for (int c = 0; c < m && ox0 + c < g->OW; c++) {
+            int64_t idx = plane + (oy0 + r) * g->OW + ox0 + c;
+            float val = o[r][c] + b;
+            if (res) val += res[idx];
+            y[idx] = val;
+          }
+      }
     }
-  }
   }
 }
 
