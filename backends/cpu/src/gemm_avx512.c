@@ -151,21 +151,61 @@ void sdfg_pack_bt_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
   }
 }
 
+/* Two independent 8x8 transposes, one per 256-bit half. */
+AI void tr8x8x2(__m512 *r) {
+  __m512 t[8], u[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; i++) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25,
+                                       26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28,
+                                       29, 30, 31);
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_permutex2var_ps(u[i], lo, u[4 + i]);
+    r[4 + i] = _mm512_permutex2var_ps(u[i], hi, u[4 + i]);
+  }
+}
+
+/* 6-row panels: rows as 8 zmm (2 zero), 16 k at a time; after the two 8x8
+ * transposes, half h of vector c holds k = 8h + c for the 8 rows, of which
+ * the first h_panel are stored. */
 void sdfg_pack_a_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
                         int64_t M, int64_t k0, int64_t kc) {
   const size_t es = dtype == SDF_F32 ? 4 : 2;
   for (int64_t p0 = 0; p0 < M; p0 += 6) {
     const int64_t h = sdfg_min(6, M - p0);
     float *d = dst + p0 * kc;
-    const __mmask16 hm = (__mmask16)((1u << h) - 1u);
+    const __mmask8 hm = (__mmask8)((1u << h) - 1u);
     for (int64_t kb = 0; kb < kc; kb += 16) {
       const int n = (int)sdfg_min(16, kc - kb);
-      __m512 r[16];
-      for (int i = 0; i < 16; i++)
+      __m512 r[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++)
         r[i] = i < h ? load16((const char *)src + ((p0 + i) * ld + k0) * es, dtype, kb, n)
                      : _mm512_setzero_ps();
-      tr16x16(r);
-      for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(d + (kb + k) * h, hm, r[k]);
+      tr8x8x2(r);
+      if (n == 16) {
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+          _mm256_mask_storeu_ps(d + (kb + c) * h, hm, _mm512_castps512_ps256(r[c]));
+          _mm256_mask_storeu_ps(d + (kb + 8 + c) * h, hm, _mm512_extractf32x8_ps(r[c], 1));
+        }
+      } else {
+        for (int c = 0; c < 8; c++) {
+          if (c < n)
+            _mm256_mask_storeu_ps(d + (kb + c) * h, hm, _mm512_castps512_ps256(r[c]));
+          if (8 + c < n)
+            _mm256_mask_storeu_ps(d + (kb + 8 + c) * h, hm, _mm512_extractf32x8_ps(r[c], 1));
+        }
+      }
     }
   }
 }

@@ -103,7 +103,7 @@ static int bench(int argc, char **argv) {
   static const int64_t mm[][3] = {{8192, 320, 320}, {8192, 1280, 320}, {8192, 320, 1280},
                                   {2048, 640, 640}, {154, 320, 768},   {77, 768, 768},
                                   {77, 3072, 768}};
-  for (size_t s = 0; s < sizeof mm / sizeof mm[0] && !*filter; s++) {
+  for (size_t s = 0; s < sizeof mm / sizeof mm[0] && (!*filter || strstr("matmul", filter)); s++) {
     for (int dt = 0; dt < 3; dt += 1) {
       int64_t M = mm[s][0], N = mm[s][1], K = mm[s][2];
       sdf_tensor *x = T2(SDF_F32, M, K), *w = T2(dt, N, K), *bb = T1(SDF_F32, N);
