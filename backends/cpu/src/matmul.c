@@ -22,11 +22,14 @@ static void mm_plan_make(mm_plan *p, int64_t M, int64_t N, int64_t K) {
   p->N = N;
   p->K = K;
   p->kc = sdfg_max(1, sdfg_min(K, MM_KC));
-  int64_t mch = sdfg_min(sdfg_rup(M, 12), 960);
+  int64_t mch = sdfg_min(sdfg_rup(M, 12), 512);
   int64_t nch = sdfg_rup(sdfg_cdiv(N, sdfg_cdiv(N, 384)), 32); /* balanced, <= 384 */
   /* Enough chunks for two threads to balance; split the side whose repacking
    * is cheaper (re-packing A costs ~1/nch per flop, B ~1/mch). */
-  while (sdfg_cdiv(M, mch) * sdfg_cdiv(N, nch) < 8) {
+  /* Small M: few chunks (each re-packs all of x); large M: enough that the
+   * last chunks even out between threads. */
+  const int64_t want = M >= 1024 ? 16 : 8;
+  while (sdfg_cdiv(M, mch) * sdfg_cdiv(N, nch) < want) {
     if (nch > 64 && nch >= mch) nch = sdfg_rup(nch / 2, 32);
     else if (mch > 48) mch = sdfg_rup(mch / 2, 12);
     else if (nch > 32) nch = sdfg_rup(nch / 2, 32);
