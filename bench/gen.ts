@@ -49,6 +49,10 @@ export interface WorkerResult {
   decode_s: number;
   run_s: number;
   peak_rss_bytes: number | null;
+  rss_anon_bytes?: number | null;
+  rss_file_bytes?: number | null;
+  /** CPU seconds the worker used. */
+  cpu_s?: number | null;
 }
 
 export interface GenBenchRow extends WorkerResult {
@@ -56,8 +60,10 @@ export interface GenBenchRow extends WorkerResult {
   total_s: number;
   isa: string;
   model: string;
-  load_average_before: number | null;
-  load_average_after: number | null;
+  /** Fraction of all CPUs busy in the second before the run (other processes). */
+  cpu_busy_before: number | null;
+  /** CPU seconds used by other processes during the run (system busy time − the worker's own). */
+  others_cpu_s: number | null;
   sdcpp: {
     note: string;
     step_s: number;
@@ -82,12 +88,25 @@ function exists(path: string | URL): boolean {
   }
 }
 
-function loadAverage(): number | null {
+/** Busy and total CPU time of the whole system so far, in seconds (USER_HZ = 100), from /proc/stat. */
+function systemCpu(): { busy: number; total: number } | null {
   try {
-    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    const idle = f[3] + (f[4] ?? 0); // idle + iowait
+    return { busy: (total - idle) / 100, total: total / 100 };
   } catch {
     return null;
   }
+}
+
+/** Fraction of all CPUs busy over `ms` milliseconds (before a run: what others are doing). */
+async function cpuBusy(ms = 1000): Promise<number | null> {
+  const a = systemCpu();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = systemCpu();
+  if (!a || !b || b.total <= a.total) return null;
+  return (b.busy - a.busy) / (b.total - a.total);
 }
 
 /** Finds the SD 1.5 checkpoint, or makes it with the shared tool (saying so). */
@@ -189,7 +208,7 @@ const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 export function makeRow(
   result: WorkerResult,
   totalS: number,
-  extra: { isa: string; model: string; loadBefore: number | null; loadAfter: number | null },
+  extra: { isa: string; model: string; busyBefore: number | null; othersCpuS: number | null },
 ): GenBenchRow {
   const ref = SDCPP_REFERENCE[result.size];
   const rssGb = result.peak_rss_bytes === null ? null : result.peak_rss_bytes / 1e9;
@@ -198,8 +217,8 @@ export function makeRow(
     total_s: round(totalS),
     isa: extra.isa,
     model: extra.model,
-    load_average_before: extra.loadBefore,
-    load_average_after: extra.loadAfter,
+    cpu_busy_before: extra.busyBefore === null ? null : round(extra.busyBefore),
+    others_cpu_s: extra.othersCpuS === null ? null : round(Math.max(0, extra.othersCpuS), 1),
     sdcpp: ref
       ? {
         note: "stable-diffusion.cpp master-827, 2 threads, f16: reference figures measured elsewhere, not in this run",
@@ -227,51 +246,40 @@ function fmt(x: number | null | undefined, d = 2): string {
   return x === null || x === undefined ? "-" : x.toFixed(d);
 }
 
-/** The human-readable table. */
+/** The human-readable table: ours | sd.cpp's reference figures | sd.cpp ÷ ours. */
 export function formatTable(rows: readonly GenBenchRow[]): string {
-  const head = [
-    "size",
-    "load s",
-    "text s",
-    "step s",
-    "1st step",
-    "decode s",
-    "total s",
-    "RSS GB",
-    "| sd.cpp: step",
-    "decode",
-    "total",
-    "RSS GB",
-    "| speedup: step",
-    "decode",
-    "total",
-    "RSS ratio",
+  const groups = [
+    ["size"],
+    ["load s", "text s", "step s", "1st step", "decode s", "total s", "RSS GB"],
+    ["step s", "decode s", "total s", "RSS GB"],
+    ["step", "decode", "total", "RSS"],
   ];
-  const widths = head.map((h) => Math.max(h.length, 7));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(9) : c.padStart(widths[i]))).join(" ");
-  const out = [line(head)];
-  for (const r of rows) {
+  const x = (v: number | null | undefined) => (v === null || v === undefined ? "-" : `${v.toFixed(2)}x`);
+  const cells = rows.map((r) => {
     const s = r.sdcpp;
-    out.push(line([
-      `${r.size}x${r.size}`,
-      fmt(r.load_s),
-      fmt(r.text_encode_s),
-      fmt(r.step_median_s),
-      fmt(r.step_s[0]),
-      fmt(r.decode_s),
-      fmt(r.total_s, 1),
-      fmt(r.peak_rss_bytes === null ? null : r.peak_rss_bytes / 1e9),
-      "| " + fmt(s?.step_s, 1),
-      fmt(s?.decode_s, 1),
-      fmt(s?.total_s, 0),
-      fmt(s?.peak_rss_gb),
-      "| " + (s ? `${fmt(s.step_speedup)}x` : "-"),
-      s ? `${fmt(s.decode_speedup)}x` : "-",
-      s?.total_speedup ? `${fmt(s.total_speedup)}x` : "-",
-      fmt(s?.rss_ratio),
-    ]));
-  }
-  return out.join("\n");
+    return [
+      [`${r.size}x${r.size}`],
+      [
+        fmt(r.load_s),
+        fmt(r.text_encode_s),
+        fmt(r.step_median_s),
+        fmt(r.step_s[0]),
+        fmt(r.decode_s),
+        fmt(r.total_s, 1),
+        fmt(r.peak_rss_bytes === null ? null : r.peak_rss_bytes / 1e9),
+      ],
+      [fmt(s?.step_s, 1), fmt(s?.decode_s, 1), fmt(s?.total_s, 0), fmt(s?.peak_rss_gb)],
+      [x(s?.step_speedup), x(s?.decode_speedup), x(s?.total_speedup), fmt(s?.rss_ratio)],
+    ];
+  });
+  const width = (g: number, k: number) => Math.max(groups[g][k].length, ...cells.map((c) => c[g][k].length)) + 1;
+  const line = (parts: string[][]) =>
+    parts.map((p, g) => p.map((c, k) => (g === 0 ? c.padEnd(width(g, k)) : c.padStart(width(g, k)))).join(""))
+      .join(" |");
+  const titles = ["", "sdflow (this run)", "sd.cpp (reference)", "sd.cpp ÷ sdflow"];
+  const groupWidth = (g: number) => groups[g].reduce((a, _, k) => a + width(g, k), 0);
+  const title = titles.map((t, g) => (g === 0 ? t.padEnd(groupWidth(g)) : t.padStart(groupWidth(g)))).join(" |");
+  return [title, line(groups), ...cells.map(line)].join("\n");
 }
 
 /** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
@@ -309,10 +317,13 @@ export async function benchGen(backend: Backend): Promise<void> {
   }
   const rows: GenBenchRow[] = [];
   for (const size of sizes) {
-    const loadBefore = loadAverage();
-    if (!json) console.error(`running ${size}x${size} (load average ${fmt(loadBefore)})…`);
+    const busyBefore = await cpuBusy();
+    if (!json) console.error(`running ${size}x${size} (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before it)…`);
+    const cpu0 = systemCpu();
     const { result, wallS } = await runWorker(model, size, steps, threads, isa);
-    const row = makeRow(result, wallS, { isa: backend.info.isa, model, loadBefore, loadAfter: loadAverage() });
+    const cpu1 = systemCpu();
+    const othersCpuS = cpu0 && cpu1 && result.cpu_s != null ? cpu1.busy - cpu0.busy - result.cpu_s : null;
+    const row = makeRow(result, wallS, { isa: backend.info.isa, model, busyBefore, othersCpuS });
     rows.push(row);
     if (json) console.log(JSON.stringify(row));
   }
@@ -321,9 +332,9 @@ export async function benchGen(backend: Backend): Promise<void> {
   console.log(
     "step s: median over all steps; 1st step includes compiling the UNet program and transforming its filters. " +
       "total s: process start to exit.\n" +
-      "sd.cpp columns: stable-diffusion.cpp master-827, 2 threads, f16 weights — reference figures measured " +
-      "elsewhere (../shared/reference/perf-anchors.md), not in this run. speedup = sd.cpp time / ours; " +
-      "RSS ratio = ours / sd.cpp.",
+      "stable-diffusion.cpp columns: master-827, 2 threads, f16 weights: reference figures measured elsewhere " +
+      "(../shared/reference/perf-anchors.md), not in this run. Ratios: sd.cpp time / ours (> 1: sdflow faster); " +
+      "RSS: ours / sd.cpp (< 1: sdflow smaller).",
   );
   for (const r of rows) {
     if (r.targets) {
@@ -333,10 +344,18 @@ export async function benchGen(backend: Backend): Promise<void> {
           `(${r.decode_s}), RSS < ${r.targets.peak_rss_gb} GB (${rss}): ${r.targets.met ? "met" : "NOT met"}`,
       );
     }
-    if ((r.load_average_before ?? 0) > 0.5) {
+    if (r.rss_anon_bytes != null && r.rss_file_bytes != null) {
       console.log(
-        `note: ${r.size}x${r.size} started with a 1-minute load average of ${r.load_average_before}: ` +
-          `other processes were busy, so its times may be inflated`,
+        `memory at ${r.size}x${r.size} after the decode: ${(r.rss_anon_bytes / 1e9).toFixed(2)} GB anonymous, ` +
+          `${(r.rss_file_bytes / 1e9).toFixed(2)} GB mapped file (weights)`,
+      );
+    }
+    // Others' CPU use: more than 5 % of the run's CPU capacity, or a quarter of the CPUs busy before it.
+    const capacity = r.total_s * navigator.hardwareConcurrency;
+    if ((r.others_cpu_s ?? 0) > 0.05 * capacity || (r.cpu_busy_before ?? 0) > 0.25) {
+      console.log(
+        `note: other processes were busy during ${r.size}x${r.size} (${fmt(r.others_cpu_s, 1)} CPU s during the run, ` +
+          `${fmt((r.cpu_busy_before ?? 0) * 100, 0)}% busy just before): its times may be inflated`,
       );
     }
   }

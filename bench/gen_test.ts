@@ -2,7 +2,7 @@
 
 import { assert, assertEquals } from "../models/testdata/assert.ts";
 import { formatTable, makeRow, type WorkerResult } from "./gen.ts";
-import { median, peakRssBytes } from "./gen_worker.ts";
+import { cpuSeconds, median, peakRssBytes, statusBytes } from "./gen_worker.ts";
 
 const worker = (size: number, over: Partial<WorkerResult> = {}): WorkerResult => ({
   size,
@@ -22,12 +22,17 @@ const worker = (size: number, over: Partial<WorkerResult> = {}): WorkerResult =>
 Deno.test("bench gen: VmHWM parsing and median", () => {
   assertEquals(peakRssBytes("Name:\tdeno\nVmPeak:\t 9000 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n"), 2048 * 1024);
   assertEquals(peakRssBytes("Name:\tdeno\n"), null);
+  assertEquals(statusBytes("RssFile", "RssAnon:\t 10 kB\nRssFile:\t 3 kB\n"), 3072);
+  // /proc/<pid>/stat: a command name with spaces and parentheses; utime 250 and stime 50 ticks = 3 s.
+  const stat = "123 (deno (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 100 200 300";
+  assertEquals(cpuSeconds(stat), 3);
+  assert((cpuSeconds() ?? 0) >= 0);
   assertEquals(median([3, 1, 2]), 2);
   assertEquals(median([12, 9, 10, 11]), 10.5);
 });
 
 Deno.test("bench gen: ratios against sd.cpp's figures and the 512 targets", () => {
-  const extra = { isa: "avx512", model: "m", loadBefore: 0.1, loadAfter: 1.9 };
+  const extra = { isa: "avx512", model: "m", busyBefore: 0.02, othersCpuS: 0.4 };
   const r512 = makeRow(worker(512), 70, extra);
   // sd.cpp 512: 31 s/step, 51 s decode, 3.69 GB; targets 31/3, 51/4, < 3.69 GB.
   assertEquals(r512.sdcpp?.step_speedup, 2.95);
@@ -46,4 +51,9 @@ Deno.test("bench gen: ratios against sd.cpp's figures and the 512 targets", () =
   const table = formatTable([r256, r512]);
   assert(table.includes("256x256") && table.includes("512x512"), table);
   assert(table.includes("2.95x"), table);
+  assertEquals(r512.cpu_busy_before, 0.02);
+  assertEquals(r512.others_cpu_s, 0.4);
+  const lines = table.split("\n");
+  assertEquals(lines.length, 4, table);
+  assert(lines.every((l) => l.length === lines[1].length), `columns do not line up:\n${table}`);
 });

@@ -7,7 +7,8 @@
  *
  * Runs the model layer directly (models/mod.ts: load → text encode → sample → VAE decode), timing each
  * phase and every sampling step (onStep timestamps), and prints one JSON line on stdout:
- * `{ load_s, text_encode_s, step_s: [...], step_median_s, sample_s, decode_s, run_s, peak_rss_bytes, ... }`.
+ * `{ load_s, text_encode_s, step_s: [...], step_median_s, sample_s, decode_s, run_s, peak_rss_bytes,
+ * rss_anon_bytes, rss_file_bytes, cpu_s, ... }`.
  * `run_s` is the time since the process started (Deno start-up and module loading included).
  * Peak RSS is VmHWM from /proc/self/status, read after the decode (null where /proc is missing).
  *
@@ -41,6 +42,11 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
 
 /** Peak resident set size of this process (VmHWM), in bytes; null without /proc. */
 export function peakRssBytes(status?: string): number | null {
+  return statusBytes("VmHWM", status);
+}
+
+/** A field of /proc/self/status in bytes (e.g. "RssAnon"); null without /proc. */
+export function statusBytes(field: string, status?: string): number | null {
   let text = status;
   if (text === undefined) {
     try {
@@ -49,8 +55,24 @@ export function peakRssBytes(status?: string): number | null {
       return null;
     }
   }
-  const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(text);
+  const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, "m").exec(text);
   return m ? Number(m[1]) * 1024 : null;
+}
+
+/** CPU seconds (user + system) this process has used, from /proc/self/stat (USER_HZ = 100); null without /proc. */
+export function cpuSeconds(stat?: string): number | null {
+  let text = stat;
+  if (text === undefined) {
+    try {
+      text = Deno.readTextFileSync("/proc/self/stat");
+    } catch {
+      return null;
+    }
+  }
+  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(rest[11]), stime = Number(rest[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / 100 : null;
 }
 
 export function median(xs: readonly number[]): number {
@@ -104,7 +126,14 @@ async function main(): Promise<void> {
     t = performance.now();
     const [image] = await ckpt.vae.decode(latent);
     const decodeMs = performance.now() - t;
-    const peak = peakRssBytes();
+    const status = (() => {
+      try {
+        return Deno.readTextFileSync("/proc/self/status");
+      } catch {
+        return "";
+      }
+    })();
+    const peak = peakRssBytes(status);
     if (values.out) await writePng(values.out, image);
 
     console.log(JSON.stringify({
@@ -122,6 +151,10 @@ async function main(): Promise<void> {
       decode_s: sec(decodeMs),
       run_s: sec(performance.now()),
       peak_rss_bytes: peak,
+      // After the decode: anonymous memory (activations, hoisted filters, copies) vs mapped file pages (weights).
+      rss_anon_bytes: statusBytes("RssAnon", status),
+      rss_file_bytes: statusBytes("RssFile", status),
+      cpu_s: cpuSeconds(),
     }));
   } finally {
     ckpt.dispose();
