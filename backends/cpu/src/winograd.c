@@ -186,6 +186,9 @@ static void input_run(const sdf_op *op, int64_t chunk, void *scratch) {
     else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_input_avx2;
   }
 #endif
+#if defined(__aarch64__)
+  if (sdf_current_isa == SDF_ISA_NEON) fn = sdfw_input_neon;
+#endif
   fn(&g, x->data, op->out[0]->data, q0, q1, c0, c1);
 }
 
@@ -343,6 +346,9 @@ static void output_run(const sdf_op *op, int64_t chunk, void *scratch) {
     if (sdf_current_isa == SDF_ISA_AVX512) fn = sdfw_output_avx512;
     else if (sdf_current_isa == SDF_ISA_AVX2) fn = sdfw_output_avx2;
   }
+#endif
+#if defined(__aarch64__)
+  if (sdf_current_isa == SDF_ISA_NEON) fn = sdfw_output_neon;
 #endif
   fn(&g, op->in[0]->data, bias, res, y->data, q0, q1, c0, c1);
 }

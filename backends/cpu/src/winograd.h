@@ -24,7 +24,8 @@
  *          per vector. AVX-512: each tile's patch row is one masked 8-float
  *          load (masks = zero padding / image edge), 8x8 transposes turn 16
  *          rows into vectors across tiles; non-temporal stores when v exceeds
- *          64 MiB and is 64-byte aligned. AVX2: 2 x 8 lanes, masked gathers.
+ *          8 MiB and is 64-byte aligned. AVX2: 2 x 8 lanes, masked gathers.
+ *          NEON: 4 lanes (GCC vector types), scalar patch loads.
  *          Chunk = (block of up to 32 panels ~ 8 tile rows, <= 8 channels),
  *          channel-major inside, next channel's rows prefetched.
  *  GEMM:   A*A independent Co x Ci @ Ci x T products on gemm.h micro-kernels
@@ -93,6 +94,14 @@ void sdfw_filter_avx512(int m, const sdf_tensor *w, float *u, int64_t Co,
 void sdfw_input_avx2(const sdfw_geom *g, const float *x, float *v, int64_t q0,
                      int64_t q1, int64_t c0, int64_t c1);
 void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
+                      const float *res, float *y, int64_t q0, int64_t q1,
+                      int64_t c0, int64_t c1);
+#endif
+
+#if defined(__aarch64__)
+void sdfw_input_neon(const sdfw_geom *g, const float *x, float *v, int64_t q0,
+                     int64_t q1, int64_t c0, int64_t c1);
+void sdfw_output_neon(const sdfw_geom *g, const float *mm, const float *bias,
                       const float *res, float *y, int64_t q0, int64_t q1,
                       int64_t c0, int64_t c1);
 #endif

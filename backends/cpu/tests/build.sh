@@ -14,7 +14,7 @@ objs=()
 cc="${CC:-gcc}"
 arch=$($cc -dumpmachine | cut -d- -f1)
 for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv conv_avx512 winograd \
-         winograd_avx512 winograd_avx2; do
+         winograd_avx512 winograd_avx2 winograd_neon; do
   [ -f "$src/$f.c" ] || continue
   flags=""
   case "$f" in
