@@ -6,8 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadBackend } from "../backends/mod.ts";
-import { type Backend } from "../backends/mod.ts";
+import { type Backend, loadBackend } from "../backends/mod.ts";
 import { compile, convFlops, type DType, Graph, type PlanOptions } from "../engine/mod.ts";
 import { ATTENTION_SHAPES, type ConvShape, LINEAR_SHAPES, UNET_CONVS, VAE_DECODER_CONVS } from "./shapes.ts";
 import { benchGen } from "./gen.ts";
