@@ -141,8 +141,11 @@ AI void output_m(const int m, const sdfw_geom *g, const float *mm,
       const __m256i lm = mask8(h->w == 8 ? 0xffu : (1u << h->w) - 1u);
       v8 d[8][8], t[8][6], o[6][6];
       const float *mp = mm + co * T + h->t0;
+      /* two halves ahead in (channel, half panel) order */
+      const int ha = hh + 2 < nh ? hh + 2 : hh + 2 - nh;
+      const float *pf = mm + (hh + 2 < nh ? co : co + 1) * T + hi[ha].t0;
       for (int k = 0; k < A * A; k++)
-        _mm_prefetch((const char *)(mp + 32 + k * C * T), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pf + k * C * T), _MM_HINT_T0);
       for (int k = 0; k < A * A; k++)
         d[k / A][k % A] = (v8)_mm256_maskload_ps(mp + k * C * T, lm);
       for (int r = 0; r < A; r++) sdfw_at(m, d[r], 1, t[r], 1);

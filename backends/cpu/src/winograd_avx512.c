@@ -163,8 +163,11 @@ AI void output_m(const int m, const sdfw_geom *g, const float *mm,
       const float *mp = mm + co * T + t0;
       /* m_ is read as A*A streams, too many for the hardware prefetchers:
        * fetch the panel two steps ahead (prefetches never fault). */
+      /* two panels ahead in (channel, panel) order */
+      const int64_t qa = q + 2 < q1 ? q + 2 : q0 + (q + 2 - q1);
+      const float *pf = mm + (q + 2 < q1 ? co : co + 1) * T + qa * 16;
       for (int k = 0; k < A * A; k++)
-        _mm_prefetch((const char *)(mp + 32 + k * C * T), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pf + k * C * T), _MM_HINT_T0);
       for (int k = 0; k < A * A; k++)
         d[k / A][k % A] = (v16)_mm512_maskz_loadu_ps(lm, mp + k * C * T);
       for (int r = 0; r < A; r++) sdfw_at(m, d[r], 1, t[r], 1);
