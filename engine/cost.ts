@@ -31,13 +31,14 @@ export function opCost(op: LOp, tensors: readonly LTensor[]): OpCost {
     }
     case "wino_gemm": {
       // Attribute the whole conv's direct FLOPs to the products (the transforms are overhead).
-      const [, co, ci] = ins[0].shape;
       const out = op.attrs.conv_out as readonly number[] | undefined;
+      const ci = Number(op.attrs.conv_ci ?? ins[1].shape[1]);
       if (out) {
-        const [n, , oh, ow] = out;
+        const [n, co, oh, ow] = out;
         return { flops: convFlops(n, co, oh, ow, ci, 3, 3), bytes };
       }
       const [a2, , t] = ins[1].shape;
+      const co = outs[0].shape[1];
       return { flops: 2 * a2 * co * ci * t, bytes };
     }
     case "matmul": {

@@ -31,6 +31,8 @@ export interface LOp {
   label?: string;
   /** Why this op was lowered the way it was (for `plan --explain`). */
   note?: string;
+  /** Writes only part of its output; the other parts come from sibling ops (Winograd bands). */
+  partial?: boolean;
 }
 
 export interface LoweredGraph {
@@ -45,29 +47,54 @@ export type WinogradChoice = "auto" | "off" | 2 | 4 | 6;
 export interface LowerOptions {
   /** "auto" picks F(m,3) per shape; a number forces it for every eligible conv; "off" disables. */
   winograd?: WinogradChoice;
+  /**
+   * Most bytes of Winograd intermediates (transformed input + products) per
+   * band: a conv whose intermediates exceed it runs as bands of tile rows,
+   * which bounds memory and keeps each band's data closer to the caches.
+   * Default 32 MiB; Infinity disables banding.
+   */
+  bandBytes?: number;
   /** Fallback conv algorithm: auto (backend decides), direct, or im2col+GEMM. */
   conv?: "auto" | "direct" | "im2col";
 }
 
 /**
- * F(m,3) tile size for a 3x3 stride-1 conv, or 0 when Winograd does not pay.
- * Larger tiles cut multiplications further (m=6: 5.1x, m=4: 4x, m=2: 2.25x)
- * but waste work on partial edge tiles and cost more transform passes; on
- * small maps the edge waste dominates, so they get smaller tiles.
+ * F(m,3) tile size for a 3x3 stride-1 conv producing n images of oh x ow, or
+ * 0 when Winograd does not pay. Mirrors the CPU backend's cost model
+ * (`sdfw_choose_m`, fitted on Zen 5): larger tiles cut multiplications
+ * (m=6: 5.1x, m=4: 4x, m=2: 2.25x) but waste work on partial edge tiles and
+ * cost more transform traffic; the products run in column blocks of 16/32
+ * tiles, so a tile count just past a block boundary is expensive too.
  */
-export function chooseWinograd(ci: number, co: number, oh: number, ow: number, choice: WinogradChoice): 0 | 2 | 4 | 6 {
+export function chooseWinograd(
+  n: number,
+  ci: number,
+  co: number,
+  oh: number,
+  ow: number,
+  choice: WinogradChoice,
+): 0 | 2 | 4 | 6 {
   if (choice === "off") return 0;
   if (choice !== "auto") return choice;
-  // Too few channels: the batched products are too thin to run near peak.
+  // Too few channels: the products are memory-bound and im2col (or the direct kernel) is cheaper.
   if (ci < 16 || co < 16) return 0;
-  const side = Math.min(oh, ow);
-  if (side >= 24) return 6;
-  if (side >= 8) return 4;
-  if (side >= 4) return 2;
-  return 0;
+  let best: 0 | 2 | 4 | 6 = 0;
+  let bestCost = Infinity;
+  for (const m of [6, 4, 2] as const) {
+    const t = n * Math.ceil(oh / m) * Math.ceil(ow / m);
+    const rest = t % 32;
+    const cols = t - rest + (rest === 0 ? 0 : rest <= 16 ? 16 : 32);
+    const cost = (m + 2) ** 2 * (cols * ci * co + 60 * t * (ci + co));
+    if (cost < bestCost) {
+      best = m;
+      bestCost = cost;
+    }
+  }
+  return best;
 }
 
 const CONV_ALGO = { auto: 0, direct: 1, im2col: 2 } as const;
+const DEFAULT_BAND_BYTES = 32 * 2 ** 20;
 
 /** Lowers `g` for a backend. Does not modify `g`. */
 export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
@@ -115,7 +142,7 @@ export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
     const [co, ci, kh, kw] = w.shape;
     const a = op.attrs;
     const eligible = kh === 3 && kw === 3 && a.stride_h === 1 && a.stride_w === 1 && w.kind === "constant";
-    const m = eligible ? chooseWinograd(ci, co, y.shape[2], y.shape[3], choice) : 0;
+    const m = eligible ? chooseWinograd(x.shape[0], ci, co, y.shape[2], y.shape[3], choice) : 0;
     if (m === 0) {
       const why = !eligible
         ? `${kh}x${kw} stride ${a.stride_h}: not a 3x3 stride-1 conv`
@@ -132,10 +159,9 @@ export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
     }
     const tile = m + 2;
     const [n] = x.shape;
-    const tiles = n * Math.ceil(y.shape[2] / m) * Math.ceil(y.shape[3] / m);
+    const tilesH = Math.ceil(y.shape[2] / m);
+    const tilesW = Math.ceil(y.shape[3] / m);
     const u = newValue([tile * tile, co, ci]);
-    const v = newValue([tile * tile, ci, tiles]);
-    const prod = newValue([tile * tile, co, tiles]);
     // Fuse `conv + residual` when the conv's only consumer is an add of the same shape.
     let out = y.id;
     let residual: number | undefined;
@@ -154,35 +180,48 @@ export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
       }
     }
     const label = op.label;
-    const why = `F(${m},3): ${ci}->${co} @${y.shape[2]}x${y.shape[3]}, ${tiles} tiles`;
+    const bytesPerRow = tile * tile * (ci + co) * n * tilesW * 4;
+    const rowsPerBand = Math.max(1, Math.min(tilesH, Math.floor((opts.bandBytes ?? Infinity) / bytesPerRow)));
+    const bands = Math.ceil(tilesH / rowsPerBand);
+    const why = `F(${m},3): ${ci}->${co} @${y.shape[2]}x${y.shape[3]}, ${n * tilesH * tilesW} tiles` +
+      (bands > 1 ? ` in ${bands} bands` : "") + (residual !== undefined ? ", residual add fused" : "");
     ops.push({ kind: "wino_filter", inputs: [w.id], outputs: [u], attrs: { m }, label, note: why });
-    ops.push({
-      kind: "wino_input",
-      inputs: [x.id],
-      outputs: [v],
-      attrs: { m, pad_h: a.pad_h, pad_w: a.pad_w },
-      label,
-      note: why,
-    });
-    ops.push({
-      kind: "wino_gemm",
-      inputs: [u, v],
-      outputs: [prod],
-      attrs: { m, conv_out: y.shape },
-      label,
-      note: why,
-    });
-    const outIns = [prod];
-    if (b) outIns.push(b.id);
-    if (residual !== undefined) outIns.push(residual);
-    ops.push({
-      kind: "wino_output",
-      inputs: outIns,
-      outputs: [out],
-      attrs: { m, has_bias: b ? 1 : 0, has_residual: residual !== undefined ? 1 : 0 },
-      label,
-      note: residual !== undefined ? `${why}, residual add fused` : why,
-    });
+    for (let row0 = 0; row0 < tilesH; row0 += rowsPerBand) {
+      const rows = Math.min(rowsPerBand, tilesH - row0);
+      const tiles = n * rows * tilesW;
+      const band: Record<string, number> = bands > 1 ? { row0, rows } : {};
+      const v = newValue([tile * tile, ci, tiles]);
+      const prod = newValue([tile * tile, co, tiles]);
+      ops.push({
+        kind: "wino_input",
+        inputs: [x.id],
+        outputs: [v],
+        attrs: { m, pad_h: a.pad_h, pad_w: a.pad_w, ...band },
+        label,
+        note: why,
+      });
+      ops.push({
+        kind: "wino_gemm",
+        inputs: [u, v],
+        outputs: [prod],
+        // The share of the conv's direct FLOPs this band computes (for cost reports).
+        attrs: { m, conv_out: [n, co, Math.min(rows * m, y.shape[2] - row0 * m), y.shape[3]], conv_ci: ci },
+        label,
+        note: why,
+      });
+      const outIns = [prod];
+      if (b) outIns.push(b.id);
+      if (residual !== undefined) outIns.push(residual);
+      ops.push({
+        kind: "wino_output",
+        inputs: outIns,
+        outputs: [out],
+        attrs: { m, has_bias: b ? 1 : 0, has_residual: residual !== undefined ? 1 : 0, ...band },
+        label,
+        note: why,
+        partial: bands > 1,
+      });
+    }
   }
   return { tensors, ops, inputs: new Map(g.inputs), outputs: new Map(g.outputs) };
 }

@@ -51,7 +51,8 @@ export function planArena(
   pinned: ReadonlySet<number>,
 ): ArenaPlan {
   const root = (id: number): number => rootOf(tensors, id);
-  const producer = new Map<number, number>();
+  // Winograd bands write disjoint parts of one tensor: a root may have several producers.
+  const producers = new Map<number, number[]>();
   const lastUse = new Map<number, number>();
   const touched = new Map<number, number[]>();
   const touch = (r: number, i: number): void => {
@@ -67,7 +68,7 @@ export function planArena(
     }
     for (const t of op.outputs) {
       const r = root(t);
-      if (op.kind !== "reshape") producer.set(r, i);
+      if (op.kind !== "reshape") producers.set(r, [...(producers.get(r) ?? []), i]);
       lastUse.set(r, Math.max(lastUse.get(r) ?? i, i));
       touch(r, i);
     }
@@ -77,8 +78,7 @@ export function planArena(
   // Read-after-write edges.
   ops.forEach((op, i) => {
     for (const t of op.inputs) {
-      const p = producer.get(root(t));
-      if (p !== undefined && p !== i) deps[i].add(p);
+      for (const p of producers.get(root(t)) ?? []) if (p < i) deps[i].add(p);
     }
   });
 

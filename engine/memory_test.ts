@@ -103,11 +103,14 @@ Deno.test("arena: live tensors never share memory, and reuse waits for earlier r
 });
 
 Deno.test("lowering picks Winograd tiles per shape and falls back where it does not pay", () => {
-  assert.deepEqual(chooseWinograd(320, 320, 64, 64, "auto"), 6);
-  assert.deepEqual(chooseWinograd(1280, 1280, 16, 16, "auto"), 4);
-  assert.deepEqual(chooseWinograd(4, 320, 64, 64, "auto"), 0);
-  assert.deepEqual(chooseWinograd(320, 320, 64, 64, "off"), 0);
-  assert.deepEqual(chooseWinograd(320, 320, 64, 64, 2), 2);
+  // The backend's measured choices (batch 2): m=6 at 64², m=4 at 32² and 16², m=2 at 8².
+  assert.deepEqual(chooseWinograd(2, 320, 320, 64, 64, "auto"), 6);
+  assert.deepEqual(chooseWinograd(2, 640, 640, 32, 32, "auto"), 4);
+  assert.deepEqual(chooseWinograd(2, 1280, 1280, 16, 16, "auto"), 4);
+  assert.deepEqual(chooseWinograd(2, 1280, 1280, 8, 8, "auto"), 2);
+  assert.deepEqual(chooseWinograd(2, 4, 320, 64, 64, "auto"), 0);
+  assert.deepEqual(chooseWinograd(2, 320, 320, 64, 64, "off"), 0);
+  assert.deepEqual(chooseWinograd(2, 320, 320, 64, 64, 2), 2);
   const g = new Graph();
   const x = g.input("x", [2, 32, 16, 16]);
   const w3 = g.constant("w3", [32, 32, 3, 3], "f32", { kind: "data", data: new Float32Array(32 * 32 * 9) });

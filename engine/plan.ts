@@ -28,6 +28,11 @@ export interface PlanOptions extends LowerOptions {
    * share of that conv's time, but it keeps big models within memory).
    */
   hoistBudgetBytes?: number;
+  /**
+   * Transform filters that are not hoisted inside the Winograd products
+   * (default true) rather than as a separate stage into a full tensor.
+   */
+  fuseFilterTransforms?: boolean;
 }
 
 export type BindingSpec =
@@ -91,9 +96,9 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   lg.ops.forEach((op, i) => {
     if (!op.inputs.every((t) => constant.has(t) || hoistable.has(t))) return;
     if (op.kind === "wino_filter") {
-      const gemm = lg.ops.find((o) => o.kind === "wino_gemm" && o.inputs[0] === op.outputs[0]);
-      const v = gemm ? tensors[gemm.inputs[1]] : undefined;
-      filterCandidates.push({ op: i, bytes: tensorBytes(tensors[op.outputs[0]]), tiles: v ? v.shape[2] : 0 });
+      const gemms = lg.ops.filter((o) => o.kind === "wino_gemm" && o.inputs[0] === op.outputs[0]);
+      const tiles = gemms.reduce((t, o) => t + tensors[o.inputs[1]].shape[2], 0);
+      filterCandidates.push({ op: i, bytes: tensorBytes(tensors[op.outputs[0]]), tiles });
       return;
     }
     for (const o of op.outputs) hoistable.add(o);
@@ -101,11 +106,36 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   // Keep transformed filters where recomputing them costs most relative to the conv (fewest tiles).
   filterCandidates.sort((a, b) => a.tiles - b.tiles);
   let budget = opts.hoistBudgetBytes ?? DEFAULT_HOIST_BUDGET;
-  const hoistedOps = new Set<number>();
+  let hoistedOps = new Set<number>();
   for (const c of filterCandidates) {
     if (c.bytes > budget) continue;
     budget -= c.bytes;
     hoistedOps.add(c.op);
+  }
+  if (opts.fuseFilterTransforms ?? false) {
+    // Filters left out of the budget are transformed inside the products, block by block
+    // while hot in cache, instead of into a full transformed tensor on every run.
+    const fusedU = new Map<number, number>();
+    for (const c of filterCandidates) {
+      if (!hoistedOps.has(c.op)) fusedU.set(lg.ops[c.op].outputs[0], lg.ops[c.op].inputs[0]);
+    }
+    const kept: LOp[] = [];
+    const remap = new Map<number, number>();
+    lg.ops.forEach((op, i) => {
+      if (op.kind === "wino_filter" && fusedU.has(op.outputs[0])) return;
+      remap.set(i, kept.length);
+      const w = op.kind === "wino_gemm" ? fusedU.get(op.inputs[0]) : undefined;
+      kept.push(
+        w === undefined ? op : {
+          ...op,
+          inputs: [w, op.inputs[1]],
+          attrs: { ...op.attrs, fused: 1 },
+          note: `${op.note}, filter transform fused`,
+        },
+      );
+    });
+    hoistedOps = new Set([...hoistedOps].map((i) => remap.get(i)!));
+    lg.ops = kept;
   }
   // Non-filter constant ops: hoist, then drop those feeding only dropped filters.
   lg.ops.forEach((op, i) => {
@@ -285,6 +315,11 @@ function serialise(
   return w.finish();
 }
 
+/** Tile-row band params of a banded Winograd stage (none for a whole conv). */
+function band(a: LOp["attrs"]): number[] {
+  return a.rows !== undefined ? [num(a.row0), num(a.rows)] : [];
+}
+
 function num(v: unknown): number {
   return typeof v === "boolean" ? (v ? 1 : 0) : Number(v);
 }
@@ -298,11 +333,11 @@ function encode(op: LOp, tensors: readonly LTensor[]): { code: number; p: number
     case "wino_filter":
       return { code: SDF_OP.WINO_FILTER, p: [num(a.m)], f: [] };
     case "wino_input":
-      return { code: SDF_OP.WINO_INPUT, p: [a.m, a.pad_h, a.pad_w].map(num), f: [] };
+      return { code: SDF_OP.WINO_INPUT, p: [a.m, a.pad_h, a.pad_w, ...band(a)].map(num), f: [] };
     case "wino_gemm":
-      return { code: SDF_OP.WINO_GEMM, p: [num(a.m)], f: [] };
+      return { code: SDF_OP.WINO_GEMM, p: a.fused ? [num(a.m), 1] : [num(a.m)], f: [] };
     case "wino_output":
-      return { code: SDF_OP.WINO_OUTPUT, p: [a.m, a.has_bias, a.has_residual].map(num), f: [] };
+      return { code: SDF_OP.WINO_OUTPUT, p: [a.m, a.has_bias, a.has_residual, ...band(a)].map(num), f: [] };
     case "matmul":
       return { code: SDF_OP.MATMUL, p: [], f: [] };
     case "bmm":

@@ -231,9 +231,9 @@ function convVariants(f: Fixture): { name: string; opts: Parameters<typeof compi
   ];
   // "auto" lowers eligible 3x3 stride-1 convs to Winograd; hold it to that tile size's bound.
   const [co, ci, kh, kw] = f.inputs[1].shape;
-  const [, , oh, ow] = f.outputs[0].shape;
+  const [n, , oh, ow] = f.outputs[0].shape;
   const eligible = kh === 3 && kw === 3 && f.attrs.stride === 1;
-  const m = eligible ? chooseWinograd(ci, co, oh, ow, "auto") : 0;
+  const m = eligible ? chooseWinograd(n, ci, co, oh, ow, "auto") : 0;
   out.push({
     name: m ? `auto=F(${m},3)` : "auto",
     opts: { winograd: "auto" },
