@@ -122,6 +122,9 @@ async function main(): Promise<void> {
       },
     });
     const sampleMs = performance.now() - t;
+    // Times of a broken run mean nothing: refuse non-finite latents.
+    const bad = latent.data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new Error(`the sampled latent has a non-finite value at ${bad}: ${latent.data[bad]}`);
 
     t = performance.now();
     const [image] = await ckpt.vae.decode(latent);
