@@ -284,6 +284,15 @@ export function formatTable(rows: readonly GenBenchRow[]): string {
 
 /** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
 export async function benchGen(backend: Backend): Promise<void> {
+  try {
+    await runGenBench(backend);
+  } catch (e) {
+    console.error(`bench gen: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}
+
+async function runGenBench(backend: Backend): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     strict: false,
