@@ -196,7 +196,8 @@ export function sampleLatent(
 
 /**
  * Decoder output [B, 3, H, W] in [-1, 1] to 8-bit RGB images the way
- * stable-diffusion.cpp does: (x + 1) / 2 clamped to [0, 1], times 255, truncated.
+ * stable-diffusion.cpp does: (x + 1) / 2 clamped to [0, 1], times 255, rounded
+ * (`value * 255.0f + 0.5f`, truncated: its `preprocessing_float_to_u8`).
  */
 export function toImages(data: Float32Array, shape: readonly number[]): Image[] {
   const [b, c, h, wd] = shape;
@@ -208,9 +209,9 @@ export function toImages(data: Float32Array, shape: readonly number[]): Image[] 
     for (let k = 0; k < 3; k++) {
       const base = (n * 3 + k) * plane;
       for (let i = 0; i < plane; i++) {
-        // float32 arithmetic, as sd.cpp: clamp((x + 1) * 0.5, 0, 1) * 255, truncated.
+        // float32 arithmetic, as sd.cpp: clamp((x + 1) * 0.5, 0, 1) * 255 + 0.5, truncated.
         const v = Math.min(1, Math.max(0, Math.fround(Math.fround(data[base + i] + 1) * 0.5)));
-        px[i * 3 + k] = Math.trunc(Math.fround(v * 255));
+        px[i * 3 + k] = v <= 0 ? 0 : v >= 1 ? 255 : Math.trunc(Math.fround(Math.fround(v * 255) + 0.5));
       }
     }
     images.push({ width: wd, height: h, channels: 3, data: px });

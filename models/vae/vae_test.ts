@@ -65,14 +65,14 @@ Deno.test("sampleLatent: mean + exp(logvar / 2) * noise, logvar clamped, times t
   assertEquals([...sampleLatent(m, [1, 2, 1, 2], null, 2).data], [2, 4]);
 });
 
-Deno.test("toImages / fromImages: sd.cpp's 8-bit conversion (truncation) and its inverse", () => {
+Deno.test("toImages / fromImages: sd.cpp's 8-bit conversion (rounding) and its inverse", () => {
   const x = Float32Array.of(-1, -0.5, 0, 1, 2, -3, 0.999, 0.5, 0.25, 0, 0, 0);
   const [im] = toImages(x, [1, 3, 2, 2]);
   assertEquals([im.width, im.height, im.channels], [2, 2, 3]);
-  // channel 0 of pixels 0..3: -1 -> 0, -0.5 -> 63 (63.75 truncated), 0 -> 127, 1 -> 255
-  assertEquals([im.data[0], im.data[3], im.data[6], im.data[9]], [0, 63, 127, 255]);
-  // channel 1: 2 -> clamp 255, -3 -> 0, 0.999 -> 254, 0.5 -> 191
-  assertEquals([im.data[1], im.data[4], im.data[7], im.data[10]], [255, 0, 254, 191]);
+  // channel 0 of pixels 0..3: -1 -> 0, -0.5 -> 64 (63.75 rounded), 0 -> 128 (127.5 rounds up), 1 -> 255
+  assertEquals([im.data[0], im.data[3], im.data[6], im.data[9]], [0, 64, 128, 255]);
+  // channel 1: 2 -> clamp 255, -3 -> 0, 0.999 -> 255 (254.87 rounded), 0.5 -> 191 (191.25)
+  assertEquals([im.data[1], im.data[4], im.data[7], im.data[10]], [255, 0, 255, 191]);
   const back = fromImages([im]);
   assertEquals(back.shape, [1, 3, 2, 2]);
   assertEquals(back.data[3], 1);
