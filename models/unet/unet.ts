@@ -66,10 +66,6 @@ const ST_GN_EPS = 1e-6;
 export function buildUnet(g: Graph, w: WeightLookup, cfg: UnetConfig, opts: UnetBuildOptions): UnetGraph {
   const { batch: B, height: H, width: W } = opts;
   const levels = cfg.channelMult.length;
-  const f = 2 ** (levels - 1);
-  if (H % f !== 0 || W % f !== 0) {
-    throw new ArchError(`UNet: latent ${H}x${W} must be a multiple of ${f} (${levels} levels)`);
-  }
   const P = cfg.prefix;
   const x = g.input("x", [B, cfg.inChannels, H, W]);
   const timesteps = g.input("timesteps", [B]);
@@ -150,7 +146,15 @@ export function buildUnet(g: Graph, w: WeightLookup, cfg: UnetConfig, opts: Unet
         sub = 2;
       }
       if (lvl !== 0 && i === cfg.numResBlocks) {
-        h = g.scope(`${b}.${sub}`, () => conv2d(g, w, `${P}${b}.${sub}.conv`, g.upsampleNearest(h, 2), out, 3));
+        // Odd sizes: the stride-2 convs rounded up on the way down, so crop the 2x upsample to the next
+        // skip's size (the same as diffusers' nearest interpolation to that size).
+        const target = skips[skips.length - 1].shape;
+        h = g.scope(`${b}.${sub}`, () => {
+          let u = g.upsampleNearest(h, 2);
+          if (u.shape[2] !== target[2]) u = g.slice(u, 2, 0, target[2]);
+          if (u.shape[3] !== target[3]) u = g.slice(u, 3, 0, target[3]);
+          return conv2d(g, w, `${P}${b}.${sub}.conv`, u, out, 3);
+        });
       }
       idx++;
     }
