@@ -16,7 +16,7 @@ export type NetworkKind = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder
 
 export interface NetworkEstimateOptions {
   checkpoint: string;
-  /** [N, C, h, w] of the latent going in (unet, vae_decoder). */
+  /** [N, C, h, w] of the latent going in (unet: the whole batch of one evaluation, cond and uncond included). */
   latentShape?: readonly number[];
   /** [N, H, W, C] of the image going in (vae_encoder). */
   imageShape?: readonly number[];
@@ -48,7 +48,7 @@ export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOp
       buildTextEncoder(g, w, need(arch.textEncoders[0], "text encoder"), { batch: Math.ceil(tokens / 77) });
     } else if (kind === "unet") {
       const [n, , h, wd] = need(opts.latentShape, "latent shape");
-      buildUnet(g, w, need(arch.unet, "UNet"), { batch: 2 * n, height: h, width: wd, contextTokens: tokens });
+      buildUnet(g, w, need(arch.unet, "UNet"), { batch: n, height: h, width: wd, contextTokens: tokens });
     } else if (kind === "vae_decoder") {
       const [, , h, wd] = need(opts.latentShape, "latent shape");
       buildVaeDecoder(g, w, need(arch.vae, "VAE"), { batch: 1, height: h, width: wd });
