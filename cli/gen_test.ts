@@ -150,6 +150,15 @@ Deno.test("sd.cpp flags: -i makes img2img with --strength, -b and --clip-skip", 
   assert.equal(p.nodes.get("save")!.values.path, "x.png");
 });
 
+Deno.test("sd.cpp flags: --embd-dir sets the checkpoint's embeddings_dir (absent: not set)", async () => {
+  const a = parseArgs(["-m", "m.safetensors", "-p", "a easynegative cat", "--embd-dir", "models/embeddings"], true);
+  const { file, origins } = graphFromSdcppFlags(a.flags, a.spelled);
+  const p = await validateGraph(file, { origins });
+  assert.deepEqual(p.nodes.get("checkpoint")!.values, { path: "m.safetensors", embeddings_dir: "models/embeddings" });
+  const plain = await validateGraph(graphFromSdcppFlags(parseArgs(["-m", "m.safetensors"], true).flags).file);
+  assert.deepEqual(plain.nodes.get("checkpoint")!.values, { path: "m.safetensors" });
+});
+
 Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, also through --set and -s -1", async () => {
   const built = (argv: string[]) => {
     const a = parseArgs(["-m", "m.ckpt", "-i", "in.png", ...argv], true);

@@ -47,6 +47,11 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
   { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },
   { names: ["b", "batch-count"], help: "number of images (default 1)" },
+  {
+    names: ["embd-dir"],
+    target: ["checkpoint", "embeddings_dir"],
+    help: "folder of textual-inversion embeddings, used in prompts by file name",
+  },
   { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
   { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i)" },
   { names: ["v", "verbose"], help: "show progress of every node, and stack traces on errors" },
@@ -59,7 +64,6 @@ const NOT_YET = [
   "control-net",
   "control-image",
   "lora-model-dir",
-  "embd-dir",
   "upscale-model",
   "diffusion-model",
   "clip_l",
@@ -237,7 +241,11 @@ export function graphFromSdcppFlags(
   const clipSkip = v<number>("positive.clip_skip");
   const skip = clipSkip === undefined || clipSkip < 1 ? {} : { clip_skip: clipSkip };
   const g = graph();
-  const ckpt = g.checkpoint({ path: v<string>("checkpoint.path") }, "checkpoint");
+  const embd = v<string | undefined>("checkpoint.embeddings_dir");
+  const ckpt = g.checkpoint(
+    { path: v<string>("checkpoint.path"), ...(embd === undefined ? {} : { embeddings_dir: embd }) },
+    "checkpoint",
+  );
   const positive = g.clip_encode({ clip: ckpt.clip, text: v<string>("positive.text"), ...skip }, "positive");
   const negative = g.clip_encode({ clip: ckpt.clip, text: v<string>("negative.text"), ...skip }, "negative");
   let latent;

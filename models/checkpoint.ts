@@ -3,7 +3,8 @@
  * architecture, and the text encoder, UNet and VAE as compiled programs on a
  * backend. Programs are compiled lazily per input shape and kept while the
  * shape stays the same (a new shape replaces the old program, so only one set
- * of hoisted Winograd filters per network is alive at a time).
+ * of hoisted Winograd filters per network is alive at a time; the text encoder
+ * keeps two, with and without textual-inversion inputs).
  */
 
 import { type Backend, loadBackend } from "../backends/mod.ts";
@@ -17,7 +18,8 @@ import {
   SharedArena,
 } from "../engine/mod.ts";
 import { type ArchInfo, detectArch } from "./arch.ts";
-import { buildTextEncoder } from "./clip/text_encoder.ts";
+import { type Embedding, EmbeddingError, loadEmbedding, loadEmbeddingDir } from "./clip/embeddings.ts";
+import { buildTextEncoder, splitCustomTokens } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
 import { createWeightLookup } from "./nn.ts";
 import { applyTokenWeights, tokenizeWeighted } from "./prompt/emphasis.ts";
@@ -56,6 +58,18 @@ export interface LoadOptions {
    * and the run's wall time, for `--profile`. Op times overlap when ops run concurrently.
    */
   onProfile?: (network: string, ops: readonly OpProfile[], runMs: number) => void;
+  /**
+   * Textual-inversion embedding files (.safetensors, .pt, .ckpt, .bin) to make available to prompts
+   * under their file names. A file that cannot be used is an error.
+   */
+  embeddings?: readonly string[];
+  /**
+   * A folder of embedding files (stable-diffusion.cpp's `--embd-dir`). Files there that cannot be used
+   * with this model (another family's width, not an embedding) are skipped, each reported to `onWarning`.
+   */
+  embeddingDir?: string;
+  /** Called with one-line warnings (skipped embedding files). */
+  onWarning?: (message: string) => void;
 }
 
 /** A checkpoint that cannot be used for generation (parts missing). */
@@ -63,25 +77,89 @@ export class CheckpointError extends Error {
   override name = "CheckpointError";
 }
 
-/** Keeps one compiled program per network, rebuilt when the key (shape) changes. */
+/**
+ * Keeps the compiled programs of one network, by key (shape): up to `capacity` of them (default one),
+ * the least recently used is disposed to make room for a new key.
+ */
 class ProgramSlot {
-  #key = "";
-  #program?: Program;
+  /** Most recently used last. */
+  #programs: { key: string; program: Program }[] = [];
+  constructor(private readonly capacity = 1) {}
   get(key: string, build: () => Program): Program {
-    if (this.#program && this.#key === key) return this.#program;
-    this.#program?.dispose();
-    this.#program = undefined;
-    this.#program = build();
-    this.#key = key;
-    return this.#program;
+    const i = this.#programs.findIndex((p) => p.key === key);
+    if (i >= 0) {
+      const [hit] = this.#programs.splice(i, 1);
+      this.#programs.push(hit);
+      return hit.program;
+    }
+    while (this.#programs.length >= this.capacity) this.#programs.shift()!.program.dispose();
+    const program = build();
+    this.#programs.push({ key, program });
+    return program;
   }
   evictWeights(): void {
-    this.#program?.evictWeights();
+    for (const p of this.#programs) p.program.evictWeights();
   }
   dispose(): void {
-    this.#program?.dispose();
-    this.#program = undefined;
+    for (const p of this.#programs) p.program.dispose();
+    this.#programs = [];
   }
+}
+
+/** Textual-inversion vectors registered in a tokenizer: ids `vocabSize + row` are rows of `table`. */
+interface CustomEmbeddings {
+  /** Rows of `table` ([rows, width]). */
+  readonly rows: number;
+  readonly table: Float32Array;
+  /** The embeddings' names, as registered. */
+  readonly names: readonly string[];
+}
+
+/**
+ * Loads the embeddings `opts` names, checked against the text encoder's width, and registers each
+ * name in `tokenizer`; returns the table of their vectors, indexed by token id - vocabSize.
+ */
+async function registerEmbeddings(
+  opts: LoadOptions,
+  tokenizer: ClipTokenizer,
+  width: number,
+): Promise<CustomEmbeddings> {
+  const found: Embedding[] = [];
+  for (const path of opts.embeddings ?? []) found.push(await loadEmbedding(path, { width }));
+  if (opts.embeddingDir !== undefined) {
+    const dir = await loadEmbeddingDir(opts.embeddingDir, { width });
+    for (const s of dir.skipped) opts.onWarning?.(`embedding skipped: ${s.reason}`);
+    found.push(...dir.embeddings);
+  }
+  const byName = new Map<string, Embedding>();
+  const ids: number[][] = [];
+  const registered: Embedding[] = [];
+  for (const e of found) {
+    const key = tokenizer.normalize(e.name);
+    const other = byName.get(key);
+    if (other) {
+      // An explicitly listed file wins over the folder's file of the same name.
+      if (opts.embeddings?.includes(other.path) && !opts.embeddings.includes(e.path)) {
+        opts.onWarning?.(`embedding skipped: ${e.path}: the name "${e.name}" is already taken by ${other.path}`);
+        continue;
+      }
+      throw new EmbeddingError(e.path, `${e.path}: two embeddings are named "${e.name}" (the other: ${other.path})`);
+    }
+    if (key.length === 0) throw new EmbeddingError(e.path, `${e.path}: an embedding's name must not be blank`);
+    byName.set(key, e);
+    registered.push(e);
+    ids.push([...tokenizer.registerToken(e.name, e.count)]);
+  }
+  const rows = ids.reduce((n, r) => n + r.length, 0);
+  const table = new Float32Array(rows * width);
+  registered.forEach((e, i) =>
+    ids[i].forEach((id, v) => {
+      const row = id - tokenizer.vocabSize;
+      if (row < 0 || row >= rows) throw new Error(`embedding ${e.name}: token id ${id} outside the custom table`);
+      table.set(e.vectors.subarray(v * width, (v + 1) * width), row * width);
+    })
+  );
+  return { rows, table, names: registered.map((e) => e.name) };
 }
 
 /** Opens a checkpoint file or diffusers folder and prepares it for generation. */
@@ -97,7 +175,8 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
     }
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
     const tokenizer = await ClipTokenizer.load({ modelDir: (await isDir(path)) ? path : undefined });
-    return new LoadedCheckpoint(path, file, arch, backend, tokenizer, opts);
+    const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders[0].width);
+    return new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts);
   } catch (e) {
     file.close();
     throw e;
@@ -147,15 +226,18 @@ class LoadedCheckpoint implements Checkpoint {
     readonly arch: ArchInfo,
     private readonly backend: Backend,
     tokenizer: ClipTokenizer,
+    custom: CustomEmbeddings,
     private readonly opts: LoadOptions,
   ) {
     this.family = arch.family;
-    const slot = (): ProgramSlot => {
-      const s = new ProgramSlot();
+    const slot = (capacity?: number): ProgramSlot => {
+      const s = new ProgramSlot(capacity);
       this.#slots.push(s);
       return s;
     };
-    const textSlot = slot();
+    // Two text encoder programs: a prompt with embeddings and one without (the usual positive and
+    // negative pair) then do not rebuild the program at every encode.
+    const textSlot = slot(2);
     const unetSlot = slot();
     const decoderSlot = slot();
     const encoderSlot = slot();
@@ -189,14 +271,20 @@ class LoadedCheckpoint implements Checkpoint {
         serial.run(textSlot, async () => {
           const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
           const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
-          const program = textSlot.get(`${chunks.length}/${clipSkip}`, () => {
-            const g = new Graph();
-            buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip });
-            return make("text encoder", g, {});
-          });
           const tokens = new Int32Array(chunks.length * clip.maxTokens);
           chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
-          const { hidden } = await run(program, { tokens });
+          // Prompts that name an embedding run the graph with the custom-vector inputs (keyed by the
+          // table's rows); the others keep the plain graph.
+          const k = custom.rows > 0 && tokens.some((id) => id >= tokenizer.vocabSize) ? custom.rows : 0;
+          const program = textSlot.get(`${chunks.length}/${clipSkip}/${k}`, () => {
+            const g = new Graph();
+            buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip, customEmbeddings: k });
+            return make("text encoder", g, {});
+          });
+          const inputs: Record<string, InputData> = k > 0
+            ? { ...splitCustomTokens(tokens, tokenizer.vocabSize, k), custom_table: custom.table }
+            : { tokens };
+          const { hidden } = await run(program, inputs);
           const perChunk = clip.maxTokens * clip.width;
           chunks.forEach((c, i) =>
             applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)

@@ -20,6 +20,16 @@
 
 export * from "./types.ts";
 export { CheckpointError, loadCheckpoint, type LoadOptions } from "./checkpoint.ts";
+export {
+  type Embedding,
+  type EmbeddingDir,
+  EmbeddingError,
+  embeddingName,
+  loadEmbedding,
+  loadEmbeddingDir,
+  type LoadEmbeddingOptions,
+  type SkippedEmbedding,
+} from "./clip/embeddings.ts";
 export { resolveSampleMethod, resolveScheduler, sample, type SampleOptions } from "./generate.ts";
 export { estimateNetwork } from "./estimate.ts";
 export { makeTinyCheckpoint } from "./tiny/mod.ts";

@@ -88,8 +88,9 @@ export function buildTextEncoder(
       const ids = g.input("custom_ids", [N, T], "i32");
       const mask = g.reshape(g.input("custom_mask", [N, T]), [N * T, 1]);
       const ce = g.gatherRows(custom, g.reshape(ids, [N * T]));
-      // e + mask * (ce - e): the custom vector where mask = 1, the vocabulary's elsewhere.
-      e = g.add(e, g.mul(mask, g.sub(ce, e)));
+      // e * (1 - mask) + ce * mask: exactly the custom vector where mask = 1 and the vocabulary's where
+      // mask = 0 (e + mask * (ce - e) would round: (ce - e) + e is not always ce).
+      e = g.add(g.mul(e, g.scale(mask, -1, 1)), g.mul(ce, mask));
     }
     const pos = w(hf ? `${P}embeddings.position_embedding.weight` : `${P}positional_embedding`, [T, D]);
     return g.add(g.reshape(e, [N, T, D]), asF32(g, pos));

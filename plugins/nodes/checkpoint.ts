@@ -40,6 +40,20 @@ async function fileFingerprint(path: unknown): Promise<unknown> {
   }
 }
 
+/** Name, size and mtime of each file in a folder (an edited or added embedding reloads the checkpoint). */
+async function folderFingerprint(dir: unknown): Promise<unknown> {
+  try {
+    const out: unknown[] = [];
+    for await (const e of Deno.readDir(String(dir))) {
+      if (e.isDirectory) continue;
+      out.push([e.name, await fileFingerprint(`${dir}/${e.name}`)]);
+    }
+    return out.sort((a, b) => (String((a as unknown[])[0]) < String((b as unknown[])[0]) ? -1 : 1));
+  } catch {
+    return null;
+  }
+}
+
 /**
  * What the run's settings (`-t`, `--backend`, `--profile`) and the node's `backend` input ask of the
  * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
@@ -84,10 +98,24 @@ export const checkpoint = defineNode({
       },
     },
     backend: BACKEND_INPUT,
+    embeddings_dir: {
+      optional: true,
+      schema: {
+        type: "string",
+        minLength: 1,
+        description: "Folder of textual-inversion embeddings (.pt, .ckpt, .safetensors, .bin; sd.cpp's " +
+          "--embd-dir): a prompt uses one by its file name without the extension. Files for another model " +
+          "family are skipped with a warning.",
+        examples: ["models/embeddings"],
+      },
+    },
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
-  fingerprint: (values: NodeValues) => fileFingerprint(values.path),
-  async run({ path, backend }, ctx) {
+  fingerprint: async (values: NodeValues) => [
+    await fileFingerprint(values.path),
+    values.embeddings_dir === undefined ? null : await folderFingerprint(values.embeddings_dir),
+  ],
+  async run({ path, backend, embeddings_dir }, ctx) {
     try {
       await Deno.stat(path);
     } catch (e) {
@@ -97,7 +125,20 @@ export const checkpoint = defineNode({
       }
       throw e;
     }
-    const ckpt = await loadCheckpoint(path, await loadOptions(ctx.settings, backend));
+    if (embeddings_dir !== undefined) {
+      let isDir = false;
+      try {
+        isDir = (await Deno.stat(embeddings_dir)).isDirectory;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (!isDir) throw new NodeInputError("embeddings_dir", `embedding folder not found: ${embeddings_dir}`);
+    }
+    const opts = await loadOptions(ctx.settings, backend);
+    const ckpt = await loadCheckpoint(path, {
+      ...opts,
+      ...(embeddings_dir === undefined ? {} : { embeddingDir: embeddings_dir, onWarning: (m) => ctx.log(m) }),
+    });
     ctx.onDispose(() => ckpt.dispose());
     ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../../models/mod.ts";
+import { encodeSafetensors } from "../../models/weights/mod.ts";
 import type { Image, Latent, Vae } from "../../models/types.ts";
 import { OutputCache, runPipeline } from "../../dsl/run.ts";
 import { validateGraph } from "../../dsl/validate.ts";
@@ -67,4 +68,40 @@ Deno.test("vae_encode: with a seed the posterior is sampled with that seed's noi
   }
   // Clearing the cache disposed the checkpoint it held: its networks can no longer run.
   await assert.rejects(() => vae!.encode([picture]));
+});
+
+Deno.test("checkpoint: embeddings_dir makes its embeddings usable in prompts; skipped files are logged", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sdflow-embd-node-" });
+  try {
+    const width = 64; // the tiny model's text encoder
+    const vec = new Float32Array(2 * width).map((_, i) => Math.cos(i) * 0.5);
+    const file = (shape: number[], data: Float32Array) =>
+      encodeSafetensors([{ name: "emb_params", dtype: "F32", shape, data: new Uint8Array(data.buffer) }]);
+    await Deno.writeFile(`${dir}/mystyle.safetensors`, file([2, width], vec));
+    await Deno.writeFile(`${dir}/sd15only.safetensors`, file([1, 768], new Float32Array(768)));
+    const path = await tinyCheckpointPath(0);
+    const graph = (embd?: string) => ({
+      version: 1,
+      nodes: {
+        checkpoint: { type: "checkpoint", inputs: { path, ...(embd ? { embeddings_dir: embd } : {}) } },
+        text: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a mystyle photo" } },
+      },
+    });
+    const run = async (embd?: string) => {
+      const logs: string[] = [];
+      const r = await runPipeline(await validateGraph(graph(embd)), { reporter: { log: (_, m) => logs.push(m) } });
+      const c = r.outputs.get("text")!.conditioning as { context: { data: Float32Array } };
+      return { data: c.context.data, logs };
+    };
+    const withTi = await run(dir);
+    const without = await run();
+    assert.notDeepEqual(withTi.data, without.data);
+    assert.equal(withTi.logs.filter((l) => l.includes(`${dir}/sd15only.safetensors`)).length, 1, withTi.logs.join());
+    await assert.rejects(
+      async () => await runPipeline(await validateGraph(graph(`${dir}/absent`))),
+      /embeddings_dir.*embedding folder not found/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
