@@ -10,6 +10,33 @@
 sdf_isa sdf_current_isa = SDF_ISA_SCALAR;
 int sdf_thread_count = 1;
 int sdf_initialized = 0;
+
+/* The configuration each thread last asked for with sdf_init. Several
+ * Backends (e.g. Deno workers) may share this library with different thread
+ * counts or ISAs: a plan remembers the configuration of the thread that
+ * compiled it, and every run switches to it under sdf_run_lock. */
+static _Thread_local int tl_configured = 0;
+static _Thread_local sdf_isa tl_isa;
+static _Thread_local int tl_threads;
+
+int32_t sdf_apply_config(sdf_isa isa, int threads) {
+  if (threads != sdf_thread_count || !sdf_initialized) {
+    int32_t rc = sdf_pool_resize(threads);
+    if (rc != SDF_OK) {
+      sdf_set_error("could not start %d worker threads", threads - 1);
+      return rc;
+    }
+    sdf_thread_count = threads;
+  }
+  sdf_current_isa = isa;
+  sdf_initialized = 1;
+  return SDF_OK;
+}
+
+void sdf_requested_config(sdf_isa *isa, int *threads) {
+  *isa = tl_configured ? tl_isa : sdf_current_isa;
+  *threads = tl_configured ? tl_threads : sdf_thread_count;
+}
 pthread_mutex_t sdf_run_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static _Thread_local char tls_error[SDF_ERR_LEN];
@@ -159,20 +186,18 @@ SDF_API int32_t sdf_init(const char *config_json) {
     }
   }
   int n = threads > 0 ? (int)threads : sdf_physical_cores();
-  if (pthread_mutex_trylock(&sdf_run_lock) != 0) {
-    sdf_set_error("sdf_init: a plan is running; reconfigure after it finishes");
-    return SDF_E_STATE;
-  }
-  int32_t rc = sdf_pool_resize(n);
-  if (rc == SDF_OK) {
-    sdf_current_isa = isa;
-    sdf_thread_count = n;
-    sdf_initialized = 1;
-  } else {
-    sdf_set_error("sdf_init: could not start %d worker threads", n - 1);
-  }
+  /* Waits for a running plan (another thread's) rather than failing. */
+  pthread_mutex_lock(&sdf_run_lock);
+  int32_t rc = sdf_apply_config(isa, n);
   pthread_mutex_unlock(&sdf_run_lock);
-  return rc;
+  if (rc != SDF_OK) {
+    sdf_set_error("sdf_init: could not start %d worker threads", n - 1);
+    return rc;
+  }
+  tl_configured = 1;
+  tl_isa = isa;
+  tl_threads = n;
+  return SDF_OK;
 bad:
   sdf_set_error("sdf_init: malformed config JSON \"%.80s\"", config_json);
   return SDF_E_INVALID;

@@ -49,11 +49,17 @@ struct sdf_plan {
   size_t scratch_stride;
   int scratch_threads;
   char last_error[SDF_ERR_LEN]; /* message of the last failed run */
+  sdf_isa isa;                  /* configuration of the thread that compiled it */
+  int threads;
 };
 
 /* backend.c */
 extern int sdf_initialized;
-extern pthread_mutex_t sdf_run_lock; /* held while a plan runs */
+extern pthread_mutex_t sdf_run_lock; /* held while a plan compiles or runs */
+/* Switches the pool and ISA (caller holds sdf_run_lock). */
+int32_t sdf_apply_config(sdf_isa isa, int threads);
+/* The configuration the calling thread asked for with sdf_init. */
+void sdf_requested_config(sdf_isa *isa, int *threads);
 uint64_t sdf_now_ns(void);
 
 /* isa.c */

@@ -74,12 +74,31 @@ static const char *opcode_names[] = {
     "binary",    "scale",   "concat",      "upsample_nearest", "timestep_embedding", "permute", "gather_rows",
     "copy",      "slice"};
 
+static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len);
+
 SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
-  int32_t rc = SDF_OK;
   if (!sdf_initialized) {
     sdf_set_error("sdf_plan_compile: call sdf_init first");
     return NULL;
   }
+  /* Kernels choose code paths in prepare() by ISA: compile under the calling
+   * thread's configuration, and remember it for the plan's runs. */
+  sdf_isa isa;
+  int threads;
+  sdf_requested_config(&isa, &threads);
+  pthread_mutex_lock(&sdf_run_lock);
+  sdf_plan *p = NULL;
+  if (sdf_apply_config(isa, threads) == SDF_OK) p = plan_compile(bytes, len);
+  pthread_mutex_unlock(&sdf_run_lock);
+  if (p) {
+    p->isa = isa;
+    p->threads = threads;
+  }
+  return p;
+}
+
+static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
+  int32_t rc = SDF_OK;
   if (!bytes && len) {
     sdf_set_error("sdf_plan_compile: bytes is NULL");
     return NULL;
@@ -336,7 +355,8 @@ SDF_API int32_t sdf_plan_run(sdf_plan *plan, sdf_buffer *const *bindings, uint32
   pthread_mutex_lock(&sdf_run_lock);
   atomic_store(&plan->running, 1);
   plan->last_error[0] = 0;
-  int32_t rc = bind(plan, bindings, n_bindings);
+  int32_t rc = sdf_apply_config(plan->isa, plan->threads);
+  if (rc == SDF_OK) rc = bind(plan, bindings, n_bindings);
   if (rc == SDF_OK) rc = sdf_execute(plan);
   if (rc != SDF_OK) snprintf(plan->last_error, sizeof plan->last_error, "%s", sdf_last_error());
   atomic_store(&plan->running, 0);
