@@ -192,8 +192,8 @@ export async function buildBackend(name: string, opts: BuildOptions = {}): Promi
     const rel = src.slice(srcDir.length + 1);
     const obj = `${objDir}/${rel.replace(/[\\/]/g, "__").replace(/\.c$/, ".o")}`;
     objects.push(obj);
-    // Compile to a private name, then rename, so concurrent builds never link a half-written object.
-    const tmpObj = `${obj}.${Deno.pid}.tmp`;
+    // Compile to a private name (unique per worker: parallel test workers share a pid), then rename.
+    const tmpObj = `${obj}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
     tasks.push(async () => {
       try {
         await run(cc, [...COMMON_FLAGS, ...extra, "-c", src, "-o", tmpObj], !!opts.verbose, `compiling ${rel}`);
@@ -205,7 +205,7 @@ export async function buildBackend(name: string, opts: BuildOptions = {}): Promi
   }
   await parallel(tasks, 2);
   // Link to a temporary name, then rename: a reader never sees a half-written library.
-  const tmp = `${lib}.${Deno.pid}.tmp`;
+  const tmp = `${lib}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   const shared = Deno.build.os === "darwin" ? ["-dynamiclib"] : ["-shared"];
   try {
     await run(
