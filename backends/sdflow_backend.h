@@ -80,14 +80,22 @@ enum {
  * WINO_INPUT: Winograd input transform
  *   in: x[N,Ci,H,W]   out: v[A*A,Ci,T] f32, T = N * tiles_h * tiles_w,
  *   tiles_h = ceil(OH/m), OH = H + 2*pad - 2 (same for w)
- *   p: m, pad_h, pad_w
+ *   p: m, pad_h, pad_w, (optional) row0, rows: a band of tile rows
+ *   [row0, row0+rows) (rows absent or 0: all, row0 then 0); v then holds
+ *   only those tiles, T = N * rows * tiles_w (zero padding as for the full
+ *   conv; row0 + rows <= tiles_h)
  * WINO_GEMM: the A*A independent products  m_[k] = u[k] (Co x Ci) @ v[k] (Ci x T)
  *   in: u[A*A,Co,Ci], v[A*A,Ci,T]   out: m_[A*A,Co,T]
- *   p: m
+ *   p: m, (optional) fused (default 0). fused = 1: in[0] is the raw weight
+ *   w[Co,Ci,3,3] f32|f16|bf16 instead of u; the filter transform is done
+ *   inside the op (per-thread scratch, no u tensor)
  * WINO_OUTPUT: Winograd output transform (+ bias, + optional residual)
  *   in: m_[A*A,Co,T], (optional) b[Co], (optional) residual[N,Co,OH,OW]
  *   out: y[N,Co,OH,OW]
- *   p: m, has_bias, has_residual
+ *   p: m, has_bias, has_residual, (optional) row0, rows: as WINO_INPUT; m_
+ *   has the band's T, and only output rows [row0*m, min(OH, (row0+rows)*m))
+ *   of the full y are written (residual read at the same rows), so bands of
+ *   one conv may run concurrently into one y
  * MATMUL: y = x @ W^T + b   (PyTorch Linear)
  *   in: x[..., K] f32, w[N,K] f32|f16|bf16, (optional) b[N] f32
  *   out: y[..., N] f32

@@ -19,8 +19,8 @@ const sdfg_kernels *sdfg_select(void) {
   }
 }
 
-/* Pointer to panel p of packed A (rows 6p..) at k offset k0, or a zero-padded
- * copy in pad when the panel is narrow. */
+/* Pointer to panel p of packed A (rows 6p.., packed with K columns) at k
+ * offset k0, or a zero-padded copy in pad when the panel is narrow. */
 static const float *a_panel(const float *A, int64_t M, int64_t K, int64_t p,
                             int64_t k0, int64_t kc, float *pad) {
   int64_t h = sdfg_min(SDFG_MR, M - p * SDFG_MR);
@@ -51,6 +51,15 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                const float *A, const float *B, float *C, int64_t ldc,
                int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                int accumulate, float *pad) {
+  sdfg_gemm_kb(ks, M, N, K, A, K, 0, B, K, 0, C, ldc, i0, i1, j0, j1, kc_max,
+               accumulate, pad);
+}
+
+void sdfg_gemm_kb(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
+                  const float *A, int64_t a_K, int64_t a_k0, const float *B,
+                  int64_t b_K, int64_t b_k0, float *C, int64_t ldc, int64_t i0,
+                  int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
+                  int accumulate, float *pad) {
   if (i1 > M) i1 = M;
   if (j1 > N) j1 = N;
   if (i0 >= i1 || j0 >= j1) return;
@@ -77,7 +86,7 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
     /* The narrow last panels, if in range, are zero-padded once per K block
      * (B's lazily, when its column group comes up). */
     const float *a_last = NULL;
-    if (a_tail && i1 > last_ap * SDFG_MR) a_last = a_panel(A, M, K, last_ap, k0, kc, pad_a);
+    if (a_tail && i1 > last_ap * SDFG_MR) a_last = a_panel(A, M, a_K, last_ap, a_k0 + k0, kc, pad_a);
     for (int64_t j = j0; j < j1;) {
       const sdfg_ukr *u = j1 - j <= SDFG_NR ? un : u0;
       const int ap = u->a_panels, bp = u->b_panels;
@@ -85,8 +94,8 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
       for (int q = 0; q < bp; q++) {
         const int64_t pq = j / SDFG_NR + q;
         if (q > 0 && pq * SDFG_NR >= j1) b[q] = b[0];
-        else if (b_tail && pq == last_bp) b[q] = b_panel(B, N, K, pq, k0, kc, pad_b);
-        else b[q] = B + pq * SDFG_NR * K + k0 * SDFG_NR;
+        else if (b_tail && pq == last_bp) b[q] = b_panel(B, N, b_K, pq, b_k0 + k0, kc, pad_b);
+        else b[q] = B + pq * SDFG_NR * b_K + (b_k0 + k0) * SDFG_NR;
       }
       const int nr = (int)sdfg_min(nstep, j1 - j);
       for (int64_t i = i0; i < i1; i += mstep) {
@@ -94,7 +103,7 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
           const int64_t pp = i / SDFG_MR + p;
           if (p > 0 && pp * SDFG_MR >= i1) a[p] = a[0];
           else if (a_tail && pp == last_ap) a[p] = a_last;
-          else a[p] = A + pp * SDFG_MR * K + k0 * SDFG_MR;
+          else a[p] = A + pp * SDFG_MR * a_K + (a_k0 + k0) * SDFG_MR;
         }
         const int mr = (int)sdfg_min(mstep, i1 - i);
         u->fn(kc, a, b, C + i * ldc + j, ldc, mr, nr, acc);

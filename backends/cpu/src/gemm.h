@@ -90,6 +90,15 @@ void sdfg_gemm(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                int accumulate, float *pad);
 
+/* sdfg_gemm over the K range [a_k0, a_k0 + K) of an A packed with a_K
+ * columns and [b_k0, b_k0 + K) of a B packed with b_K rows (e.g. a block of
+ * A packed on its own against all of B). */
+void sdfg_gemm_kb(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
+                  const float *A, int64_t a_K, int64_t a_k0, const float *B,
+                  int64_t b_K, int64_t b_k0, float *C, int64_t ldc, int64_t i0,
+                  int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
+                  int accumulate, float *pad);
+
 /* ---- element conversion (exact widening to f32) ---- */
 
 static inline float sdfg_f16_to_f32(uint16_t h) {

@@ -10,9 +10,7 @@
 #include "winograd_tx.h"
 #undef WT
 
-#define SDFW_GEMM_KC 512
-
-static int check_m(const sdf_op *op, char *err, size_t n) {
+int sdfw_check_m(const sdf_op *op, char *err, size_t n) {
   if (op->n_p < 1) {
     snprintf(err, n, "missing param m");
     return -1;
@@ -25,8 +23,8 @@ static int check_m(const sdf_op *op, char *err, size_t n) {
   return (int)m;
 }
 
-static int check_f32(const sdf_tensor *t, int ndim, const char *what,
-                     char *err, size_t n) {
+int sdfw_check_f32(const sdf_tensor *t, int ndim, const char *what, char *err,
+                   size_t n) {
   if (t->dtype != SDF_F32) {
     snprintf(err, n, "%s must be f32", what);
     return 0;
@@ -47,7 +45,7 @@ static int check_f32(const sdf_tensor *t, int ndim, const char *what,
 /* ---------------- WINO_FILTER ---------------- */
 
 static int32_t filter_prepare(sdf_op *op, char *err, size_t err_len) {
-  int m = check_m(op, err, err_len);
+  int m = sdfw_check_m(op, err, err_len);
   if (m < 0) return SDF_E_INVALID;
   if (op->n_in != 1 || op->n_out != 1) FAIL("WINO_FILTER takes 1 input and 1 output");
   const sdf_tensor *w = op->in[0], *u = op->out[0];
@@ -57,7 +55,7 @@ static int32_t filter_prepare(sdf_op *op, char *err, size_t err_len) {
   }
   if (w->ndim != 4 || w->dims[2] != 3 || w->dims[3] != 3)
     FAIL("WINO_FILTER weight must be [Co,Ci,3,3]");
-  if (!check_f32(u, 3, "WINO_FILTER output u", err, err_len)) return SDF_E_INVALID;
+  if (!sdfw_check_f32(u, 3, "WINO_FILTER output u", err, err_len)) return SDF_E_INVALID;
   int64_t A = m + 2, Co = w->dims[0], Ci = w->dims[1];
   if (Co < 1 || Ci < 1) FAIL("WINO_FILTER needs Co, Ci >= 1");
   if (u->dims[0] != A * A || u->dims[1] != Co || u->dims[2] != Ci)
@@ -92,16 +90,43 @@ const sdf_kernel sdf_kernel_wino_filter = {SDF_OP_WINO_FILTER, "wino_filter",
 /* ---------------- geometry shared by INPUT / OUTPUT ---------------- */
 
 static void geom_init(sdfw_geom *g, int m, int64_t N, int64_t C, int64_t OH,
-                      int64_t OW) {
+                      int64_t OW, int64_t row0, int64_t rows) {
   g->m = m;
   g->A = m + 2;
   g->N = N;
   g->C = C;
   g->OH = OH;
   g->OW = OW;
-  g->th = sdfg_cdiv(OH, m);
+  g->row0 = row0;
+  g->th = rows;
   g->tw = sdfg_cdiv(OW, m);
   g->T = N * g->th * g->tw;
+}
+
+/* The row band of p[3] = row0, p[4] = rows (in tile rows; rows absent or 0:
+ * all tile_h rows, row0 must then be 0 or absent). tiles_h = ceil(OH / m). */
+static void band_of(const sdf_op *op, int64_t tiles_h, int64_t *row0, int64_t *rows) {
+  *row0 = op->n_p >= 4 ? op->p[3] : 0;
+  *rows = op->n_p >= 5 ? op->p[4] : 0;
+  if (*rows == 0 && *row0 == 0) *rows = tiles_h;
+}
+
+/* prepare(): the band, or 0 with err written when it is out of range. */
+static int band_check(const sdf_op *op, int64_t tiles_h, int64_t *row0, int64_t *rows,
+                      const char *name, char *err, size_t err_len) {
+  band_of(op, tiles_h, row0, rows);
+  if (*rows == 0) {
+    snprintf(err, err_len, "%s: row0 (p[3]) = %lld needs rows (p[4]) >= 1 (rows 0 means all "
+             "%lld tile rows from row 0)", name, (long long)*row0, (long long)tiles_h);
+    return 0;
+  }
+  if (*row0 < 0 || *rows < 0 || *row0 > tiles_h || *rows > tiles_h - *row0) {
+    snprintf(err, err_len, "%s: row band row0 %lld + rows %lld must lie within the %lld tile rows "
+             "(tiles_h = ceil(OH / m))", name, (long long)*row0, (long long)*rows,
+             (long long)tiles_h);
+    return 0;
+  }
+  return 1;
 }
 
 /* Transform chunks: (block of tile panels, block of channels). A panel block
@@ -137,25 +162,30 @@ static void tx_chunk(const tx_plan *tp, const sdfw_geom *g, int64_t chunk,
 /* ---------------- WINO_INPUT ---------------- */
 
 static int32_t input_prepare(sdf_op *op, char *err, size_t err_len) {
-  int m = check_m(op, err, err_len);
+  int m = sdfw_check_m(op, err, err_len);
   if (m < 0) return SDF_E_INVALID;
-  if (op->n_p < 3) FAIL("WINO_INPUT needs params m, pad_h, pad_w");
+  if (op->n_p < 3) FAIL("WINO_INPUT needs params m, pad_h, pad_w (optional row0, rows)");
   if (op->n_in != 1 || op->n_out != 1) FAIL("WINO_INPUT takes 1 input and 1 output");
   const sdf_tensor *x = op->in[0], *v = op->out[0];
-  if (!check_f32(x, 4, "WINO_INPUT input x", err, err_len) ||
-      !check_f32(v, 3, "WINO_INPUT output v", err, err_len))
+  if (!sdfw_check_f32(x, 4, "WINO_INPUT input x", err, err_len) ||
+      !sdfw_check_f32(v, 3, "WINO_INPUT output v", err, err_len))
     return SDF_E_INVALID;
   int64_t ph = op->p[1], pw = op->p[2];
   if (ph < 0 || pw < 0 || ph > 64 || pw > 64) FAIL("WINO_INPUT padding must be 0..64");
   int64_t N = x->dims[0], Ci = x->dims[1], H = x->dims[2], W = x->dims[3];
   int64_t OH = H + 2 * ph - 2, OW = W + 2 * pw - 2;
   if (N < 1 || Ci < 1 || OH < 1 || OW < 1) FAIL("WINO_INPUT: empty input or output");
+  int64_t row0, rows;
+  if (!band_check(op, sdfg_cdiv(OH, m), &row0, &rows, "WINO_INPUT", err, err_len))
+    return SDF_E_INVALID;
   sdfw_geom g;
-  geom_init(&g, m, N, Ci, OH, OW);
+  geom_init(&g, m, N, Ci, OH, OW, row0, rows);
   int64_t A = m + 2;
   if (v->dims[0] != A * A || v->dims[1] != Ci || v->dims[2] != g.T)
-    FAIL("WINO_INPUT v must be [%lld,%lld,%lld]", (long long)(A * A),
-         (long long)Ci, (long long)g.T);
+    FAIL("WINO_INPUT v must be [%lld,%lld,%lld] (T = N %lld * rows %lld * tiles_w %lld), "
+         "got [%lld,%lld,%lld]", (long long)(A * A), (long long)Ci, (long long)g.T,
+         (long long)N, (long long)rows, (long long)g.tw, (long long)v->dims[0],
+         (long long)v->dims[1], (long long)v->dims[2]);
   tx_plan tp;
   tx_plan_make(&tp, &g);
   op->n_chunks = tp.nqb * tp.ncb;
@@ -168,9 +198,10 @@ static void input_run(const sdf_op *op, int64_t chunk, void *scratch) {
   const sdf_tensor *x = op->in[0];
   sdfw_geom g;
   int64_t ph = op->p[1], pw = op->p[2];
-  int64_t H = x->dims[2], W = x->dims[3];
-  geom_init(&g, (int)op->p[0], x->dims[0], x->dims[1], H + 2 * ph - 2,
-            W + 2 * pw - 2);
+  const int m = (int)op->p[0];
+  int64_t H = x->dims[2], W = x->dims[3], row0, rows;
+  band_of(op, sdfg_cdiv(H + 2 * ph - 2, m), &row0, &rows);
+  geom_init(&g, m, x->dims[0], x->dims[1], H + 2 * ph - 2, W + 2 * pw - 2, row0, rows);
   g.H = H;
   g.W = W;
   g.pad_h = ph;
@@ -227,95 +258,42 @@ void sdfw_input_scalar(const sdfw_geom *g, const float *x, float *v, int64_t q0,
   }
 }
 
-/* ---------------- WINO_GEMM ---------------- */
-
-typedef struct gemm_plan {
-  int64_t nco, mb, ntb, nb, kc;
-} gemm_plan;
-
-static void gemm_plan_make(gemm_plan *gp, int64_t Co, int64_t Ci, int64_t T) {
-  gp->nco = sdfg_cdiv(Co, 288);
-  gp->mb = sdfg_rup(sdfg_cdiv(Co, gp->nco), 12);
-  gp->nco = sdfg_cdiv(Co, gp->mb);
-  gp->ntb = sdfg_cdiv(T, 512);
-  gp->nb = sdfg_rup(sdfg_cdiv(T, gp->ntb), 32);
-  gp->ntb = sdfg_cdiv(T, gp->nb);
-  gp->kc = sdfg_min(Ci, SDFW_GEMM_KC);
-}
-
-static int32_t wgemm_prepare(sdf_op *op, char *err, size_t err_len) {
-  int m = check_m(op, err, err_len);
-  if (m < 0) return SDF_E_INVALID;
-  if (op->n_in != 2 || op->n_out != 1) FAIL("WINO_GEMM takes 2 inputs and 1 output");
-  const sdf_tensor *u = op->in[0], *v = op->in[1], *mm = op->out[0];
-  if (!check_f32(u, 3, "WINO_GEMM u", err, err_len) ||
-      !check_f32(v, 3, "WINO_GEMM v", err, err_len) ||
-      !check_f32(mm, 3, "WINO_GEMM output m", err, err_len))
-    return SDF_E_INVALID;
-  int64_t AA = (m + 2) * (m + 2);
-  int64_t Co = u->dims[1], Ci = u->dims[2], T = v->dims[2];
-  if (u->dims[0] != AA || v->dims[0] != AA || mm->dims[0] != AA)
-    FAIL("WINO_GEMM: leading dim must be A*A = %lld", (long long)AA);
-  if (v->dims[1] != Ci) FAIL("WINO_GEMM: u is [.,Co,%lld] but v is [.,%lld,T]",
-                             (long long)Ci, (long long)v->dims[1]);
-  if (mm->dims[1] != Co || mm->dims[2] != T)
-    FAIL("WINO_GEMM output must be [%lld,%lld,%lld]", (long long)AA,
-         (long long)Co, (long long)T);
-  if (Co < 1 || Ci < 1 || T < 1) FAIL("WINO_GEMM: empty dimension");
-  gemm_plan gp;
-  gemm_plan_make(&gp, Co, Ci, T);
-  op->n_chunks = AA * gp.nco * gp.ntb;
-  op->scratch_bytes = sdfg_pad_floats(gp.kc) * sizeof(float);
-  return SDF_OK;
-}
-
-static void wgemm_run(const sdf_op *op, int64_t chunk, void *scratch) {
-  const sdf_tensor *u = op->in[0], *v = op->in[1];
-  const int64_t Co = u->dims[1], Ci = u->dims[2], T = v->dims[2];
-  gemm_plan gp;
-  gemm_plan_make(&gp, Co, Ci, T);
-  const int64_t k = chunk / (gp.nco * gp.ntb), rest = chunk % (gp.nco * gp.ntb);
-  const int64_t i0 = (rest / gp.ntb) * gp.mb, j0 = (rest % gp.ntb) * gp.nb;
-  const float *U = (const float *)u->data + k * Co * Ci;
-  const float *V = (const float *)v->data + k * Ci * T;
-  float *M = (float *)op->out[0]->data + k * Co * T;
-  sdfg_gemm(sdfg_select(), Co, T, Ci, U, V, M, T, i0, i0 + gp.mb, j0, j0 + gp.nb,
-            gp.kc, 0, scratch);
-}
-
-const sdf_kernel sdf_kernel_wino_gemm = {SDF_OP_WINO_GEMM, "wino_gemm",
-                                         wgemm_prepare, wgemm_run, NULL};
-
 /* ---------------- WINO_OUTPUT ---------------- */
 
 static int32_t output_prepare(sdf_op *op, char *err, size_t err_len) {
-  int m = check_m(op, err, err_len);
+  int m = sdfw_check_m(op, err, err_len);
   if (m < 0) return SDF_E_INVALID;
-  if (op->n_p < 3) FAIL("WINO_OUTPUT needs params m, has_bias, has_residual");
+  if (op->n_p < 3)
+    FAIL("WINO_OUTPUT needs params m, has_bias, has_residual (optional row0, rows)");
   int hb = op->p[1] != 0, hr = op->p[2] != 0;
   if (op->n_in != 1 + hb + hr || op->n_out != 1)
     FAIL("WINO_OUTPUT takes %d inputs (m_%s%s) and 1 output", 1 + hb + hr,
          hb ? ", b" : "", hr ? ", residual" : "");
   const sdf_tensor *mm = op->in[0], *y = op->out[0];
-  if (!check_f32(mm, 3, "WINO_OUTPUT m_", err, err_len) ||
-      !check_f32(y, 4, "WINO_OUTPUT output y", err, err_len))
+  if (!sdfw_check_f32(mm, 3, "WINO_OUTPUT m_", err, err_len) ||
+      !sdfw_check_f32(y, 4, "WINO_OUTPUT output y", err, err_len))
     return SDF_E_INVALID;
   int64_t N = y->dims[0], Co = y->dims[1], OH = y->dims[2], OW = y->dims[3];
   if (N < 1 || Co < 1 || OH < 1 || OW < 1) FAIL("WINO_OUTPUT: empty output");
+  int64_t row0, rows;
+  if (!band_check(op, sdfg_cdiv(OH, m), &row0, &rows, "WINO_OUTPUT", err, err_len))
+    return SDF_E_INVALID;
   sdfw_geom g;
-  geom_init(&g, m, N, Co, OH, OW);
+  geom_init(&g, m, N, Co, OH, OW, row0, rows);
   int64_t A = m + 2;
   if (mm->dims[0] != A * A || mm->dims[1] != Co || mm->dims[2] != g.T)
-    FAIL("WINO_OUTPUT m_ must be [%lld,%lld,%lld]", (long long)(A * A),
-         (long long)Co, (long long)g.T);
+    FAIL("WINO_OUTPUT m_ must be [%lld,%lld,%lld] (T = N %lld * rows %lld * tiles_w %lld), "
+         "got [%lld,%lld,%lld]", (long long)(A * A), (long long)Co, (long long)g.T,
+         (long long)N, (long long)rows, (long long)g.tw, (long long)mm->dims[0],
+         (long long)mm->dims[1], (long long)mm->dims[2]);
   if (hb) {
     const sdf_tensor *b = op->in[1];
-    if (!check_f32(b, 1, "WINO_OUTPUT bias", err, err_len)) return SDF_E_INVALID;
+    if (!sdfw_check_f32(b, 1, "WINO_OUTPUT bias", err, err_len)) return SDF_E_INVALID;
     if (b->dims[0] != Co) FAIL("WINO_OUTPUT bias must be [%lld]", (long long)Co);
   }
   if (hr) {
     const sdf_tensor *r = op->in[1 + hb];
-    if (!check_f32(r, 4, "WINO_OUTPUT residual", err, err_len)) return SDF_E_INVALID;
+    if (!sdfw_check_f32(r, 4, "WINO_OUTPUT residual", err, err_len)) return SDF_E_INVALID;
     for (int d = 0; d < 4; d++)
       if (r->dims[d] != y->dims[d]) FAIL("WINO_OUTPUT residual shape must equal y's");
   }
@@ -330,7 +308,10 @@ static void output_run(const sdf_op *op, int64_t chunk, void *scratch) {
   (void)scratch;
   const sdf_tensor *y = op->out[0];
   sdfw_geom g;
-  geom_init(&g, (int)op->p[0], y->dims[0], y->dims[1], y->dims[2], y->dims[3]);
+  const int m = (int)op->p[0];
+  int64_t row0, rows;
+  band_of(op, sdfg_cdiv(y->dims[2], m), &row0, &rows);
+  geom_init(&g, m, y->dims[0], y->dims[1], y->dims[2], y->dims[3], row0, rows);
   g.H = g.W = 0;
   g.pad_h = g.pad_w = 0;
   int hb = op->p[1] != 0, hr = op->p[2] != 0;

@@ -177,4 +177,27 @@ void sdfw_output_avx2(const sdfw_geom *g, const float *mm, const float *bias,
   default: output_m(6, g, mm, bias, res, y, q0, q1, c0, c1); break;
   }
 }
+/* ---- fused WINO_GEMM filter transform ---- */
+
+AI void widen16(float *dst, const uint16_t *src, int32_t dtype, int64_t n) {
+  int64_t e = 0;
+  for (; e + 8 <= n; e += 8) {
+    const __m128i hv = _mm_loadu_si128((const __m128i *)(src + e));
+    _mm256_storeu_ps(dst + e, dtype == SDF_F16
+                                  ? _mm256_cvtph_ps(hv)
+                                  : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(hv), 16)));
+  }
+  for (; e < n; e++) dst[e] = sdfg_load(src, dtype, e);
+}
+
+#define FB_VL 8
+#define FB_WIDEN widen16
+#define WT v8
+#include "winograd_fblock.h"
+#undef WT
+
+void sdfw_fblock_avx2(int m, const sdf_tensor *w, int64_t co0, int64_t mb, int64_t ci0,
+                      int64_t kc, int64_t ps, float *dst, float *tmp) {
+  fblock_dispatch(m, w, co0, mb, ci0, kc, ps, dst, tmp);
+}
 #endif

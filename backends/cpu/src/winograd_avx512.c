@@ -204,4 +204,28 @@ void sdfw_output_avx512(const sdfw_geom *g, const float *mm, const float *bias,
   default: output_m(6, g, mm, bias, res, y, q0, q1, c0, c1); break;
   }
 }
+/* ---- fused WINO_GEMM filter transform ---- */
+
+AI void widen16(float *dst, const uint16_t *src, int32_t dtype, int64_t n) {
+  for (int64_t e = 0; e < n; e += 16) {
+    const int r = (int)sdfg_min(16, n - e);
+    const __mmask16 mk = (__mmask16)(r == 16 ? 0xffffu : (1u << r) - 1u);
+    const __m256i hv = _mm256_maskz_loadu_epi16(mk, src + e);
+    const __m512 f = dtype == SDF_F16
+                         ? _mm512_cvtph_ps(hv)
+                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hv), 16));
+    _mm512_mask_storeu_ps(dst + e, mk, f);
+  }
+}
+
+#define FB_VL 16
+#define FB_WIDEN widen16
+#define WT v16
+#include "winograd_fblock.h"
+#undef WT
+
+void sdfw_fblock_avx512(int m, const sdf_tensor *w, int64_t co0, int64_t mb, int64_t ci0,
+                        int64_t kc, int64_t ps, float *dst, float *tmp) {
+  fblock_dispatch(m, w, co0, mb, ci0, kc, ps, dst, tmp);
+}
 #endif

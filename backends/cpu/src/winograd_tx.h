@@ -83,3 +83,50 @@ static inline void sdfw_at(int m, const WT *r, int is, WT *o, int os) {
 #undef R
 #undef O
 }
+
+/* o = G g   (3 values in, A out): the filter transform, in WT arithmetic
+ * (the fused WINO_GEMM path; WINO_FILTER uses the double version in
+ * winograd_filter.h). */
+static inline void sdfw_g(int m, const WT *g, int is, WT *o, int os) {
+#define G(i) g[(i) * is]
+#define O(i) o[(i) * os]
+  const WT g0 = G(0), g1 = G(1), g2 = G(2);
+  if (m == 2) {
+    const WT s = (g0 + g2) * 0.5f, h = g1 * 0.5f;
+    O(0) = g0;
+    O(1) = s + h;
+    O(2) = s - h;
+    O(3) = g2;
+  } else if (m == 4) {
+    const WT s = (g0 + g2) * (-1.0f / 6), h = g1 * (-1.0f / 6);
+    const WT a = g0 * (1.0f / 24) + g2 * (1.0f / 6), b = g1 * (1.0f / 12);
+    O(0) = g0 * 0.25f;
+    O(1) = s + h;
+    O(2) = s - h;
+    O(3) = a + b;
+    O(4) = a - b;
+    O(5) = g2;
+  } else {
+    const WT s = (g0 + g2) * (-2.0f / 9), h = g1 * (-2.0f / 9);
+    const WT a = g0 * (1.0f / 90) + g2 * (2.0f / 45), b = g1 * (1.0f / 45);
+    const WT c = g0 * (32.0f / 45) + g2 * (8.0f / 45), d = g1 * (16.0f / 45);
+    O(0) = g0;
+    O(1) = s + h;
+    O(2) = s - h;
+    O(3) = a + b;
+    O(4) = a - b;
+    O(5) = c + d;
+    O(6) = c - d;
+    O(7) = g2;
+  }
+#undef G
+#undef O
+}
+
+/* U = G g G^T of one 3x3 filter g[kh*3 + kw] into o[r*A + c]. */
+static inline void sdfw_filter_tx(int m, const WT *g, WT *o) {
+  const int A = m + 2;
+  WT t[8][3];
+  for (int l = 0; l < 3; l++) sdfw_g(m, &g[l], 3, &t[0][l], 3);
+  for (int r = 0; r < A; r++) sdfw_g(m, t[r], 1, &o[r * A], 1);
+}

@@ -13,7 +13,7 @@ base="-O3 -std=c11 -fPIC -Wall -Wextra -pthread"
 objs=()
 cc="${CC:-gcc}"
 arch=$($cc -dumpmachine | cut -d- -f1)
-for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv conv_avx512 winograd \
+for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv conv_avx512 winograd winograd_gemm \
          winograd_avx512 winograd_avx2 winograd_neon; do
   [ -f "$src/$f.c" ] || continue
   flags=""

@@ -4,6 +4,8 @@
  *
  *   ./build.sh && ./conv_harness check          correctness, every ISA here
  *   ./conv_harness bench [threads] [filter]     timings (median of 5)
+ *   ./conv_harness fused [threads] [filter] [wdtype]   fused vs hoisted vs im2col
+ *   ./conv_harness bands [threads] [filter]     row-band sizes on the VAE convs
  *
  * It links the kernel files directly and stands in for the executor: worker
  * threads claim chunk indices from an atomic counter.

@@ -284,6 +284,11 @@ static void accuracy(void) {
          worst[0], worst[1], worst[2], worst[4], worst[6]);
 }
 
+/* conv_harness_fused.h */
+static void check_fused_isa(void);
+static void check_bands_isa(void);
+static int fused_band_bad_input(void);
+
 static int check(void) {
   for (int isa = 0; isa < 4; isa++) {
     if (!isa_available(isa)) continue;
@@ -291,18 +296,24 @@ static int check(void) {
     for (nthreads = 1; nthreads <= 2; nthreads++) {
       printf("[%s, %d thread%s]\n", isa_name[isa], nthreads, nthreads > 1 ? "s" : "");
       check_conv_isa();
+      check_fused_isa();
+      check_bands_isa();
       check_matmul_isa();
       if (nthreads == 2) accuracy();
     }
   }
   failures += bad_input_checks();
+  failures += fused_band_bad_input();
   printf(failures ? "%d FAILURES\n" : "all checks passed\n", failures);
   return failures != 0;
 }
 
 #include "conv_harness_bench.h"
+#include "conv_harness_fused.h"
 
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "bench")) return bench(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "fused")) return bench_fused(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "bands")) return bench_bands(argc - 2, argv + 2);
   return check();
 }
