@@ -51,9 +51,9 @@
  *          the NEON build) into A*A planes of per-thread scratch, then the
  *          A*A products of that block run on the same micro-kernels. Blocks:
  *          Co 192 x Ci 512 (capped at 2^22 floats) when T > 128, Co 96 x
- *          Ci 256 when T <= 128 (see winograd_gemm.c); scratch is
- *          A^2 * (mb*kc rounded) + ~110*kc + 22*kc floats: 3.5 MB (F(4,3))
- *          to 16 MB (F(6,3)) per thread at big T, <= 6.3 MB at small T.
+ *          Ci 256 when T <= 128 (see winograd_gemm.c); scratch is about
+ *          A^2 * mb * kc floats: up to ~14 MB per thread when T > 128
+ *          (F(4,3) 192 x 512, F(6,3) 192 x 256), up to 6.3 MB otherwise.
  *          Cost vs a precomputed u (Zen 5, 1 thread, SD UNet at 256^2,
  *          batch 2, best m of each): +2% .. +25% on the 32^2 / 64^2 / 640@16
  *          shapes, +15% at 1280@16, 1.5x at 1280@8 (T = 32) and 2x at
