@@ -112,7 +112,7 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     budget -= c.bytes;
     hoistedOps.add(c.op);
   }
-  if (opts.fuseFilterTransforms ?? false) {
+  if (opts.fuseFilterTransforms ?? true) {
     // Filters left out of the budget are transformed inside the products, block by block
     // while hot in cache, instead of into a full transformed tensor on every run.
     const fusedU = new Map<number, number>();
