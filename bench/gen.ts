@@ -186,6 +186,7 @@ async function runWorker(
       "42",
       "--sampler",
       "euler",
+      ...(hoistMib === undefined ? [] : ["--hoist-mib", String(hoistMib)]),
     ],
     cwd: REPO,
     env,
@@ -282,6 +283,9 @@ export function formatTable(rows: readonly GenBenchRow[]): string {
   return [title, line(groups), ...cells.map(line)].join("\n");
 }
 
+/** Bytes of transformed UNet filters to keep (MiB), from --hoist-mib; default: the engine's. */
+let hoistMib: number | undefined;
+
 /** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
 export async function benchGen(backend: Backend): Promise<void> {
   try {
@@ -304,11 +308,13 @@ async function runGenBench(backend: Backend): Promise<void> {
       model: { type: "string" },
       json: { type: "boolean", default: false },
       isa: { type: "string", default: "auto" },
+      "hoist-mib": { type: "string" },
     },
   });
+  hoistMib = values["hoist-mib"] === undefined ? undefined : Number(values["hoist-mib"]);
   const sizes = String(values.sizes).split(",").map((s) => Number(s.trim()));
-  if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 64)) {
-    throw new RangeError(`--sizes expects multiples of 64 (SD 1.5's UNet), got "${values.sizes}"`);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 8)) {
+    throw new RangeError(`--sizes expects multiples of 8 from 64 up, got "${values.sizes}"`);
   }
   const steps = Number(values.steps);
   if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps expects a positive integer`);

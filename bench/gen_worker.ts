@@ -31,6 +31,7 @@ const { values } = parseArgs({
     sampler: { type: "string", default: "euler" },
     prompt: { type: "string", default: "a lovely cat" },
     out: { type: "string" },
+    "hoist-mib": { type: "string" },
   },
 });
 
@@ -91,7 +92,11 @@ async function main(): Promise<void> {
   const sec = (ms: number) => Math.round(ms) / 1000;
 
   let t = performance.now();
-  const ckpt = await loadCheckpoint(values.model, { threads });
+  const hoist = values["hoist-mib"];
+  const ckpt = await loadCheckpoint(values.model, {
+    threads,
+    hoistBudgetBytes: hoist === undefined ? undefined : Number(hoist) * 2 ** 20,
+  });
   const loadMs = performance.now() - t;
   try {
     t = performance.now();

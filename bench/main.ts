@@ -25,6 +25,7 @@ const { values, positionals } = parseArgs({
     sizes: { type: "string" },
     steps: { type: "string" },
     model: { type: "string" },
+    "hoist-mib": { type: "string" },
   },
 });
 
@@ -113,14 +114,21 @@ async function benchConv(backend: Backend): Promise<void> {
   if (!json) {
     console.log(`conv 3x3 pad 1, ${t} thread(s), isa ${backend.info.isa}, weights ${values.dtype}, median of ${runs}`);
     console.log(
+      "winograd: the planner's default path (filter transform fused into the products); hoisted: the transformed " +
+        "filter computed once and kept; speedup and GFLOP/s (direct-conv FLOPs / time) are for the winograd column",
+    );
+    console.log(
       "shape".padEnd(22) + "batch".padStart(6) + "path".padStart(8) + "winograd ms".padStart(13) +
-        "im2col ms".padStart(11) + "speedup".padStart(9) + "GFLOP/s".padStart(9) + "im2col GFLOP/s".padStart(16),
+        "hoisted ms".padStart(12) + "im2col ms".padStart(11) + "speedup".padStart(9) + "GFLOP/s".padStart(9) +
+        "im2col GFLOP/s".padStart(16),
     );
   }
   for (const s of shapes) {
     const g = convGraph(s, values.dtype as DType);
     const x = randomData(s.batch * s.cin * s.h * s.w, 1.5, 3);
     const wino = await timeProgram(g, backend, { winograd: "auto" }, { x });
+    // The same with the transformed filter computed once and kept (the constant plan).
+    const hoisted = await timeProgram(g, backend, { winograd: "auto", hoistBudgetBytes: Infinity }, { x });
     const im2col = await timeProgram(g, backend, { winograd: "off", conv: "im2col" }, { x });
     const flops = convFlops(s.batch, s.cout, s.h, s.w, s.cin, 3, 3);
     const row = {
@@ -133,6 +141,7 @@ async function benchConv(backend: Backend): Promise<void> {
       threads: t,
       path: wino.path,
       winograd_ms: round(wino.ms),
+      hoisted_ms: round(hoisted.ms),
       im2col_ms: round(im2col.ms),
       speedup: round(im2col.ms / wino.ms),
       gflops: round(flops / wino.ms / 1e6),

@@ -49,7 +49,7 @@ export interface LoadOptions {
   backend?: string;
   /** Force the prediction type (e.g. an SD 2.x 768-v checkpoint without a marker). */
   prediction?: Prediction;
-  /** Bytes of Winograd-transformed UNet filters kept between steps (default 1 GiB). */
+  /** Bytes of Winograd-transformed UNet filters kept between steps (default 0: transformed inside the products). */
   hoistBudgetBytes?: number;
   /** Called with each compiled program's plan statistics (for `-v`). */
   onCompile?: (network: string, program: Program) => void;

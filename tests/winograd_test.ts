@@ -122,7 +122,8 @@ function makeCase(i: number, wdtype: WDType, withResidual = false): Case {
   return { id: i, shape, bias: s.bias, x, w, wdtype, wRef, b, residual, ref };
 }
 
-type Algo = { winograd: 2 | 4 | 6 } | { conv: "direct" | "im2col" };
+/** `hoisted`: the transformed filter is computed once (constant plan); else it is fused into the products. */
+type Algo = { winograd: 2 | 4 | 6; hoisted?: boolean } | { conv: "direct" | "im2col" };
 
 /** Compiles case `c` with `algo` forced, checks that the plan really used it, and runs it. */
 async function runCase(backend: Backend, c: Case, algo: Algo): Promise<Float32Array> {
@@ -139,13 +140,18 @@ async function runCase(backend: Backend, c: Case, algo: Algo): Promise<Float32Ar
   }
   g.output("y", y);
   const program: Program = "winograd" in algo
-    ? compile(g, backend, { winograd: algo.winograd })
+    ? compile(g, backend, { winograd: algo.winograd, hoistBudgetBytes: algo.hoisted ? Infinity : 0 })
     : compile(g, backend, { winograd: "off", conv: algo.conv });
   try {
     const ops = program.plan.lowered.ops;
     if ("winograd" in algo) {
-      const f = ops.find((o) => o.kind === "wino_filter");
-      assert(f && f.attrs.m === algo.winograd, `${describe(c)}: plan did not lower to F(${algo.winograd},3)`);
+      const gemm = ops.find((o) => o.kind === "wino_gemm");
+      const filter = ops.find((o) => o.kind === "wino_filter");
+      const how = algo.hoisted ? "a hoisted" : "a fused";
+      assert(
+        gemm && gemm.attrs.m === algo.winograd && (algo.hoisted ? filter !== undefined : gemm.attrs.fused === 1),
+        `${describe(c)}: plan did not lower to F(${algo.winograd},3) with ${how} filter transform`,
+      );
       if (c.residual) {
         const o = ops.find((o) => o.kind === "wino_output");
         assert(o && o.attrs.has_residual === 1, `${describe(c)}: residual add was not fused`);
@@ -164,7 +170,7 @@ async function runCase(backend: Backend, c: Case, algo: Algo): Promise<Float32Ar
 
 /** Runs `cases` under `algo` and fails listing every case past `bound`; returns the worst error seen. */
 async function sweep(backend: Backend, isa: string, cases: Case[], algo: Algo, bound: number): Promise<number> {
-  const name = "winograd" in algo ? `F(${algo.winograd},3)` : algo.conv;
+  const name = "winograd" in algo ? `F(${algo.winograd},3)${algo.hoisted ? " hoisted" : ""}` : algo.conv;
   let worst = 0;
   let worstCase = "";
   const failures: string[] = [];
@@ -236,6 +242,7 @@ for (const m of [2, 4, 6] as const) {
   Deno.test(`Winograd F(${m},3) vs float64 direct: ${N_SHAPES} shapes, f32 weights [${BEST}]`, async () => {
     const backend = await backendFor(BEST);
     await sweep(backend, BEST, F32_CASES, { winograd: m }, WINOGRAD_REL_BOUND[m]);
+    await sweep(backend, BEST, F32_CASES, { winograd: m, hoisted: true }, WINOGRAD_REL_BOUND[m]);
   });
 }
 
@@ -250,7 +257,10 @@ Deno.test("Winograd with f16 and bf16 weights (40 shapes each)", async () => {
 Deno.test("Winograd with the residual add fused (25 shapes)", async () => {
   const backend = await backendFor(BEST);
   const cases = SHAPES.slice(40, 65).map((_, i) => makeCase(40 + i, "f32", true));
-  for (const m of [2, 4, 6] as const) await sweep(backend, BEST, cases, { winograd: m }, WINOGRAD_REL_BOUND[m]);
+  for (const m of [2, 4, 6] as const) {
+    await sweep(backend, BEST, cases, { winograd: m }, WINOGRAD_REL_BOUND[m]);
+    await sweep(backend, BEST, cases, { winograd: m, hoisted: true }, WINOGRAD_REL_BOUND[m]);
+  }
 });
 
 Deno.test("direct and im2col convolution (60 shapes, f32 and f16 weights)", async () => {
