@@ -151,7 +151,7 @@ async function benchConv(backend: Backend): Promise<void> {
     else {
       console.log(
         s.name.padEnd(22) + String(s.batch).padStart(6) + row.path.padStart(8) +
-          row.winograd_ms.toFixed(2).padStart(13) +
+          row.winograd_ms.toFixed(2).padStart(13) + row.hoisted_ms.toFixed(2).padStart(12) +
           row.im2col_ms.toFixed(2).padStart(11) + `${row.speedup.toFixed(2)}x`.padStart(9) +
           row.gflops.toFixed(1).padStart(9) + row.im2col_gflops.toFixed(1).padStart(16),
       );
