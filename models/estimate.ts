@@ -24,10 +24,14 @@ export interface NetworkEstimateOptions {
   tokens?: number;
 }
 
+/** One compute op (or group of identical ops) a network or node lowers to. */
 export interface OpEstimate {
+  /** What it is, e.g. `unet.wino_gemm (F(4,3))` or `load_weights`. */
   readonly op: string;
+  /** How many times it runs (steps × layers…); default 1. FLOPs and bytes are per run. */
   readonly count?: number;
   readonly flops: number;
+  /** Memory the op touches or holds (weights, activations), in bytes. */
   readonly bytes: number;
   readonly note?: string;
 }

@@ -7,7 +7,13 @@
 import { initialLatent as initialLatentFor, makeCfgDenoiser } from "./sampling/denoiser.ts";
 import { createRng } from "./sampling/rng.ts";
 import { sample as runSampler, SAMPLE_METHODS, type SampleMethod } from "./sampling/samplers.ts";
-import { DiscreteSchedule, getSigmas, img2imgSigmas, type SchedulerName } from "./sampling/schedules.ts";
+import {
+  DiscreteSchedule,
+  getSigmas,
+  img2imgSigmas,
+  SCHEDULER_NAMES,
+  type SchedulerName,
+} from "./sampling/schedules.ts";
 import type { Conditioning, Denoiser, Latent } from "./types.ts";
 
 export interface SampleOptions {
@@ -43,22 +49,10 @@ export function resolveSampleMethod(name: string): SampleMethod {
   return m as SampleMethod;
 }
 
-const SCHEDULERS: readonly SchedulerName[] = [
-  "discrete",
-  "karras",
-  "exponential",
-  "ays",
-  "sgm_uniform",
-  "simple",
-  "smoothstep",
-  "kl_optimal",
-  "lcm",
-];
-
 export function resolveScheduler(name: string): SchedulerName {
   const s = name === "default" ? "discrete" : name;
-  if (!(SCHEDULERS as readonly string[]).includes(s)) {
-    throw new RangeError(`unknown scheduler "${name}" (one of ${SCHEDULERS.join(", ")})`);
+  if (!(SCHEDULER_NAMES as readonly string[]).includes(s)) {
+    throw new RangeError(`unknown scheduler "${name}" (one of ${SCHEDULER_NAMES.join(", ")})`);
   }
   return s as SchedulerName;
 }

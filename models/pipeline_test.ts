@@ -16,19 +16,10 @@
 import { assert, assertEquals } from "./testdata/assert.ts";
 import { loadCheckpoint, makeTinyCheckpoint, sample } from "./mod.ts";
 import { SAMPLE_METHODS } from "./sampling/samplers.ts";
+import { SCHEDULER_NAMES } from "./sampling/schedules.ts";
 import type { Conditioning, Denoiser, HostTensor, Image, Latent } from "./types.ts";
 
-const SCHEDULERS = [
-  "discrete",
-  "karras",
-  "exponential",
-  "ays",
-  "sgm_uniform",
-  "simple",
-  "smoothstep",
-  "kl_optimal",
-  "lcm",
-] as const;
+const SCHEDULERS = SCHEDULER_NAMES;
 
 const dir = await Deno.makeTempDir({ prefix: "sdflow-pipeline-test-" });
 const ckptPath = await makeTinyCheckpoint(`${dir}/tiny.safetensors`, { seed: 11 });

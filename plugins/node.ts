@@ -28,6 +28,7 @@
  */
 
 import type { Checkpoint, Conditioning, Denoiser, Image, Latent, TextEncoder, Vae } from "../models/types.ts";
+import type { OpEstimate } from "../models/estimate.ts";
 import type { BackendManifest } from "./plugin.ts";
 
 /**
@@ -141,17 +142,8 @@ type EstimateInput<S> = S extends { type: string } ? ValueMeta | undefined : Run
 /** What `estimate` receives: literal values, and for sockets what the upstream estimate said about them. */
 export type EstimateInputs<I extends InputSpecs> = { -readonly [K in keyof I]: EstimateInput<I[K]> };
 
-/** One compute op (or group of identical ops) a node lowers to. */
-export interface OpEstimate {
-  /** What it is, e.g. `unet.conv2d 3x3 (winograd F(4,3))` or `load_weights`. */
-  readonly op: string;
-  /** How many times it runs in this node (steps × layers…); default 1. FLOPs and bytes are per run. */
-  readonly count?: number;
-  readonly flops: number;
-  /** Memory the op touches or holds (weights, activations), in bytes. */
-  readonly bytes: number;
-  readonly note?: string;
-}
+/** One compute op (or group of identical ops) a node lowers to (the model layer's estimates have this form). */
+export type { OpEstimate };
 
 /** A node's estimated cost, and facts about its outputs for the nodes downstream. */
 export interface NodeEstimate {

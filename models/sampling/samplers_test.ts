@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { type DenoiseFn, sample, SAMPLE_METHODS, type SampleMethod } from "./samplers.ts";
-import { DiscreteSchedule, getSigmas, type SchedulerName, sdAlphasCumprod } from "./schedules.ts";
+import { DiscreteSchedule, getSigmas, SCHEDULER_NAMES, type SchedulerName, sdAlphasCumprod } from "./schedules.ts";
 import { PhiloxRng, type Rng } from "./rng.ts";
 import { getScalings, initialLatent, makeCfgDenoiser } from "./denoiser.ts";
 import type { Conditioning, Denoiser, HostTensor } from "../types.ts";
@@ -35,17 +35,7 @@ function start(sigma0: number): Float32Array {
 }
 
 Deno.test("every sampler × scheduler runs, is finite and deterministic", async () => {
-  const schedulers: SchedulerName[] = [
-    "discrete",
-    "karras",
-    "exponential",
-    "ays",
-    "sgm_uniform",
-    "simple",
-    "smoothstep",
-    "kl_optimal",
-    "lcm",
-  ];
+  const schedulers = SCHEDULER_NAMES;
   for (const method of SAMPLE_METHODS) {
     for (const sch of schedulers) {
       const s = getSigmas(sch, 5, sched);

@@ -88,16 +88,20 @@ export class DiscreteSchedule {
   }
 }
 
-export type SchedulerName =
-  | "discrete"
-  | "karras"
-  | "exponential"
-  | "ays"
-  | "sgm_uniform"
-  | "simple"
-  | "smoothstep"
-  | "kl_optimal"
-  | "lcm";
+/** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
+export const SCHEDULER_NAMES = [
+  "discrete",
+  "karras",
+  "exponential",
+  "ays",
+  "sgm_uniform",
+  "simple",
+  "smoothstep",
+  "kl_optimal",
+  "lcm",
+] as const;
+
+export type SchedulerName = typeof SCHEDULER_NAMES[number];
 
 /** Which Align-Your-Steps table: NVIDIA published SD 1.5 and SDXL levels. */
 export type AysFamily = "sd1" | "sd2" | "sdxl";

@@ -1,7 +1,7 @@
 /** `sampler`: denoises a latent with the UNet, guided by positive and negative conditioning. */
 
 import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
-import { img2imgSigmas, type SchedulerName } from "../../models/sampling/schedules.ts";
+import { img2imgSigmas, SCHEDULER_NAMES } from "../../models/sampling/schedules.ts";
 import { defineNode, type NodeValues } from "../node.ts";
 import { estimateNetwork, sample } from "./model_layer.ts";
 
@@ -9,17 +9,7 @@ import { estimateNetwork, sample } from "./model_layer.ts";
 export const SAMPLING_METHODS: readonly SampleMethod[] = SAMPLE_METHODS;
 
 /** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
-export const SCHEDULERS = [
-  "discrete",
-  "karras",
-  "exponential",
-  "ays",
-  "sgm_uniform",
-  "simple",
-  "smoothstep",
-  "kl_optimal",
-  "lcm",
-] as const satisfies readonly SchedulerName[];
+export const SCHEDULERS = SCHEDULER_NAMES;
 
 /** Noise generators: `cuda` matches stable-diffusion.cpp's default (Philox, as PyTorch on CUDA); `std_default` its CPU one. */
 export const RNGS = ["cuda", "std_default"] as const;
