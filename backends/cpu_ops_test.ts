@@ -130,6 +130,9 @@ const ATTN_CASES: [number, number, number, number, number, boolean, number?][] =
   [1, 40, 12, 2, 24, true], // causal with Nq > Nk
   [1, 40, 50, 1, 512, false], // VAE: one head of 512
   [1, 5, 3, 1, 7, false], // tiny, odd head dim
+  [1, 150, 300, 2, 40, true], // causal over several query and key blocks
+  [1, 200, 140, 1, 33, true], // causal with Nq > Nk over several blocks, odd head dim
+  [2, 70, 77, 1, 1, false], // head dim 1
 ];
 
 forEachIsa("attention matches softmax(QK^T)V (causal, Nq != Nk, head dims 40/64/80/160/512)", async (b) => {

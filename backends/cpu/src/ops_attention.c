@@ -9,13 +9,18 @@
  * ATT_BQ x ATT_BK score tile and the ATT_BQ x D accumulator.
  * Causal masking is top-left aligned (PyTorch is_causal): query i sees keys
  * j <= i.
+ * With AVX-512 (head dim <= ATT512_MAX_D) a chunk is a block of
+ * SDF_ATT512_BQ queries run by sdf_attention_avx512 (ops_attention_avx512.c),
+ * which keeps the queries in the vector lanes; the state records the choice.
  */
 #include <math.h>
 
+#include "attention.h"
 #include "common.h"
+#include "kernel.h"
 #include "simd.h"
 
-enum { ATT_BQ = 32, ATT_BK = 128, BMM_BM = 32, BMM_BN = 256, BMM_BK = 256 };
+enum { ATT512_MAX_D = 1024, ATT_BQ = 32, ATT_BK = 128, BMM_BM = 32, BMM_BN = 256, BMM_BK = 256 };
 
 /* ---- ATTENTION: p = heads, causal (default 0); f = scale (default 1/sqrt(D)) */
 
@@ -46,10 +51,27 @@ static int32_t attention_prepare(sdf_op *op, char *err, size_t len) {
     return sdf_fail(err, len, SDF_E_INVALID, "attention: causal flag must be 0 or 1, got %lld", (long long)op->p[1]);
   if (op->n_f > 0 && !isfinite(op->f[0]))
     return sdf_fail(err, len, SDF_E_INVALID, "attention: scale must be finite");
-  int64_t nqb = (q->dims[1] + ATT_BQ - 1) / ATT_BQ;
-  op->n_chunks = q->dims[0] * heads * nqb;
-  op->scratch_bytes = sizeof(float) * ((size_t)ATT_BQ * ATT_BK + (size_t)ATT_BQ * (size_t)d + 2 * ATT_BQ);
+  /* state: the query block size; SDF_ATT512_BQ selects the AVX-512 kernel. */
+  int bq = ATT_BQ;
+  size_t scratch = sizeof(float) * ((size_t)ATT_BQ * ATT_BK + (size_t)ATT_BQ * (size_t)d + 2 * ATT_BQ);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_isa == SDF_ISA_AVX512 && d <= ATT512_MAX_D) {
+    bq = SDF_ATT512_BQ;
+    scratch = sdf_attention_avx512_scratch(d);
+  }
+#endif
+  int *st = op->state ? op->state : malloc(sizeof(int));
+  if (!st) return sdf_fail(err, len, SDF_E_NOMEM, "attention: out of memory");
+  *st = bq;
+  op->state = st;
+  op->n_chunks = q->dims[0] * heads * ((q->dims[1] + bq - 1) / bq);
+  op->scratch_bytes = scratch;
   return SDF_OK;
+}
+
+static void attention_release(sdf_op *op) {
+  free(op->state);
+  op->state = NULL;
 }
 
 static void attention_run(const sdf_op *op, int64_t chunk, void *scratch) {
@@ -58,14 +80,22 @@ static void attention_run(const sdf_op *op, int64_t chunk, void *scratch) {
   int d = (int)(hd / heads);
   int causal = op->n_p > 1 && op->p[1];
   float scale = op->n_f > 0 ? (float)op->f[0] : (float)(1.0 / sqrt((double)d));
-  int64_t nqb = (nq_all + ATT_BQ - 1) / ATT_BQ;
+  int bq = *(const int *)op->state;
+  int64_t nqb = (nq_all + bq - 1) / bq;
   int64_t qb = chunk % nqb, h = (chunk / nqb) % heads, b = chunk / (nqb * heads);
-  int64_t q0 = qb * ATT_BQ;
-  int nq = (int)(nq_all - q0 < ATT_BQ ? nq_all - q0 : ATT_BQ);
+  int64_t q0 = qb * bq;
+  int nq = (int)(nq_all - q0 < bq ? nq_all - q0 : bq);
   const float *q = (const float *)qt->data + (b * nq_all + q0) * hd + h * d;
   const float *k = (const float *)kt->data + b * nk_all * hd + h * d;
   const float *v = (const float *)op->in[2]->data + b * nk_all * hd + h * d;
   float *out = (float *)op->out[0]->data + (b * nq_all + q0) * hd + h * d;
+  int64_t kend = causal ? (q0 + nq < nk_all ? q0 + nq : nk_all) : nk_all;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (bq == SDF_ATT512_BQ) {
+    sdf_attention_avx512(q, k, v, out, hd, nq, q0, kend, d, scale, causal, scratch);
+    return;
+  }
+#endif
   float *s = scratch, *acc = s + ATT_BQ * ATT_BK, *m = acc + (size_t)ATT_BQ * d, *l = m + ATT_BQ;
   const sdf_simd_ops *vo = sdf_simd();
   memset(acc, 0, sizeof(float) * (size_t)nq * (size_t)d);
@@ -73,7 +103,6 @@ static void attention_run(const sdf_op *op, int64_t chunk, void *scratch) {
     m[i] = -INFINITY;
     l[i] = 0.0f;
   }
-  int64_t kend = causal ? (q0 + nq < nk_all ? q0 + nq : nk_all) : nk_all;
   for (int64_t k0 = 0; k0 < kend; k0 += ATT_BK) {
     int nk = (int)(kend - k0 < ATT_BK ? kend - k0 : ATT_BK);
     vo->qk_block(q, hd, nq, k + k0 * hd, hd, nk, d, scale, s, ATT_BK);
@@ -110,7 +139,8 @@ static void attention_run(const sdf_op *op, int64_t chunk, void *scratch) {
   }
 }
 
-const sdf_kernel sdf_kernel_attention = {SDF_OP_ATTENTION, "attention", attention_prepare, attention_run, NULL};
+const sdf_kernel sdf_kernel_attention = {SDF_OP_ATTENTION, "attention", attention_prepare, attention_run,
+                                          attention_release};
 
 /* ---- BMM: y[b] = alpha * a[b] @ (trans_b ? b[b]^T : b[b]) ---------------- */
 /* p = trans_b (default 0); f = alpha (default 1). Leading (batch) dims of a,
