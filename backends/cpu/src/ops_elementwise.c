@@ -25,8 +25,6 @@ static int32_t unary_prepare(sdf_op *op, char *err, size_t len) {
   return SDF_OK;
 }
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
 static inline float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
 }
@@ -46,7 +44,7 @@ static void unary_run(const sdf_op *op, int64_t chunk, void *scratch) {
     sdf_simd()->x_sigmoid(y, x, n, 1.702f);
     break;
   case SDF_UNARY_GELU:
-    for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
+    sdf_simd()->gelu_mul(y, NULL, x, n);
     break;
   case SDF_UNARY_GELU_TANH:
     for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
@@ -92,11 +90,8 @@ static void geglu_run(const sdf_op *op, int64_t chunk, void *scratch) {
   sdf_chunk_range(op->out[0]->numel / c, op->n_chunks, chunk, &b, &e);
   const float *x = op->in[0]->data;
   float *y = op->out[0]->data;
-  for (int64_t r = b; r < e; r++) {
-    const float *xa = x + r * 2 * c, *xg = xa + c;
-    float *yr = y + r * c;
-    for (int64_t i = 0; i < c; i++) yr[i] = xa[i] * gelu_erf(xg[i]);
-  }
+  void (*gelu_mul)(float *, const float *, const float *, int64_t) = sdf_simd()->gelu_mul;
+  for (int64_t r = b; r < e; r++) gelu_mul(y + r * c, x + r * 2 * c, x + r * 2 * c + c, c);
 }
 
 const sdf_kernel sdf_kernel_geglu = {SDF_OP_GEGLU, "geglu", geglu_prepare, geglu_run, NULL};

@@ -79,5 +79,12 @@ static void bf16_to_f32(float *y, const uint16_t *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = sdf_bf16_to_f32(x[i]);
 }
 
-const sdf_simd_ops sdf_simd_scalar = {qk_block, pv_block, exp_sub_sum, vmax, x_sigmoid,
-                                      sum_f64,  sqdev_f64, f16_to_f32, bf16_to_f32};
+static void gelu_mul(float *y, const float *a, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float g = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    y[i] = a ? a[i] * g : g;
+  }
+}
+
+const sdf_simd_ops sdf_simd_scalar = {qk_block,  pv_block,   exp_sub_sum, vmax,    x_sigmoid,
+                                      sum_f64,   sqdev_f64,  f16_to_f32,  bf16_to_f32, gelu_mul};

@@ -31,6 +31,8 @@ typedef struct sdf_simd_ops {
   /* dtype conversions to f32 */
   void (*f16_to_f32)(float *y, const uint16_t *x, int64_t n);
   void (*bf16_to_f32)(float *y, const uint16_t *x, int64_t n);
+  /* y[i] = a[i] * gelu(x[i]) with the exact (erf) GELU; a == NULL means a[i] = 1 (UNARY gelu, GEGLU) */
+  void (*gelu_mul)(float *y, const float *a, const float *x, int64_t n);
 } sdf_simd_ops;
 
 extern const sdf_simd_ops sdf_simd_scalar;

@@ -149,6 +149,60 @@ static float vmax(const float *x, int64_t n) {
   return m;
 }
 
+/* erf / erfc / GELU: the same two fits as simd_avx512.c (see there for the error bounds). */
+#define SDF_ERF_SPLIT 0.921875f
+
+SDF_INLINE __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+SDF_INLINE __m256 erf_small8(__m256 z) {
+  __m256 s = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(8.370319847e-05f);
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-8.142757579e-04f));
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(5.201037042e-03f));
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-2.685940079e-02f));
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(1.128369570e-01f));
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-3.761263490e-01f));
+  p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(1.283791666e-01f));
+  return _mm256_fmadd_ps(z, p, z);
+}
+
+/* erfc(a) for a >= SDF_ERF_SPLIT (or nan), given a^2 = hi + lo */
+SDF_INLINE __m256 erfc_large8(__m256 a, __m256 hi, __m256 lo) {
+  __m256 one = _mm256_set1_ps(1.0f);
+  __m256 d = _mm256_fmadd_ps(a, _mm256_set1_ps(0.4f), one);
+  __m256 t = _mm256_rcp_ps(d);
+  t = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, t, one), t, t);
+  t = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, t, one), t, t); /* rcp is 12 bits: two Newton steps */
+  __m256 q = _mm256_set1_ps(6.427241117e-02f);
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-2.363125831e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(2.542851567e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-7.946537435e-02f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.792725176e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.568645388e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(2.099574059e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(2.254635394e-01f));
+  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(2.256842256e-01f));
+  q = _mm256_mul_ps(q, t);
+  q = _mm256_fnmadd_ps(q, lo, q);
+  __m256 e = _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_setzero_ps(), hi)), q);
+  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(9.34f), _CMP_NGE_UQ), e);
+}
+
+/* gelu(x) = x * Phi(x), Phi(x) = 0.5 * erfc(-x / sqrt 2) */
+SDF_INLINE __m256 gelu8(__m256 x) {
+  __m256 half = _mm256_set1_ps(0.5f);
+  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+  __m256 a = abs8(z);
+  __m256 xx = _mm256_mul_ps(x, x);
+  __m256 hi = _mm256_mul_ps(xx, half), lo = _mm256_mul_ps(_mm256_fmsub_ps(x, x, xx), half);
+  __m256 he = _mm256_mul_ps(erfc_large8(a, hi, lo), half);
+  __m256 big = _mm256_blendv_ps(he, _mm256_sub_ps(_mm256_set1_ps(1.0f), he),
+                                _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
+  __m256 sm = _mm256_fmadd_ps(erf_small8(z), half, half);
+  __m256 small = _mm256_cmp_ps(a, _mm256_set1_ps(SDF_ERF_SPLIT), _CMP_LT_OQ);
+  return _mm256_mul_ps(x, _mm256_blendv_ps(big, sm, small));
+}
+
 static void x_sigmoid(float *y, const float *x, int64_t n, float alpha) {
   __m256 na = _mm256_set1_ps(-alpha), one = _mm256_set1_ps(1.0f);
   int64_t i = 0;
@@ -208,5 +262,21 @@ static void bf16_to_f32(float *y, const uint16_t *x, int64_t n) {
   for (; i < n; i++) y[i] = sdf_bf16_to_f32(x[i]);
 }
 
-const sdf_simd_ops sdf_simd_avx2 = {qk_block, pv_block, exp_sub_sum, vmax, x_sigmoid,
-                                    sum_f64,  sqdev_f64, f16_to_f32, bf16_to_f32};
+static void gelu_mul(float *y, const float *a, const float *x, int64_t n) {
+  int64_t i = 0;
+  if (a) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), gelu8(_mm256_loadu_ps(x + i))));
+  } else {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+  }
+  if (i < n) {
+    __m256i k = tail_mask(n - i);
+    __m256 g = gelu8(_mm256_maskload_ps(x + i, k));
+    if (a) g = _mm256_mul_ps(_mm256_maskload_ps(a + i, k), g);
+    _mm256_maskstore_ps(y + i, k, g);
+  }
+}
+
+const sdf_simd_ops sdf_simd_avx2 = {qk_block,  pv_block,   exp_sub_sum, vmax,        x_sigmoid,
+                                    sum_f64,   sqdev_f64,  f16_to_f32,  bf16_to_f32, gelu_mul};
