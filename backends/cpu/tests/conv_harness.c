@@ -6,11 +6,14 @@
  *   ./conv_harness bench [threads] [filter]     timings (median of 5)
  *   ./conv_harness fused [threads] [filter] [wdtype]   fused vs hoisted vs im2col
  *   ./conv_harness bands [threads] [filter]     row-band sizes on the VAE convs
+ *   ./conv_harness output [threads] [filter] [res]  WINO_OUTPUT alone, VAE F(6,3) shapes
+ *     (FRESH_Y=1: y in never-touched pages each run; HUGE=1: those 2 MiB THP)
  *
  * It links the kernel files directly and stands in for the executor: worker
  * threads claim chunk indices from an atomic counter.
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>

@@ -315,5 +315,6 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "bench")) return bench(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "fused")) return bench_fused(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "bands")) return bench_bands(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "output")) return bench_output(argc - 2, argv + 2);
   return check();
 }

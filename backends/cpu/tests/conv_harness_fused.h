@@ -338,3 +338,61 @@ static int bench_bands(int argc, char **argv) {
   }
   return 0;
 }
+
+#include <sys/mman.h>
+/* WINO_OUTPUT alone on the VAE decoder's big F(6,3) convs: m_ random, with
+ * bias (and a residual when `res` is 1), one 8-tile-row band and the whole
+ * image. ms (median of 7) and effective GB/s (m_ read + y written). */
+static int bench_output(int argc, char **argv) {
+  static const bshape shapes[] = {
+      {"256@512", 1, 256, 256, 512}, {"512@256", 1, 512, 512, 256}, {"128@512", 1, 128, 128, 512}};
+  nthreads = argc > 0 ? atoi(argv[0]) : 1;
+  const char *filter = argc > 1 ? argv[1] : "";
+  const int use_res = argc > 2 ? atoi(argv[2]) : 0;
+  const int reps = 7, m = 6;
+  const int fresh = getenv("FRESH_Y") != NULL;
+  sdf_current_isa = isa_available(SDF_ISA_AVX512) ? SDF_ISA_AVX512 : SDF_ISA_AVX2;
+  const char *isa = getenv("SDF_ISA");
+  for (int i = 0; isa && i < 4; i++)
+    if (!strcmp(isa, isa_name[i]) && isa_available(i)) sdf_current_isa = (sdf_isa)i;
+  printf("isa %s, %d thread(s), F(6,3) WINO_OUTPUT%s\n", isa_name[sdf_current_isa], nthreads,
+         use_res ? " + residual" : "");
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const bshape *b = &shapes[s];
+    if (!strstr(b->name, filter)) continue;
+    const int64_t H = b->H, A = m + 2, th = (H + m - 1) / m, tw = th;
+    sdf_tensor *bias = T1(SDF_F32, b->Co), *y = T4(SDF_F32, b->N, b->Co, H, H);
+    sdf_tensor *res = use_res ? T4(SDF_F32, b->N, b->Co, H, H) : NULL;
+    fill(bias, 1.0f);
+    if (res) fill(res, 1.0f);
+    printf("%-9s", b->name);
+    for (int band = 1; band >= 0; band--) {
+      const int64_t rows = band ? 8 : th, Tb = b->N * rows * tw;
+      sdf_tensor *mm = T3(SDF_F32, A * A, b->Co, Tb);
+      fill(mm, 1.0f);
+      sdf_tensor *oin[3] = {mm, bias, res};
+      double t[9];
+      for (int r = 0; r <= reps; r++) {
+        int64_t po[5] = {m, 1, res != NULL, band ? th / 2 : 0, band ? rows : 0};
+        if (fresh) { /* y in never-touched pages, as an engine arena's first use */
+          free(y->data);
+          if (posix_memalign(&y->data, getenv("HUGE") ? 2 << 20 : 64, (size_t)y->numel * 4)) abort();
+          if (getenv("HUGE")) madvise(y->data, (size_t)y->numel * 4, MADV_HUGEPAGE);
+        }
+        sdf_op op = mkop(SDF_OP_WINO_OUTPUT, res ? 3 : 2, oin, 1, &y, 5, po);
+        double t0 = now();
+        if (run_op(&sdf_kernel_wino_output, &op)) return 1;
+        if (r) t[r - 1] = (now() - t0) * 1e3;
+      }
+      const double tm = median(t, reps);
+      const double bytes = (double)mm->numel * 4 + (double)b->Co * sdfg_min(H, rows * m) * H * 4 *
+                                                     (res ? 2 : 1);
+      printf(" | %s: %7.2f ms %5.1f GB/s", band ? "band 8" : "all", tm, bytes / tm * 1e-6);
+      fflush(stdout);
+      tfree(mm);
+    }
+    printf("\n");
+    tfree(bias), tfree(y), tfree(res);
+  }
+  return 0;
+}
