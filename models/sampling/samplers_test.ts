@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { type DenoiseFn, sample, SAMPLE_METHODS, type SampleMethod } from "./samplers.ts";
-import { DiscreteSchedule, getSigmas, SCHEDULER_NAMES, type SchedulerName, sdAlphasCumprod } from "./schedules.ts";
+import { DiscreteSchedule, getSigmas, SCHEDULER_NAMES, sdAlphasCumprod } from "./schedules.ts";
 import { PhiloxRng, type Rng } from "./rng.ts";
 import { getScalings, initialLatent, makeCfgDenoiser } from "./denoiser.ts";
 import type { Conditioning, Denoiser, HostTensor } from "../types.ts";
