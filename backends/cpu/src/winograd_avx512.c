@@ -14,6 +14,7 @@ typedef float v16 __attribute__((vector_size(64)));
 #define WT v16
 #include "winograd_tx.h"
 #undef WT
+#include "transpose_avx512.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -55,28 +56,6 @@ typedef struct lane_info {
   __mmask8 lcol[16]; /* per lane: columns inside the image */
 } lane_info;
 
-/* Two independent 8x8 transposes, one per 256-bit half. */
-AI void tr8x8x2(__m512 *r) {
-  __m512 t[8], u[8];
-  for (int i = 0; i < 4; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; i++) {
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-  }
-  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25,
-                                       26, 27);
-  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28,
-                                       29, 30, 31);
-  for (int i = 0; i < 4; i++) {
-    r[i] = _mm512_permutex2var_ps(u[i], lo, u[4 + i]);
-    r[4 + i] = _mm512_permutex2var_ps(u[i], hi, u[4 + i]);
-  }
-}
 
 AI void input_m(const int m, const sdfw_geom *g, const float *x, float *v,
                 int64_t q0, int64_t q1, int64_t c0, int64_t c1) {
