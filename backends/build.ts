@@ -73,7 +73,8 @@ export function builtLibraryPath(name: string): string {
   return `${repoRoot()}/.cache/lib/${libraryFileName(name)}`;
 }
 
-async function mtime(path: string): Promise<number | undefined> {
+/** A file's modification time in ms, or undefined when it does not exist. */
+export async function mtime(path: string): Promise<number | undefined> {
   try {
     return (await Deno.stat(path)).mtime?.getTime();
   } catch (e) {

@@ -34,7 +34,7 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SDF_ABI_VERSION } from "./abi.ts";
-import { BackendBuildError, findCompiler } from "./build.ts";
+import { BackendBuildError, findCompiler, mtime } from "./build.ts";
 import { type Backend, type BackendConfig, loadBackend } from "./ffi.ts";
 
 /** Operating systems a manifest can name (values of `Deno.build.os` sdflow supports). */
@@ -206,15 +206,6 @@ export function resolveManifestPath(p: string, baseDir: string | URL): string {
   }
   if (isAbsolute(p) || /^[A-Za-z]:[\\/]/.test(p)) return p;
   return join(baseDir instanceof URL || /^file:/i.test(baseDir) ? fileURLToPath(baseDir) : baseDir, p);
-}
-
-async function mtime(path: string): Promise<number | undefined> {
-  try {
-    return (await Deno.stat(path)).mtime?.getTime();
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
 }
 
 /** Options for `buildManifestLibrary` / `loadBackendFromManifest`. */

@@ -40,7 +40,7 @@ import type {
 import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
 import { createRng, type RngKind } from "./sampling/rng.ts";
-import { openLdmWeights, readTensorF32, type WeightFile } from "./weights/mod.ts";
+import { isDiffusersFolder, openLdmWeights, readTensorF32, type WeightFile } from "./weights/mod.ts";
 
 export interface LoadOptions {
   /** Worker threads of the backend (default: physical cores). */
@@ -174,20 +174,13 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
       throw new CheckpointError(`${path}: SDXL checkpoints are recognised but not supported yet (SD 1.x and 2.x are)`);
     }
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
-    const tokenizer = await ClipTokenizer.load({ modelDir: (await isDir(path)) ? path : undefined });
+    // A diffusers folder carries its own tokenizer files; single files use the bundled vocabulary.
+    const tokenizer = await ClipTokenizer.load({ modelDir: (await isDiffusersFolder(path)) ? path : undefined });
     const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders[0].width);
     return new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts);
   } catch (e) {
     file.close();
     throw e;
-  }
-}
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
   }
 }
 
