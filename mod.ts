@@ -5,7 +5,7 @@
  * - pipeline graphs: `graph()` (typed builder), `loadGraph`, `validateGraph`, `runPipeline` (from dsl/);
  * - nodes and plugins: `defineNode`, `loadPlugin` (from plugins/);
  * - models: `loadCheckpoint`, `sample`, `makeTinyCheckpoint` (from models/);
- * - the engine: `Graph`, `compile`, `plan`, `explainPlan` (from engine/);
+ * - the engine: `Graph`, `compile`, `plan` (from engine/);
  * - backends: `loadBackend`, `loadBackendFromManifest` (from backends/).
  *
  * @example
@@ -43,5 +43,5 @@ export {
   sample,
   type SampleOptions,
 } from "./models/mod.ts";
-export { compile, explainPlan, Graph as TensorGraph, plan, type PlanOptions, Program } from "./engine/mod.ts";
+export { compile, Graph as TensorGraph, plan, type PlanOptions, Program } from "./engine/mod.ts";
 export { type Backend, loadBackend, loadBackendFromManifest } from "./backends/mod.ts";

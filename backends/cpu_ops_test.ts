@@ -15,7 +15,9 @@
 
 import assert from "node:assert";
 import { type Backend, loadBackend, PlanWriter, SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "./mod.ts";
-import { assertClose, fromF16, randn, rng, runOp, toBF16, toF16 } from "./test_helpers.ts";
+import { randn, rng, runOp } from "./test_helpers.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
+import { assertClose } from "../tests/assert.ts";
 
 const ALL = ["scalar", "avx2", "avx512"] as const;
 type Isa = typeof ALL[number];
@@ -455,7 +457,7 @@ forEachIsa("copy converts every f16 and bf16 bit pattern (subnormals, inf, nan) 
   const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
   const [h] = await runOp(b, SDF_OP.COPY, [{ dims: [256, 256], dtype: "f16", data: bits }], [[65536]]);
   for (let i = 0; i < 65536; i++) {
-    const want = fromF16(i);
+    const want = f16BitsToF32(i);
     if (!(Object.is(h[i], want) || (Number.isNaN(want) && Number.isNaN(h[i])))) {
       throw new Error(`f16 0x${i.toString(16)}: got ${h[i]}, want ${want}`);
     }
@@ -477,11 +479,11 @@ forEachIsa("gather_rows from f32, f16 and bf16 tables", async (b) => {
   idx[1] = V - 1;
   const tables: [string, Float32Array | Uint16Array, (i: number) => number][] = [
     ["f32", tab, (i) => tab[i]],
-    ["f16", Uint16Array.from(tab, toF16), (i) => fromF16(toF16(tab[i]))],
+    ["f16", Uint16Array.from(tab, f32ToF16Bits), (i) => f16BitsToF32(f32ToF16Bits(tab[i]))],
     [
       "bf16",
-      Uint16Array.from(tab, toBF16),
-      (i) => Math.fround(new Float32Array(new Uint32Array([toBF16(tab[i]) << 16]).buffer)[0]),
+      Uint16Array.from(tab, f32ToBf16Bits),
+      (i) => bf16BitsToF32(f32ToBf16Bits(tab[i])),
     ],
   ];
   for (const [dtype, data, val] of tables) {

@@ -1,6 +1,6 @@
 /**
- * Helpers for the backend tests: a seeded PRNG, f16/bf16 encoders, a
- * one-op runner over a single buffer, and an error measure.
+ * Helpers for the backend tests: a seeded PRNG, a one-op runner over a
+ * single buffer, and a check of backend errors.
  */
 
 import { type Backend, BackendError, PlanWriter, SDF_DTYPE } from "./mod.ts";
@@ -22,47 +22,6 @@ export function randn(r: () => number, n: number, lo = -1, hi = 1): Float32Array
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
   return out;
-}
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** float -> IEEE half bits, round to nearest even. */
-export function toF16(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const ax = b & 0x7fffffff;
-  if (ax >= 0x7f800000) return sign | (ax > 0x7f800000 ? 0x7e00 : 0x7c00);
-  if (ax >= 0x477ff000) return sign | 0x7c00;
-  const v = Math.abs(f32[0]);
-  if (ax < 0x38800000) return sign | Math.round(v / 2 ** -24); // subnormal (ties to even via Math.round? see below)
-  let h = (ax >>> 13) - (112 << 10);
-  const rem = ax & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
-/** IEEE half bits -> number. */
-export function fromF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0x1f) return m ? NaN : s * Infinity;
-  if (e === 0) return s * m * 2 ** -24;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** bf16 bits (truncation of f32 with round to nearest even). */
-export function toBF16(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-export function fromBF16(h: number): number {
-  u32[0] = h << 16;
-  return f32[0];
 }
 
 export type Data = Float32Array | Int32Array | Uint16Array;
@@ -117,46 +76,6 @@ export async function runOp(
     plan.free();
     buf.free();
   }
-}
-
-/** Largest |got - want| / (atol + rtol * |want|); <= 1 passes. NaN/inf must match exactly. */
-export function errorRatio(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, atol: number): number {
-  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
-  let worst = 0;
-  for (let i = 0; i < got.length; i++) {
-    const g = got[i], w = want[i];
-    if (!Number.isFinite(w) || !Number.isFinite(g)) {
-      if (!Object.is(g, w) && !(Number.isNaN(g) && Number.isNaN(w))) return Infinity;
-      continue;
-    }
-    worst = Math.max(worst, Math.abs(g - w) / (atol + rtol * Math.abs(w)));
-  }
-  return worst;
-}
-
-/** Throws with the worst element when errorRatio exceeds 1. */
-export function assertClose(
-  what: string,
-  got: ArrayLike<number>,
-  want: ArrayLike<number>,
-  rtol: number,
-  atol: number,
-): void {
-  const r = errorRatio(got, want, rtol, atol);
-  if (r <= 1) return;
-  let wi = 0, wr = -1;
-  for (let i = 0; i < got.length; i++) {
-    const e = Math.abs(got[i] - want[i]) / (atol + rtol * Math.abs(want[i]));
-    if (!(e <= wr)) {
-      wr = e;
-      wi = i;
-    }
-  }
-  throw new Error(
-    `${what}: element ${wi} got ${got[wi]}, want ${want[wi]} (error ${
-      r.toPrecision(3)
-    }x the bound rtol ${rtol} atol ${atol})`,
-  );
 }
 
 /** Asserts that `fn` rejects/throws a BackendError whose message matches `re`. */

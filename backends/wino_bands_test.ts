@@ -19,7 +19,8 @@
 
 import assert from "node:assert";
 import { type Backend, loadBackend, PlanWriter, SDF_DTYPE, SDF_OP } from "./mod.ts";
-import { assertBackendError, randn, rng, toBF16, toF16 } from "./test_helpers.ts";
+import { assertBackendError, randn, rng } from "./test_helpers.ts";
+import { f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
 
 const ALL = ["scalar", "avx2", "avx512"] as const;
 type Isa = typeof ALL[number];
@@ -118,7 +119,7 @@ async function runCase(b: Backend, c: Case, seed: number): Promise<Float32Array[
     buf.write(x.at, randn(r, x.n));
     const wf = randn(r, w.n, -1 / Math.sqrt(9 * Ci), 1 / Math.sqrt(9 * Ci));
     if (c.wdt === "f32") buf.write(w.at, wf);
-    else buf.write(w.at, Uint16Array.from(wf, c.wdt === "f16" ? toF16 : toBF16));
+    else buf.write(w.at, Uint16Array.from(wf, c.wdt === "f16" ? f32ToF16Bits : f32ToBf16Bits));
     buf.write(bias.at, randn(r, bias.n, -0.1, 0.1));
     buf.write(res.at, randn(r, res.n));
     for (const y of ys) buf.write(y.at, new Float32Array(y.n).fill(NaN)); // unwritten shows

@@ -18,6 +18,7 @@
 import { parseArgs } from "node:util";
 import { loadCheckpoint, sample } from "../models/mod.ts";
 import { writePng } from "../plugins/image/png.ts";
+import { median } from "../cli/progress.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -74,11 +75,6 @@ export function cpuSeconds(stat?: string): number | null {
   const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const utime = Number(rest[11]), stime = Number(rest[12]);
   return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / 100 : null;
-}
-
-export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 async function main(): Promise<void> {

@@ -7,6 +7,8 @@
 
 import { parseArgs } from "node:util";
 import { type Backend, loadBackend } from "../backends/mod.ts";
+import { f32ArrayToBf16Bits, f32ArrayToF16Bits } from "../backends/float16.ts";
+import { median } from "../cli/progress.ts";
 import { compile, convFlops, type DType, Graph, type PlanOptions } from "../engine/mod.ts";
 import { ATTENTION_SHAPES, type ConvShape, LINEAR_SHAPES, UNET_CONVS, VAE_DECODER_CONVS } from "./shapes.ts";
 import { benchGen } from "./gen.ts";
@@ -48,28 +50,6 @@ function randomData(n: number, scale: number, seed: number): Float32Array {
   return out;
 }
 
-function toHalf(src: Float32Array): Uint16Array {
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) {
-    f[0] = src[i];
-    const x = u[0];
-    const sign = (x >>> 16) & 0x8000;
-    const exp = ((x >>> 23) & 0xff) - 127 + 15;
-    const mant = x & 0x7fffff;
-    if (exp <= 0) out[i] = sign;
-    else if (exp >= 31) out[i] = sign | 0x7c00;
-    else out[i] = sign | (exp << 10) | (mant >>> 13);
-  }
-  return out;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 async function timeProgram(
   g: Graph,
   backend: Backend,
@@ -104,7 +84,7 @@ function convGraph(s: ConvShape, dtype: DType): Graph {
     "w",
     [s.cout, s.cin, 3, 3],
     dtype,
-    { kind: "data", data: dtype === "f16" ? toHalf(wData) : wData },
+    { kind: "data", data: dtype === "f16" ? f32ArrayToF16Bits(wData) : wData },
   );
   const b = g.constant("b", [s.cout], "f32", { kind: "data", data: randomData(s.cout, 0.1, 9) });
   g.output("y", g.conv2d(x, w, b, { padding: 1 }));
@@ -222,7 +202,7 @@ async function benchGemm(backend: Backend): Promise<void> {
       const g = new Graph();
       const x = g.input("x", [s.m, s.k]);
       const wf = randomData(s.n * s.k, 1 / Math.sqrt(s.k), 5);
-      const data = dt === "f32" ? wf : dt === "f16" ? toHalf(wf) : toBf16(wf);
+      const data = dt === "f32" ? wf : dt === "f16" ? f32ArrayToF16Bits(wf) : f32ArrayToBf16Bits(wf);
       const w = g.constant("w", [s.n, s.k], dt, { kind: "data", data });
       g.output("y", g.linear(x, w));
       const { ms, opMs } = await timeProgram(g, backend, {}, { x: randomData(s.m * s.k, 1, 4) });
@@ -238,13 +218,6 @@ async function benchGemm(backend: Backend): Promise<void> {
           cells.join(""),
       );}
   }
-}
-
-function toBf16(src: Float32Array): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16;
-  return out;
 }
 
 function round(x: number): number {

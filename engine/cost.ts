@@ -1,5 +1,5 @@
 /**
- * FLOP and byte estimates per op, for `plan --explain`, profiles and the
+ * FLOP and byte estimates per op, for `plan`, profiles and the
  * effective-throughput figures of the benchmarks. Convolutions count the
  * FLOPs of a direct convolution whatever algorithm runs them, so Winograd's
  * saving shows up as higher effective throughput, as is customary.

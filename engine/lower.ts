@@ -29,7 +29,7 @@ export interface LOp {
   outputs: number[];
   attrs: Record<string, number | string | boolean | readonly number[]>;
   label?: string;
-  /** Why this op was lowered the way it was (for `plan --explain`). */
+  /** Why this op was lowered the way it was (shown by `--profile`, which groups Winograd ops by tile). */
   note?: string;
   /** Writes only part of its output; the other parts come from sibling ops (Winograd bands). */
   partial?: boolean;

@@ -19,5 +19,4 @@ export * from "./graph.ts";
 export { chooseWinograd, type LowerOptions, type WinogradChoice } from "./lower.ts";
 export { type CompiledPlan, plan, type PlanOptions, type PlanStats } from "./plan.ts";
 export { compile, type InputData, type OpProfile, Program, type ProgramOptions, SharedArena } from "./program.ts";
-export { explainPlan } from "./explain.ts";
 export { convFlops } from "./cost.ts";

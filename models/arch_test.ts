@@ -1,15 +1,15 @@
-import { assertEquals, assertThrows } from "./testdata/assert.ts";
+import { assertEquals, assertThrows } from "../tests/assert.ts";
 import { ArchError, detectArch, judgeVPredictionProbe } from "./arch.ts";
 import { parseSafetensors, readReferenceList } from "./testdata/helpers.ts";
 import { TINY, tinyCheckpointBytes } from "./tiny/mod.ts";
+import { sharedTest } from "../tests/shared.ts";
 
 const sd15 = readReferenceList("sd15-tensors.txt");
 const sd21 = readReferenceList("sd21-tensors.txt");
 const sdxl = readReferenceList("sdxl-tensors.txt");
 
 Deno.test({
-  name: "detectArch: SD 1.5 (CLIP ViT-L, conv proj, 8 heads)",
-  ignore: !sd15,
+  ...sharedTest("detectArch: SD 1.5 (CLIP ViT-L, conv proj, 8 heads)", "reference/sd15-tensors.txt"),
   fn() {
     const a = detectArch(sd15!);
     assertEquals(a.family, "sd1");
@@ -38,8 +38,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "detectArch: SD 2.1 (OpenCLIP ViT-H, linear proj, 64-wide heads, penultimate layer)",
-  ignore: !sd21,
+  ...sharedTest(
+    "detectArch: SD 2.1 (OpenCLIP ViT-H, linear proj, 64-wide heads, penultimate layer)",
+    "reference/sd21-tensors.txt",
+  ),
   fn() {
     const a = detectArch(sd21!);
     assertEquals(a.family, "sd2");
@@ -64,8 +66,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "detectArch: SDXL (two encoders, label_emb, transformer depth per level)",
-  ignore: !sdxl,
+  ...sharedTest(
+    "detectArch: SDXL (two encoders, label_emb, transformer depth per level)",
+    "reference/sdxl-tensors.txt",
+  ),
   fn() {
     const a = detectArch(sdxl!);
     assertEquals(a.family, "sdxl");

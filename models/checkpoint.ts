@@ -51,8 +51,6 @@ export interface LoadOptions {
   prediction?: Prediction;
   /** Bytes of Winograd-transformed UNet filters kept between steps (default 0: transformed inside the products). */
   hoistBudgetBytes?: number;
-  /** Called with each compiled program's plan statistics (for `-v`). */
-  onCompile?: (network: string, program: Program) => void;
   /**
    * Called after every run of a network's program with its per-op wall times (`Program.profile()`)
    * and the run's wall time, for `--profile`. Op times overlap when ops run concurrently.
@@ -246,7 +244,6 @@ class LoadedCheckpoint implements Checkpoint {
     const make = (network: string, g: Graph, plan: PlanOptions): Program => {
       const program = compile(g, backend, { ...plan, arena });
       networks.set(program, network);
-      opts.onCompile?.(network, program);
       return program;
     };
     const onProfile = opts.onProfile;

@@ -13,7 +13,7 @@
  * The model's numerics against PyTorch are tested elsewhere (models/tiny/engine_test.ts).
  */
 
-import { assert, assertEquals } from "./testdata/assert.ts";
+import { assert, assertEquals } from "../tests/assert.ts";
 import { loadCheckpoint, makeTinyCheckpoint, sample } from "./mod.ts";
 import { SAMPLE_METHODS } from "./sampling/samplers.ts";
 import { SCHEDULER_NAMES } from "./sampling/schedules.ts";

@@ -8,7 +8,7 @@
  * the bound is 0 (bit equality); a wrong table row, position or chunk changes whole rows by O(1).
  */
 
-import { assert, assertEquals } from "./testdata/assert.ts";
+import { assert, assertEquals } from "../tests/assert.ts";
 import { EmbeddingError, loadCheckpoint, makeTinyCheckpoint } from "./mod.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
 import { TINY } from "./tiny/mod.ts";

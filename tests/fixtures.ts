@@ -1,10 +1,10 @@
 /**
  * Loader for the op-level reference fixtures written by tools/gen_fixtures.py
- * (format "sdflow-op-fixture/1", described in tests/README.md), plus the
- * f16/bf16 bit conversions the tests share.
+ * (format "sdflow-op-fixture/1", described in tests/README.md).
  */
 
 import { type Backend, loadBackend } from "../backends/mod.ts";
+import { halfBitsToF32Array } from "../backends/float16.ts";
 
 export type FixtureDType = "f32" | "f16" | "bf16" | "i32";
 
@@ -108,75 +108,11 @@ export function loadFixture(name: string): Fixture {
   };
 }
 
-// ---- half-precision bits ------------------------------------------------------
-
-const cvtBuf = new ArrayBuffer(4);
-const cvtF32 = new Float32Array(cvtBuf);
-const cvtU32 = new Uint32Array(cvtBuf);
-
-/** IEEE binary16 bits -> number (exact; subnormals, infinities and NaN included). */
-export function f16BitsToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-/** bfloat16 bits -> number (exact: the top half of an f32). */
-export function bf16BitsToF32(h: number): number {
-  cvtU32[0] = (h & 0xffff) << 16;
-  return cvtF32[0];
-}
-
-/** number -> IEEE binary16 bits, rounded to nearest even (overflow to infinity). */
-export function f32ToF16Bits(x: number): number {
-  if (Number.isNaN(x)) return 0x7e00;
-  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
-  let a = Math.abs(x);
-  if (a >= 65520) return sign | 0x7c00; // rounds past the largest finite (65504)
-  if (a < 2 ** -14) {
-    // Subnormal: multiple of 2^-24, ties to even.
-    return sign | roundHalfEven(a * 2 ** 24);
-  }
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--; // guard log2 rounding
-  if (2 ** (e + 1) <= a) e++;
-  a = a / 2 ** e - 1; // [0, 1)
-  let frac = roundHalfEven(a * 1024);
-  if (frac === 1024) {
-    frac = 0;
-    e++;
-  }
-  if (e > 15) return sign | 0x7c00;
-  return sign | ((e + 15) << 10) | frac;
-}
-
-/** number -> bfloat16 bits via f32, rounded to nearest even (as PyTorch does). */
-export function f32ToBf16Bits(x: number): number {
-  cvtF32[0] = x;
-  const b = cvtU32[0];
-  if (Number.isNaN(cvtF32[0])) return 0x7fc0;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-function roundHalfEven(v: number): number {
-  const f = Math.floor(v);
-  const d = v - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-
 /** Upcasts raw f16/bf16 bits (or copies f32 values) to a Float32Array. */
 export function toF32(data: Float32Array | Uint16Array | Int32Array, dtype: FixtureDType): Float32Array {
   if (dtype === "f32") return Float32Array.from(data as Float32Array);
   if (dtype === "i32") return Float32Array.from(data as Int32Array);
-  const cvt = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-  const out = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = cvt(data[i]);
-  return out;
+  return halfBitsToF32Array(data, dtype);
 }
 
 // ---- the backend under test ----------------------------------------------------

@@ -11,18 +11,8 @@
 
 import assert from "node:assert";
 import { chooseWinograd, compile, Graph, type InputData, type Tensor, type UnaryKind } from "../engine/mod.ts";
-import {
-  ALL_ISAS,
-  backendFor,
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToF16Bits,
-  type Fixture,
-  listFixtures,
-  loadFixture,
-  machineIsas,
-  toF32,
-} from "./fixtures.ts";
+import { ALL_ISAS, backendFor, type Fixture, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../backends/float16.ts";
 import { compare, indexOf, WINOGRAD_REL_BOUND } from "./conv_reference.ts";
 
 // ---- bounds -------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * `deno task gen` with the same flags, writes a PNG whose PSNR against
  * ../shared/reference/sd15-random/a_256_euler_4.png is at least 40 dB.
  *
- * - Runs only where ../shared (next to the repository) exists; elsewhere it is ignored, with a printed note.
+ * - Runs only where ../shared (next to the repository) exists; elsewhere it is reported ignored, the reason in its name.
  * - The checkpoint lives in `.cache/sd15-random-f16.safetensors`; when missing it is made with
  *   `/usr/bin/python3 (or $SDFLOW_PYTHON) ../shared/tools/make_random_sd.py --out … --dtype f16` (python3 + numpy; CI installs
  *   python3-numpy; without them the test FAILS saying so). Its sha256 is checked against the README's
@@ -18,36 +18,20 @@
  */
 
 import { createHash } from "node:crypto";
-import { assert, assertEquals } from "../models/testdata/assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
+import { sharedTest, sharedUrl } from "./shared.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url);
-const README = new URL("reference/README.md", SHARED);
-const REFERENCE_PNG = new URL("reference/sd15-random/a_256_euler_4.png", SHARED);
-const MAKE_RANDOM_SD = new URL("tools/make_random_sd.py", SHARED);
+const README = sharedUrl("reference/README.md");
+const REFERENCE_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
+const MAKE_RANDOM_SD = sharedUrl("tools/make_random_sd.py");
 const REPO = new URL("../", import.meta.url);
 const CACHE_DIR = new URL(".cache/", REPO);
 const CHECKPOINT = new URL("sd15-random-f16.safetensors", CACHE_DIR);
 /** Debian's python3 (with python3-numpy); `SDFLOW_PYTHON` names another interpreter. */
 const PYTHON = Deno.env.get("SDFLOW_PYTHON") || "/usr/bin/python3";
 const MIN_PSNR_DB = 40;
-
-function exists(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const sharedPresent = exists(README) && exists(REFERENCE_PNG);
-if (!sharedPresent) {
-  console.log(
-    `tests/sd15_reference_test.ts: skipped: ${SHARED.pathname} (the shared reference data) is not present here`,
-  );
-}
 
 /** The README's facts this test depends on: the file's sha256, the pixels' sha256, and the command line. */
 interface ReadmeFacts {
@@ -126,6 +110,15 @@ async function requirePythonNumpy(): Promise<void> {
   if (r.code !== 0) throw new Error(`${PYTHON} cannot import numpy (${tail(r.out, 1)}); ${install}`);
 }
 
+function exists(url: URL): boolean {
+  try {
+    Deno.statSync(url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Makes the checkpoint if missing (into a temporary name, renamed when complete), then checks its sha256. */
 async function ensureCheckpoint(expectedSha256: string): Promise<void> {
   if (!exists(CHECKPOINT)) {
@@ -156,8 +149,12 @@ function pixelsSha256(data: Uint8Array): string {
 }
 
 Deno.test({
-  name: "sd15 reference: the README's sd-cli command as `deno task gen` gives PSNR >= 40 dB vs sd.cpp's image",
-  ignore: !sharedPresent,
+  ...sharedTest(
+    "sd15 reference: the README's sd-cli command as `deno task gen` gives PSNR >= 40 dB vs sd.cpp's image",
+    "reference/README.md",
+    "reference/sd15-random/a_256_euler_4.png",
+    "tools/make_random_sd.py",
+  ),
   async fn() {
     const facts = readmeFacts(await Deno.readTextFile(README));
 

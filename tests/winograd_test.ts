@@ -11,17 +11,8 @@
 import assert from "node:assert";
 import { compile, Graph, type Program } from "../engine/mod.ts";
 import type { Backend } from "../backends/mod.ts";
-import {
-  backendFor,
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
-  listFixtures,
-  loadFixture,
-  machineIsas,
-  toF32,
-} from "./fixtures.ts";
+import { backendFor, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../backends/float16.ts";
 import {
   compare,
   conv2dReference,

@@ -4,7 +4,7 @@
  * tiny-ti.pt comes from PyTorch (testdata/make_embedding_fixture.py) in sd-webui's layout.
  */
 
-import { assert, assertEquals } from "../testdata/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { TINY } from "../tiny/mod.ts";
 import { encodeSafetensors } from "../weights/mod.ts";
 import { EmbeddingError, loadEmbedding, loadEmbeddingDir } from "./embeddings.ts";

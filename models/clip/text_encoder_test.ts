@@ -1,19 +1,22 @@
 import { Graph } from "../../engine/graph.ts";
 import { ArchError, detectArch } from "../arch.ts";
 import { createWeightLookup } from "../nn.ts";
-import { assertEquals, assertThrows } from "../testdata/assert.ts";
+import { assertEquals, assertMaxAbsError, assertThrows } from "../../tests/assert.ts";
 import { fakeWeightSource, opCounts, readReferenceList } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { loadTinyReference } from "../testdata/reference.ts";
 import { buildTextEncoder, eosIndices, splitCustomTokens } from "./text_encoder.ts";
+import { sharedTest } from "../../tests/shared.ts";
 
 const sd15 = readReferenceList("sd15-tensors.txt");
 const sd21 = readReferenceList("sd21-tensors.txt");
 const sdxl = readReferenceList("sdxl-tensors.txt");
 
 Deno.test({
-  name: "buildTextEncoder: SD 1.5 CLIP ViT-L (12 layers, final LN; clip skip 2 drops one layer)",
-  ignore: !sd15,
+  ...sharedTest(
+    "buildTextEncoder: SD 1.5 CLIP ViT-L (12 layers, final LN; clip skip 2 drops one layer)",
+    "reference/sd15-tensors.txt",
+  ),
   fn() {
     const cfg = detectArch(sd15!).textEncoders[0];
     for (const [skip, layers] of [[1, 12], [2, 11]]) {
@@ -29,8 +32,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "buildTextEncoder: SD 2.1 OpenCLIP ViT-H (penultimate layer + ln_final, packed qkv as views)",
-  ignore: !sd21,
+  ...sharedTest(
+    "buildTextEncoder: SD 2.1 OpenCLIP ViT-H (penultimate layer + ln_final, packed qkv as views)",
+    "reference/sd21-tensors.txt",
+  ),
   fn() {
     const cfg = detectArch(sd21!).textEncoders[0];
     const g = new Graph();
@@ -48,8 +53,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "buildTextEncoder: SDXL encoders (no final LN on hidden states; bigG pooled + projection)",
-  ignore: !sdxl,
+  ...sharedTest(
+    "buildTextEncoder: SDXL encoders (no final LN on hidden states; bigG pooled + projection)",
+    "reference/sdxl-tensors.txt",
+  ),
   fn() {
     const [l, big] = detectArch(sdxl!).textEncoders;
     const g1 = new Graph();
@@ -71,7 +78,7 @@ Deno.test("buildTextEncoder: tiny CLIP matches the PyTorch reference for clip sk
     const g = new Graph();
     buildTextEncoder(g, createWeightLookup(g, ckpt.source), cfg, { batch: 2, clipSkip: skip });
     const out = naiveEval(g, { tokens });
-    assertClose(`clip skip ${skip}`, out.hidden, ref.f32(`clip.hidden_skip${skip}`), 1e-5, 1e-5);
+    assertMaxAbsError(`clip skip ${skip}`, out.hidden, ref.f32(`clip.hidden_skip${skip}`), 1e-5, 1e-5);
   }
 });
 
@@ -89,7 +96,7 @@ Deno.test("buildTextEncoder: custom (textual-inversion) embeddings replace exact
   const g = new Graph();
   buildTextEncoder(g, createWeightLookup(g, ckpt.source), cfg, { batch: 2, customEmbeddings: 2 });
   const out = naiveEval(g, { ...splitCustomTokens(ids, cfg.vocabSize, 2), custom_table: custom });
-  assertClose("custom embeddings", out.hidden, ref.f32("clip.hidden_skip1"), 1e-5, 1e-5);
+  assertMaxAbsError("custom embeddings", out.hidden, ref.f32("clip.hidden_skip1"), 1e-5, 1e-5);
   assertThrows(() => splitCustomTokens(Int32Array.of(cfg.vocabSize + 2), cfg.vocabSize, 2), ArchError, "custom");
 });
 

@@ -1,28 +1,25 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { assert, assertEquals } from "../../tests/assert.ts";
+import { sharedTest, sharedUrl } from "../../tests/shared.ts";
 import { CLIP_VOCAB_SIZE, ClipTokenizer } from "./tokenizer.ts";
 
-const REF = new URL("../../../shared/reference/clip_tokens.json", import.meta.url);
+const CLIP_TOKENS = "reference/clip_tokens.json";
 
-async function readReference(): Promise<{ vocab_size: number; cases: { text: string; ids: number[] }[] } | null> {
-  try {
-    return JSON.parse(await Deno.readTextFile(REF));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
-}
-
-Deno.test("CLIP tokenizer matches OpenAI simple_tokenizer ids (../shared/reference/clip_tokens.json)", async () => {
-  const ref = await readReference();
-  if (ref === null) {
-    console.log(`skipped: ${REF.pathname} not found (the shared reference folder is absent)`);
-    return;
-  }
-  const tok = await ClipTokenizer.load();
-  assertEquals(tok.vocabSize, ref.vocab_size);
-  for (const c of ref.cases) {
-    assertEquals(tok.encodeWithSpecial(c.text), c.ids, `ids of ${JSON.stringify(c.text)}`);
-  }
+Deno.test({
+  ...sharedTest(
+    "CLIP tokenizer matches OpenAI simple_tokenizer ids (../shared/reference/clip_tokens.json)",
+    CLIP_TOKENS,
+  ),
+  fn: async () => {
+    const ref: { vocab_size: number; cases: { text: string; ids: number[] }[] } = JSON.parse(
+      await Deno.readTextFile(sharedUrl(CLIP_TOKENS)),
+    );
+    assert(ref.cases.length > 0, "the reference has no cases");
+    const tok = await ClipTokenizer.load();
+    assertEquals(tok.vocabSize, ref.vocab_size);
+    for (const c of ref.cases) {
+      assertEquals(tok.encodeWithSpecial(c.text), c.ids, `ids of ${JSON.stringify(c.text)}`);
+    }
+  },
 });
 
 Deno.test("CLIP tokenizer: vocabulary, cleaning, special tokens, decode", async () => {

@@ -4,6 +4,8 @@
  * minimal safetensors reader, so model tests depend on no loader.
  */
 
+import { f16BitsToF32 } from "../../backends/float16.ts";
+import { sharedUrl } from "../../tests/shared.ts";
 import type { ConstantSource } from "../../engine/graph.ts";
 import type { TensorShape } from "../arch.ts";
 import type { WeightInfo, WeightSource } from "../nn.ts";
@@ -16,7 +18,7 @@ const ESIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4 
 
 /** Reads ../shared/reference/<file> (name TAB dtype TAB [shape]); undefined when absent. */
 export function readReferenceList(file: string): ListedTensor[] | undefined {
-  const path = new URL(`../../../shared/reference/${file}`, import.meta.url);
+  const path = sharedUrl(`reference/${file}`);
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
@@ -55,15 +57,6 @@ export interface Safetensors {
   i32(name: string): Int32Array;
 }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 /** Parses a safetensors file held in memory. */
 export function parseSafetensors(bytes: Uint8Array): Safetensors {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -91,7 +84,7 @@ export function parseSafetensors(bytes: Uint8Array): Safetensors {
     if (!r) throw new Error(`no tensor ${name}`);
     const buf = bytes.slice(r[0], r[1]).buffer;
     if (r[2] === "F32") return new Float32Array(buf);
-    if (r[2] === "F16") return Float32Array.from(new Uint16Array(buf), halfToFloat);
+    if (r[2] === "F16") return Float32Array.from(new Uint16Array(buf), f16BitsToF32);
     throw new Error(`tensor ${name} is ${r[2]}`);
   };
   const i32 = (name: string): Int32Array => {

@@ -5,23 +5,10 @@
  * Slow (scalar loops); use it on the tiny models only.
  */
 
+import { bf16BitsToF32, f16BitsToF32 } from "../../backends/float16.ts";
 import type { Graph, Op, Tensor } from "../../engine/graph.ts";
 
 type Value = Float32Array | Int32Array;
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-function bf16ToFloat(h: number): number {
-  const f = new Float32Array(new Uint32Array([h << 16]).buffer);
-  return f[0];
-}
 
 /** erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit). */
 function erf(x: number): number {
@@ -87,7 +74,7 @@ function decode(t: Tensor, buf: ArrayBuffer): Value {
   if (t.dtype === "f32") return new Float32Array(buf);
   if (t.dtype === "i32") return new Int32Array(buf);
   const u = new Uint16Array(buf);
-  return Float32Array.from(u, t.dtype === "f16" ? halfToFloat : bf16ToFloat);
+  return Float32Array.from(u, t.dtype === "f16" ? f16BitsToF32 : bf16BitsToF32);
 }
 
 /** Runs `g` on `inputs` and returns its named outputs. */

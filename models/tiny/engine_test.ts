@@ -10,7 +10,8 @@ import { buildTextEncoder } from "../clip/text_encoder.ts";
 import { createWeightLookup } from "../nn.ts";
 import { parseSafetensors } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { loadTinyReference } from "../testdata/reference.ts";
+import { assertMaxAbsError } from "../../tests/assert.ts";
 import { tinyCheckpointBytes } from "./mod.ts";
 import { buildUnet } from "../unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder } from "../vae/vae.ts";
@@ -35,7 +36,7 @@ async function check(
     const out = await program.run(inputs);
     // f32 kernels (Winograd transforms, blocked GEMMs) against a float64 reference: bound 1e-5 + 1e-4 * max|ref|
     // (measured: ~4e-6 relative).
-    assertClose(`${reference} (engine)`, out[output], ref.f32(reference), 1e-5, 1e-4);
+    assertMaxAbsError(`${reference} (engine)`, out[output], ref.f32(reference), 1e-5, 1e-4);
   } finally {
     program.dispose();
   }
@@ -116,7 +117,7 @@ Deno.test({
       const expected = naiveEval(g, inputs)[output];
       const program = compile(g, backend);
       try {
-        assertClose(`f16 ${output}`, (await program.run(inputs))[output], expected, 1e-5, 1e-4);
+        assertMaxAbsError(`f16 ${output}`, (await program.run(inputs))[output], expected, 1e-5, 1e-4);
       } finally {
         program.dispose();
       }
@@ -134,7 +135,7 @@ Deno.test("weights loader contract: openWeights -> detectArch -> createWeightLoo
       const g = new Graph();
       buildUnet(g, createWeightLookup(g, wf), a.unet!, { batch: 2, height: 8, width: 8, contextTokens: 77 });
       const inputs = { x: ref.f32("unet.x"), timesteps: ref.f32("unet.timesteps"), context: ref.f32("unet.context") };
-      assertClose("unet via openWeights", naiveEval(g, inputs).out, ref.f32("unet.out"), 1e-5, 1e-5);
+      assertMaxAbsError("unet via openWeights", naiveEval(g, inputs).out, ref.f32("unet.out"), 1e-5, 1e-5);
     } finally {
       wf.close();
     }

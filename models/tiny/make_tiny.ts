@@ -22,6 +22,8 @@
  * CLI: deno run -A models/tiny/make_tiny.ts --out tiny.safetensors [--seed 0] [--dtype f32|f16]
  */
 
+import { f32ToF16Bits } from "../../backends/float16.ts";
+
 type Kind = "w" | "b" | "nw" | "nb" | "emb" | "i64";
 
 interface Item {
@@ -260,42 +262,6 @@ export function tensorValues(seed: number, item: Item): Float32Array {
   return out;
 }
 
-const F32_SCRATCH = new Float32Array(1);
-const U32_SCRATCH = new Uint32Array(F32_SCRATCH.buffer);
-
-/** float32 -> IEEE half bits, round to nearest even. */
-export function toHalfBits(v: number): number {
-  F32_SCRATCH[0] = v;
-  const x = U32_SCRATCH[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let hm = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (hm & 1))) hm++;
-    return sign | hm;
-  }
-  let hm = mant >>> 13;
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (hm & 1))) {
-    hm++;
-    if (hm === 0x400) {
-      hm = 0;
-      e++;
-      if (e >= 0x1f) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | hm;
-}
-
 export interface TinyOptions {
   seed?: number;
   dtype?: "f32" | "f16";
@@ -344,7 +310,7 @@ export function tinyCheckpointBytes(opts: TinyOptions = {}): Uint8Array {
       for (let i = 0; i < n; i++) dv.setBigInt64(pos + 8 * i, BigInt(i), true);
     } else {
       const v = tensorValues(seed, it);
-      if (dtype === "f16") { for (let i = 0; i < v.length; i++) dv.setUint16(pos + 2 * i, toHalfBits(v[i]), true); }
+      if (dtype === "f16") { for (let i = 0; i < v.length; i++) dv.setUint16(pos + 2 * i, f32ToF16Bits(v[i]), true); }
       else for (let i = 0; i < v.length; i++) dv.setFloat32(pos + 4 * i, v[i], true);
     }
     pos += sizes[k];

@@ -1,9 +1,8 @@
 import { detectArch } from "../arch.ts";
-import { assert, assertEquals } from "../testdata/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseSafetensors } from "../testdata/helpers.ts";
 import { loadTinyReference } from "../testdata/reference.ts";
 import { makeTinyCheckpoint, TINY, tinyCheckpointBytes, tinySpec } from "./mod.ts";
-import { toHalfBits } from "./make_tiny.ts";
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
@@ -44,11 +43,4 @@ Deno.test("tiny checkpoint: written to disk, sorted names, sane values, f16 is t
   } finally {
     await Deno.remove(path);
   }
-});
-
-Deno.test("toHalfBits: IEEE half rounding (nearest even, subnormals, overflow)", () => {
-  assertEquals(
-    [0, 1, -2.5, 65504, 65520, 6.1e-5, 5.96e-8, 2.98e-8, 0.1, 1 / 3, 1e5, -Infinity].map(toHalfBits),
-    [0, 15360, 49408, 31743, 31744, 1023, 1, 0, 11878, 13653, 31744, 64512],
-  );
 });

@@ -2,12 +2,13 @@ import { Graph } from "../../engine/graph.ts";
 import { plan } from "../../engine/plan.ts";
 import { detectArch } from "../arch.ts";
 import { createWeightLookup, WeightError } from "../nn.ts";
-import { assert, assertEquals, assertThrows } from "../testdata/assert.ts";
+import { assert, assertEquals, assertMaxAbsError, assertThrows } from "../../tests/assert.ts";
 import { fakeWeightSource, opCounts, readReferenceList } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { loadTinyReference } from "../testdata/reference.ts";
 import { sdxlVector } from "./sdxl.ts";
 import { buildUnet } from "./unet.ts";
+import { sharedTest } from "../../tests/shared.ts";
 
 const lists = {
   sd15: readReferenceList("sd15-tensors.txt"),
@@ -33,8 +34,10 @@ function buildFull(list: NonNullable<typeof lists.sd15>, h: number, w: number, t
 // SDXL: 17 ResBlocks (34 convs) + 11 skip convs + 2 down + 2 up + 2 = 51 convs; 70 transformer blocks.
 for (const [name, list] of Object.entries(lists)) {
   Deno.test({
-    name: `buildUnet: full ${name} graph at 512x512 (batch 2) has ldm's structure`,
-    ignore: !list,
+    ...sharedTest(
+      `buildUnet: full ${name} graph at 512x512 (batch 2) has ldm's structure`,
+      `reference/${name}-tensors.txt`,
+    ),
     fn() {
       const { g, r } = buildFull(list!, 64, 64, name === "sd15" ? 154 : 77);
       assertEquals(r.output.shape, [2, 4, 64, 64]);
@@ -64,8 +67,10 @@ for (const [name, list] of Object.entries(lists)) {
 }
 
 Deno.test({
-  name: "buildUnet: non-square latents, and latents the levels cannot halve evenly (cropped on the way up)",
-  ignore: !lists.sd15,
+  ...sharedTest(
+    "buildUnet: non-square latents, and latents the levels cannot halve evenly (cropped on the way up)",
+    "reference/sd15-tensors.txt",
+  ),
   fn() {
     assertEquals(buildFull(lists.sd15!, 40, 96).r.output.shape, [2, 4, 40, 96]);
     assertEquals(buildFull(lists.sd15!, 33, 65).r.output.shape, [2, 4, 33, 65]);
@@ -83,7 +88,7 @@ Deno.test("buildUnet: tiny model matches the PyTorch reference (naive evaluator)
     context: ref.f32("unet.context"),
   });
   // float32 storage between ops against a float64 reference: errors ~1e-6 of the output scale.
-  assertClose("unet", out.out, ref.f32("unet.out"), 1e-5, 1e-5);
+  assertMaxAbsError("unet", out.out, ref.f32("unet.out"), 1e-5, 1e-5);
 });
 
 Deno.test("buildUnet: a missing or mis-shaped weight is named", () => {
@@ -142,7 +147,7 @@ Deno.test("buildUnet: ControlNet residuals are added to the skips and the middle
   });
   const zeros: Record<string, Float32Array> = { control_middle: new Float32Array(2 * 64 * 16) };
   shapes.forEach((s, i) => zeros[`control_${i}`] = new Float32Array(s.reduce((a, b) => a * b, 1)));
-  assertClose("zero control", naiveEval(g, { ...base, ...zeros }).out, ref.f32("unet.out"), 1e-5, 1e-5);
+  assertMaxAbsError("zero control", naiveEval(g, { ...base, ...zeros }).out, ref.f32("unet.out"), 1e-5, 1e-5);
   zeros.control_middle.fill(1);
   const moved = naiveEval(g, { ...base, ...zeros }).out;
   assert(moved.some((v, i) => Math.abs(v - ref.f32("unet.out")[i]) > 1e-3), "middle residual has an effect");

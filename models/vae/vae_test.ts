@@ -1,11 +1,12 @@
 import { Graph } from "../../engine/graph.ts";
 import { detectArch } from "../arch.ts";
 import { createWeightLookup } from "../nn.ts";
-import { assertEquals } from "../testdata/assert.ts";
+import { assertEquals, assertMaxAbsError } from "../../tests/assert.ts";
 import { fakeWeightSource, opCounts, readReferenceList } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose, loadTinyReference } from "../testdata/reference.ts";
+import { loadTinyReference } from "../testdata/reference.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae.ts";
+import { sharedTest } from "../../tests/shared.ts";
 
 const sd15 = readReferenceList("sd15-tensors.txt");
 
@@ -13,8 +14,10 @@ const sd15 = readReferenceList("sd15-tensors.txt");
 // + 3 upsample + conv_out = 36 convs, 30 GroupNorms; encoder = conv_in + 8 down blocks x 2 + 2 nin_shortcut
 // + 3 downsample + mid 4 + conv_out + quant_conv = 28 convs.
 Deno.test({
-  name: "VAE: full SD decoder (64x64 latent -> 512x512) and encoder have ldm's structure",
-  ignore: !sd15,
+  ...sharedTest(
+    "VAE: full SD decoder (64x64 latent -> 512x512) and encoder have ldm's structure",
+    "reference/sd15-tensors.txt",
+  ),
   fn() {
     const cfg = detectArch(sd15!).vae!;
     const g = new Graph();
@@ -47,11 +50,11 @@ Deno.test("VAE: tiny decoder and encoder match the PyTorch reference", () => {
   const gd = new Graph();
   buildVaeDecoder(gd, createWeightLookup(gd, ckpt.source), cfg, { batch: 1, height: 8, width: 8 });
   const img = naiveEval(gd, { latent: ref.f32("vae.latent") }).image;
-  assertClose("decoder", img, ref.f32("vae.image"), 1e-5, 1e-5);
+  assertMaxAbsError("decoder", img, ref.f32("vae.image"), 1e-5, 1e-5);
   const ge = new Graph();
   buildVaeEncoder(ge, createWeightLookup(ge, ckpt.source), cfg, { batch: 1, height: 64, width: 64 });
   const mom = naiveEval(ge, { image: ref.f32("vae.enc_image") }).moments;
-  assertClose("encoder", mom, ref.f32("vae.moments"), 1e-5, 1e-5);
+  assertMaxAbsError("encoder", mom, ref.f32("vae.moments"), 1e-5, 1e-5);
 });
 
 Deno.test("sampleLatent: mean + exp(logvar / 2) * noise, logvar clamped, times the scale", () => {

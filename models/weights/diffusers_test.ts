@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./test_assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "../../tests/assert.ts";
 import {
   encodeSafetensors,
   openLdmWeights,

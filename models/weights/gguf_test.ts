@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch, assertRejects, assertThrows } from "./test_assert.ts";
+import { assertEquals, assertMatch, assertRejects, assertThrows } from "../../tests/assert.ts";
 import {
   CorruptHeaderError,
   encodeGguf,

@@ -1,18 +1,18 @@
-import { assert, assertEquals } from "./test_assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { diffusersToLdmName, ldmToDiffusersNames, type ModelFamily, upBlocksWithAttention } from "./mod.ts";
-
-const REF = new URL("../../../shared/reference/", import.meta.url);
-const haveRef = await Deno.stat(REF).then(() => true, () => false);
+import { sharedTest, sharedUrl } from "../../tests/shared.ts";
 
 /** ldm tensors with no diffusers counterpart. */
 const LDM_ONLY = /(^cond_stage_model\.model\.|^conditioner\.embedders\.1\.model\.)(text_projection|logit_scale)$/;
 
 for (const [file, family] of [["sd15", "sd1"], ["sd21", "sd2"], ["sdxl", "sdxl"]] as [string, ModelFamily][]) {
   Deno.test({
-    name: `names: every ldm tensor of ${file}-tensors.txt maps to diffusers and back`,
-    ignore: !haveRef,
+    ...sharedTest(
+      `names: every ldm tensor of ${file}-tensors.txt maps to diffusers and back`,
+      `reference/${file}-tensors.txt`,
+    ),
     fn: async () => {
-      const ldm = (await Deno.readTextFile(new URL(`${file}-tensors.txt`, REF))).trim().split("\n").map((l) =>
+      const ldm = (await Deno.readTextFile(sharedUrl(`reference/${file}-tensors.txt`))).trim().split("\n").map((l) =>
         l.split("\t")[0]
       );
       const forward = new Map<string, string[]>();

@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertInstanceOf, assertMatch, assertRejects, assertThrows } from "./test_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "../../tests/assert.ts";
 import {
   CorruptHeaderError,
   encodeSafetensors,

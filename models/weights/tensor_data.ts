@@ -1,4 +1,5 @@
 /** The few tensor reads JS itself does (schedules, embeddings) and zero-copy row splits. */
+import { bf16BitsToF32, f16BitsToF32 } from "../../backends/float16.ts";
 import { CorruptHeaderError, UnsupportedDtypeError } from "./errors.ts";
 import { readRangeSync } from "./io.ts";
 import { TensorTable } from "./table.ts";
@@ -22,13 +23,6 @@ function sourceBytes(info: TensorInfo, bytes: number): Uint8Array {
   return new Uint8Array(s.data.buffer, s.data.byteOffset, bytes);
 }
 
-const f16ToF32 = (h: number): number => {
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
-  return h & 0x8000 ? -v : v;
-};
-
 /**
  * A tensor's values as float32, read synchronously: for small tensors JS needs (alphas_cumprod,
  * textual-inversion embeddings). Converts f16/bf16/f64/i64/i32/i16/i8/u8/bool.
@@ -50,18 +44,16 @@ export function readTensorF32(info: TensorInfo): Float32Array {
   const b = sourceBytes(info, n * size);
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const out = new Float32Array(n);
-  const scratch = new DataView(new ArrayBuffer(4));
   for (let i = 0; i < n; i++) {
     switch (info.dtype) {
       case "f32":
         out[i] = dv.getFloat32(4 * i, true);
         break;
       case "f16":
-        out[i] = f16ToF32(dv.getUint16(2 * i, true));
+        out[i] = f16BitsToF32(dv.getUint16(2 * i, true));
         break;
       case "bf16":
-        scratch.setUint32(0, dv.getUint16(2 * i, true) << 16, true);
-        out[i] = scratch.getFloat32(0, true);
+        out[i] = bf16BitsToF32(dv.getUint16(2 * i, true));
         break;
       case "f64":
         out[i] = dv.getFloat64(8 * i, true);

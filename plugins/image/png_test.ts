@@ -1,4 +1,5 @@
-import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
+import { assert, assertEquals, assertMatch } from "../../tests/assert.ts";
+import { sharedTest, sharedUrl } from "../../tests/shared.ts";
 import { decode } from "fast-png";
 import { decodePngImage, encodePngImage, formatParameters, parseParameters, readPng, writePng } from "./png.ts";
 import type { Image } from "../../models/types.ts";
@@ -97,7 +98,7 @@ Deno.test("PNG files, grayscale and 16-bit inputs decode to 8-bit RGB(A)", async
     await writePng(`${dir}/a.png`, img, { parameters: "x\nSteps: 1, Sampler: Euler, CFG scale: 1" });
     const back = await readPng(`${dir}/a.png`);
     assertEquals(back.image, img);
-    ok(back.parameters?.startsWith("x\n"));
+    assert(back.parameters?.startsWith("x\n"));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -111,24 +112,24 @@ Deno.test("PNG files, grayscale and 16-bit inputs decode to 8-bit RGB(A)", async
   });
 });
 
-Deno.test("decodes stable-diffusion.cpp's reference PNG to the published pixel hash", async () => {
-  const path = new URL("../../../shared/reference/sd15-random/a_256_euler_4.png", import.meta.url);
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      console.log(`skipped: ${path.pathname} not found (the shared reference folder is absent)`);
-      return;
-    }
-    throw e;
-  }
-  const { image, parameters } = decodePngImage(bytes);
-  assertEquals([image.width, image.height, image.channels], [256, 256, 3]);
-  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", Uint8Array.from(image.data)));
-  assertEquals(
-    Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join(""),
-    "35366afac8441a412bd1a7a776874c98097ca9f636b78d13e63aee14fd9ea5f3",
-  );
-  ok(parameters === undefined || parameters.includes("Steps: 4"));
+const SD_CPP_PNG = "reference/sd15-random/a_256_euler_4.png";
+
+Deno.test({
+  ...sharedTest(
+    "decodes stable-diffusion.cpp's reference PNG to the published pixel hash and its parameters",
+    SD_CPP_PNG,
+  ),
+  fn: async () => {
+    const { image, parameters } = decodePngImage(await Deno.readFile(sharedUrl(SD_CPP_PNG)));
+    assertEquals([image.width, image.height, image.channels], [256, 256, 3]);
+    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", Uint8Array.from(image.data)));
+    assertEquals(
+      Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join(""),
+      "35366afac8441a412bd1a7a776874c98097ca9f636b78d13e63aee14fd9ea5f3",
+    );
+    // sd.cpp writes its infotext into a tEXt chunk named "parameters": prompt line, then the settings.
+    assert(parameters !== undefined, "the reference PNG's parameters chunk was not decoded");
+    assertEquals(parameters.split("\n")[0], "a lovely cat");
+    assertMatch(parameters, /\nSteps: 4, CFG scale: 7\.0+, .*Seed: 42, Size: 256x256, /);
+  },
 });

@@ -153,7 +153,12 @@ export const checkpoint = defineNode({
     }
     const meta = { checkpoint: path };
     return {
-      ops: [{ op: "load_weights", flops: 0, bytes, note: "mmap + dtype conversion; filter transforms hoisted here" }],
+      ops: [{
+        op: "load_weights",
+        flops: 0,
+        bytes,
+        note: "memory-mapped by the backend; each network compiles on first use",
+      }],
       outputs: { model: meta, clip: meta, vae: meta },
       note,
     };

@@ -24,7 +24,9 @@ import {
   SDF_STATUS,
   selectLibrary,
 } from "../../../backends/mod.ts";
-import { assertBackendError, assertClose, randn, rng, toF16 } from "../../../backends/test_helpers.ts";
+import { assertBackendError, randn, rng } from "../../../backends/test_helpers.ts";
+import { f32ToF16Bits } from "../../../backends/float16.ts";
+import { assertClose } from "../../../tests/assert.ts";
 import { compile, Graph } from "../../../engine/mod.ts";
 import { type BackendManifest as PluginBackendManifest, loadPlugin } from "../../../plugins/plugin.ts";
 
@@ -46,7 +48,7 @@ function ref(): Promise<Backend> {
 function constant(g: Graph, name: string, shape: number[], r: () => number, dtype: "f32" | "f16" = "f32") {
   const n = shape.reduce((a, b) => a * b, 1);
   const v = randn(r, n);
-  const data = dtype === "f16" ? Uint16Array.from(v, toF16) : v;
+  const data = dtype === "f16" ? Uint16Array.from(v, f32ToF16Bits) : v;
   return g.constant(name, shape, dtype, { kind: "data", data });
 }
 
