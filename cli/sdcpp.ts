@@ -36,7 +36,7 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   { names: ["n", "negative-prompt"], target: ["negative", "text"], default: "", help: "the negative prompt" },
   { names: ["s", "seed"], target: ["sampler", "seed"], default: "42", help: "RNG seed; < 0 for a random seed" },
   { names: ["cfg-scale"], target: ["sampler", "cfg"], default: "7", help: "classifier-free guidance scale" },
-  { names: ["rng"], target: ["sampler", "rng"], default: "cuda", help: "cuda | std_default" },
+  { names: ["rng"], target: ["sampler", "rng"], default: "cuda", help: "cuda | std_default | cpu" },
   { names: ["t", "threads"], help: "CPU threads (default: all cores)" },
   { names: ["W", "width"], target: ["latent", "width"], default: "512", help: "image width (multiple of 8)" },
   { names: ["H", "height"], target: ["latent", "height"], default: "512", help: "image height (multiple of 8)" },

@@ -5,7 +5,7 @@
  */
 
 import { initialLatent as initialLatentFor, makeCfgDenoiser } from "./sampling/denoiser.ts";
-import { createRng } from "./sampling/rng.ts";
+import { createRng, type RngKind } from "./sampling/rng.ts";
 import { sample as runSampler, SAMPLE_METHODS, type SampleMethod } from "./sampling/samplers.ts";
 import {
   DiscreteSchedule,
@@ -28,7 +28,7 @@ export interface SampleOptions {
   cfgScale: number;
   method: string;
   scheduler: string;
-  rng: "cuda" | "std_default";
+  rng: RngKind;
   /** img2img: fraction of the schedule run on the noised input (< 1); txt2img: 1 or absent. */
   strength?: number;
   /** Images to make. */

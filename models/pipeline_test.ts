@@ -42,7 +42,7 @@ interface GenOptions {
   cfg?: number;
   method?: string;
   scheduler?: string;
-  rng?: "cuda" | "std_default";
+  rng?: "cuda" | "std_default" | "cpu";
   width?: number;
   height?: number;
   batch?: number;
@@ -183,16 +183,18 @@ Deno.test("pipeline: the ddim alias is ddim_trailing; samplers differ from each 
 
 // --- RNGs ---------------------------------------------------------------------------------------------------
 
-Deno.test("pipeline: rng cuda and std_default are each deterministic and differ from each other", async () => {
+Deno.test("pipeline: rng cuda, std_default and cpu are each deterministic and differ from each other", async () => {
   for (const method of ["euler", "euler_a"]) {
-    const cuda = await generate({ method, rng: "cuda", seed: 9 });
-    const cuda2 = await generate({ method, rng: "cuda", seed: 9 });
-    const std = await generate({ method, rng: "std_default", seed: 9 });
-    const std2 = await generate({ method, rng: "std_default", seed: 9 });
-    checkLatent(std.latent, [1, 4, 8, 8], `${method} std_default`);
-    assert(same(cuda.images[0].data, cuda2.images[0].data), `${method}: cuda not deterministic`);
-    assert(same(std.images[0].data, std2.images[0].data), `${method}: std_default not deterministic`);
-    assert(!same(cuda.latent.data, std.latent.data), `${method}: cuda and std_default gave the same latent`);
+    const latents: Float32Array[] = [];
+    for (const rng of ["cuda", "std_default", "cpu"] as const) {
+      const a = await generate({ method, rng, seed: 9 });
+      const b = await generate({ method, rng, seed: 9 });
+      checkLatent(a.latent, [1, 4, 8, 8], `${method} ${rng}`);
+      assert(same(a.images[0].data, b.images[0].data), `${method}: ${rng} not deterministic`);
+      latents.push(a.latent.data);
+    }
+    assert(!same(latents[0], latents[1]), `${method}: cuda and std_default gave the same latent`);
+    assert(!same(latents[0], latents[2]) && !same(latents[1], latents[2]), `${method}: cpu repeats another rng`);
   }
 });
 

@@ -60,7 +60,7 @@ export interface Vae {
    * Encodes images to scaled latents. With `seed`, the posterior is sampled with noise from `rng`
    * seeded with it (as stable-diffusion.cpp's img2img does); without, its mean is taken.
    */
-  encode(images: readonly Image[], opts?: { seed?: number; rng?: "cuda" | "std_default" }): Promise<Latent>;
+  encode(images: readonly Image[], opts?: { seed?: number; rng?: "cuda" | "std_default" | "cpu" }): Promise<Latent>;
 }
 
 export interface Checkpoint {

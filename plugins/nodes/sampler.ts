@@ -11,8 +11,11 @@ export const SAMPLING_METHODS: readonly SampleMethod[] = SAMPLE_METHODS;
 /** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
 export const SCHEDULERS = SCHEDULER_NAMES;
 
-/** Noise generators: `cuda` matches stable-diffusion.cpp's default (Philox, as PyTorch on CUDA); `std_default` its CPU one. */
-export const RNGS = ["cuda", "std_default"] as const;
+/**
+ * Noise generators, as stable-diffusion.cpp's `--rng`: `cuda` (its default: Philox, as torch.randn on CUDA),
+ * `std_default` (libstdc++'s default engine) and `cpu` (mt19937, as torch.randn on the CPU).
+ */
+export const RNGS = ["cuda", "std_default", "cpu"] as const;
 
 /** Methods that evaluate the UNet twice per step. */
 const TWO_EVALS = new Set(["heun", "dpm2", "dpm++2s_a"]);

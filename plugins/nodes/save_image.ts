@@ -37,7 +37,7 @@ export const SCHEDULE_LABELS: Readonly<Record<string, string>> = {
  * The `RNG` field: `cuda` (Philox, torch.randn on CUDA) is sd-webui's "GPU" noise source; `std_default`
  * (stable-diffusion.cpp's CPU generator) has no sd-webui counterpart and keeps sd.cpp's name.
  */
-export const RNG_LABELS: Readonly<Record<string, string>> = { cuda: "GPU", std_default: "std_default" };
+export const RNG_LABELS: Readonly<Record<string, string>> = { cuda: "GPU", std_default: "std_default", cpu: "CPU" };
 
 /**
  * Describes how an image was made, in the sd-webui (A1111) `parameters` format
