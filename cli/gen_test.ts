@@ -108,7 +108,7 @@ Deno.test("sd.cpp flags: txt2img graph with sd.cpp's defaults", async () => {
       rng: s.rng,
       denoise: s.denoise,
     },
-    { seed: -1, steps: 8, cfg: 7, sampler: "euler_a", scheduler: "discrete", rng: "cuda", denoise: 1 },
+    { seed: -1, steps: 8, cfg: 7, sampler: "euler_a", scheduler: "default", rng: "cuda", denoise: 1 },
   );
   assert.deepEqual(p.nodes.get("latent")!.values, { width: 768, height: 512, batch: 1 });
   assert.equal(p.nodes.get("positive")!.values.text, "a cat");

@@ -42,7 +42,12 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   { names: ["H", "height"], target: ["latent", "height"], default: "512", help: "image height (multiple of 8)" },
   { names: ["sampling-method"], target: ["sampler", "sampler"], default: "euler_a", help: "sampling method" },
   { names: ["steps"], target: ["sampler", "steps"], default: "20", help: "sampling steps" },
-  { names: ["schedule", "scheduler"], target: ["sampler", "scheduler"], default: "discrete", help: "noise schedule" },
+  {
+    names: ["schedule", "scheduler"],
+    target: ["sampler", "scheduler"],
+    default: "default",
+    help: "noise schedule (default: per sampling method, as sd.cpp)",
+  },
   { names: ["o", "output"], target: ["save", "path"], default: "output.png", help: "output PNG path" },
   { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
   { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },

@@ -49,8 +49,18 @@ export function resolveSampleMethod(name: string): SampleMethod {
   return m as SampleMethod;
 }
 
-export function resolveScheduler(name: string): SchedulerName {
-  const s = name === "default" ? "discrete" : name;
+/**
+ * A scheduler name, or "default": stable-diffusion.cpp's choice for the method when `--scheduler` is not
+ * given (`sd_get_default_scheduler`): lcm for lcm and tcd, simple for ddim_trailing, discrete otherwise.
+ */
+export function resolveScheduler(name: string, method?: SampleMethod): SchedulerName {
+  const s = name !== "default"
+    ? name
+    : method === "lcm" || method === "tcd"
+    ? "lcm"
+    : method === "ddim_trailing"
+    ? "simple"
+    : "discrete";
   if (!(SCHEDULER_NAMES as readonly string[]).includes(s)) {
     throw new RangeError(`unknown scheduler "${name}" (one of ${SCHEDULER_NAMES.join(", ")})`);
   }
@@ -60,7 +70,7 @@ export function resolveScheduler(name: string): SchedulerName {
 /** Samples `batch` latents. */
 export async function sample(opts: SampleOptions): Promise<Latent> {
   const method = resolveSampleMethod(opts.method);
-  const scheduler = resolveScheduler(opts.scheduler);
+  const scheduler = resolveScheduler(opts.scheduler, method);
   if (!Number.isInteger(opts.steps) || opts.steps < 1) throw new RangeError(`steps must be >= 1, got ${opts.steps}`);
   if (!Number.isInteger(opts.seed) || opts.seed < 0) {
     throw new RangeError(`seed must be an integer >= 0, got ${opts.seed}`);

@@ -14,8 +14,8 @@
  */
 
 import { assert, assertEquals } from "../tests/assert.ts";
-import { loadCheckpoint, makeTinyCheckpoint, sample } from "./mod.ts";
-import { SAMPLE_METHODS } from "./sampling/samplers.ts";
+import { loadCheckpoint, makeTinyCheckpoint, resolveScheduler, sample } from "./mod.ts";
+import { SAMPLE_METHODS, type SampleMethod } from "./sampling/samplers.ts";
 import { SCHEDULER_NAMES } from "./sampling/schedules.ts";
 import type { Conditioning, Denoiser, HostTensor, Image, Latent } from "./types.ts";
 
@@ -167,6 +167,19 @@ for (const method of [...SAMPLE_METHODS, "ddim"]) {
     }
   });
 }
+
+Deno.test("pipeline: the default scheduler is sd.cpp's per method (lcm: lcm, tcd: lcm, ddim_trailing: simple)", async () => {
+  for (
+    const [method, scheduler] of [["lcm", "lcm"], ["tcd", "lcm"], ["ddim_trailing", "simple"], ["euler", "discrete"]]
+  ) {
+    assertEquals(resolveScheduler("default", method as SampleMethod), scheduler);
+    const byDefault = await generate({ method, scheduler: "default", steps: 3, decode: false });
+    const named = await generate({ method, scheduler, steps: 3, decode: false });
+    const other = await generate({ method, scheduler: "karras", steps: 3, decode: false });
+    assert(same(byDefault.latent.data, named.latent.data), `${method}: default is not ${scheduler}`);
+    assert(!same(byDefault.latent.data, other.latent.data), `${method}: the scheduler changes nothing`);
+  }
+});
 
 Deno.test("pipeline: the ddim alias is ddim_trailing; samplers differ from each other", async () => {
   const ddim = await generate({ method: "ddim", decode: false });

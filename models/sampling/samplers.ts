@@ -62,8 +62,19 @@ export const SAMPLE_METHOD_LABELS: Readonly<Record<SampleMethod, string>> = {
 export type DenoiseFn = (x: Float32Array, sigma: number, stepIndex: number) => Promise<Float32Array>;
 export type StepCallback = (step: number, steps: number, x: Float32Array) => void;
 
+/**
+ * sd.cpp's `--eta` when it is not given (`resolve_eta`): 1 for the ancestral samplers, 0 for the others
+ * (ddim_trailing and tcd are deterministic unless asked).
+ */
+export function defaultEta(method: SampleMethod): number {
+  return method === "euler_a" || method === "dpm++2s_a" ? 1 : 0;
+}
+
 export interface SampleOptions {
-  /** Stochasticity of ddim_trailing and tcd (sd.cpp `--eta`, default 0). Ignored by the others. */
+  /**
+   * Noise added back per step (sd.cpp `--eta`) for euler_a, dpm++2s_a, ddim_trailing and tcd; ignored by
+   * the others. Default: `defaultEta(method)`.
+   */
   eta?: number;
   onStep?: StepCallback;
 }
@@ -86,7 +97,7 @@ export async function sample(
   const xs = Float32Array.from(x);
   const run = SAMPLERS[method];
   if (!run) throw new Error(`unknown sample method "${method}"`);
-  await run({ denoise, x: xs, s, rng, eta: o.eta ?? 0, onStep: o.onStep ?? (() => {}) });
+  await run({ denoise, x: xs, s, rng, eta: o.eta ?? defaultEta(method), onStep: o.onStep ?? (() => {}) });
   return xs;
 }
 
@@ -109,12 +120,39 @@ function axpy(x: Float32Array, d: Float32Array, dt: number): void {
   for (let j = 0; j < x.length; j++) x[j] = f32(x[j] + f32(d[j] * dt));
 }
 
-/** sd.cpp get_ancestral_step (eta = 1), in float. */
-function ancestral(s0: number, s1: number): { up: number; down: number } {
+/** sd.cpp get_ancestral_step: the step down to sigma_down, then noise of sigma_up, in float. */
+function ancestral(s0: number, s1: number, eta: number): { up: number; down: number } {
+  if (eta <= 0) return { up: 0, down: s1 };
   const s1s = f32(s1 * s1), s0s = f32(s0 * s0);
-  const up = Math.min(s1, f32(Math.sqrt(f32(f32(s1s * f32(s0s - s1s)) / s0s))));
-  const down = f32(Math.sqrt(f32(s1s - f32(up * up))));
-  return { up, down };
+  let up = 0;
+  if (s0s > 0) {
+    const term = f32(f32(s1s * f32(s0s - s1s)) / s0s);
+    up = Math.min(s1, f32(eta * f32(Math.sqrt(Math.max(term, 0)))));
+  }
+  const downSq = f32(s1s - f32(up * up));
+  return { up, down: downSq > 0 ? f32(Math.sqrt(downSq)) : 0 };
+}
+
+/**
+ * sd.cpp `sample_euler_ancestral`, which also runs ddim_trailing ("DDIM is Euler ancestral with the
+ * simple scheduler"): x ← r·x + (1 − r)·denoised with r = sigma_down/sigma, then noise·sigma_up; the
+ * last step (to sigma 0) returns denoised itself.
+ */
+async function eulerAncestral({ denoise, x, s, rng, eta, onStep }: Ctx): Promise<void> {
+  const steps = s.length - 1;
+  for (let i = 0; i < steps; i++) {
+    const sigma = s[i], to = s[i + 1];
+    const den = await denoise(x, sigma, i);
+    if (to === 0) {
+      x.set(den);
+    } else {
+      const { up, down } = eta === 0 ? { up: 0, down: to } : ancestral(sigma, to, eta);
+      const ratio = f32(down / sigma), keep = f32(1 - ratio);
+      for (let j = 0; j < x.length; j++) x[j] = f32(f32(ratio * x[j]) + f32(keep * den[j]));
+      if (up > 0) addNoise(x, rng, up);
+    }
+    onStep(i, steps, x);
+  }
 }
 
 function addNoise(x: Float32Array, rng: Rng, scale: number): void {
@@ -137,18 +175,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
     }
   },
 
-  async euler_a({ denoise, x, s, rng, onStep }) {
-    const steps = s.length - 1;
-    const d = new Float32Array(x.length);
-    for (let i = 0; i < steps; i++) {
-      const den = await denoise(x, s[i], i);
-      derivative(x, den, s[i], d);
-      const { up, down } = ancestral(s[i], s[i + 1]);
-      axpy(x, d, f32(down - s[i]));
-      if (s[i + 1] > 0) addNoise(x, rng, up);
-      onStep(i, steps, x);
-    }
-  },
+  euler_a: eulerAncestral,
 
   async heun({ denoise, x, s, onStep }) {
     const steps = s.length - 1;
@@ -197,28 +224,28 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
     }
   },
 
-  async "dpm++2s_a"({ denoise, x, s, rng, onStep }) {
+  async "dpm++2s_a"({ denoise, x, s, rng, eta, onStep }) {
     const steps = s.length - 1;
     const x2 = new Float32Array(x.length);
     const sigmaFn = (t: number) => f32(Math.exp(-t));
     for (let i = 0; i < steps; i++) {
       const den = await denoise(x, s[i], i);
-      const { up, down } = ancestral(s[i], s[i + 1]);
+      const { up, down } = ancestral(s[i], s[i + 1], eta);
       if (down === 0) {
         x.set(den);
       } else {
         const t = tFn(s[i]), tNext = tFn(down);
         const h = f32(tNext - t);
-        const sMid = f32(t + f32(0.5 * h));
-        const a1 = f32(sigmaFn(sMid) / sigmaFn(t));
+        const sigmaS = sigmaFn(f32(t + f32(0.5 * h)));
+        const a1 = f32(sigmaS / sigmaFn(t));
         const b1 = Math.exp(f32(-h * 0.5)) - 1;
         for (let j = 0; j < x.length; j++) x2[j] = f32(f32(a1 * x[j]) - b1 * den[j]);
-        // sd.cpp evaluates the second stage at sigmas[i + 1], not at sigma(s) as k-diffusion does.
-        const den2 = await denoise(x2, s[i + 1], i);
+        const den2 = await denoise(x2, sigmaS, i);
         const a2 = f32(sigmaFn(tNext) / sigmaFn(t));
         const b2 = Math.exp(-h) - 1;
         for (let j = 0; j < x.length; j++) x[j] = f32(f32(a2 * x[j]) - b2 * den2[j]);
       }
+      // Drawn whenever the next sigma is not 0, even when sigma_up is 0 (eta 0), as sd.cpp does.
       if (s[i + 1] > 0) addNoise(x, rng, up);
       onStep(i, steps, x);
     }
@@ -366,69 +393,30 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
     }
   },
 
-  async ddim_trailing({ denoise, x, s, rng, eta, onStep }) {
-    const steps = s.length - 1;
-    const { alphas, sigmas } = ddimTables();
-    const T = TIMESTEPS;
-    const mo = new Float32Array(x.length);
-    const pos = new Float32Array(x.length);
-    for (let i = 0; i < steps; i++) {
-      // "trailing" spacing: roundf(1000 − i·(1000/steps)) − 1, float arithmetic, round half away.
-      const timestep = roundf(f32(T - f32(i * f32(T / steps)))) - 1;
-      const prev = timestep - Math.trunc(T / steps);
-      const sigma = f32(sigmas[timestep]);
-      prescale(x, sigma, i === 0);
-      const out = await denoise(x, sigma, i);
-      const invSigma = f32(1 / sigma);
-      for (let j = 0; j < x.length; j++) mo[j] = f32(f32(x[j] - out[j]) * invSigma);
-      const apt = f32(alphas[timestep]);
-      const aptPrev = f32(prev >= 0 ? alphas[prev] : alphas[0]);
-      const bpt = f32(1 - apt);
-      predictX0(x, mo, sigma, apt, bpt, pos);
-      const bptPrev = f32(1 - aptPrev);
-      const variance = f32(f32(bptPrev / bpt) * f32(1 - f32(apt / aptPrev)));
-      const std = f32(eta * f32(Math.sqrt(variance)));
-      const sqrtAPrev = f32(Math.sqrt(aptPrev));
-      // sqrt((1 − ᾱ_prev) − std²): 1 − ᾱ_prev is float, std::pow(float, 2) is double, so the rest is double.
-      const dirCoef = Math.sqrt(f32(1 - aptPrev) - std * std);
-      for (let j = 0; j < x.length; j++) {
-        const dir = f32(dirCoef * mo[j]);
-        x[j] = f32(f32(sqrtAPrev * pos[j]) + dir);
-      }
-      if (eta > 0) addNoise(x, rng, std);
-      onStep(i, steps, x);
-    }
-  },
+  ddim_trailing: eulerAncestral,
 
+  /**
+   * sd.cpp `sample_tcd` (Trajectory Consistency Distillation): from denoised and d = (x − denoised)/σ,
+   * jump to the timestep s = ⌊(1 − eta)·t_prev⌋ of its own alphas_cumprod table, then (eta > 0) noise back
+   * up to the next sigma.
+   */
   async tcd({ denoise, x, s, rng, eta, onStep }) {
     const steps = s.length - 1;
-    const { alphas, sigmas } = ddimTables();
-    const T = TIMESTEPS, original = 50, k = T / original;
-    const mo = new Float32Array(x.length);
-    const pos = new Float32Array(x.length);
-    const ratio = f32(original / steps);
+    const { alphas, sigmas } = tcdTables();
+    const d = new Float32Array(x.length);
     for (let i = 0; i < steps; i++) {
-      const timestep = T - 1 - k * Math.floor(f32(i * ratio));
-      const prev = i >= steps - 1 ? 0 : T - 1 - k * Math.floor(f32((i + 1) * ratio));
-      const timestepS = Math.floor(f32(f32(1 - eta) * prev));
-      const sigma = f32(sigmas[timestep]);
-      prescale(x, sigma, i === 0);
-      const out = await denoise(x, sigma, i);
-      const invSigma = f32(1 / sigma);
-      for (let j = 0; j < x.length; j++) mo[j] = f32(f32(x[j] - out[j]) * invSigma);
-      const apt = f32(alphas[timestep]);
-      const bpt = f32(1 - apt);
-      const aptPrev = f32(prev >= 0 ? alphas[prev] : alphas[0]);
-      const aps = f32(alphas[timestepS]);
-      const bps = f32(1 - aps);
-      predictX0(x, mo, sigma, apt, bpt, pos);
-      const sa = f32(Math.sqrt(aps)), sb = f32(Math.sqrt(bps));
-      for (let j = 0; j < x.length; j++) x[j] = f32(f32(sa * pos[j]) + f32(sb * mo[j]));
-      if (eta > 0 && i !== steps - 1) {
+      const sigma = s[i], to = s[i + 1];
+      const timestepS = Math.floor(f32(f32(1 - eta) * nearestTimestep(sigmas, to)));
+      const den = await denoise(x, sigma, i);
+      derivative(x, den, sigma, d);
+      const aPrev = f32(1 / f32(f32(to * to) + 1));
+      const aS = f32(alphas[timestepS]);
+      const c1 = f32(Math.sqrt(f32(aS / aPrev))), c2 = f32(Math.sqrt(f32(f32(1 - aS) / aPrev)));
+      for (let j = 0; j < x.length; j++) x[j] = f32(f32(c1 * den[j]) + f32(c2 * d[j]));
+      if (eta > 0 && to > 0) {
         const noise = rng.randn(x.length);
-        const q = f32(aptPrev / aps);
-        const c1 = f32(Math.sqrt(q)), c2 = f32(Math.sqrt(f32(1 - q)));
-        for (let j = 0; j < x.length; j++) x[j] = f32(f32(c1 * x[j]) + f32(c2 * noise[j]));
+        const q1 = f32(Math.sqrt(f32(aPrev / aS))), q2 = f32(Math.sqrt(f32(f32(1 / aPrev) - f32(1 / aS))));
+        for (let j = 0; j < x.length; j++) x[j] = f32(f32(q1 * x[j]) + f32(q2 * noise[j]));
       }
       onStep(i, steps, x);
     }
@@ -437,44 +425,14 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
 
 const TIMESTEPS = 1000;
 
-/** C `roundf`: half away from zero. */
-function roundf(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
+let tcdCache: { alphas: Float64Array; sigmas: Float64Array } | null = null;
 
 /**
- * x ← x·√(σ²+1)/σ on the first step (x arrives as noise·sigmas[0]), x ← x·√(σ²+1) afterwards, so the
- * CompVis wrapper's c_in scaling hands the UNet DDIM's un-scaled sample (sd.cpp's DDIM/TCD workaround).
+ * TCD in sd.cpp computes its own alphas_cumprod (not the checkpoint's): SD's scaled-linear betas from
+ * float terms, the running product in double, and the matching CompVis sigmas in double.
  */
-function prescale(x: Float32Array, sigma: number, first: boolean): void {
-  const root = f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
-  const c = first ? f32(root / sigma) : root;
-  for (let j = 0; j < x.length; j++) x[j] = f32(x[j] * c);
-}
-
-/** pred_original_sample = (x/√(σ²+1) − √β_t·ε)·(1/√ᾱ_t), in float. */
-function predictX0(
-  x: Float32Array,
-  eps: Float32Array,
-  sigma: number,
-  apt: number,
-  bpt: number,
-  out: Float32Array,
-): void {
-  const root = f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
-  const sb = f32(Math.sqrt(bpt));
-  const inv = f32(1 / f32(Math.sqrt(apt)));
-  for (let j = 0; j < x.length; j++) out[j] = f32(f32(f32(x[j] / root) - f32(sb * eps[j])) * inv);
-}
-
-let ddimCache: { alphas: Float64Array; sigmas: Float64Array } | null = null;
-
-/**
- * DDIM/TCD in sd.cpp compute their own alphas_cumprod (not the checkpoint's): SD's scaled-linear betas
- * from float terms, the running product in double, and the matching CompVis sigmas in double.
- */
-function ddimTables(): { alphas: Float64Array; sigmas: Float64Array } {
-  if (ddimCache) return ddimCache;
+function tcdTables(): { alphas: Float64Array; sigmas: Float64Array } {
+  if (tcdCache) return tcdCache;
   const alphas = new Float64Array(TIMESTEPS), sigmas = new Float64Array(TIMESTEPS);
   const s0 = f32(Math.sqrt(f32(0.00085))), s1 = f32(Math.sqrt(f32(0.012)));
   const span = f32(s1 - s0);
@@ -483,6 +441,19 @@ function ddimTables(): { alphas: Float64Array; sigmas: Float64Array } {
     alphas[i] = (i === 0 ? 1 : alphas[i - 1]) * (1 - b * b);
     sigmas[i] = Math.sqrt((1 - alphas[i]) / alphas[i]);
   }
-  ddimCache = { alphas, sigmas };
-  return ddimCache;
+  tcdCache = { alphas, sigmas };
+  return tcdCache;
+}
+
+/** sd.cpp TCD's `get_timestep_from_sigma`: the table entry nearest `sigma` (lower_bound, then the closer). */
+function nearestTimestep(sigmas: Float64Array, sigma: number): number {
+  let lo = 0, hi = sigmas.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sigmas[mid] < sigma) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo === 0) return 0;
+  if (lo === sigmas.length) return sigmas.length - 1;
+  return Math.abs(sigmas[lo] - sigma) < Math.abs(sigmas[lo - 1] - sigma) ? lo : lo - 1;
 }

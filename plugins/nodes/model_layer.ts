@@ -7,12 +7,13 @@
 import {
   estimateNetwork as estimateModelNetwork,
   loadCheckpoint,
+  resolveScheduler,
   sample,
   type SampleOptions,
 } from "../../models/mod.ts";
 import type { OpEstimate } from "../node.ts";
 
-export { loadCheckpoint, sample, type SampleOptions };
+export { loadCheckpoint, resolveScheduler, sample, type SampleOptions };
 
 /** The networks `estimateNetwork` prices, one evaluation each. */
 export type NetworkKind = Parameters<typeof estimateModelNetwork>[0];

@@ -3,13 +3,16 @@
 import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
 import { img2imgSigmas, SCHEDULER_NAMES } from "../../models/sampling/schedules.ts";
 import { defineNode, type NodeValues } from "../node.ts";
-import { estimateNetwork, sample } from "./model_layer.ts";
+import { estimateNetwork, resolveScheduler, sample } from "./model_layer.ts";
 
 /** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
 export const SAMPLING_METHODS: readonly SampleMethod[] = SAMPLE_METHODS;
 
-/** Noise schedules, named as stable-diffusion.cpp's `--schedule`. */
-export const SCHEDULERS = SCHEDULER_NAMES;
+/**
+ * Noise schedules, named as stable-diffusion.cpp's `--scheduler`, and `default`: sd.cpp's choice for the
+ * sampling method (lcm for lcm and tcd, simple for ddim_trailing, discrete for the others).
+ */
+export const SCHEDULERS = ["default", ...SCHEDULER_NAMES] as const;
 
 /**
  * Noise generators, as stable-diffusion.cpp's `--rng`: `cuda` (its default: Philox, as torch.randn on CUDA),
@@ -58,7 +61,14 @@ export const sampler = defineNode({
     sampler: {
       schema: { enum: SAMPLING_METHODS, default: "euler_a", description: "Sampling method." },
     },
-    scheduler: { schema: { enum: SCHEDULERS, default: "discrete", description: "Noise schedule (sigmas)." } },
+    scheduler: {
+      schema: {
+        enum: SCHEDULERS,
+        default: "default",
+        description: "Noise schedule (sigmas); default: stable-diffusion.cpp's choice for the sampling method " +
+          "(lcm for lcm and tcd, simple for ddim_trailing, discrete for the others).",
+      },
+    },
     rng: { schema: { enum: RNGS, default: "cuda", description: "Random number generator for the noise." } },
     denoise: {
       schema: {
@@ -85,7 +95,7 @@ export const sampler = defineNode({
   async run(inputs, ctx) {
     const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
     if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
-    ctx.publish({ seed });
+    ctx.publish({ seed, schedule: resolveScheduler(inputs.scheduler, inputs.sampler) });
     const batch = inputs.batch ?? inputs.latent.shape[0];
     // The bar shows from the start (the first step may take long); img2img runs the tail of the schedule.
     const stepsRun = inputs.denoise < 1

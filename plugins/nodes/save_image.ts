@@ -56,7 +56,8 @@ export function describeGeneration(upstream: readonly UpstreamNode[], image: Ima
   const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model as string | undefined;
   const v = s.values;
   const method = String(v.sampler);
-  const scheduler = String(v.scheduler);
+  // The sampler publishes the schedule it ran (a "default" resolved for the method).
+  const scheduler = String(s.meta.schedule ?? v.scheduler);
   const rng = String(v.rng);
   return formatParameters({
     prompt: typeof pos?.values.text === "string" ? pos.values.text : "",
