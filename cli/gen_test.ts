@@ -159,6 +159,17 @@ Deno.test("sd.cpp flags: --embd-dir sets the checkpoint's embeddings_dir (absent
   assert.deepEqual(plain.nodes.get("checkpoint")!.values, { path: "m.safetensors" });
 });
 
+Deno.test("sd.cpp flags: --eta and --rng cpu reach the sampler; without --eta the sampler's default applies", async () => {
+  const sampler = async (argv: string[]) => {
+    const a = parseArgs(["-m", "m.safetensors", ...argv], true);
+    const { file, origins } = graphFromSdcppFlags(a.flags);
+    return (await validateGraph(file, { origins })).nodes.get("sampler")!.values;
+  };
+  const s = await sampler(["--sampling-method", "tcd", "--eta", "0.3", "--rng", "cpu"]);
+  assert.deepEqual([s.sampler, s.eta, s.rng, s.scheduler], ["tcd", 0.3, "cpu", "default"]);
+  assert.equal((await sampler([])).eta, undefined);
+});
+
 Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, also through --set and -s -1", async () => {
   const built = (argv: string[]) => {
     const a = parseArgs(["-m", "m.ckpt", "-i", "in.png", ...argv], true);

@@ -43,6 +43,11 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   { names: ["sampling-method"], target: ["sampler", "sampler"], default: "euler_a", help: "sampling method" },
   { names: ["steps"], target: ["sampler", "steps"], default: "20", help: "sampling steps" },
   {
+    names: ["eta"],
+    target: ["sampler", "eta"],
+    help: "noise per step: euler_a, dpm++2s_a (default 1), ddim_trailing, tcd (default 0)",
+  },
+  {
     names: ["schedule", "scheduler"],
     target: ["sampler", "scheduler"],
     default: "default",
@@ -284,6 +289,7 @@ export function graphFromSdcppFlags(
     sampler: v<"euler">("sampler.sampler"),
     scheduler: v<"discrete">("sampler.scheduler"),
     rng: v<"cuda">("sampler.rng"),
+    ...(v<number | undefined>("sampler.eta") === undefined ? {} : { eta: v<number>("sampler.eta") }),
     denoise,
     ...(mode === "img2img" && batch > 1 ? { batch } : {}),
   }, "sampler");

@@ -1,5 +1,5 @@
 import { assert as ok, assertEquals } from "../../tests/assert.ts";
-import { createRng, PhiloxRng, StdDefaultRng, TorchCpuRng } from "./rng.ts";
+import { createRng, PhiloxRng, type Rng, StdDefaultRng, TorchCpuRng } from "./rng.ts";
 
 const round4 = (a: Float32Array) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
 
@@ -32,11 +32,34 @@ Deno.test("TorchCpuRng reproduces torch.randn on CPU (seed 42)", () => {
 });
 
 /**
+ * Replays recorded calls (one array per randn call, in order) on `rng`; every value must be within 4 ulps
+ * (2^-21 relative, 2^-24 absolute near 0). Returns how many values there were and how many were exact.
+ */
+function replay(rng: Rng, calls: readonly number[][], what: string): { total: number; exact: number } {
+  let total = 0, exact = 0;
+  for (const want of calls) {
+    const got = rng.randn(want.length);
+    for (let i = 0; i < want.length; i++) {
+      const w = Math.fround(want[i]);
+      total++;
+      if (got[i] === w) exact++;
+      else {
+        ok(
+          Math.abs(got[i] - w) <= Math.max(Math.abs(w) * 2 ** -21, 2 ** -24),
+          `${what}, call of ${want.length}, value ${i}: ${got[i]} vs ${w}`,
+        );
+      }
+    }
+  }
+  return { total, exact };
+}
+
+/**
  * testdata/torch_cpu_randn.json: torch.randn on the CPU (tools/torch_cpu_randn.py, PyTorch 1.13), the
- * generator of sd.cpp's `--rng cpu`. Bound: float32 values within 4 ulps (2^-21 relative, 2^-24 absolute
- * near 0). The scalar path (n < 16, double arithmetic) is bit-exact; the 16-wide path takes log/cos/sin of
- * float arguments, which PyTorch's AVX2 kernels (SLEEF, 1-ulp functions) round differently from sd.cpp's
- * libm calls and from V8's (measured here: 17 % of those values differ, by at most 1.9 ulps).
+ * generator of sd.cpp's `--rng cpu`. The scalar path (n < 16, double arithmetic) is bit-exact; the
+ * 16-wide path takes log/cos/sin of float arguments, which PyTorch's AVX2 kernels (SLEEF, 1-ulp
+ * functions) round differently from sd.cpp's libm calls and from V8's (measured here: 17 % of those
+ * values differ, by at most 1.9 ulps).
  */
 Deno.test("TorchCpuRng (--rng cpu) reproduces torch.randn on the CPU call after call", async () => {
   const ref: { cases: { seed: string; calls: number[][] }[] } = JSON.parse(
@@ -44,21 +67,9 @@ Deno.test("TorchCpuRng (--rng cpu) reproduces torch.randn on the CPU call after 
   );
   let total = 0, exact = 0;
   for (const c of ref.cases) {
-    const rng = createRng("cpu", BigInt(c.seed));
-    for (const want of c.calls) {
-      const got = rng.randn(want.length);
-      for (let i = 0; i < want.length; i++) {
-        const w = Math.fround(want[i]);
-        total++;
-        if (got[i] === w) exact++;
-        else {
-          ok(
-            Math.abs(got[i] - w) <= Math.max(Math.abs(w) * 2 ** -21, 2 ** -24),
-            `seed ${c.seed}, call of ${want.length}, value ${i}: ${got[i]} vs ${w}`,
-          );
-        }
-      }
-    }
+    const r = replay(createRng("cpu", BigInt(c.seed)), c.calls, `seed ${c.seed}`);
+    total += r.total;
+    exact += r.exact;
   }
   ok(total > 1000 && exact / total > 0.75, `${exact}/${total} exact`);
 });
@@ -77,19 +88,9 @@ Deno.test("StdDefaultRng matches libstdc++ (g++ output)", async () => {
   );
   let total = 0, exact = 0;
   for (const c of ref.cases) {
-    const rng = new StdDefaultRng(BigInt(c.seed), c.engine);
-    for (const want of c.calls) {
-      const got = rng.randn(want.length);
-      for (let i = 0; i < want.length; i++) {
-        const w = Math.fround(want[i]);
-        total++;
-        if (got[i] === w) exact++;
-        else {ok(
-            Math.abs(got[i] - w) <= Math.max(Math.abs(w) * 2 ** -21, 2 ** -24),
-            `${c.engine} ${c.seed}: ${got[i]} vs ${w}`,
-          );}
-      }
-    }
+    const r = replay(new StdDefaultRng(BigInt(c.seed), c.engine), c.calls, `${c.engine} ${c.seed}`);
+    total += r.total;
+    exact += r.exact;
   }
   ok(exact / total > 0.99, `${exact}/${total} exact`);
 });

@@ -97,7 +97,11 @@ export async function sample(
   const xs = Float32Array.from(x);
   const run = SAMPLERS[method];
   if (!run) throw new Error(`unknown sample method "${method}"`);
-  await run({ denoise, x: xs, s, rng, eta: o.eta ?? defaultEta(method), onStep: o.onStep ?? (() => {}) });
+  const eta = o.eta ?? defaultEta(method);
+  if (!(eta >= 0) || (method === "tcd" && eta > 1)) {
+    throw new RangeError(`${method}: eta must be ${method === "tcd" ? "in [0, 1]" : "a number >= 0"}, got ${eta}`);
+  }
+  await run({ denoise, x: xs, s, rng, eta, onStep: o.onStep ?? (() => {}) });
   return xs;
 }
 

@@ -189,3 +189,16 @@ Deno.test("CompVis scalings, CFG, batching of cond/uncond, initial latent", asyn
   const init = Float32Array.of(10, 10, 10, 10);
   assertEquals(Array.from(initialLatent(new PhiloxRng(), 42, 0, 0, init)), [10, 10, 10, 10]);
 });
+
+Deno.test("eta: tcd needs [0, 1], the others >= 0; one clear error", async () => {
+  const s = getSigmas("lcm", 2, sched);
+  const run = (m: SampleMethod, eta: number) =>
+    sample(m, gaussianDenoiser(1, { n: 0 }), start(s[0]), s, new PhiloxRng(1), { eta });
+  for (const [m, eta] of [["tcd", 1.5], ["tcd", -0.1], ["euler_a", NaN], ["dpm++2s_a", -1]] as const) {
+    let message = "";
+    await run(m, eta).catch((e) => message = e.message);
+    ok(message.startsWith(`${m}: eta must be`), `${m} eta ${eta}: ${message}`);
+  }
+  ok((await run("tcd", 1)).every(Number.isFinite));
+  ok((await run("euler_a", 2)).every(Number.isFinite));
+});

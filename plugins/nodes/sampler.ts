@@ -70,6 +70,15 @@ export const sampler = defineNode({
       },
     },
     rng: { schema: { enum: RNGS, default: "cuda", description: "Random number generator for the noise." } },
+    eta: {
+      optional: true,
+      schema: {
+        type: "number",
+        minimum: 0,
+        description: "Noise added back per step (sd.cpp --eta) by euler_a, dpm++2s_a (default 1), ddim_trailing " +
+          "and tcd (default 0); the other samplers ignore it.",
+      },
+    },
     denoise: {
       schema: {
         type: "number",
@@ -113,6 +122,7 @@ export const sampler = defineNode({
       method: inputs.sampler,
       scheduler: inputs.scheduler,
       rng: inputs.rng,
+      eta: inputs.eta,
       strength: inputs.denoise,
       batch,
       onStep: (i, n) => ctx.progress(i, n, "step"),

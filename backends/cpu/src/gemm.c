@@ -133,10 +133,10 @@ void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
         for (int64_t k = 0; k < kc; k++) d[k * h + i] = s[k];
       } else if (dtype == SDF_F16) {
         const uint16_t *s = (const uint16_t *)src + base;
-        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdfg_f16_to_f32(s[k]);
+        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdf_f16_to_f32(s[k]);
       } else {
         const uint16_t *s = (const uint16_t *)src + base;
-        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdfg_bf16_to_f32(s[k]);
+        for (int64_t k = 0; k < kc; k++) d[k * h + i] = sdf_bf16_to_f32(s[k]);
       }
     }
   }
@@ -163,10 +163,10 @@ void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
           for (int64_t k = kb; k < ke; k++) d[k * w + j] = s[k];
         } else if (dtype == SDF_F16) {
           const uint16_t *s = (const uint16_t *)src + base;
-          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdfg_f16_to_f32(s[k]);
+          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdf_f16_to_f32(s[k]);
         } else {
           const uint16_t *s = (const uint16_t *)src + base;
-          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdfg_bf16_to_f32(s[k]);
+          for (int64_t k = kb; k < ke; k++) d[k * w + j] = sdf_bf16_to_f32(s[k]);
         }
       }
     }

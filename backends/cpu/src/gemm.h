@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "half.h"
 #include "kernel.h"
 
 #define SDFG_MR 6
@@ -99,47 +100,11 @@ void sdfg_gemm_kb(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                   int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                   int accumulate, float *pad);
 
-/* ---- element conversion (exact widening to f32) ---- */
-
-static inline float sdfg_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else { /* subnormal: normalise */
-      exp = 127 - 15 + 1;
-      while (!(man & 0x400u)) {
-        man <<= 1;
-        exp--;
-      }
-      man &= 0x3ffu;
-      bits = sign | (exp << 23) | (man << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-static inline float sdfg_bf16_to_f32(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 /* Element i of a float tensor of dtype SDF_F32 / SDF_F16 / SDF_BF16. */
 static inline float sdfg_load(const void *p, int32_t dtype, int64_t i) {
   if (dtype == SDF_F32) return ((const float *)p)[i];
-  if (dtype == SDF_F16) return sdfg_f16_to_f32(((const uint16_t *)p)[i]);
-  return sdfg_bf16_to_f32(((const uint16_t *)p)[i]);
+  if (dtype == SDF_F16) return sdf_f16_to_f32(((const uint16_t *)p)[i]);
+  return sdf_bf16_to_f32(((const uint16_t *)p)[i]);
 }
 
 static inline int sdfg_is_float_dtype(int32_t dt) {

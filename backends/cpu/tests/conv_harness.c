@@ -113,32 +113,13 @@ static float nrand(void) {
   return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  int32_t e = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-  uint32_t man = x & 0x7fffffu;
-  if (e <= 0) return (uint16_t)sign; /* flush tiny values (test data only) */
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
-  if ((man & 0x1fffu) > 0x1000u || ((man & 0x1fffu) == 0x1000u && (h & 1u))) h++;
-  return (uint16_t)h;
-}
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return (uint16_t)(x >> 16);
-}
-
 /* Fill with N(0,1) * scale in the tensor's dtype. */
 static void fill(sdf_tensor *t, float scale) {
   for (int64_t i = 0; i < t->numel; i++) {
     float v = nrand() * scale;
     if (t->dtype == SDF_F32) ((float *)t->data)[i] = v;
-    else if (t->dtype == SDF_F16) ((uint16_t *)t->data)[i] = f32_to_f16(v);
-    else ((uint16_t *)t->data)[i] = f32_to_bf16(v);
+    else if (t->dtype == SDF_F16) ((uint16_t *)t->data)[i] = sdf_f32_to_f16(v);
+    else ((uint16_t *)t->data)[i] = sdf_f32_to_bf16(v);
   }
 }
 
