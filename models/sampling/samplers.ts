@@ -150,7 +150,7 @@ async function eulerAncestral({ denoise, x, s, rng, eta, onStep }: Ctx): Promise
     if (to === 0) {
       x.set(den);
     } else {
-      const { up, down } = eta === 0 ? { up: 0, down: to } : ancestral(sigma, to, eta);
+      const { up, down } = ancestral(sigma, to, eta);
       const ratio = f32(down / sigma), keep = f32(1 - ratio);
       for (let j = 0; j < x.length; j++) x[j] = f32(f32(ratio * x[j]) + f32(keep * den[j]));
       if (up > 0) addNoise(x, rng, up);
