@@ -12,7 +12,7 @@ import { isSocketInput, socketsForSchema } from "../plugins/node.ts";
 import { type LoadedPlugin, loadPlugin, NodeRegistry, PluginError } from "../plugins/plugin.ts";
 import { type Diagnostic, didYouMean, GraphError, pointer, splitPointer } from "./errors.ts";
 import { GRAPH_VERSION, type GraphFile, isRef, type NodeSpec, parseRef } from "./format.ts";
-import { applyOverrides } from "./overrides.ts";
+import { applyOverrides, type Override } from "./overrides.ts";
 import { describePath, parseGraphText } from "./parse.ts";
 import { envelopeSchema, graphSchema, type SchemaObject } from "./schema.ts";
 
@@ -52,8 +52,8 @@ export interface ValidateOptions {
   registry?: NodeRegistry;
   /** Extra node definitions (from a TypeScript graph's builder). */
   nodes?: readonly AnyNodeDef[];
-  /** `node.input=value` overrides (`--set`). */
-  overrides?: readonly string[];
+  /** `node.input=value` overrides (`--set`), and references `{ ref: "node.input=node.output" }` (`--set-ref`). */
+  overrides?: readonly Override[];
   /** Labels for values that came from elsewhere: JSON pointer → source (e.g. `--steps 0`). */
   origins?: ReadonlyMap<string, string>;
 }

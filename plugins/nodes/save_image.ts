@@ -5,8 +5,7 @@
 
 import { dirname } from "node:path";
 import type { Image } from "../../models/types.ts";
-import { defineNode, type UpstreamNode } from "../node.ts";
-import { SAMPLE_METHOD_LABELS, type SampleMethod } from "../../models/sampling/samplers.ts";
+import { defineNode, findGeneration, type UpstreamNode } from "../node.ts";
 import { encodePngImage, formatParameters } from "../image/png.ts";
 
 /** The path of image `i` of `n`: the path itself for one image, `name_<i+1>.png` for a batch. */
@@ -18,60 +17,27 @@ export function batchPath(path: string, i: number, n: number): string {
 }
 
 /**
- * sd-webui's "Schedule type" names. sd.cpp's `discrete` is k-diffusion's `get_sigmas(n)` (timesteps
- * evenly spaced), which sd-webui calls "Uniform"; sd.cpp-only schedules keep a capitalised name.
- */
-export const SCHEDULE_LABELS: Readonly<Record<string, string>> = {
-  discrete: "Uniform",
-  karras: "Karras",
-  exponential: "Exponential",
-  ays: "Align Your Steps",
-  sgm_uniform: "SGM Uniform",
-  simple: "Simple",
-  smoothstep: "Smoothstep",
-  kl_optimal: "KL Optimal",
-  lcm: "LCM",
-};
-
-/**
- * The `RNG` field: `cuda` (Philox, torch.randn on CUDA) is sd-webui's "GPU" noise source; `std_default`
- * (stable-diffusion.cpp's CPU generator) has no sd-webui counterpart and keeps sd.cpp's name.
- */
-export const RNG_LABELS: Readonly<Record<string, string>> = { cuda: "GPU", std_default: "std_default", cpu: "CPU" };
-
-/**
- * Describes how an image was made, in the sd-webui (A1111) `parameters` format
- * that image viewers and stable-diffusion.cpp use, from the nearest sampler upstream.
+ * Describes picture `i` of a batch of `n` in the sd-webui (A1111) `parameters` format that image viewers
+ * and stable-diffusion.cpp read, from the {@link GenerationInfo} the nearest generating ancestor published
+ * (just the size when there is none).
  */
 export function describeGeneration(upstream: readonly UpstreamNode[], image: Image, i: number, n: number): string {
-  const byId = new Map(upstream.map((u) => [u.id, u]));
-  const s = upstream.find((u) => u.type === "sampler");
-  if (!s) return `Size: ${image.width}x${image.height}, Version: sdflow`;
-  const text = (input: string): UpstreamNode | undefined => {
-    const ref = s.refs[input];
-    return ref && byId.get(ref.node);
-  };
-  const pos = text("positive");
-  const neg = text("negative");
-  const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model as string | undefined;
-  const v = s.values;
-  const method = String(v.sampler);
-  const scheduler = String(v.scheduler);
-  const rng = String(v.rng);
+  const g = findGeneration(upstream);
+  if (!g) return `Size: ${image.width}x${image.height}, Version: sdflow`;
   return formatParameters({
-    prompt: typeof pos?.values.text === "string" ? pos.values.text : "",
-    negativePrompt: typeof neg?.values.text === "string" ? neg.values.text : undefined,
-    steps: Number(v.steps),
-    sampler: SAMPLE_METHOD_LABELS[method as SampleMethod] ?? method,
-    scheduler: SCHEDULE_LABELS[scheduler] ?? scheduler,
-    cfgScale: Number(v.cfg),
-    seed: Number(s.meta.seed ?? v.seed),
+    prompt: g.prompt,
+    negativePrompt: g.negativePrompt,
+    steps: g.steps,
+    sampler: g.sampler,
+    scheduler: g.scheduler,
+    cfgScale: g.cfgScale,
+    seed: g.seeds[i] ?? g.seeds[0],
     width: image.width,
     height: image.height,
-    model,
-    clipSkip: typeof pos?.values.clip_skip === "number" ? pos.values.clip_skip : undefined,
-    denoisingStrength: typeof v.denoise === "number" && v.denoise < 1 ? v.denoise : undefined,
-    rng: RNG_LABELS[rng] ?? rng,
+    model: g.model,
+    clipSkip: g.clipSkip,
+    denoisingStrength: g.denoisingStrength,
+    rng: g.rng,
     extra: { ...(n > 1 ? { "Batch size": n, "Batch pos": i } : {}), Version: "sdflow" },
   });
 }
