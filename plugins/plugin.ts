@@ -196,10 +196,14 @@ export class NodeRegistry {
     for (const n of nodes) this.register(n, origin);
   }
 
-  /** Adds a node type; a second definition of the same type is an error naming both origins. */
+  /**
+   * Adds a node type. The same definition twice is fine (a TypeScript graph's builder and its `plugins`
+   * list reach one module); another definition of a type already here is an error naming both origins.
+   */
   register(def: AnyNodeDef, origin: string): void {
     checkNodeDef(def);
     const prev = this.#nodes.get(def.type);
+    if (prev?.def === def) return;
     if (prev) {
       throw new PluginError(`node type "${def.type}" from ${origin} is already defined by ${prev.origin}`);
     }
