@@ -43,7 +43,7 @@ Deno.test("gen: an invalid graph exits 1 with one line and no stack trace; -v ad
   }
 });
 
-Deno.test("gen: bad JSON and a bad --set exit 1 naming the place", async () => {
+Deno.test("gen: bad JSON exits 1 and a bad --set exits 2, naming the place", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const f = `${dir}/broken.json`;
@@ -52,7 +52,7 @@ Deno.test("gen: bad JSON and a bad --set exit 1 naming the place", async () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr.trim(), new RegExp(`^${f}:4:2: invalid JSON: expected '}'$`));
     const s = await cli("gen", "graphs/txt2img.json", "--set", "sampler.steps=0", "--dry-run");
-    assert.equal(s.code, 1);
+    assert.equal(s.code, 2);
     assert.equal(
       s.stderr.trim(),
       '--set sampler.steps=0: node "sampler" input "steps": must be >= 1, got 0 (at /nodes/sampler/inputs/steps)',

@@ -43,7 +43,12 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   { names: ["sampling-method"], target: ["sampler", "sampler"], default: "euler_a", help: "sampling method" },
   { names: ["steps"], target: ["sampler", "steps"], default: "20", help: "sampling steps" },
   { names: ["schedule", "scheduler"], target: ["sampler", "scheduler"], default: "discrete", help: "noise schedule" },
-  { names: ["o", "output"], target: ["save", "path"], default: "output.png", help: "output PNG path" },
+  {
+    names: ["o", "output"],
+    target: ["save", "path"],
+    default: "output.png",
+    help: "output image (.png, .jpg or .webp)",
+  },
   { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
   { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },
   { names: ["b", "batch-count"], help: "number of images (default 1)" },

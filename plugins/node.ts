@@ -292,6 +292,12 @@ export interface NodeDef<
   readonly cacheable?: boolean | ((values: NodeValues) => boolean);
   /** Sinks (files written) always run and are never cached. */
   readonly sideEffects?: boolean;
+  /**
+   * Checks made before any node of a run starts, from the literal input values (a wired input is absent
+   * here), so that a run does not fail after minutes of work for a reason known at the start: save_image
+   * checks that its path can be written. Throw ({@link NodeInputError} names the input) to stop the run.
+   */
+  preflight?(values: NodeValues): void | Promise<void>;
 }
 
 /** Any node definition, whatever its inputs and outputs. */

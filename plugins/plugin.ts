@@ -86,8 +86,10 @@ export function checkNodeDef(def: unknown, where = "node"): asserts def is AnyNo
   const name = `node "${d.type}"`;
   if (typeof d.description !== "string") throw new PluginError(`${name}: "description" must be a string`);
   if (typeof d.run !== "function") throw new PluginError(`${name}: "run" must be a function, got ${describe(d.run)}`);
-  if (d.estimate !== undefined && typeof d.estimate !== "function") {
-    throw new PluginError(`${name}: "estimate" must be a function`);
+  for (const hook of ["estimate", "fingerprint", "preflight"]) {
+    if (d[hook] !== undefined && typeof d[hook] !== "function") {
+      throw new PluginError(`${name}: "${hook}" must be a function`);
+    }
   }
   if (d.inputs === null || typeof d.inputs !== "object" || Array.isArray(d.inputs)) {
     throw new PluginError(`${name}: "inputs" must be an object of input declarations`);

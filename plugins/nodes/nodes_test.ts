@@ -105,7 +105,7 @@ Deno.test("save_image stores the graph that made the image (sdflow-graph), with 
         src: { type: "t_seeded", inputs: { seed: 77, label: "x" } },
         save: {
           type: "save_image",
-          inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png`, metadata: true },
+          inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png`, metadata: true, quality: 90 },
         },
       },
     };

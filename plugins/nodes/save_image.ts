@@ -1,12 +1,14 @@
 /**
- * `save_image`: writes PNGs with the generation parameters in a `parameters` text chunk (sd-webui
- * format) and the graph that made them in an `sdflow-graph` chunk.
+ * `save_image`: writes pictures as PNG (with the generation parameters in a `parameters` text chunk,
+ * sd-webui format, and the graph that made them in an `sdflow-graph` chunk), JPEG or WebP by the
+ * path's extension; checks the path before the run, and replaces files only once fully written.
  */
 
 import { dirname } from "node:path";
 import type { Image } from "../../models/types.ts";
-import { defineNode, findGeneration, type UpstreamNode } from "../node.ts";
-import { encodePngImage, formatParameters } from "../image/png.ts";
+import { defineNode, findGeneration, NodeInputError, type UpstreamNode } from "../node.ts";
+import { checkWritable, encodeImage, imageFormat, writeFileAtomic } from "../image/formats.ts";
+import { formatParameters } from "../image/png.ts";
 
 /** The path of image `i` of `n`: the path itself for one image, `name_<i+1>.png` for a batch. */
 export function batchPath(path: string, i: number, n: number): string {
@@ -42,16 +44,26 @@ export function describeGeneration(upstream: readonly UpstreamNode[], image: Ima
   });
 }
 
-/** Writes a batch of images as PNG files. */
+/** Writes a batch of images as PNG, JPEG or WebP files. */
 export const saveImage = defineNode({
   type: "save_image",
   category: "image",
-  description: "Writes images as PNG files (creating the folders of the path). A batch of n > 1 images is " +
-    "written as name_1.png … name_n.png. The generation parameters go into a `parameters` text chunk " +
-    "(sd-webui format) and the graph that made the images into an `sdflow-graph` chunk (JSON).",
+  description: "Writes images as PNG, JPEG or WebP files, by the path's extension (creating the folders of the " +
+    "path). A batch of n > 1 images is written as name_1.png … name_n.png. A PNG gets the generation parameters " +
+    "in a `parameters` text chunk (sd-webui format) and the graph that made the images in an `sdflow-graph` " +
+    "chunk (JSON); a JPEG gets the parameters as a comment; a WebP no metadata. The path is checked before the " +
+    "run starts, and each file is written under a temporary name and renamed, so an older picture is only " +
+    "replaced by a complete one.",
   inputs: {
     images: { type: "IMAGE", description: "The images to write." },
-    path: { schema: { type: "string", minLength: 1, default: "output.png", description: "Output file (PNG)." } },
+    path: {
+      schema: {
+        type: "string",
+        minLength: 1,
+        default: "output.png",
+        description: "Output file: .png, .jpg (.jpeg) or .webp.",
+      },
+    },
     parameters: {
       optional: true,
       schema: { type: "string", description: "Text for the `parameters` chunk. Default: described from the graph." },
@@ -63,10 +75,33 @@ export const saveImage = defineNode({
         description: "Whether to write the `parameters` and `sdflow-graph` chunks at all.",
       },
     },
+    quality: {
+      schema: {
+        type: "integer",
+        minimum: 1,
+        maximum: 100,
+        default: 90,
+        description: "JPEG and WebP quality (PNG is lossless).",
+      },
+    },
   },
   outputs: {},
   sideEffects: true,
-  async run({ images, path, parameters, metadata }, ctx) {
+  async preflight({ path }) {
+    if (typeof path !== "string") return; // wired from another node: checked when written
+    try {
+      await checkWritable(path);
+    } catch (e) {
+      throw new NodeInputError("path", (e as Error).message);
+    }
+  },
+  async run({ images, path, parameters, metadata, quality }, ctx) {
+    let format;
+    try {
+      format = imageFormat(path);
+    } catch (e) {
+      throw new NodeInputError("path", (e as Error).message);
+    }
     const upstream = ctx.upstream();
     const graph = metadata ? ctx.graph() : undefined;
     const dir = dirname(path);
@@ -74,9 +109,9 @@ export const saveImage = defineNode({
     for (const [i, im] of images.entries()) {
       const file = batchPath(path, i, images.length);
       const opts = metadata
-        ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length), graph }
-        : {};
-      await Deno.writeFile(file, encodePngImage(im, opts));
+        ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length), graph, quality }
+        : { quality };
+      await writeFileAtomic(file, await encodeImage(format, im, opts));
       ctx.log(`saved ${file}`);
     }
     return {};
