@@ -50,6 +50,20 @@ export async function pipelineFromArgs(
   return { pipeline, args, notes: [...built.notes, ...linked.notes] };
 }
 
+/**
+ * Makes relative paths mean what the user meant: `deno task` runs a task in sdflow's root folder and
+ * says in `INIT_CWD` where it was started; the task's command goes back there. (The installed `sdflow`
+ * command runs in the caller's folder already, and does not call this.)
+ */
+export function useCallerFolder(): void {
+  const init = Deno.env.get("INIT_CWD");
+  try {
+    if (init) Deno.chdir(init);
+  } catch {
+    // A stale INIT_CWD (inherited from an outer npm or deno task): stay where the task started.
+  }
+}
+
 /** Whether -v/--verbose appears, checked before parsing so that parse errors honour it too. */
 export function wantsVerbose(argv: readonly string[]): boolean {
   return argv.some((a) => a === "-v" || a === "--verbose");

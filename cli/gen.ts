@@ -10,7 +10,7 @@
 
 import { OutputCache, runPipeline } from "../dsl/run.ts";
 import type { Pipeline } from "../dsl/validate.ts";
-import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+import { pipelineFromArgs, reportError, useCallerFolder, wantsVerbose } from "./common.ts";
 import { OpProfiler } from "./profile.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { sdcppHelp, UsageError } from "./sdcpp.ts";
@@ -121,4 +121,7 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  useCallerFolder();
+  Deno.exit(await main(Deno.args));
+}

@@ -7,7 +7,7 @@
  */
 
 import { formatPlan, planPipeline } from "../dsl/plan.ts";
-import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+import { pipelineFromArgs, reportError, useCallerFolder, wantsVerbose } from "./common.ts";
 
 /** Runs the `plan` command; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -24,4 +24,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  useCallerFolder();
+  Deno.exit(await main(Deno.args));
+}
