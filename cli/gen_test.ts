@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { validateGraph } from "../dsl/validate.ts";
-import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, UsageError } from "./sdcpp.ts";
+import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, positionalIndexes, UsageError } from "./sdcpp.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -221,4 +221,12 @@ Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", as
     (e: Error) => e instanceof UsageError && /not support yet/.test(e.message),
   );
   assert.throws(() => graphFromSdcppFlags(parseArgs(["-p", "a cat"], true).flags), /no model: give one with -m/);
+});
+
+Deno.test("flags: --set and --set-ref keep their order; positional arguments are found among flags and after --", () => {
+  const a = parseArgs(["--set", "a.b={x|y}", "--set-ref", "a.c=d.e", "--set=a.d=1", "-p=-dash"], true);
+  assert.deepEqual(a.sets, ["a.b={x|y}", { ref: "a.c=d.e" }, "a.d=1"]);
+  assert.equal(a.flags.prompt, "-dash");
+  assert.deepEqual(positionalIndexes(["-s", "-1", "g.json", "--steps", "4", "--", "-x.json"]), [2, 6]);
+  assert.deepEqual(positionalIndexes(["--dry-run", "g.json", "-p", "a.json"]), [1]);
 });

@@ -173,7 +173,8 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
     if (name === undefined || argv[i].includes("=") || !takesValue.has(name)) continue;
     const next = argv[i + 1];
     if (next === undefined || next === "--" || flagName(next) !== undefined) {
-      throw new UsageError(`${argv[i]} needs a value${next === undefined ? "" : `, got the flag ${next}`}`);
+      const got = next === undefined ? "" : `, got the flag ${next} (a value starting with "-": ${argv[i]}=VALUE)`;
+      throw new UsageError(`${argv[i]} needs a value${got}`);
     }
     i++;
   }

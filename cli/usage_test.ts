@@ -59,7 +59,13 @@ Deno.test("gen: a flag missing its value, and bad flag values, exit 2", async ()
   assert.equal(p.stderr.trim(), "error: -p needs a value");
   const q = await cli("gen", "-m", "model.safetensors", "-p", "--steps", "3");
   assert.equal(q.code, 2);
-  assert.equal(q.stderr.trim(), "error: -p needs a value, got the flag --steps");
+  assert.equal(
+    q.stderr.trim(),
+    'error: -p needs a value, got the flag --steps (a value starting with "-": -p=VALUE)',
+  );
+  // The way to give such a value works.
+  const dash = await cli("gen", "-m", "model.safetensors", "-p=-a cat-", "--dry-run");
+  assert.equal(dash.code, 0, dash.stderr);
   const s = await cli("gen", "-m", "model.safetensors", "-s", "x");
   assert.equal(s.code, 2);
   assert.equal(s.stderr.trim(), '-s "x": node "sampler" input "seed": expected an integer, got "x"');
