@@ -198,6 +198,14 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
     if (NOT_YET.includes(key)) {
       throw new UsageError(`${dash}${key} is a stable-diffusion.cpp flag sdflow does not support yet`);
     }
+    const sdcppFlag = SDCPP_FLAGS.find((f) => f.names.includes(key));
+    if (!sdcpp && sdcppFlag) {
+      const to = sdcppFlag.target ? ` (e.g. --set ${sdcppFlag.target.join(".")}=…, if the graph has that node)` : "";
+      throw new UsageError(
+        `${dash}${key} is a stable-diffusion.cpp flag, used without a graph file; with a graph, set inputs with ` +
+          `--set node.input=value${to}`,
+      );
+    }
     const names = sdcpp ? SDCPP_FLAGS.flatMap((f) => f.names) : [];
     throw new UsageError(
       `unknown flag ${dash}${key}${didYouMean(key, [...names, ...known].filter((k) => k.length > 1))}`,

@@ -72,6 +72,13 @@ Deno.test("gen: a flag missing its value, and bad flag values, exit 2", async ()
   const w = await cli("gen", "-m", "model.safetensors", "-W", "100");
   assert.equal(w.code, 2);
   assert.match(w.stderr, /^-W "100": node "latent" input "width": must be a multiple of 8/);
+  const flag = await cli("gen", "graphs/txt2img.json", "-p", "a cat");
+  assert.equal(flag.code, 2);
+  assert.equal(
+    flag.stderr.trim(),
+    "error: -p is a stable-diffusion.cpp flag, used without a graph file; with a graph, set inputs with " +
+      "--set node.input=value (e.g. --set positive.text=…, if the graph has that node)",
+  );
   const set = await cli("gen", "graphs/txt2img.json", "--set");
   assert.equal(set.code, 2);
   assert.equal(set.stderr.trim(), "error: --set needs a value");
