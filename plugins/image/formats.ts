@@ -56,7 +56,8 @@ function rgba(image: Image): Uint8Array {
 
 /**
  * Encodes an image in `format`. PNG keeps `parameters` and the graph in text chunks; JPEG keeps
- * `parameters` as a UTF-8 comment (COM segment, which sd-webui reads); WebP keeps no metadata.
+ * `parameters` as a UTF-8 comment (COM segment, which sd-webui reads); WebP as an EXIF UserComment
+ * (as sd-webui writes and reads it).
  */
 export async function encodeImage(
   format: ImageFormat,
@@ -79,7 +80,83 @@ export async function encodeImage(
     { data, width: image.width, height: image.height, colorSpace: "srgb" } as ImageData,
     { quality },
   );
-  return new Uint8Array(out);
+  const webp = new Uint8Array(out);
+  return opts.parameters ? withWebpExif(webp, image, exifUserComment(opts.parameters)) : webp;
+}
+
+/**
+ * A little-endian TIFF (EXIF) block holding one Exif UserComment, "UNICODE\0" + UTF-16BE text, as
+ * sd-webui writes the parameters of a WebP or JPEG (with piexif) and reads them back.
+ */
+export function exifUserComment(text: string): Uint8Array {
+  const comment = new Uint8Array(8 + 2 * text.length);
+  comment.set([..."UNICODE\0"].map((c) => c.charCodeAt(0)));
+  const cdv = new DataView(comment.buffer);
+  for (let i = 0; i < text.length; i++) cdv.setUint16(8 + 2 * i, text.charCodeAt(i));
+  const out = new Uint8Array(44 + comment.length);
+  const dv = new DataView(out.buffer);
+  out.set([0x49, 0x49]); // "II": little-endian
+  dv.setUint16(2, 42, true);
+  dv.setUint32(4, 8, true); // IFD0 at 8
+  // IFD0: one entry, the Exif IFD pointer (tag 0x8769, LONG) → 26
+  dv.setUint16(8, 1, true);
+  dv.setUint16(10, 0x8769, true);
+  dv.setUint16(12, 4, true);
+  dv.setUint32(14, 1, true);
+  dv.setUint32(18, 26, true);
+  dv.setUint32(22, 0, true);
+  // Exif IFD: one entry, UserComment (tag 0x9286, UNDEFINED) → 44
+  dv.setUint16(26, 1, true);
+  dv.setUint16(28, 0x9286, true);
+  dv.setUint16(30, 7, true);
+  dv.setUint32(32, comment.length, true);
+  dv.setUint32(36, 44, true);
+  dv.setUint32(40, 0, true);
+  out.set(comment, 44);
+  return out;
+}
+
+/**
+ * Adds an EXIF chunk to a WebP file: a simple (VP8/VP8L) file becomes an extended one (a VP8X chunk
+ * first, with the EXIF flag and the canvas size); the EXIF chunk goes after the image data.
+ */
+function withWebpExif(webp: Uint8Array, image: Image, exif: Uint8Array): Uint8Array {
+  const fourcc = (at: number) => String.fromCharCode(...webp.subarray(at, at + 4));
+  if (fourcc(0) !== "RIFF" || fourcc(8) !== "WEBP") throw new Error("the WebP encoder wrote no RIFF/WEBP file");
+  let body = webp.subarray(12);
+  if (fourcc(12) === "VP8X") {
+    body = body.slice();
+    body[8] |= 0x08; // EXIF present
+  } else {
+    const vp8x = new Uint8Array(18);
+    const dv = new DataView(vp8x.buffer);
+    vp8x.set([..."VP8X"].map((c) => c.charCodeAt(0)));
+    dv.setUint32(4, 10, true);
+    vp8x[8] = 0x08 | (image.channels === 4 ? 0x10 : 0); // EXIF, and alpha when the image has it
+    for (const [at, v] of [[12, image.width - 1], [15, image.height - 1]]) {
+      vp8x[at] = v & 0xff;
+      vp8x[at + 1] = (v >> 8) & 0xff;
+      vp8x[at + 2] = (v >> 16) & 0xff;
+    }
+    body = concat([vp8x, body]);
+  }
+  const head = new Uint8Array(8);
+  head.set([..."EXIF"].map((c) => c.charCodeAt(0)));
+  new DataView(head.buffer).setUint32(4, exif.length, true);
+  const chunk = concat([head, exif, new Uint8Array(exif.length & 1)]); // chunks are padded to even sizes
+  const out = concat([webp.subarray(0, 12), body, chunk]);
+  new DataView(out.buffer).setUint32(4, out.length - 8, true);
+  return out;
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**

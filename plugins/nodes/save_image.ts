@@ -51,7 +51,7 @@ export const saveImage = defineNode({
   description: "Writes images as PNG, JPEG or WebP files, by the path's extension (creating the folders of the " +
     "path). A batch of n > 1 images is written as name_1.png … name_n.png. A PNG gets the generation parameters " +
     "in a `parameters` text chunk (sd-webui format) and the graph that made the images in an `sdflow-graph` " +
-    "chunk (JSON); a JPEG gets the parameters as a comment; a WebP no metadata. The path is checked before the " +
+    "chunk (JSON); a JPEG gets the parameters as a comment, a WebP as an EXIF UserComment. The path is checked before the " +
     "run starts, and each file is written under a temporary name and renamed, so an older picture is only " +
     "replaced by a complete one.",
   inputs: {
