@@ -125,7 +125,7 @@ Deno.test("gen: --set text stays text; --set-ref wires; a batch records seed + i
   });
 });
 
-Deno.test("gen: -o .jpg and .webp write those formats; other extensions are refused before any node runs", async () => {
+Deno.test("gen: -o .jpg and .webp write those formats; other extensions are refused (exit 2) before any node runs", async () => {
   await withTemp(async (dir) => {
     for (const name of ["pic.jpg", "pic.webp"]) {
       const r = await cli("gen", "graphs/demo.json", "--set", `save.path=${dir}/${name}`);
@@ -138,10 +138,17 @@ Deno.test("gen: -o .jpg and .webp write those formats; other extensions are refu
     const webp = await Deno.readFile(`${dir}/pic.webp`);
     assert.equal(dec.decode(webp.subarray(0, 4)) + dec.decode(webp.subarray(8, 12)), "RIFFWEBP");
 
+    // Another extension is a bad value (exit 2), found when the graph is checked: nothing runs.
     const gif = await cli("gen", "graphs/demo.json", "--set", `save.path=${dir}/pic.gif`);
-    assert.equal(gif.code, 1);
-    assert.match(gif.stderr, /node "save" input "path": .*pic\.gif: unsupported image format "\.gif"; write \.png/);
+    assert.equal(gif.code, 2);
+    assert.match(
+      gif.stderr,
+      /^--set save\.path=.*pic\.gif: node "save" input "path": got ".*pic\.gif"; expected: Output file: \.png, \.jpg \(\.jpeg\) or \.webp\./,
+    );
     assert.doesNotMatch(gif.stderr, RAN);
+    const o = await cli("gen", "-m", "model.safetensors", "-o", "x.bmp", "--dry-run");
+    assert.equal(o.code, 2);
+    assert.match(o.stderr, /^-o "x\.bmp": node "save" input "path": got "x\.bmp"; expected: /);
   });
 });
 

@@ -187,7 +187,12 @@ function fromAjv(
         message = `malformed reference ${show(got)}: write "<node id>.<output name>", e.g. "checkpoint.clip"`;
       } else if (path.length === 2 && path[0] === "nodes" && e.propertyName !== undefined) {
         message = `invalid node id: ids use letters, digits, "_" and "-", and start with a letter or "_"`;
-      } else message = `${message}, got ${show(got)}`;
+      } else {
+        // A pattern says little to a user: the input's description says what is expected.
+        const spec = registry && inputSpecAt(registry, doc, path);
+        const said = spec && !isSocketInput(spec) ? spec.schema.description : undefined;
+        message = said ? `got ${show(got)}; expected: ${said}` : `${message}, got ${show(got)}`;
+      }
       break;
     case "propertyNames":
       return undefined; // reported by the error on the name itself

@@ -61,6 +61,8 @@ export const saveImage = defineNode({
         type: "string",
         minLength: 1,
         default: "output.png",
+        // The extension names the format (checked again when a wired path arrives).
+        pattern: "\\.([pP][nN][gG]|[jJ][pP][eE]?[gG]|[wW][eE][bB][pP])$",
         description: "Output file: .png, .jpg (.jpeg) or .webp.",
       },
     },
