@@ -51,16 +51,18 @@ export async function pipelineFromArgs(
 }
 
 /**
- * Makes relative paths mean what the user meant: `deno task` runs a task in sdflow's root folder and
- * says in `INIT_CWD` where it was started; the task's command goes back there. (The installed `sdflow`
- * command runs in the caller's folder already, and does not call this.)
+ * Makes relative paths mean what the user meant: `deno task` runs a task in sdflow's root folder, and the
+ * `gen`, `plan` and `schema` tasks pass the folder they were started in (`INIT_CWD`) as `SDFLOW_CALLER_DIR`;
+ * the command goes back there. The variable is then removed, so that processes started from here (a test's
+ * `deno run cli/gen.ts`) do not inherit it. (The installed `sdflow` command runs in the caller's folder already.)
  */
 export function useCallerFolder(): void {
-  const init = Deno.env.get("INIT_CWD");
+  const dir = Deno.env.get("SDFLOW_CALLER_DIR");
+  Deno.env.delete("SDFLOW_CALLER_DIR");
   try {
-    if (init) Deno.chdir(init);
+    if (dir) Deno.chdir(dir);
   } catch {
-    // A stale INIT_CWD (inherited from an outer npm or deno task): stay where the task started.
+    // A folder that is gone: stay where the task started.
   }
 }
 

@@ -95,6 +95,13 @@ Deno.test("sdflow installs from the checkout and runs gen, plan and schema from 
     assert.equal(task.code, 0, task.stderr);
     assert.match(await Deno.readTextFile(`${work}/task.json`), /"shout"/);
     assert.equal(await Deno.readTextFile(SCHEMA_FILE), before, "sdflow's own schema is untouched");
+
+    // A process that deno task did not start (a test's deno run, under `deno task test` from elsewhere)
+    // keeps its own folder, whatever INIT_CWD it inherits.
+    const direct = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", "graphs/txt2img.json", "--dry-run"], root, {
+      INIT_CWD: work,
+    });
+    assert.equal(direct.code, 0, direct.stderr);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
