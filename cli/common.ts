@@ -8,23 +8,32 @@ import { GraphError } from "../dsl/errors.ts";
 import { loadGraph } from "../dsl/load.ts";
 import { NodeRunError } from "../dsl/run.ts";
 import { type Pipeline, validateGraph } from "../dsl/validate.ts";
-import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, type ParsedArgs, UsageError } from "./sdcpp.ts";
+import {
+  graphFromSdcppFlags,
+  linkSeedOverrides,
+  parseArgs,
+  type ParsedArgs,
+  positionalIndexes,
+  UsageError,
+} from "./sdcpp.ts";
 
-/** Whether a command-line argument names a graph file rather than starting sd.cpp-style flags. */
-export function isGraphPath(arg: string | undefined): arg is string {
-  return arg !== undefined && !arg.startsWith("-") && /\.(json|[cm]?[jt]s)$/i.test(arg);
-}
+const GRAPH_FILE = /\.(json|[cm]?[jt]s)$/i;
 
-/** The pipeline a command line describes, with the parsed flags and lines for the user (e.g. a drawn seed). */
+/**
+ * The pipeline a command line describes, with the parsed flags and lines for the user (e.g. a drawn seed).
+ * The graph file may stand anywhere among the flags (`gen --dry-run g.json`); after `--` nothing is a flag.
+ */
 export async function pipelineFromArgs(
   argv: readonly string[],
 ): Promise<{ pipeline: Pipeline; args: ParsedArgs; notes: readonly string[] }> {
-  if (isGraphPath(argv[0])) {
-    const args = parseArgs(argv.slice(1), false);
+  const at = positionalIndexes(argv).find((i) => GRAPH_FILE.test(argv[i]));
+  if (at !== undefined) {
+    const path = argv[at];
+    const args = parseArgs(argv.filter((_, i) => i !== at), false);
     if (args.positional.length) {
-      throw new UsageError(`unexpected argument "${args.positional[0]}" after the graph file`);
+      throw new UsageError(`unexpected argument "${args.positional[0]}" besides the graph file ${path}`);
     }
-    return { pipeline: await loadGraph(argv[0], { overrides: args.sets }), args, notes: [] };
+    return { pipeline: await loadGraph(path, { overrides: args.sets }), args, notes: [] };
   }
   const args = parseArgs(argv, true);
   if (args.positional.length) {
@@ -34,11 +43,27 @@ export async function pipelineFromArgs(
   const built = graphFromSdcppFlags(args.flags, args.spelled);
   const linked = linkSeedOverrides(built.file, args.sets);
   const pipeline = await validateGraph(built.file, {
-    source: "command line",
+    source: COMMAND_LINE,
     overrides: linked.sets,
     origins: built.origins,
   });
   return { pipeline, args, notes: [...built.notes, ...linked.notes] };
+}
+
+/**
+ * Makes relative paths mean what the user meant: `deno task` runs a task in sdflow's root folder, and the
+ * `gen`, `plan` and `schema` tasks pass the folder they were started in (`INIT_CWD`) as `SDFLOW_CALLER_DIR`;
+ * the command goes back there. The variable is then removed, so that processes started from here (a test's
+ * `deno run cli/gen.ts`) do not inherit it. (The installed `sdflow` command runs in the caller's folder already.)
+ */
+export function useCallerFolder(): void {
+  const dir = Deno.env.get("SDFLOW_CALLER_DIR");
+  Deno.env.delete("SDFLOW_CALLER_DIR");
+  try {
+    if (dir) Deno.chdir(dir);
+  } catch {
+    // A folder that is gone: stay where the task started.
+  }
 }
 
 /** Whether -v/--verbose appears, checked before parsing so that parse errors honour it too. */
@@ -46,7 +71,18 @@ export function wantsVerbose(argv: readonly string[]): boolean {
   return argv.some((a) => a === "-v" || a === "--verbose");
 }
 
-/** Prints an error the way the CLI does and returns the exit code (2: usage, 1: anything else). */
+/** Whether a graph problem comes from the command line (a flag's value, `--set`), not from a graph file. */
+function fromCommandLine(source: string | undefined): boolean {
+  return source === COMMAND_LINE || source?.startsWith("-") === true;
+}
+
+/** The source name of the graph that sd.cpp-style flags build. */
+export const COMMAND_LINE = "command line";
+
+/**
+ * Prints an error the way the CLI does and returns the exit code: 2 for a bad command line (an unknown
+ * flag, a missing or bad flag value, a bad `--set`), 1 for anything else (an invalid graph file, a node that failed).
+ */
 export function reportError(e: unknown, verbose: boolean, write: (line: string) => void = console.error): number {
   if (e instanceof UsageError) {
     write(`error: ${e.message}`);
@@ -55,7 +91,7 @@ export function reportError(e: unknown, verbose: boolean, write: (line: string) 
   if (e instanceof GraphError) {
     write(e.message);
     if (verbose && e.stack) write(e.stack);
-    return 1;
+    return e.diagnostics.length && e.diagnostics.every((d) => fromCommandLine(d.source)) ? 2 : 1;
   }
   if (e instanceof NodeRunError) {
     write(`error: ${oneLine(e.message)}`);

@@ -1,28 +1,36 @@
 /**
- * `deno task gen <graph.json|graph.ts> [--set node.input=value]… [--dry-run] [-v]`
- * runs a pipeline graph. Without a graph file it takes stable-diffusion.cpp's
+ * `sdflow gen <graph.json|graph.ts> [--set node.input=value]… [--dry-run] [-v]`
+ * (or `deno task gen …`) runs a pipeline graph; flags and the graph file may come in any order. Without a graph file it takes stable-diffusion.cpp's
  * flags (`-m model -p "a cat" -s 42 …`) and runs the default txt2img/img2img graph.
  *
- * Exit codes: 0 done, 1 invalid graph or failed node, 2 bad command line.
+ * Exit codes: 0 done, 1 invalid graph file or failed node, 2 bad command line (a flag, its value, a `--set`).
  *
  * @module
  */
 
 import { OutputCache, runPipeline } from "../dsl/run.ts";
 import type { Pipeline } from "../dsl/validate.ts";
-import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+import { pipelineFromArgs, reportError, useCallerFolder, wantsVerbose } from "./common.ts";
 import { OpProfiler } from "./profile.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { sdcppHelp, UsageError } from "./sdcpp.ts";
 
-const HELP = `usage: deno task gen <graph.json|graph.ts> [options]
-       deno task gen -m model.safetensors -p "prompt" [stable-diffusion.cpp flags]
+const HELP = `usage: sdflow gen <graph.json|graph.ts> [options]     (or: deno task gen …)
+       sdflow gen -m model.safetensors -p "prompt" [stable-diffusion.cpp flags]
+
+Flags and the graph file may come in any order; after -- nothing is read as a flag. Relative paths
+are read from the current folder (a graph's plugins: from the graph file's folder).
 
 options:
-  --set node.input=value       override an input (repeatable), e.g. --set sampler.seed=7
+  --set node.input=value       set an input to a value (repeatable), e.g. --set sampler.seed=7;
+                               the value is always a literal (--set positive.text="{red|blue} cat"),
+                               except for a socket input, which takes node.output
+  --set-ref node.input=node.output
+                               wire an input to another node's output, e.g. --set-ref sampler.latent=encode.latent
   --dry-run                    validate and print the order nodes would run in
   -t, --threads N              CPU threads for the backend
-  --backend NAME               backend to run on (default: the best available)
+  --backend NAME               backend to run on: cpu, a backend a plugin of the graph registers,
+                               or a library path (default: cpu, unless a loader node's backend input says)
   --concurrency N              how many independent nodes may run at once (default 2)
   --profile                    print per-op times of the networks at the end (top ops, time by op kind)
   -v, --verbose                progress of every node; stack traces on errors
@@ -31,7 +39,9 @@ options:
 stable-diffusion.cpp flags (when no graph file is given):
 ${sdcppHelp()}
 
-Try: deno task gen graphs/demo.json   (a tiny random-weight model, no download)`;
+Exit codes: 0 done, 1 invalid graph file or failed node, 2 bad command line (flag, flag value, --set).
+
+Try: sdflow gen graphs/demo.json   (a tiny random-weight model, no download)`;
 
 /** The order of a pipeline as lines, with the stage each node can start in. */
 export function describeOrder(p: Pipeline): string {
@@ -111,4 +121,7 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  useCallerFolder();
+  Deno.exit(await main(Deno.args));
+}

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { validateGraph } from "../dsl/validate.ts";
-import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, UsageError } from "./sdcpp.ts";
+import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, positionalIndexes, UsageError } from "./sdcpp.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -43,7 +43,7 @@ Deno.test("gen: an invalid graph exits 1 with one line and no stack trace; -v ad
   }
 });
 
-Deno.test("gen: bad JSON and a bad --set exit 1 naming the place", async () => {
+Deno.test("gen: bad JSON exits 1 and a bad --set exits 2, naming the place", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const f = `${dir}/broken.json`;
@@ -52,7 +52,7 @@ Deno.test("gen: bad JSON and a bad --set exit 1 naming the place", async () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr.trim(), new RegExp(`^${f}:4:2: invalid JSON: expected '}'$`));
     const s = await cli("gen", "graphs/txt2img.json", "--set", "sampler.steps=0", "--dry-run");
-    assert.equal(s.code, 1);
+    assert.equal(s.code, 2);
     assert.equal(
       s.stderr.trim(),
       '--set sampler.steps=0: node "sampler" input "steps": must be >= 1, got 0 (at /nodes/sampler/inputs/steps)',
@@ -232,4 +232,12 @@ Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", as
     (e: Error) => e instanceof UsageError && /not support yet/.test(e.message),
   );
   assert.throws(() => graphFromSdcppFlags(parseArgs(["-p", "a cat"], true).flags), /no model: give one with -m/);
+});
+
+Deno.test("flags: --set and --set-ref keep their order; positional arguments are found among flags and after --", () => {
+  const a = parseArgs(["--set", "a.b={x|y}", "--set-ref", "a.c=d.e", "--set=a.d=1", "-p=-dash"], true);
+  assert.deepEqual(a.sets, ["a.b={x|y}", { ref: "a.c=d.e" }, "a.d=1"]);
+  assert.equal(a.flags.prompt, "-dash");
+  assert.deepEqual(positionalIndexes(["-s", "-1", "g.json", "--steps", "4", "--", "-x.json"]), [2, 6]);
+  assert.deepEqual(positionalIndexes(["--dry-run", "g.json", "-p", "a.json"]), [1]);
 });

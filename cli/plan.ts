@@ -1,5 +1,5 @@
 /**
- * `deno task plan <graph.json|graph.ts> [--set …]` (or sd.cpp flags) explains a
+ * `sdflow plan <graph.json|graph.ts> [--set …]` (or `deno task plan`, or sd.cpp flags) explains a
  * pipeline without running it: the nodes in order and, per node, the compute
  * ops it lowers to with estimated FLOPs and memory.
  *
@@ -7,13 +7,16 @@
  */
 
 import { formatPlan, planPipeline } from "../dsl/plan.ts";
-import { pipelineFromArgs, reportError, wantsVerbose } from "./common.ts";
+import { pipelineFromArgs, reportError, useCallerFolder, wantsVerbose } from "./common.ts";
 
 /** Runs the `plan` command; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
     if (argv.length === 0 || argv.includes("-h") || argv.includes("--help")) {
-      console.log("usage: deno task plan <graph.json|graph.ts> [--set node.input=value]… [-v]");
+      console.log(
+        "usage: sdflow plan <graph.json|graph.ts> [--set node.input=value]… [--set-ref node.input=node.output] [-v]\n" +
+          "       (or: deno task plan …; or stable-diffusion.cpp-style flags, as sdflow gen takes them)",
+      );
       return argv.length === 0 ? 2 : 0;
     }
     const { pipeline } = await pipelineFromArgs(argv);
@@ -24,4 +27,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  useCallerFolder();
+  Deno.exit(await main(Deno.args));
+}

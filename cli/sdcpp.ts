@@ -8,7 +8,7 @@ import yargsParser from "yargs-parser";
 import { graph } from "../dsl/builder.ts";
 import { type Diagnostic, didYouMean, GraphError, pointer } from "../dsl/errors.ts";
 import type { GraphFile } from "../dsl/format.ts";
-import { parseValue } from "../dsl/overrides.ts";
+import { type Override, parseValue } from "../dsl/overrides.ts";
 import { builtinRegistry } from "../dsl/validate.ts";
 import type { InputSpec, JsonSchema } from "../plugins/node.ts";
 import { randomSeed } from "../plugins/nodes/sampler.ts";
@@ -53,7 +53,12 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     default: "default",
     help: "noise schedule (default: per sampling method, as sd.cpp)",
   },
-  { names: ["o", "output"], target: ["save", "path"], default: "output.png", help: "output PNG path" },
+  {
+    names: ["o", "output"],
+    target: ["save", "path"],
+    default: "output.png",
+    help: "output image (.png, .jpg or .webp)",
+  },
   { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
   { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },
   { names: ["b", "batch-count"], help: "number of images (default 1)" },
@@ -98,7 +103,7 @@ const NOT_YET = [
 /** sdflow's own flags, accepted in both modes. */
 export const OWN_FLAGS = {
   boolean: ["dry-run", "verbose", "help", "profile"],
-  string: ["set", "backend", "concurrency", "threads"],
+  string: ["set", "set-ref", "backend", "concurrency", "threads"],
   alias: { v: "verbose", h: "help", t: "threads" },
 } as const;
 
@@ -106,7 +111,8 @@ export const OWN_FLAGS = {
 export interface ParsedArgs {
   readonly positional: readonly string[];
   readonly flags: Readonly<Record<string, string | boolean | undefined>>;
-  readonly sets: readonly string[];
+  /** `--set` and `--set-ref` overrides, in command-line order. */
+  readonly sets: readonly Override[];
   /** How each flag was written (canonical name → `-s` or `--seed`), for messages. */
   readonly spelled: Readonly<Record<string, string>>;
 }
@@ -115,8 +121,8 @@ function last(v: unknown): unknown {
   return Array.isArray(v) ? v[v.length - 1] : v;
 }
 
-/** Parses argv with the given flags; unknown flags are a {@link UsageError}. */
-export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
+/** The flags that take a value in a mode: long names, and long name → short names. */
+function valueFlags(sdcpp: boolean): { strings: string[]; alias: Record<string, string[]> } {
   const strings: string[] = [...OWN_FLAGS.string];
   // long name → short names: with "strip-aliased", flags come back under their long names.
   const alias: Record<string, string[]> = { verbose: ["v"], help: ["h"], threads: ["t"] };
@@ -126,6 +132,61 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
       strings.push(f.names[f.names.length - 1]);
       if (f.names.length > 1) alias[f.names[f.names.length - 1]] = f.names.slice(0, -1) as string[];
     }
+  }
+  return { strings, alias };
+}
+
+/** Every name (long and short) of the flags that take a value in a mode → the long name. */
+function valueFlagNames(sdcpp: boolean): Map<string, string> {
+  const { strings, alias } = valueFlags(sdcpp);
+  const names = new Map<string, string>();
+  for (const s of strings) {
+    names.set(s, s);
+    for (const n of alias[s] ?? []) names.set(n, s);
+  }
+  return names;
+}
+
+/** The name of a flag argument (`-p`, `--seed=3` → `p`, `seed`); undefined for a value (`-1`, `a cat`). */
+function flagName(arg: string): string | undefined {
+  return /^--?[A-Za-z]/.test(arg) ? arg.replace(/^--?/, "").split("=")[0] : undefined;
+}
+
+/**
+ * Where the arguments that are not flags nor flag values are (everything after `--` is one), given the
+ * flags of both modes: so a graph file may come before, between or after the flags.
+ */
+export function positionalIndexes(argv: readonly string[]): number[] {
+  const takesValue = valueFlagNames(true);
+  const out: number[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") {
+      for (let j = i + 1; j < argv.length; j++) out.push(j);
+      break;
+    }
+    const name = flagName(a);
+    if (name === undefined) out.push(i);
+    else if (!a.includes("=") && takesValue.has(name)) i++;
+  }
+  return out;
+}
+
+/** Parses argv with the given flags; unknown flags and flags missing their value are a {@link UsageError}. */
+export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
+  const { strings, alias } = valueFlags(sdcpp);
+  // A flag that takes a value must get one: `-p` last, or followed by another flag, is a mistake
+  // (yargs would read it as ""). A value that starts with "-" is written `--prompt=-text`.
+  const takesValue = valueFlagNames(sdcpp);
+  for (let i = 0; i < argv.length && argv[i] !== "--"; i++) {
+    const name = flagName(argv[i]);
+    if (name === undefined || argv[i].includes("=") || !takesValue.has(name)) continue;
+    const next = argv[i + 1];
+    if (next === undefined || next === "--" || flagName(next) !== undefined) {
+      const got = next === undefined ? "" : `, got the flag ${next} (a value starting with "-": ${argv[i]}=VALUE)`;
+      throw new UsageError(`${argv[i]} needs a value${got}`);
+    }
+    i++;
   }
   const parsed = yargsParser([...argv], {
     string: strings,
@@ -147,6 +208,14 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
     if (NOT_YET.includes(key)) {
       throw new UsageError(`${dash}${key} is a stable-diffusion.cpp flag sdflow does not support yet`);
     }
+    const sdcppFlag = SDCPP_FLAGS.find((f) => f.names.includes(key));
+    if (!sdcpp && sdcppFlag) {
+      const to = sdcppFlag.target ? ` (e.g. --set ${sdcppFlag.target.join(".")}=…, if the graph has that node)` : "";
+      throw new UsageError(
+        `${dash}${key} is a stable-diffusion.cpp flag, used without a graph file; with a graph, set inputs with ` +
+          `--set node.input=value${to}`,
+      );
+    }
     const names = sdcpp ? SDCPP_FLAGS.flatMap((f) => f.names) : [];
     throw new UsageError(
       `unknown flag ${dash}${key}${didYouMean(key, [...names, ...known].filter((k) => k.length > 1))}`,
@@ -154,11 +223,18 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
   }
   const flags: Record<string, string | boolean | undefined> = {};
   for (const [k, v] of Object.entries(parsed)) {
-    if (k === "_" || k === "--" || k === "set") continue;
+    if (k === "_" || k === "--" || k === "set" || k === "set-ref") continue;
     const x = last(v);
     flags[k] = typeof x === "boolean" ? x : x === undefined ? undefined : String(x);
   }
-  const set = parsed.set === undefined ? [] : [parsed.set].flat().map(String);
+  // --set and --set-ref in the order given (a later one for the same input wins).
+  const set: Override[] = [];
+  for (let i = 0; i < argv.length && argv[i] !== "--"; i++) {
+    const m = /^--(set|set-ref)(?:=(.*))?$/s.exec(argv[i]);
+    if (!m) continue;
+    const text = m[2] ?? argv[++i];
+    set.push(m[1] === "set" ? text : { ref: text });
+  }
   const canonical = new Map<string, string>();
   for (const [long, shorts] of Object.entries(alias)) for (const n of [long, ...shorts]) canonical.set(n, long);
   const spelled: Record<string, string> = {};
@@ -307,15 +383,20 @@ export function graphFromSdcppFlags(
  * too), so the posterior noise keeps following the sampler's seed; a negative
  * seed is drawn here for both.
  */
-export function linkSeedOverrides(file: GraphFile, sets: readonly string[]): { sets: string[]; notes: string[] } {
+export function linkSeedOverrides(
+  file: GraphFile,
+  sets: readonly Override[],
+): { sets: Override[]; notes: string[] } {
   const out = [...sets];
   const notes: string[] = [];
   if (!("encode" in file.nodes)) return { sets: out, notes };
-  const given = (input: string): boolean => sets.some((s) => s.startsWith(`encode.${input}=`));
+  const setsInput = (target: string) => (s: Override) => (typeof s === "string" ? s : s.ref).startsWith(`${target}=`);
+  const given = (input: string): boolean => sets.some(setsInput(`encode.${input}`));
   for (const input of ["seed", "rng"]) {
-    const i = out.findLastIndex((s) => s.startsWith(`sampler.${input}=`));
-    if (i < 0 || given(input)) continue;
-    let value = out[i].slice(`sampler.${input}=`.length);
+    const i = out.findLastIndex(setsInput(`sampler.${input}`));
+    const set = out[i];
+    if (i < 0 || given(input) || typeof set !== "string") continue;
+    let value = set.slice(`sampler.${input}=`.length);
     if (input === "seed" && /^\s*-\d+\s*$/.test(value)) {
       value = String(randomSeed());
       out[i] = `sampler.seed=${value}`;

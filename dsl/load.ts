@@ -45,12 +45,24 @@ export async function loadGraph(path: string, opts: LoadOptions = {}): Promise<P
     }
     const g = mod.default;
     if (g instanceof GraphBuilder) {
-      return await validateGraph(g.toJSON(), {
+      const pipeline = await validateGraph(g.toJSON(), {
         ...opts,
         source,
         base: url,
         nodes: [...g.nodeDefs(), ...(opts.nodes ?? [])],
       });
+      // The graph saved with a picture names its node types' modules only through "plugins".
+      const fromPlugins = new Set(pipeline.plugins.flatMap((p) => p.nodes));
+      const missing = g.nodeDefs().filter((d) => !fromPlugins.has(d));
+      if (missing.length) {
+        throw new GraphError(missing.map((d) => ({
+          source,
+          message: `node type "${d.type}" is given to graph({ nodes }) but no module in its plugins defines it: ` +
+            `add the module that exports it, e.g. graph({ nodes: [...], plugins: ["./my_nodes.ts"] }), ` +
+            `so that the graph saved with a picture can be run again`,
+        })));
+      }
+      return pipeline;
     }
     if (g && typeof g === "object") return await validateGraph(g, { ...opts, source, base: url });
     throw new GraphError([{

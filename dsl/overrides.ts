@@ -1,8 +1,11 @@
 /**
  * `--set node.input=value` overrides. The value is parsed by the input's
- * declared type (integer, number, boolean, string, enum); a socket input takes
- * a reference `other_node.output`. Range and enum checks then happen in
- * schema validation, reported against the `--set` that caused them.
+ * declared type (integer, number, boolean, string, enum) and always stays a
+ * literal there (`--set positive.text="{red|blue} cat"` is text); a socket input
+ * (which takes no literal) takes a reference `other_node.output`. Wiring any
+ * input to another node's output is written `--set-ref node.input=other_node.output`
+ * ({ ref: "node.input=other_node.output" } here). Range and enum checks then happen
+ * in schema validation, reported against the `--set` that caused them.
  */
 
 import type { InputSpec, JsonSchema } from "../plugins/node.ts";
@@ -10,6 +13,17 @@ import { isSocketInput } from "../plugins/node.ts";
 import type { NodeRegistry } from "../plugins/plugin.ts";
 import { type Diagnostic, didYouMean, GraphError, pointer } from "./errors.ts";
 import type { GraphFile, InputValue, NodeSpec } from "./format.ts";
+
+/**
+ * One override: `"node.input=value"` as `--set` gives it (a literal; a reference for a socket input),
+ * or `{ ref: "node.input=other_node.output" }` as `--set-ref` gives it (a reference for any input).
+ */
+export type Override = string | { readonly ref: string };
+
+/** How an override is written on the command line, for messages. */
+export function overrideSource(o: Override): string {
+  return typeof o === "string" ? `--set ${o}` : `--set-ref ${o.ref}`;
+}
 
 /** Parses a command-line string as a value of `schema`; throws a message on mismatch. */
 export function parseValue(text: string, schema: JsonSchema): InputValue {
@@ -47,17 +61,19 @@ export function parseValue(text: string, schema: JsonSchema): InputValue {
  */
 export function applyOverrides(
   doc: GraphFile,
-  overrides: readonly string[],
+  overrides: readonly Override[],
   registry: NodeRegistry,
   origins: Map<string, string>,
 ): GraphFile {
   const nodes: Record<string, NodeSpec> = structuredClone(doc.nodes) as Record<string, NodeSpec>;
   const diags: Diagnostic[] = [];
   for (const o of overrides) {
-    const source = `--set ${o}`;
-    const m = /^([^.=]+)\.([^=]+)=(.*)$/s.exec(o);
+    const source = overrideSource(o);
+    const isRef = typeof o !== "string";
+    const m = /^([^.=]+)\.([^=]+)=(.*)$/s.exec(isRef ? o.ref : o);
     if (!m) {
-      diags.push({ source, message: `expected node.input=value, e.g. --set sampler.seed=42` });
+      const example = isRef ? "--set-ref sampler.latent=encode.latent" : "--set sampler.seed=42";
+      diags.push({ source, message: `expected node.input=${isRef ? "node.output" : "value"}, e.g. ${example}` });
       continue;
     }
     const [, id, input, text] = m;
@@ -85,12 +101,7 @@ export function applyOverrides(
     }
     let value: InputValue;
     try {
-      if (isSocketInput(decl) || text.trimStart().startsWith("{")) {
-        const from = text.trim().startsWith("{") ? JSON.parse(text).from : text.trim();
-        value = { from };
-      } else {
-        value = parseValue(text, decl.schema);
-      }
+      value = isRef || isSocketInput(decl) ? { from: text.trim() } : parseValue(text, decl.schema);
     } catch (e) {
       diags.push({ source, node: id, input, message: (e as Error).message });
       continue;

@@ -244,6 +244,15 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
   const abort = new AbortController();
   opts.signal?.addEventListener("abort", () => abort.abort(opts.signal!.reason), { once: true });
 
+  // Checks that need no node's output (an output path can be written) come before any node runs.
+  for (const id of p.order) {
+    const n = p.nodes.get(id)!;
+    try {
+      await n.def.preflight?.(n.values);
+    } catch (e) {
+      throw new NodeRunError(n.id, n.type, e instanceof NodeInputError ? e.input : undefined, e);
+    }
+  }
   const { keys, volatile } = await cacheKeys(p);
   const pluginBackends = p.registry.backends();
   const settings = pluginBackends.length ? { ...opts.settings, pluginBackends } : opts.settings ?? {};

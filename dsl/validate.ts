@@ -12,7 +12,7 @@ import { isSocketInput, socketsForSchema } from "../plugins/node.ts";
 import { type LoadedPlugin, loadPlugin, NodeRegistry, PluginError } from "../plugins/plugin.ts";
 import { type Diagnostic, didYouMean, GraphError, pointer, splitPointer } from "./errors.ts";
 import { GRAPH_VERSION, type GraphFile, isRef, type NodeSpec, parseRef } from "./format.ts";
-import { applyOverrides } from "./overrides.ts";
+import { applyOverrides, type Override } from "./overrides.ts";
 import { describePath, parseGraphText } from "./parse.ts";
 import { envelopeSchema, graphSchema, type SchemaObject } from "./schema.ts";
 
@@ -52,8 +52,8 @@ export interface ValidateOptions {
   registry?: NodeRegistry;
   /** Extra node definitions (from a TypeScript graph's builder). */
   nodes?: readonly AnyNodeDef[];
-  /** `node.input=value` overrides (`--set`). */
-  overrides?: readonly string[];
+  /** `node.input=value` overrides (`--set`), and references `{ ref: "node.input=node.output" }` (`--set-ref`). */
+  overrides?: readonly Override[];
   /** Labels for values that came from elsewhere: JSON pointer → source (e.g. `--steps 0`). */
   origins?: ReadonlyMap<string, string>;
 }
@@ -187,7 +187,12 @@ function fromAjv(
         message = `malformed reference ${show(got)}: write "<node id>.<output name>", e.g. "checkpoint.clip"`;
       } else if (path.length === 2 && path[0] === "nodes" && e.propertyName !== undefined) {
         message = `invalid node id: ids use letters, digits, "_" and "-", and start with a letter or "_"`;
-      } else message = `${message}, got ${show(got)}`;
+      } else {
+        // A pattern says little to a user: the input's description says what is expected.
+        const spec = registry && inputSpecAt(registry, doc, path);
+        const said = spec && !isSocketInput(spec) ? spec.schema.description : undefined;
+        message = said ? `got ${show(got)}; expected: ${said}` : `${message}, got ${show(got)}`;
+      }
       break;
     case "propertyNames":
       return undefined; // reported by the error on the name itself

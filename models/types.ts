@@ -24,6 +24,9 @@ export interface Image {
 export interface Conditioning {
   readonly context: HostTensor;
   readonly pooled?: HostTensor;
+  /** The prompt it encodes, and the CLIP skip used, carried to the description of the pictures it makes. */
+  readonly prompt?: string;
+  readonly clipSkip?: number;
 }
 
 export type ModelFamily = "sd1" | "sd2" | "sdxl";

@@ -20,4 +20,4 @@
 export * from "./node.ts";
 export * from "./plugin.ts";
 export { type BuiltinNode, builtinNodes } from "./catalog.ts";
-export * from "./image/png.ts";
+export * from "./image/mod.ts";

@@ -173,6 +173,43 @@ export interface RunSettings {
   ) => void;
 }
 
+/**
+ * How pictures were generated, as `save_image` writes it into the `parameters` chunk (sd-webui infotext).
+ * A node that generates — the built-in `sampler`, or a plugin's sampler — publishes it with
+ * `ctx.publish({ generation })`; `save_image` takes it from the nearest ancestor that published one,
+ * whatever that node's type.
+ */
+export interface GenerationInfo {
+  readonly prompt: string;
+  readonly negativePrompt?: string;
+  readonly steps: number;
+  /** Display names as sd-webui writes them: "Euler a", "Karras", "GPU" (or the method's own name). */
+  readonly sampler: string;
+  readonly scheduler?: string;
+  readonly cfgScale: number;
+  /** The seed of each picture of the batch, in order (picture i of a batch from seed s used s + i). */
+  readonly seeds: readonly number[];
+  /** The checkpoint's name. */
+  readonly model?: string;
+  readonly clipSkip?: number;
+  /** img2img strength (below 1). */
+  readonly denoisingStrength?: number;
+  readonly rng?: string;
+}
+
+/** The {@link GenerationInfo} published under `generation` by the nearest ancestor that published one. */
+export function findGeneration(upstream: readonly UpstreamNode[]): GenerationInfo | undefined {
+  const g = upstream.find((u) => isGenerationInfo(u.meta.generation))?.meta.generation;
+  return g as GenerationInfo | undefined;
+}
+
+function isGenerationInfo(v: unknown): v is GenerationInfo {
+  const g = v as Partial<GenerationInfo> | undefined;
+  return typeof g === "object" && g !== null && typeof g.prompt === "string" && Array.isArray(g.seeds) &&
+    g.seeds.length > 0 && typeof g.steps === "number" && typeof g.sampler === "string" &&
+    typeof g.cfgScale === "number";
+}
+
 /** Facts about an ancestor node, for nodes that describe their provenance (save_image's `parameters`). */
 export interface UpstreamNode {
   readonly id: string;
@@ -255,6 +292,12 @@ export interface NodeDef<
   readonly cacheable?: boolean | ((values: NodeValues) => boolean);
   /** Sinks (files written) always run and are never cached. */
   readonly sideEffects?: boolean;
+  /**
+   * Checks made before any node of a run starts, from the literal input values (a wired input is absent
+   * here), so that a run does not fail after minutes of work for a reason known at the start: save_image
+   * checks that its path can be written. Throw ({@link NodeInputError} names the input) to stop the run.
+   */
+  preflight?(values: NodeValues): void | Promise<void>;
 }
 
 /** Any node definition, whatever its inputs and outputs. */

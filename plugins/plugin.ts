@@ -86,8 +86,10 @@ export function checkNodeDef(def: unknown, where = "node"): asserts def is AnyNo
   const name = `node "${d.type}"`;
   if (typeof d.description !== "string") throw new PluginError(`${name}: "description" must be a string`);
   if (typeof d.run !== "function") throw new PluginError(`${name}: "run" must be a function, got ${describe(d.run)}`);
-  if (d.estimate !== undefined && typeof d.estimate !== "function") {
-    throw new PluginError(`${name}: "estimate" must be a function`);
+  for (const hook of ["estimate", "fingerprint", "preflight"]) {
+    if (d[hook] !== undefined && typeof d[hook] !== "function") {
+      throw new PluginError(`${name}: "${hook}" must be a function`);
+    }
   }
   if (d.inputs === null || typeof d.inputs !== "object" || Array.isArray(d.inputs)) {
     throw new PluginError(`${name}: "inputs" must be an object of input declarations`);
@@ -196,10 +198,14 @@ export class NodeRegistry {
     for (const n of nodes) this.register(n, origin);
   }
 
-  /** Adds a node type; a second definition of the same type is an error naming both origins. */
+  /**
+   * Adds a node type. The same definition twice is fine (a TypeScript graph's builder and its `plugins`
+   * list reach one module); another definition of a type already here is an error naming both origins.
+   */
   register(def: AnyNodeDef, origin: string): void {
     checkNodeDef(def);
     const prev = this.#nodes.get(def.type);
+    if (prev?.def === def) return;
     if (prev) {
       throw new PluginError(`node type "${def.type}" from ${origin} is already defined by ${prev.origin}`);
     }

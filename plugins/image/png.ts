@@ -58,8 +58,11 @@ export function encodePngImage(image: Image, opts: PngWriteOptions = {}): Uint8A
   if (opts.graph !== undefined) entries.push([GRAPH_KEY, JSON.stringify(opts.graph)]);
   const latin: Record<string, string> = {};
   const utf8: [string, string][] = [];
-  for (const [k, v] of entries) {
+  for (const [k, text] of entries) {
     checkKeyword(k);
+    // The PNG specification forbids NUL in text chunks (readers stop there): a NUL from a prompt is
+    // written as U+2400 "␀", which then goes into a UTF-8 iTXt chunk.
+    const v = text.replaceAll("\0", "\u2400");
     if (isLatin1(v)) latin[k] = v;
     else utf8.push([k, v]);
   }
@@ -67,9 +70,70 @@ export function encodePngImage(image: Image, opts: PngWriteOptions = {}): Uint8A
   return utf8.length === 0 ? png : insertBeforeIend(png, utf8.map(([k, v]) => itxtChunk(k, v)));
 }
 
-/** Decodes a PNG to an 8-bit image (RGB or RGBA) plus its text chunks. */
+/** The largest width or height {@link decodePngImage} accepts. */
+export const MAX_PNG_SIDE = 16384;
+/** The most pixels {@link decodePngImage} accepts (8192 x 8192, the largest picture a graph can make). */
+export const MAX_PNG_PIXELS = 8192 * 8192;
+
+/** Channels of each PNG colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA). */
+const PNG_CHANNELS: Readonly<Record<number, number>> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+
+/**
+ * Checks what a PNG declares before anything is decoded: the signature, an IHDR with a valid CRC,
+ * dimensions within {@link MAX_PNG_SIDE} and {@link MAX_PNG_PIXELS}, and that the compressed image
+ * data inflates to no more than those dimensions need (a small file cannot expand into gigabytes).
+ * Throws an Error saying what is wrong.
+ */
+export function checkPngHeader(bytes: Uint8Array): void {
+  const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (bytes.length < 8 || !sig.every((b, i) => bytes[i] === b)) throw new Error("not a PNG file (bad signature)");
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const type = (at: number) => String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+  if (bytes.length < 33 || dv.getUint32(8) !== 13 || type(8) !== "IHDR") {
+    throw new Error("the PNG does not start with a 13-byte IHDR chunk");
+  }
+  if (crc32(bytes.subarray(12, 29)) !== dv.getUint32(29)) throw new Error("the PNG's IHDR chunk has a bad CRC");
+  const width = dv.getUint32(16);
+  const height = dv.getUint32(20);
+  const [depth, colour, , , interlace] = bytes.subarray(24, 29);
+  if (width === 0 || height === 0) throw new Error(`the PNG declares an empty ${width}x${height} image`);
+  if (width > MAX_PNG_SIDE || height > MAX_PNG_SIDE || width * height > MAX_PNG_PIXELS) {
+    throw new Error(
+      `the PNG declares ${width}x${height} pixels, more than sdflow reads ` +
+        `(at most ${MAX_PNG_SIDE} a side and ${MAX_PNG_PIXELS} pixels)`,
+    );
+  }
+  const channels = PNG_CHANNELS[colour];
+  if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth)) {
+    throw new Error(`the PNG has an invalid colour type ${colour} or bit depth ${depth}`);
+  }
+  // Filtered scanlines: a filter byte per row plus the row's bytes; Adam7 adds at most a byte and a
+  // filter byte per row of each of its passes.
+  const rowBytes = Math.ceil((width * channels * depth) / 8);
+  const budget = height * (1 + rowBytes) + (interlace ? 4 * height + 64 : 0);
+  const idat: Uint8Array[] = [];
+  for (let at = 8; at + 12 <= bytes.length;) {
+    const len = dv.getUint32(at);
+    if (type(at) === "IDAT") idat.push(bytes.subarray(at + 8, Math.min(at + 8 + len, bytes.length)));
+    if (type(at) === "IEND") break;
+    at += 12 + len;
+  }
+  const data = new Uint8Array(idat.reduce((n, c) => n + c.length, 0));
+  idat.reduce((at, c) => (data.set(c, at), at + c.length), 0);
+  try {
+    inflateSync(data, { maxOutputLength: budget + 1 });
+  } catch (e) {
+    if (e instanceof RangeError || (e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new Error(`the PNG's image data inflates to more than its ${width}x${height} header declares`);
+    }
+    // A damaged stream is reported by the decoder itself.
+  }
+}
+
+/** Decodes a PNG to an 8-bit image (RGB or RGBA) plus its text chunks; see {@link checkPngHeader} for the limits. */
 export function decodePngImage(bytes: Uint8Array): DecodedImage {
-  const png = decode(bytes);
+  checkPngHeader(bytes);
+  const png = decode(bytes, { checkCrc: true });
   const { width, height } = png;
   let data: Uint8Array;
   let channels: 3 | 4;

@@ -1,12 +1,16 @@
 /** `checkpoint`: loads a Stable Diffusion checkpoint and splits it into model, text encoder and VAE. */
 
+import { fileURLToPath } from "node:url";
 import { defineNode, NodeInputError, type NodeValues, type RunSettings } from "../node.ts";
 import { loadBackendFromManifest } from "../../backends/mod.ts";
 import { type LoadOptions, makeTinyCheckpoint } from "../../models/mod.ts";
 import { loadCheckpoint } from "./model_layer.ts";
 
-/** Where generated tiny checkpoints are kept (generated once per seed; same seed, same bytes). */
-export const TINY_CACHE_DIR = ".cache/tiny";
+/**
+ * Where generated tiny checkpoints are kept (generated once per seed; same seed, same bytes): sdflow's own
+ * `.cache/tiny`, whatever folder sdflow runs from.
+ */
+export const TINY_CACHE_DIR = fileURLToPath(new URL("../../.cache/tiny", import.meta.url));
 
 /** Writes the tiny checkpoint for `seed` under {@link TINY_CACHE_DIR} unless present; returns its path. */
 export async function tinyCheckpointPath(seed: number): Promise<string> {
@@ -186,10 +190,12 @@ export const tinyCheckpoint = defineNode({
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },
-  estimate({ seed }) {
-    const meta = { checkpoint: `tiny:${seed}` };
+  async estimate({ seed }) {
+    // The networks are priced from the checkpoint's header, so the tiny file is made (once, as a run would).
+    const path = await tinyCheckpointPath(seed);
+    const meta = { checkpoint: path };
     return {
-      ops: [{ op: "generate_random_weights", flops: 0, bytes: 0 }],
+      ops: [{ op: "load_weights", flops: 0, bytes: (await Deno.stat(path)).size, note: "tiny random weights" }],
       outputs: { model: meta, clip: meta, vae: meta },
     };
   },

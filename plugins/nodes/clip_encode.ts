@@ -24,7 +24,12 @@ export const clipEncode = defineNode({
   },
   outputs: { conditioning: "CONDITIONING" },
   async run({ clip, text, clip_skip }) {
-    return { conditioning: await clip.encode(text, clip_skip === undefined ? {} : { clipSkip: clip_skip }) };
+    const conditioning = await clip.encode(text, clip_skip === undefined ? {} : { clipSkip: clip_skip });
+    // The prompt travels with the conditioning (also when `text` is wired from another node's output),
+    // so that a sampler can describe its pictures.
+    return {
+      conditioning: { ...conditioning, prompt: text, ...(clip_skip === undefined ? {} : { clipSkip: clip_skip }) },
+    };
   },
   async estimate({ clip }) {
     if (!clip?.checkpoint) return { ops: [], note: "text encoder unknown" };

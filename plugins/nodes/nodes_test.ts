@@ -7,6 +7,7 @@ import { runPipeline } from "../../dsl/run.ts";
 import { validateGraph } from "../../dsl/validate.ts";
 import { builtinNodes } from "../catalog.ts";
 import { defineNode, type UpstreamNode } from "../node.ts";
+import { samplerGeneration } from "./sampler.ts";
 import { batchPath, describeGeneration } from "./save_image.ts";
 
 const pixels = (w: number, h: number, seed: number): Image => ({
@@ -104,7 +105,7 @@ Deno.test("save_image stores the graph that made the image (sdflow-graph), with 
         src: { type: "t_seeded", inputs: { seed: 77, label: "x" } },
         save: {
           type: "save_image",
-          inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png`, metadata: true },
+          inputs: { images: { from: "src.image" }, path: `${dir}/a/b/pic.png`, metadata: true, quality: 90 },
         },
       },
     };
@@ -126,30 +127,65 @@ Deno.test("save_image: batch file names", () => {
   assert.equal(batchPath("a.b/out", 0, 2), "a.b/out_1");
 });
 
-Deno.test("save_image: parameters describe the generation in sd-webui's format", () => {
+Deno.test("sampler: its generation names the prompts, labels, model and one seed per picture", () => {
+  const cond = (prompt: string, clipSkip?: number) => ({
+    context: { shape: [1, 77, 768], data: new Float32Array(0) },
+    prompt,
+    ...(clipSkip ? { clipSkip } : {}),
+  });
   const upstream: UpstreamNode[] = [
-    {
-      id: "sampler",
-      type: "sampler",
-      values: { seed: -1, steps: 20, cfg: 7, sampler: "euler_a", scheduler: "karras", rng: "cuda", denoise: 1 },
-      refs: { positive: { node: "pos", output: "conditioning" }, negative: { node: "neg", output: "conditioning" } },
-      meta: { seed: 1234 },
-    },
-    { id: "pos", type: "clip_encode", values: { text: "a cat, sitting" }, refs: {}, meta: {} },
-    { id: "neg", type: "clip_encode", values: { text: "blurry" }, refs: {}, meta: {} },
-    {
-      id: "ckpt",
-      type: "checkpoint",
-      values: { path: "m/v1-5.safetensors" },
-      refs: {},
-      meta: { model: "v1-5.safetensors" },
-    },
+    { id: "ckpt", type: "checkpoint", values: {}, refs: {}, meta: { model: "v1-5.safetensors" } },
   ];
+  const inputs = {
+    positive: cond("a cat, sitting", 2),
+    negative: cond("blurry"),
+    steps: 20,
+    cfg: 7,
+    sampler: "euler_a",
+    scheduler: "karras",
+    rng: "cuda",
+    denoise: 0.5,
+  };
+  assert.deepEqual(samplerGeneration(inputs, 1234, 3, upstream), {
+    prompt: "a cat, sitting",
+    negativePrompt: "blurry",
+    steps: 20,
+    sampler: "Euler a",
+    scheduler: "Karras",
+    cfgScale: 7,
+    seeds: [1234, 1235, 1236],
+    model: "v1-5.safetensors",
+    clipSkip: 2,
+    denoisingStrength: 0.5,
+    rng: "GPU",
+  });
+});
+
+Deno.test("save_image: parameters come from the nearest published generation, whatever the node's type", () => {
+  const generation = {
+    prompt: "a cat, sitting",
+    negativePrompt: "blurry",
+    steps: 20,
+    sampler: "Euler a",
+    scheduler: "Karras",
+    cfgScale: 7,
+    seeds: [1234, 1235],
+    model: "v1-5.safetensors",
+    rng: "GPU",
+  };
+  const upstream: UpstreamNode[] = [
+    { id: "upscale", type: "my_upscale", values: {}, refs: {}, meta: {} },
+    { id: "s", type: "my_plugin_sampler", values: { seed: -1 }, refs: {}, meta: { seed: 1234, generation } },
+    { id: "older", type: "sampler", values: {}, refs: {}, meta: { generation: { ...generation, prompt: "no" } } },
+  ];
+  const tail = "Steps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7, Seed: 1235, Size: 64x32, " +
+    "Model: v1-5.safetensors, RNG: GPU, Batch size: 2, Batch pos: 1, Version: sdflow";
   assert.equal(
-    describeGeneration(upstream, pixels(64, 32, 0), 0, 1),
-    "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7, " +
-      "Seed: 1234, Size: 64x32, Model: v1-5.safetensors, RNG: GPU, Version: sdflow",
+    describeGeneration(upstream, pixels(64, 32, 0), 1, 2),
+    `a cat, sitting\nNegative prompt: blurry\n${tail}`,
   );
+  // Without a generating ancestor: the size only.
+  assert.equal(describeGeneration(upstream.slice(0, 1), pixels(64, 32, 0), 0, 1), "Size: 64x32, Version: sdflow");
 });
 
 Deno.test("empty_latent: [batch, 4, h/8, w/8] of zeros", async () => {

@@ -1,8 +1,9 @@
 /** `sampler`: denoises a latent with the UNet, guided by positive and negative conditioning. */
 
-import { SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
+import { SAMPLE_METHOD_LABELS, SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
 import { img2imgSigmas, SCHEDULER_NAMES } from "../../models/sampling/schedules.ts";
-import { defineNode, type NodeValues } from "../node.ts";
+import type { Conditioning } from "../../models/types.ts";
+import { defineNode, type GenerationInfo, type NodeValues, type UpstreamNode } from "../node.ts";
 import { estimateNetwork, resolveScheduler, sample } from "./model_layer.ts";
 
 /** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
@@ -26,6 +27,62 @@ const TWO_EVALS = new Set(["heun", "dpm2", "dpm++2s_a"]);
 /** A random seed in [0, 2^31), as stable-diffusion.cpp draws one for a negative seed. */
 export function randomSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
+}
+
+/**
+ * sd-webui's "Schedule type" names. sd.cpp's `discrete` is k-diffusion's `get_sigmas(n)` (timesteps
+ * evenly spaced), which sd-webui calls "Uniform"; sd.cpp-only schedules keep a capitalised name.
+ */
+export const SCHEDULE_LABELS: Readonly<Record<string, string>> = {
+  discrete: "Uniform",
+  karras: "Karras",
+  exponential: "Exponential",
+  ays: "Align Your Steps",
+  sgm_uniform: "SGM Uniform",
+  simple: "Simple",
+  smoothstep: "Smoothstep",
+  kl_optimal: "KL Optimal",
+  lcm: "LCM",
+};
+
+/**
+ * The `RNG` field: `cuda` (Philox, torch.randn on CUDA) is sd-webui's "GPU" noise source; `std_default`
+ * (stable-diffusion.cpp's CPU generator) has no sd-webui counterpart and keeps sd.cpp's name.
+ */
+export const RNG_LABELS: Readonly<Record<string, string>> = { cuda: "GPU", std_default: "std_default", cpu: "CPU" };
+
+/** What the sampler's inputs say about the pictures it makes (its `generation`, which save_image writes). */
+export function samplerGeneration(
+  inputs: {
+    positive: Conditioning;
+    negative: Conditioning;
+    steps: number;
+    cfg: number;
+    sampler: string;
+    scheduler: string;
+    rng: string;
+    denoise: number;
+  },
+  seed: number,
+  batch: number,
+  upstream: readonly UpstreamNode[],
+): GenerationInfo {
+  const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model as string | undefined;
+  return {
+    prompt: inputs.positive.prompt ?? "",
+    ...(inputs.negative.prompt ? { negativePrompt: inputs.negative.prompt } : {}),
+    steps: inputs.steps,
+    sampler: SAMPLE_METHOD_LABELS[inputs.sampler as SampleMethod] ?? inputs.sampler,
+    // The schedule that ran ("default" resolved for the method, as sd.cpp does).
+    scheduler: ((s) => SCHEDULE_LABELS[s] ?? s)(resolveScheduler(inputs.scheduler, inputs.sampler as SampleMethod)),
+    cfgScale: inputs.cfg,
+    // Picture i of a batch is made from seed + i (as stable-diffusion.cpp does).
+    seeds: Array.from({ length: batch }, (_, i) => seed + i),
+    ...(model === undefined ? {} : { model }),
+    ...(inputs.positive.clipSkip === undefined ? {} : { clipSkip: inputs.positive.clipSkip }),
+    ...(inputs.denoise < 1 ? { denoisingStrength: inputs.denoise } : {}),
+    rng: RNG_LABELS[inputs.rng] ?? inputs.rng,
+  };
 }
 
 /** The diffusion sampler (KSampler). */
@@ -104,8 +161,8 @@ export const sampler = defineNode({
   async run(inputs, ctx) {
     const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
     if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
-    ctx.publish({ seed, schedule: resolveScheduler(inputs.scheduler, inputs.sampler) });
     const batch = inputs.batch ?? inputs.latent.shape[0];
+    ctx.publish({ seed, generation: samplerGeneration(inputs, seed, batch, ctx.upstream()) });
     // The bar shows from the start (the first step may take long); img2img runs the tail of the schedule.
     const stepsRun = inputs.denoise < 1
       ? img2imgSigmas(new Float32Array(inputs.steps + 1), inputs.denoise).length - 1

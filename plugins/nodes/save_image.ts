@@ -1,13 +1,14 @@
 /**
- * `save_image`: writes PNGs with the generation parameters in a `parameters` text chunk (sd-webui
- * format) and the graph that made them in an `sdflow-graph` chunk.
+ * `save_image`: writes pictures as PNG (with the generation parameters in a `parameters` text chunk,
+ * sd-webui format, and the graph that made them in an `sdflow-graph` chunk), JPEG or WebP by the
+ * path's extension; checks the path before the run, and replaces files only once fully written.
  */
 
 import { dirname } from "node:path";
 import type { Image } from "../../models/types.ts";
-import { defineNode, type UpstreamNode } from "../node.ts";
-import { SAMPLE_METHOD_LABELS, type SampleMethod } from "../../models/sampling/samplers.ts";
-import { encodePngImage, formatParameters } from "../image/png.ts";
+import { defineNode, findGeneration, NodeInputError, type UpstreamNode } from "../node.ts";
+import { checkWritable, encodeImage, imageFormat, writeFileAtomic } from "../image/formats.ts";
+import { formatParameters } from "../image/png.ts";
 
 /** The path of image `i` of `n`: the path itself for one image, `name_<i+1>.png` for a batch. */
 export function batchPath(path: string, i: number, n: number): string {
@@ -18,75 +19,53 @@ export function batchPath(path: string, i: number, n: number): string {
 }
 
 /**
- * sd-webui's "Schedule type" names. sd.cpp's `discrete` is k-diffusion's `get_sigmas(n)` (timesteps
- * evenly spaced), which sd-webui calls "Uniform"; sd.cpp-only schedules keep a capitalised name.
- */
-export const SCHEDULE_LABELS: Readonly<Record<string, string>> = {
-  discrete: "Uniform",
-  karras: "Karras",
-  exponential: "Exponential",
-  ays: "Align Your Steps",
-  sgm_uniform: "SGM Uniform",
-  simple: "Simple",
-  smoothstep: "Smoothstep",
-  kl_optimal: "KL Optimal",
-  lcm: "LCM",
-};
-
-/**
- * The `RNG` field: `cuda` (Philox, torch.randn on CUDA) is sd-webui's "GPU" noise source; `std_default`
- * (stable-diffusion.cpp's CPU generator) has no sd-webui counterpart and keeps sd.cpp's name.
- */
-export const RNG_LABELS: Readonly<Record<string, string>> = { cuda: "GPU", std_default: "std_default", cpu: "CPU" };
-
-/**
- * Describes how an image was made, in the sd-webui (A1111) `parameters` format
- * that image viewers and stable-diffusion.cpp use, from the nearest sampler upstream.
+ * Describes picture `i` of a batch of `n` in the sd-webui (A1111) `parameters` format that image viewers
+ * and stable-diffusion.cpp read, from the {@link GenerationInfo} the nearest generating ancestor published
+ * (just the size when there is none).
  */
 export function describeGeneration(upstream: readonly UpstreamNode[], image: Image, i: number, n: number): string {
-  const byId = new Map(upstream.map((u) => [u.id, u]));
-  const s = upstream.find((u) => u.type === "sampler");
-  if (!s) return `Size: ${image.width}x${image.height}, Version: sdflow`;
-  const text = (input: string): UpstreamNode | undefined => {
-    const ref = s.refs[input];
-    return ref && byId.get(ref.node);
-  };
-  const pos = text("positive");
-  const neg = text("negative");
-  const model = upstream.find((u) => typeof u.meta.model === "string")?.meta.model as string | undefined;
-  const v = s.values;
-  const method = String(v.sampler);
-  // The sampler publishes the schedule it ran (a "default" resolved for the method).
-  const scheduler = String(s.meta.schedule ?? v.scheduler);
-  const rng = String(v.rng);
+  const g = findGeneration(upstream);
+  if (!g) return `Size: ${image.width}x${image.height}, Version: sdflow`;
   return formatParameters({
-    prompt: typeof pos?.values.text === "string" ? pos.values.text : "",
-    negativePrompt: typeof neg?.values.text === "string" ? neg.values.text : undefined,
-    steps: Number(v.steps),
-    sampler: SAMPLE_METHOD_LABELS[method as SampleMethod] ?? method,
-    scheduler: SCHEDULE_LABELS[scheduler] ?? scheduler,
-    cfgScale: Number(v.cfg),
-    seed: Number(s.meta.seed ?? v.seed),
+    prompt: g.prompt,
+    negativePrompt: g.negativePrompt,
+    steps: g.steps,
+    sampler: g.sampler,
+    scheduler: g.scheduler,
+    cfgScale: g.cfgScale,
+    seed: g.seeds[i] ?? g.seeds[0],
     width: image.width,
     height: image.height,
-    model,
-    clipSkip: typeof pos?.values.clip_skip === "number" ? pos.values.clip_skip : undefined,
-    denoisingStrength: typeof v.denoise === "number" && v.denoise < 1 ? v.denoise : undefined,
-    rng: RNG_LABELS[rng] ?? rng,
+    model: g.model,
+    clipSkip: g.clipSkip,
+    denoisingStrength: g.denoisingStrength,
+    rng: g.rng,
     extra: { ...(n > 1 ? { "Batch size": n, "Batch pos": i } : {}), Version: "sdflow" },
   });
 }
 
-/** Writes a batch of images as PNG files. */
+/** Writes a batch of images as PNG, JPEG or WebP files. */
 export const saveImage = defineNode({
   type: "save_image",
   category: "image",
-  description: "Writes images as PNG files (creating the folders of the path). A batch of n > 1 images is " +
-    "written as name_1.png … name_n.png. The generation parameters go into a `parameters` text chunk " +
-    "(sd-webui format) and the graph that made the images into an `sdflow-graph` chunk (JSON).",
+  description: "Writes images as PNG, JPEG or WebP files, by the path's extension (creating the folders of the " +
+    "path). A batch of n > 1 images is written as name_1.png … name_n.png. A PNG gets the generation parameters " +
+    "in a `parameters` text chunk (sd-webui format) and the graph that made the images in an `sdflow-graph` " +
+    "chunk (JSON); a JPEG gets the parameters as a comment, a WebP as an EXIF UserComment. The path is checked before the " +
+    "run starts, and each file is written under a temporary name and renamed, so an older picture is only " +
+    "replaced by a complete one.",
   inputs: {
     images: { type: "IMAGE", description: "The images to write." },
-    path: { schema: { type: "string", minLength: 1, default: "output.png", description: "Output file (PNG)." } },
+    path: {
+      schema: {
+        type: "string",
+        minLength: 1,
+        default: "output.png",
+        // The extension names the format (checked again when a wired path arrives).
+        pattern: "\\.([pP][nN][gG]|[jJ][pP][eE]?[gG]|[wW][eE][bB][pP])$",
+        description: "Output file: .png, .jpg (.jpeg) or .webp.",
+      },
+    },
     parameters: {
       optional: true,
       schema: { type: "string", description: "Text for the `parameters` chunk. Default: described from the graph." },
@@ -98,10 +77,33 @@ export const saveImage = defineNode({
         description: "Whether to write the `parameters` and `sdflow-graph` chunks at all.",
       },
     },
+    quality: {
+      schema: {
+        type: "integer",
+        minimum: 1,
+        maximum: 100,
+        default: 90,
+        description: "JPEG and WebP quality (PNG is lossless).",
+      },
+    },
   },
   outputs: {},
   sideEffects: true,
-  async run({ images, path, parameters, metadata }, ctx) {
+  async preflight({ path }) {
+    if (typeof path !== "string") return; // wired from another node: checked when written
+    try {
+      await checkWritable(path);
+    } catch (e) {
+      throw new NodeInputError("path", (e as Error).message);
+    }
+  },
+  async run({ images, path, parameters, metadata, quality }, ctx) {
+    let format;
+    try {
+      format = imageFormat(path);
+    } catch (e) {
+      throw new NodeInputError("path", (e as Error).message);
+    }
     const upstream = ctx.upstream();
     const graph = metadata ? ctx.graph() : undefined;
     const dir = dirname(path);
@@ -109,9 +111,9 @@ export const saveImage = defineNode({
     for (const [i, im] of images.entries()) {
       const file = batchPath(path, i, images.length);
       const opts = metadata
-        ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length), graph }
-        : {};
-      await Deno.writeFile(file, encodePngImage(im, opts));
+        ? { parameters: parameters ?? describeGeneration(upstream, im, i, images.length), graph, quality }
+        : { quality };
+      await writeFileAtomic(file, await encodeImage(format, im, opts));
       ctx.log(`saved ${file}`);
     }
     return {};
