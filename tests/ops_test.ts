@@ -9,7 +9,7 @@
  * "exact" means bit-for-bit (Object.is, so -0 and +0 differ).
  */
 
-import assert from "node:assert";
+import { assert } from "./assert.ts";
 import { chooseWinograd, compile, Graph, type InputData, type Tensor, type UnaryKind } from "../engine/mod.ts";
 import { ALL_ISAS, backendFor, type Fixture, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../backends/float16.ts";

@@ -8,7 +8,7 @@
  * add. Bounds: WINOGRAD_REL_BOUND in conv_reference.ts (with the reasoning).
  */
 
-import assert from "node:assert";
+import { assert } from "./assert.ts";
 import { compile, Graph, type Program } from "../engine/mod.ts";
 import type { Backend } from "../backends/mod.ts";
 import { backendFor, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
+import { assert as ok, assertEquals } from "../../tests/assert.ts";
 import {
   applyTokenWeights,
   BREAK_WEIGHT,
