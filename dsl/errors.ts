@@ -21,16 +21,24 @@ export interface Diagnostic {
   readonly column?: number;
 }
 
+/** Longest name or value echoed into a message; a hostile file's 50 MB string must not become a 50 MB error. */
+export const MAX_ECHO = 80;
+
+/** `s` itself, or its first {@link MAX_ECHO} characters and how long it really is. */
+export function clip(s: string, max = MAX_ECHO): string {
+  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length} characters)`;
+}
+
 /** Formats a diagnostic as one line. */
 export function formatDiagnostic(d: Diagnostic): string {
-  let where = d.source ?? "graph";
+  let where = clip(d.source ?? "graph", 4 * MAX_ECHO);
   if (d.line !== undefined) where += `:${d.line}:${d.column ?? 1}`;
   const subject: string[] = [];
-  if (d.node !== undefined) subject.push(`node "${d.node}"`);
-  if (d.input !== undefined) subject.push(`input "${d.input}"`);
-  else if (d.field !== undefined) subject.push(`field "${d.field}"`);
-  const at = d.pointer !== undefined ? ` (at ${d.pointer || "/"})` : "";
-  return `${where}: ${subject.length ? subject.join(" ") + ": " : ""}${d.message}${at}`;
+  if (d.node !== undefined) subject.push(`node "${clip(d.node)}"`);
+  if (d.input !== undefined) subject.push(`input "${clip(d.input)}"`);
+  else if (d.field !== undefined) subject.push(`field "${clip(d.field)}"`);
+  const at = d.pointer !== undefined ? ` (at ${clip(d.pointer || "/", 4 * MAX_ECHO)})` : "";
+  return `${where}: ${subject.length ? subject.join(" ") + ": " : ""}${clip(d.message, 1000)}${at}`;
 }
 
 /** A graph that cannot be loaded or run as written. `diagnostics` has every problem found. */
@@ -59,30 +67,42 @@ export function splitPointer(p: string): string[] {
   return p === "" ? [] : p.slice(1).split("/").map((s) => s.replaceAll("~1", "/").replaceAll("~0", "~"));
 }
 
+/** Words longer than this get no "did you mean": no name is that long, and the distance costs length². */
+const MAX_SUGGEST_LENGTH = 64;
+
 /** The closest of `candidates` to `word` (edit distance ≤ 1/3 of its length), for "did you mean". */
 export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  if (word.length > MAX_SUGGEST_LENGTH) return undefined;
+  const limit = Math.max(1, Math.floor(word.length / 3));
   let best: string | undefined;
   let bestD = Infinity;
   for (const c of candidates) {
+    // The distance is at least the difference in length: skip the table for hopeless candidates.
+    if (Math.abs(c.length - word.length) > limit || c.length > MAX_SUGGEST_LENGTH) continue;
     const d = editDistance(word.toLowerCase(), c.toLowerCase());
     if (d < bestD) [best, bestD] = [c, d];
   }
-  return bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+  return bestD <= limit ? best : undefined;
 }
 
 /** Optimal string alignment distance: edits and adjacent transpositions ("vea" → "vae" is 1). */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i || j));
+export function editDistance(a: string, b: string): number {
+  // Three rolling rows (the transposition looks two rows back): O(|b|) memory.
+  let prev2 = new Array<number>(b.length + 1).fill(0);
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  let row = new Array<number>(b.length + 1).fill(0);
   for (let i = 1; i <= a.length; i++) {
+    row[0] = i;
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost);
       if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+        row[j] = Math.min(row[j], prev2[j - 2] + 1);
       }
     }
+    [prev2, prev, row] = [prev, row, prev2];
   }
-  return d[a.length][b.length];
+  return prev[b.length];
 }
 
 /** ` (did you mean "x"?)` or "". */

@@ -72,8 +72,15 @@ export async function loadGraph(path: string, opts: LoadOptions = {}): Promise<P
   }
   let text: string;
   try {
+    // Stat before reading: reading a named pipe blocks until something writes to it.
+    const st = await Deno.stat(url);
+    if (!st.isFile) {
+      const kind = st.isDirectory ? "a folder" : st.isFifo ? "a named pipe (FIFO)" : "not a regular file";
+      throw new GraphError([{ source, message: `${kind}, not a graph file` }]);
+    }
     text = await Deno.readTextFile(url);
   } catch (e) {
+    if (e instanceof GraphError) throw e;
     const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
     throw new GraphError([{ source, message: why }]);
   }

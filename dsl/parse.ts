@@ -46,10 +46,61 @@ export function describePath(path: readonly (string | number)[]): Pick<Diagnosti
 }
 
 /**
- * Parses graph JSON. Throws {@link GraphError} on a syntax error or a
- * duplicate key (a duplicate node id, input or field).
+ * Deepest nesting of objects and arrays a graph may have. A graph is four levels deep plus its
+ * input values; the JSON parser recurses once per level, so thousands of levels would overflow
+ * its stack ("Maximum call stack size exceeded", with no file name).
+ */
+export const MAX_GRAPH_DEPTH = 64;
+
+/**
+ * The offset of the first bracket that opens level `max + 1` of `text`, or -1 when it nests no
+ * deeper than `max`. Scans iteratively, skipping strings, so it is safe on any input.
+ */
+export function tooDeepAt(text: string, max: number): number {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // '"': skip the string, honouring backslash escapes
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) { // '{' '['
+      if (++depth > max) return i;
+    } else if (c === 0x7d || c === 0x5d) depth--; // '}' ']'
+  }
+  return -1;
+}
+
+/** Whether a parsed value nests objects and arrays deeper than `max` (iterative: safe on any depth). */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  const seen = new Set<object>();
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object" || seen.has(v)) continue;
+    if (depth + 1 > max) return true;
+    seen.add(v);
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** The diagnostic for a document nested deeper than {@link MAX_GRAPH_DEPTH}. */
+export function tooDeepDiagnostic(source: string, position?: { line: number; column: number }): Diagnostic {
+  return {
+    source,
+    ...position,
+    message: `nested more than ${MAX_GRAPH_DEPTH} levels deep; a graph is a few levels of objects ` +
+      `("nodes" → node → "inputs" → value), so this is not a graph file`,
+  };
+}
+
+/**
+ * Parses graph JSON. Throws {@link GraphError} on a syntax error, a
+ * duplicate key (a duplicate node id, input or field) or nesting deeper than
+ * {@link MAX_GRAPH_DEPTH}.
  */
 export function parseGraphText(text: string, source = "graph.json"): unknown {
+  const deep = tooDeepAt(text, MAX_GRAPH_DEPTH);
+  if (deep >= 0) throw new GraphError([tooDeepDiagnostic(source, lineCol(text, deep))]);
   const diagnostics: Diagnostic[] = [];
   const seen: Map<string, number>[] = [];
   visit(text, {

@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto";
 import type { NodeContext, ProvenanceGraph, RunSettings, UpstreamNode } from "../plugins/node.ts";
 import { GRAPH_VERSION } from "./format.ts";
-import { NodeInputError } from "../plugins/node.ts";
+import { isNodeInputError } from "../plugins/node.ts";
 import type { Pipeline, PipelineNode } from "./validate.ts";
 
 /** One cached node result. */
@@ -153,6 +153,57 @@ export class NodeRunError extends Error {
   }
 }
 
+/**
+ * A private copy of the plain data in `v` (arrays, plain objects, typed arrays, ArrayBuffers,
+ * Maps and Sets), sharing only class instances (a loaded model is a resource, not data). Each node
+ * receives its inputs through this, so a node that edits an input in place (a plugin that
+ * brightens an image's pixels) changes its own copy — never the cached output, the node that made
+ * it, or a sibling reading the same output.
+ *
+ * @example
+ * ```ts
+ * const latent = { shape: [1, 4, 8, 8], data: new Float32Array(256) };
+ * const mine = isolate(latent);
+ * mine.data[0] = 1; // latent.data[0] is still 0
+ * ```
+ */
+export function isolate<T>(v: T, memo: Map<object, unknown> = new Map()): T {
+  if (v === null || typeof v !== "object") return v;
+  const known = memo.get(v);
+  if (known !== undefined) return known as T;
+  let copy: unknown;
+  if (ArrayBuffer.isView(v)) {
+    copy = v instanceof DataView
+      ? new DataView(v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength))
+      : (v as unknown as { slice(): unknown }).slice();
+  } else if (v instanceof ArrayBuffer) copy = v.slice(0);
+  else if (Array.isArray(v)) {
+    const a: unknown[] = [];
+    memo.set(v, a);
+    for (const x of v) a.push(isolate(x, memo));
+    return a as T;
+  } else if (v instanceof Map) {
+    const m = new Map();
+    memo.set(v, m);
+    for (const [k, x] of v) m.set(k, isolate(x, memo));
+    return m as T;
+  } else if (v instanceof Set) {
+    const st = new Set();
+    memo.set(v, st);
+    for (const x of v) st.add(isolate(x, memo));
+    return st as T;
+  } else {
+    const proto = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) return v; // a class instance: shared as it is
+    const o: Record<PropertyKey, unknown> = Object.create(proto);
+    memo.set(v, o);
+    for (const k of Reflect.ownKeys(v)) o[k] = isolate((v as Record<PropertyKey, unknown>)[k], memo);
+    return o as T;
+  }
+  memo.set(v, copy);
+  return copy as T;
+}
+
 function stable(v: unknown): string {
   if (v === undefined) return "null";
   if (v === null || typeof v !== "object") return JSON.stringify(v);
@@ -286,8 +337,9 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       rep.nodeEnd?.(n.id, { cached: true, ms: 0 });
       return;
     }
-    const inputs: Record<string, unknown> = { ...n.values };
-    for (const [name, r] of Object.entries(n.refs)) inputs[name] = outputs.get(r.node)![r.output];
+    // Private copies: a node that edits an input in place must not corrupt the cache or its siblings.
+    const inputs: Record<string, unknown> = isolate({ ...n.values });
+    for (const [name, r] of Object.entries(n.refs)) inputs[name] = isolate(outputs.get(r.node)![r.output]);
     const published: Record<string, unknown> = {};
     meta.set(n.id, published);
     const disposers: (() => void)[] = [];
@@ -315,7 +367,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       }
     } catch (e) {
       release({ outputs: {}, meta: {}, dispose });
-      throw new NodeRunError(n.id, n.type, e instanceof NodeInputError ? e.input : undefined, e);
+      throw new NodeRunError(n.id, n.type, isNodeInputError(e) ? e.input : undefined, e);
     }
     outputs.set(n.id, out);
     executed.push(n.id);

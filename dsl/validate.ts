@@ -10,10 +10,10 @@ import { builtinNodes } from "../plugins/catalog.ts";
 import type { AnyNodeDef, InputSpec, JsonSchema } from "../plugins/node.ts";
 import { isSocketInput, socketsForSchema } from "../plugins/node.ts";
 import { type LoadedPlugin, loadPlugin, NodeRegistry, PluginError } from "../plugins/plugin.ts";
-import { type Diagnostic, didYouMean, GraphError, pointer, splitPointer } from "./errors.ts";
+import { clip, type Diagnostic, didYouMean, GraphError, MAX_ECHO, pointer, splitPointer } from "./errors.ts";
 import { GRAPH_VERSION, type GraphFile, isRef, type NodeSpec, parseRef } from "./format.ts";
 import { applyOverrides, type Override } from "./overrides.ts";
-import { describePath, parseGraphText } from "./parse.ts";
+import { describePath, MAX_GRAPH_DEPTH, nestsDeeperThan, parseGraphText, tooDeepDiagnostic } from "./parse.ts";
 import { envelopeSchema, graphSchema, type SchemaObject } from "./schema.ts";
 
 /** A wired input: which node and output feed it. */
@@ -80,7 +80,11 @@ export function builtinRegistry(): NodeRegistry {
 }
 
 function show(v: unknown): string {
-  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "string") {
+    return v.length > MAX_ECHO
+      ? `${JSON.stringify(v.slice(0, MAX_ECHO))}… (${v.length} characters)`
+      : JSON.stringify(v);
+  }
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "object") return "an object";
@@ -155,7 +159,7 @@ function fromAjv(
       } else if (path.length === 1) {
         message = `unknown top-level field${didYouMean(extra, ["$schema", "version", "plugins", "nodes"])}; ` +
           `a graph has "$schema", "version", "plugins" and "nodes" (no layout data)`;
-      } else message = `unknown field "${extra}"`;
+      } else message = `unknown field "${clip(extra)}"`;
       break;
     }
     case "enum": {
@@ -378,6 +382,9 @@ function link(doc: GraphFile, registry: NodeRegistry, source: string): Pipeline[
  */
 export async function validateGraph(input: string | unknown, opts: ValidateOptions = {}): Promise<Pipeline> {
   const source = opts.source ?? "graph.json";
+  if (typeof input !== "string" && nestsDeeperThan(input, MAX_GRAPH_DEPTH)) {
+    throw new GraphError([tooDeepDiagnostic(source)]);
+  }
   const doc = (typeof input === "string" ? parseGraphText(input, source) : structuredClone(input)) as GraphFile;
   if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
     throw new GraphError([{ source, message: `a graph must be a JSON object, got ${show(doc)}` }]);

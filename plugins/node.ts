@@ -353,10 +353,36 @@ export function socketsForSchema(schema: JsonSchema): readonly string[] {
   }
 }
 
-/** Thrown by a node when an input is unusable; the runner names the node and input. */
+/**
+ * The brand every {@link NodeInputError} carries. `Symbol.for` gives the same symbol in every copy
+ * of this module (a plugin may import node.ts from another checkout, version or URL), where
+ * `instanceof` would compare two different classes.
+ */
+export const NODE_INPUT_ERROR: unique symbol = Symbol.for("sdflow.NodeInputError");
+
+/**
+ * Thrown by a node when an input is unusable; the runner names the node and input. Recognised
+ * from any copy of this module: `e instanceof NodeInputError` and {@link isNodeInputError} check
+ * the brand, not the class.
+ */
 export class NodeInputError extends Error {
+  readonly [NODE_INPUT_ERROR] = true;
+  /** A stable code for code that checks errors without importing this module. */
+  readonly code = "SDFLOW_NODE_INPUT";
   constructor(readonly input: string, message: string) {
     super(message);
     this.name = "NodeInputError";
   }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // Subclasses keep ordinary instanceof; NodeInputError itself recognises any branded copy.
+    if (this !== NodeInputError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return isNodeInputError(value);
+  }
+}
+
+/** Whether `e` is a {@link NodeInputError} from any copy of this module. */
+export function isNodeInputError(e: unknown): e is NodeInputError {
+  return e instanceof Error && (e as unknown as Record<symbol, unknown>)[NODE_INPUT_ERROR] === true &&
+    typeof (e as { input?: unknown }).input === "string";
 }

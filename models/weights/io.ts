@@ -1,11 +1,37 @@
 /** Bounded reads of byte ranges of a file: only what is asked, never past its end. */
-import { TruncatedFileError } from "./errors.ts";
+import { TruncatedFileError, UnsupportedFormatError } from "./errors.ts";
+
+/** What kind of thing a non-regular path is, for messages. */
+export function fileKind(st: Deno.FileInfo): string {
+  if (st.isDirectory) return "a folder";
+  if (st.isFifo) return "a named pipe (FIFO)";
+  if (st.isSocket) return "a socket";
+  if (st.isCharDevice) return "a character device";
+  if (st.isBlockDevice) return "a block device";
+  return "not a regular file";
+}
+
+/**
+ * Throws unless `path` is a regular file. Checked BEFORE opening: opening a named pipe blocks
+ * until something writes to it, so a FIFO given as a model would hang forever.
+ */
+export async function assertRegularFile(path: string): Promise<Deno.FileInfo> {
+  const st = await Deno.stat(path);
+  if (!st.isFile) {
+    throw new UnsupportedFormatError(
+      path,
+      `${path} is ${fileKind(st)}, not a regular file; give the model file itself`,
+    );
+  }
+  return st;
+}
 
 /** A file opened for random-access reads of small ranges (headers, directories). */
 export class RangeReader {
   private constructor(readonly path: string, private readonly file: Deno.FsFile, readonly size: number) {}
 
   static async open(path: string): Promise<RangeReader> {
+    await assertRegularFile(path);
     const file = await Deno.open(path, { read: true });
     try {
       const st = await file.stat();
@@ -66,6 +92,13 @@ export async function withReader<T>(path: string, fn: (r: RangeReader) => Promis
 
 /** Synchronous exact read of a byte range (for the few small tensors JS itself needs). */
 export function readRangeSync(path: string, offset: number, length: number): Uint8Array {
+  const st = Deno.statSync(path);
+  if (!st.isFile) {
+    throw new UnsupportedFormatError(
+      path,
+      `${path} is ${fileKind(st)}, not a regular file; give the model file itself`,
+    );
+  }
   const f = Deno.openSync(path, { read: true });
   try {
     const size = f.statSync().size;

@@ -3,7 +3,7 @@ import { openCkpt, readCkpt } from "./ckpt.ts";
 import { isDiffusersFolder, openDiffusers } from "./diffusers.ts";
 import { UnsupportedFormatError } from "./errors.ts";
 import { readGguf } from "./gguf.ts";
-import { withReader } from "./io.ts";
+import { fileKind, withReader } from "./io.ts";
 import { toLdmNames } from "./names.ts";
 import { readSafetensors } from "./safetensors.ts";
 import type { WeightFile, WeightFormat } from "./types.ts";
@@ -41,6 +41,12 @@ export async function openWeights(path: string): Promise<WeightFile> {
       );
     }
     return openDiffusers(path, openWeights);
+  }
+  if (!st.isFile) {
+    throw new UnsupportedFormatError(
+      path,
+      `${path} is ${fileKind(st)}, not a model file; give a .safetensors, .ckpt or .gguf file or a diffusers folder`,
+    );
   }
   return withReader(path, async (r) => {
     const head = await r.read(0, Math.min(16, r.size), "the file magic");

@@ -6,6 +6,7 @@ import { decodePngImage } from "../image/png.ts";
 /** Reads width and height from a PNG's IHDR without decoding it (for `plan`); undefined if not a PNG. */
 export async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
   try {
+    if (!(await Deno.stat(path)).isFile) return undefined;
     using f = await Deno.open(path);
     const head = new Uint8Array(24);
     if ((await f.read(head)) !== 24) return undefined;
@@ -38,6 +39,8 @@ export const loadImage = defineNode({
   async run({ path }) {
     let bytes: Uint8Array;
     try {
+      // Stat before reading: reading a named pipe blocks until something writes to it.
+      if (!(await Deno.stat(path)).isFile) throw new NodeInputError("path", `${path} is not a regular file`);
       bytes = await Deno.readFile(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) throw new NodeInputError("path", `image not found: ${path}`);
