@@ -17,8 +17,7 @@
  * ```
  *
  * `libraries` keys are `<os>-<arch>` (`Deno.build.os` - `Deno.build.arch`),
- * or a bare `<os>` for any architecture (the form `plugins/plugin.ts`'s
- * `BackendManifest` uses, which this type accepts as is). Paths are relative
+ * or a bare `<os>` for any architecture. Paths are relative
  * to the manifest's folder, absolute, or `file:` URLs. `sources` lists `.c`
  * files to compile and headers they depend on; each header's folder is added
  * to the include path. The library is built with the system C compiler
@@ -48,9 +47,9 @@ export type ManifestArch = typeof MANIFEST_ARCHES[number];
 export type ManifestPlatform = `${ManifestOs}-${ManifestArch}` | ManifestOs;
 
 /**
- * A backend shipped as a shared library per platform. A superset of
- * `plugins/plugin.ts`'s `BackendManifest`: every manifest a plugin exports is
- * one of these.
+ * A backend shipped as a shared library per platform: what a `manifest.json`
+ * holds and what a plugin module exports (`plugins/plugin.ts` uses this type
+ * and {@link parseBackendManifest}; paths there are relative to the plugin).
  */
 export interface BackendManifest {
   /** Unique backend name; the library's `sdf_backend_info().name` must match. */

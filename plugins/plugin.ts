@@ -10,20 +10,16 @@
  * ```
  */
 
+import { isAbsolute } from "node:path";
+import { pathToFileURL } from "node:url";
+import { type BackendManifest, BackendManifestError, parseBackendManifest } from "../backends/manifest.ts";
 import { type AnyNodeDef, IDENT, type InputSpec, isSocketInput, SOCKET_NAME } from "./node.ts";
 
-/** A backend shipped by a plugin: a dynamic library per OS implementing the backend C ABI. */
-export interface BackendManifest {
-  /** Unique backend name, e.g. `mybackend` (what `--backend` selects). */
-  readonly name: string;
-  /** The library per OS (`Deno.build.os`), relative to the plugin module or absolute. */
-  readonly libraries: Readonly<Partial<Record<"linux" | "darwin" | "windows", string>>>;
-  /** The backend ABI version the library implements (`SDF_ABI_VERSION`). */
-  readonly abiVersion?: number;
-  readonly description?: string;
-  /** C sources (absolute paths or `file:` URLs) to build the library from when it is missing or stale. */
-  readonly sources?: readonly string[];
-}
+/**
+ * A backend shipped by a plugin: the same manifest as a `manifest.json` (one type, one validator:
+ * `backends/manifest.ts`). Its `libraries` and `sources` may be relative to the plugin module.
+ */
+export type { BackendManifest };
 
 /** What a plugin module default-exports. */
 export interface PluginModule {
@@ -38,7 +34,7 @@ export interface LoadedPlugin {
   /** The module URL it resolved to. */
   readonly url: string;
   readonly nodes: readonly AnyNodeDef[];
-  /** Manifests with library paths resolved to absolute URLs. */
+  /** Manifests with library and source paths resolved to absolute URLs. */
   readonly backends: readonly BackendManifest[];
 }
 
@@ -126,22 +122,20 @@ export function checkPluginModule(mod: unknown): asserts mod is PluginModule {
   if (m.backends !== undefined) {
     if (!Array.isArray(m.backends)) throw new PluginError(`"backends" must be an array of backend manifests`);
     m.backends.forEach((b, i) => {
-      const bm = b as Partial<BackendManifest> | null;
-      if (!bm || typeof bm !== "object" || typeof bm.name !== "string" || !bm.name) {
-        throw new PluginError(`backends[${i}]: "name" must be a non-empty string`);
-      }
-      if (!bm.libraries || typeof bm.libraries !== "object") {
-        throw new PluginError(
-          `backend "${bm.name}": "libraries" must map an OS (linux, darwin, windows) to a library path`,
-        );
-      }
-      for (const [os, lib] of Object.entries(bm.libraries)) {
-        if (!["linux", "darwin", "windows"].includes(os) || typeof lib !== "string") {
-          throw new PluginError(`backend "${bm.name}": libraries.${os} must be a path, for linux, darwin or windows`);
-        }
+      try {
+        parseBackendManifest(b, `backends[${i}]`);
+      } catch (e) {
+        if (e instanceof BackendManifestError) throw new PluginError(e.message, `backends[${i}]`);
+        throw e;
       }
     });
   }
+}
+
+/** A manifest path resolved against the plugin module's URL, as a URL string (absolute paths kept). */
+function resolveAgainst(p: string, moduleUrl: URL): string {
+  if (isAbsolute(p) || /^[A-Za-z]:[\\/]/.test(p)) return pathToFileURL(p).href;
+  return new URL(p, moduleUrl).href;
 }
 
 /**
@@ -182,9 +176,12 @@ export async function loadPlugin(spec: string, base: string | URL): Promise<Load
     throw new PluginError(`plugin "${spec}": ${(e as Error).message}`);
   }
   const m = mod.default;
+  // Libraries AND sources resolve against the plugin module (as a manifest's do against its file),
+  // never against the working directory of whoever runs the graph.
   const backends = (m.backends ?? []).map((b) => ({
     ...b,
-    libraries: Object.fromEntries(Object.entries(b.libraries).map(([os, lib]) => [os, new URL(lib!, url).href])),
+    libraries: Object.fromEntries(Object.entries(b.libraries).map(([k, lib]) => [k, resolveAgainst(lib!, url)])),
+    ...(b.sources ? { sources: b.sources.map((s) => resolveAgainst(s, url)) } : {}),
   }));
   return { spec, url: url.href, nodes: m.nodes ?? [], backends };
 }
