@@ -59,6 +59,7 @@ const SYMBOLS = {
   sdf_backend_info: { parameters: [], result: "pointer" },
   sdf_init: { parameters: ["buffer"], result: "i32" },
   sdf_last_error: { parameters: [], result: "pointer" },
+  sdf_last_status: { parameters: [], result: "i32", optional: true },
   sdf_buffer_alloc: { parameters: ["u64"], result: "pointer" },
   sdf_buffer_from_file: { parameters: ["buffer", "u64", "u64"], result: "pointer" },
   sdf_buffer_free: { parameters: ["pointer"], result: "void" },
@@ -271,6 +272,16 @@ export class Backend {
     return readCString(this.symbols.sdf_last_error());
   }
 
+  /**
+   * The status code of the last failure on this thread of a function that returns NULL
+   * (`sdf_last_status`), or `fallback` for a backend that does not export it (it is optional).
+   */
+  lastStatus(fallback: number): number {
+    const sym = this.symbols.sdf_last_status;
+    const code = sym ? sym() : fallback;
+    return code < 0 ? code : fallback;
+  }
+
   /** @internal throws a BackendError for a negative status. */
   check(rc: number, what: string): void {
     if (rc < 0) throw new BackendError(rc, this.lastError() || `${what} failed with status ${rc}`);
@@ -289,7 +300,9 @@ export class Backend {
       throw new BackendError(SDF_STATUS.E_INVALID, `alloc: bytes must be a non-negative integer, got ${bytes}`);
     }
     const p = this.symbols.sdf_buffer_alloc(BigInt(bytes));
-    if (p === null) throw new BackendError(SDF_STATUS.E_NOMEM, this.lastError() || `alloc(${bytes}) failed`);
+    if (p === null) {
+      throw new BackendError(this.lastStatus(SDF_STATUS.E_NOMEM), this.lastError() || `alloc(${bytes}) failed`);
+    }
     return new BackendBuffer(this, p, bytes, false);
   }
 
@@ -301,7 +314,9 @@ export class Backend {
       }
     }
     const p = this.symbols.sdf_buffer_from_file(cstr(path), BigInt(offset), BigInt(bytes));
-    if (p === null) throw new BackendError(SDF_STATUS.E_IO, this.lastError() || `fromFile(${path}) failed`);
+    if (p === null) {
+      throw new BackendError(this.lastStatus(SDF_STATUS.E_IO), this.lastError() || `fromFile(${path}) failed`);
+    }
     return new BackendBuffer(this, p, bytes, true);
   }
 
@@ -310,11 +325,8 @@ export class Backend {
     if (this.#lib.running === 0) this.activate();
     const p = this.symbols.sdf_plan_compile(planBytes as Uint8Array<ArrayBuffer>, BigInt(planBytes.byteLength));
     if (p === null) {
-      const msg = this.lastError() || "sdf_plan_compile failed";
-      const code = /not implemented|not supported|unknown opcode|must be f32|unsupported/.test(msg)
-        ? SDF_STATUS.E_UNSUPPORTED
-        : SDF_STATUS.E_INVALID;
-      throw new BackendError(code, msg);
+      // The code comes from the backend (sdf_last_status), never guessed from the message.
+      throw new BackendError(this.lastStatus(SDF_STATUS.E_INVALID), this.lastError() || "sdf_plan_compile failed");
     }
     const nOps = planBytes.byteLength >= 20
       ? new DataView(planBytes.buffer, planBytes.byteOffset, planBytes.byteLength).getUint32(16, true)

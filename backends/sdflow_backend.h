@@ -9,7 +9,8 @@
  *  - Functions returning int32_t return SDF_OK (0) or a negative SDF_E_* code.
  *    Functions returning a pointer return NULL on failure.
  *    After any failure, sdf_last_error() returns a human-readable message
- *    (thread-local, valid until the next call on the same thread).
+ *    (thread-local, valid until the next call on the same thread) and, for
+ *    functions returning a pointer, sdf_last_status() the SDF_E_* code.
  *  - Nothing ever aborts the process: bad input is reported, not trusted.
  *  - All multi-byte values in a plan are little-endian.
  *
@@ -206,6 +207,12 @@ SDF_API const char *sdf_backend_info(void);
 SDF_API int32_t sdf_init(const char *config_json);
 
 SDF_API const char *sdf_last_error(void);
+/* Optional (loaders must tolerate its absence): the SDF_E_* code of the last
+ * failure on this thread, for the functions that return NULL rather than a
+ * code (sdf_buffer_alloc, sdf_buffer_from_file, sdf_plan_compile), e.g.
+ * SDF_E_UNSUPPORTED for a plan with an op the backend does not implement,
+ * SDF_E_IO for a file that cannot be mapped. Same lifetime as sdf_last_error. */
+SDF_API int32_t sdf_last_status(void);
 
 /* Buffers. */
 SDF_API sdf_buffer *sdf_buffer_alloc(uint64_t bytes);

@@ -40,6 +40,7 @@ void sdf_requested_config(sdf_isa *isa, int *threads) {
 pthread_mutex_t sdf_run_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static _Thread_local char tls_error[SDF_ERR_LEN];
+static _Thread_local int32_t tls_status = SDF_OK;
 static char info_json[4096];
 
 void sdf_set_error(const char *fmt, ...) {
@@ -47,7 +48,12 @@ void sdf_set_error(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(tls_error, sizeof tls_error, fmt, ap);
   va_end(ap);
+  tls_status = SDF_E_INVALID;
 }
+
+void sdf_set_status(int32_t code) { tls_status = code; }
+
+SDF_API int32_t sdf_last_status(void) { return tls_status; }
 
 uint64_t sdf_now_ns(void) {
   struct timespec ts;

@@ -13,17 +13,20 @@
 SDF_API sdf_buffer *sdf_buffer_alloc(uint64_t bytes) {
   if (bytes > (uint64_t)SIZE_MAX - SDF_ALIGN) {
     sdf_set_error("sdf_buffer_alloc: %llu bytes is too large", (unsigned long long)bytes);
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   sdf_buffer *b = calloc(1, sizeof *b);
   if (!b) {
     sdf_set_error("sdf_buffer_alloc: out of memory");
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   b->data = sdf_aligned_alloc((size_t)bytes);
   if (!b->data) {
     free(b);
     sdf_set_error("sdf_buffer_alloc: cannot allocate %llu bytes", (unsigned long long)bytes);
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   b->size = bytes;
@@ -38,16 +41,19 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     sdf_set_error("sdf_buffer_from_file: cannot open \"%s\": %s", path, strerror(errno));
+    sdf_set_status(SDF_E_IO);
     return NULL;
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {
     sdf_set_error("sdf_buffer_from_file: cannot stat \"%s\": %s", path, strerror(errno));
+    sdf_set_status(SDF_E_IO);
     close(fd);
     return NULL;
   }
   if (!S_ISREG(st.st_mode)) {
     sdf_set_error("sdf_buffer_from_file: \"%s\" is not a regular file", path);
+    sdf_set_status(SDF_E_IO);
     close(fd);
     return NULL;
   }
@@ -56,6 +62,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
     sdf_set_error("sdf_buffer_from_file: \"%s\" has %llu bytes, range [%llu, %llu+%llu) is beyond its end", path,
                   (unsigned long long)fsize, (unsigned long long)offset, (unsigned long long)offset,
                   (unsigned long long)bytes);
+    sdf_set_status(SDF_E_IO);
     close(fd);
     return NULL;
   }
@@ -63,6 +70,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
   if (!b) {
     close(fd);
     sdf_set_error("sdf_buffer_from_file: out of memory");
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   b->size = bytes;
@@ -80,6 +88,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
     close(fd);
     free(b);
     sdf_set_error("sdf_buffer_from_file: range too large to map");
+    sdf_set_status(SDF_E_IO);
     return NULL;
   }
   void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, fd, (off_t)start);
@@ -89,6 +98,17 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
     free(b);
     sdf_set_error("sdf_buffer_from_file: cannot map \"%s\" [%llu, +%llu): %s", path, (unsigned long long)offset,
                   (unsigned long long)bytes, strerror(mmap_errno));
+    sdf_set_status(SDF_E_IO);
+    return NULL;
+  }
+  /* The file may change after this (another program truncates or rewrites
+   * it): register the mapping so runs can check it and a SIGBUS names it. */
+  b->guard = sdf_file_guard_add(path, &st, m, (size_t)len);
+  if (!b->guard) {
+    munmap(m, (size_t)len);
+    free(b);
+    sdf_set_error("sdf_buffer_from_file: out of memory");
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   b->map_base = m;
@@ -100,6 +120,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
 SDF_API void sdf_buffer_free(sdf_buffer *buf) {
   if (!buf) return;
   if (buf->map_base) {
+    sdf_file_guard_remove(buf->guard);
     munmap(buf->map_base, buf->map_len);
   } else if (!buf->read_only) {
     sdf_aligned_free(buf->data);

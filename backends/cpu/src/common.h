@@ -100,8 +100,12 @@ static inline void sdf_aligned_free(void *p) { free(p); }
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* Sets this thread's sdf_last_error message (printf-style). */
+/* Sets this thread's sdf_last_error message (printf-style) and its
+ * sdf_last_status to SDF_E_INVALID (call sdf_set_status after it for another
+ * code). */
 void sdf_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Sets this thread's sdf_last_status (the code of a call that returns NULL). */
+void sdf_set_status(int32_t code);
 
 /* Writes a kernel prepare() error into (err, err_len) and returns code. */
 static inline int32_t sdf_fail(char *err, size_t err_len, int32_t code, const char *fmt, ...)

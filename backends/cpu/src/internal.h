@@ -13,12 +13,16 @@
 
 #define SDF_ERR_LEN 1024
 
+struct stat;
+typedef struct sdf_file_guard sdf_file_guard;
+
 struct sdf_buffer {
-  uint8_t *data;   /* first byte of the buffer */
-  uint64_t size;   /* bytes */
-  int read_only;   /* file mappings are read-only */
-  void *map_base;  /* page-aligned mapping start (file buffers), else NULL */
-  size_t map_len;  /* mapping length */
+  uint8_t *data;         /* first byte of the buffer */
+  uint64_t size;         /* bytes */
+  int read_only;         /* file mappings are read-only */
+  void *map_base;        /* page-aligned mapping start (file buffers), else NULL */
+  size_t map_len;        /* mapping length */
+  sdf_file_guard *guard; /* the mapping's entry in the file guard (file buffers), else NULL */
 };
 
 /* Per-op state of one run (reset at the start of every run). */
@@ -74,6 +78,17 @@ int sdf_pool_resize(int n_threads); /* SDF_OK or SDF_E_NOMEM */
 /* Runs fn(ctx, tid) on every thread (tid 0 = caller) and waits for all. */
 void sdf_pool_run(void (*fn)(void *ctx, int tid), void *ctx);
 void sdf_pool_shutdown(void);
+
+/* file_guard.c: file mappings, checked for changes at every run and guarded
+ * by a SIGBUS handler that names the file (see file_guard.c). */
+/* Registers a mapping of `path` (st: its stat when mapped). NULL: out of memory. */
+sdf_file_guard *sdf_file_guard_add(const char *path, const struct stat *st, void *base, size_t len);
+void sdf_file_guard_remove(sdf_file_guard *g);
+/* SDF_OK, or SDF_E_IO (with the error set) if the file changed since it was
+ * mapped. `when` ends the message, e.g. "before the run". */
+int32_t sdf_file_guard_check(const sdf_file_guard *g, const char *when);
+/* Whether the SIGBUS handler is installed (for tests). */
+int sdf_file_guard_installed(void);
 
 /* executor.c */
 int32_t sdf_execute(sdf_plan *plan);

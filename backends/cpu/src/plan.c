@@ -79,6 +79,7 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len);
 SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   if (!sdf_initialized) {
     sdf_set_error("sdf_plan_compile: call sdf_init first");
+    sdf_set_status(SDF_E_STATE);
     return NULL;
   }
   /* Kernels choose code paths in prepare() by ISA: compile under the calling
@@ -88,7 +89,9 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   sdf_requested_config(&isa, &threads);
   pthread_mutex_lock(&sdf_run_lock);
   sdf_plan *p = NULL;
-  if (sdf_apply_config(isa, threads) == SDF_OK) p = plan_compile(bytes, len);
+  int32_t crc = sdf_apply_config(isa, threads);
+  if (crc == SDF_OK) p = plan_compile(bytes, len);
+  else sdf_set_status(crc);
   pthread_mutex_unlock(&sdf_run_lock);
   if (p) {
     p->isa = isa;
@@ -107,6 +110,7 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
   sdf_plan *p = calloc(1, sizeof *p);
   if (!p) {
     sdf_set_error("sdf_plan_compile: out of memory");
+    sdf_set_status(SDF_E_NOMEM);
     return NULL;
   }
   uint32_t magic, version;
@@ -292,7 +296,7 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
   free(deps_flat);
   return p;
 fail:
-  (void)rc;
+  sdf_set_status(rc);
   plan_destroy(p);
   return NULL;
 }
@@ -357,7 +361,12 @@ SDF_API int32_t sdf_plan_run(sdf_plan *plan, sdf_buffer *const *bindings, uint32
   plan->last_error[0] = 0;
   int32_t rc = sdf_apply_config(plan->isa, plan->threads);
   if (rc == SDF_OK) rc = bind(plan, bindings, n_bindings);
+  /* Mapped weight files must be as they were mapped, before the run (else
+   * the run would read changed weights or fault) and after it (else its
+   * outputs may mix old and new weights). */
+  for (uint32_t b = 0; rc == SDF_OK && b < n_bindings; b++) rc = sdf_file_guard_check(bindings[b]->guard, "before the run");
   if (rc == SDF_OK) rc = sdf_execute(plan);
+  for (uint32_t b = 0; rc == SDF_OK && b < n_bindings; b++) rc = sdf_file_guard_check(bindings[b]->guard, "during the run");
   if (rc != SDF_OK) snprintf(plan->last_error, sizeof plan->last_error, "%s", sdf_last_error());
   atomic_store(&plan->running, 0);
   pthread_mutex_unlock(&sdf_run_lock);

@@ -63,6 +63,7 @@ static int ref_claim(ref_atomic_u32 *x) {
 /* ---- errors --------------------------------------------------------------- */
 
 static REF_THREAD_LOCAL char g_error[REF_ERR_LEN];
+static REF_THREAD_LOCAL int32_t g_status;
 
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 1, 2)))
@@ -72,9 +73,15 @@ static void set_error(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(g_error, sizeof g_error, fmt, ap);
   va_end(ap);
+  g_status = SDF_E_INVALID; /* the usual code; set_status after this for another */
 }
 
+static void set_status(int32_t code) { g_status = code; }
+
 SDF_API const char *sdf_last_error(void) { return g_error; }
+
+/* The code of the last failure of a function that returns NULL (optional ABI function). */
+SDF_API int32_t sdf_last_status(void) { return g_status; }
 
 SDF_API int32_t sdf_abi_version(void) { return SDF_ABI_VERSION; }
 
@@ -276,6 +283,7 @@ struct sdf_buffer {
 static sdf_buffer *buffer_new(uint64_t bytes, const char *what) {
   if (bytes > (uint64_t)SIZE_MAX - 1) {
     set_error("%s: %llu bytes do not fit in this address space", what, (unsigned long long)bytes);
+    set_status(SDF_E_NOMEM);
     return NULL;
   }
   sdf_buffer *b = malloc(sizeof *b);
@@ -284,6 +292,7 @@ static sdf_buffer *buffer_new(uint64_t bytes, const char *what) {
     free(b);
     free(data);
     set_error("%s: out of memory allocating %llu bytes", what, (unsigned long long)bytes);
+    set_status(SDF_E_NOMEM);
     return NULL;
   }
   b->data = data;
@@ -317,6 +326,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
   FILE *f = fopen(path, "rb");
   if (!f) {
     set_error("sdf_buffer_from_file: cannot open %s", path);
+    set_status(SDF_E_IO);
     return NULL;
   }
   ref_off_t size = -1;
@@ -324,12 +334,14 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
   if (size < 0) {
     fclose(f);
     set_error("sdf_buffer_from_file: cannot determine the size of %s", path);
+    set_status(SDF_E_IO);
     return NULL;
   }
   if (offset + bytes > (uint64_t)size) {
     fclose(f);
     set_error("sdf_buffer_from_file: %s: bytes [%llu, %llu) are outside the file (%llu bytes)", path,
               (unsigned long long)offset, (unsigned long long)(offset + bytes), (unsigned long long)size);
+    set_status(SDF_E_IO);
     return NULL;
   }
   sdf_buffer *b = buffer_new(bytes, "sdf_buffer_from_file");
@@ -342,6 +354,7 @@ SDF_API sdf_buffer *sdf_buffer_from_file(const char *path, uint64_t offset, uint
     sdf_buffer_free(b);
     set_error("sdf_buffer_from_file: reading %llu bytes at %llu of %s failed", (unsigned long long)bytes,
               (unsigned long long)offset, path);
+    set_status(SDF_E_IO);
     return NULL;
   }
   fclose(f);
@@ -707,10 +720,18 @@ static void implemented_list(char *out, size_t len) {
     set_error(__VA_ARGS__);                                                                                            \
     goto fail;                                                                                                         \
   } while (0)
+/* The same, with a status other than SDF_E_INVALID. */
+#define FAIL_CODE(code, ...)                                                                                           \
+  do {                                                                                                                 \
+    set_error(__VA_ARGS__);                                                                                            \
+    set_status(code);                                                                                                  \
+    goto fail;                                                                                                         \
+  } while (0)
 
 SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   if (!g_initialized) {
     set_error("sdf_plan_compile: call sdf_init first");
+    set_status(SDF_E_STATE);
     return NULL;
   }
   if (!bytes && len) {
@@ -722,6 +743,7 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   sdf_plan *p = calloc(1, sizeof *p);
   if (!p) {
     set_error("sdf_plan_compile: out of memory");
+    set_status(SDF_E_NOMEM);
     return NULL;
   }
   if (len < 20) FAIL("plan truncated: the header needs 20 bytes, got %llu", (unsigned long long)len);
@@ -729,7 +751,7 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   rd_u32(&r, &version);
   if (magic != SDF_PLAN_MAGIC) FAIL("plan: bad magic 0x%08x (expected 0x%08x \"SDFP\")", magic, SDF_PLAN_MAGIC);
   if (version != SDF_PLAN_VERSION)
-    FAIL("plan: version %u is not supported (" REF_NAME " reads version %d)", version, SDF_PLAN_VERSION);
+    FAIL_CODE(SDF_E_UNSUPPORTED, "plan: version %u is not supported (" REF_NAME " reads version %d)", version, SDF_PLAN_VERSION);
   rd_u32(&r, &p->n_bindings);
   rd_u32(&r, &p->n_tensors);
   rd_u32(&r, &p->n_ops);
@@ -744,7 +766,7 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
   p->ops = calloc(p->n_ops ? p->n_ops : 1, sizeof *p->ops);
   p->written = calloc(p->n_bindings ? p->n_bindings : 1, 1);
   p->profile = calloc(p->n_ops ? p->n_ops : 1, sizeof *p->profile);
-  if (!p->tensors || !p->ops || !p->written || !p->profile) FAIL("sdf_plan_compile: out of memory");
+  if (!p->tensors || !p->ops || !p->written || !p->profile) FAIL_CODE(SDF_E_NOMEM, "sdf_plan_compile: out of memory");
 
   for (uint32_t i = 0; i < p->n_tensors; i++) {
     ref_tensor *t = &p->tensors[i];
@@ -780,11 +802,12 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
       FAIL("plan truncated at byte %llu: reading op %u", (unsigned long long)r.pos, i);
     const char *nm = op_name(op->opcode);
     if (op->opcode < 1 || op->opcode >= N_OPCODES)
-      FAIL("plan: op %u: unknown opcode %u (unsupported by " REF_NAME ")", i, op->opcode);
+      FAIL_CODE(SDF_E_UNSUPPORTED, "plan: op %u: unknown opcode %u (unsupported by " REF_NAME ")", i, op->opcode);
     if (!implemented(op->opcode)) {
       char list[256];
       implemented_list(list, sizeof list);
-      FAIL(REF_NAME " does not implement %s (op %u): unsupported op; it implements %s", nm, i, list);
+      FAIL_CODE(SDF_E_UNSUPPORTED, REF_NAME " does not implement %s (op %u): unsupported op; it implements %s", nm, i,
+                list);
     }
     if (op->n_in > SDF_MAX_OP_TENSORS || op->n_out > SDF_MAX_OP_TENSORS ||
         op->n_in + op->n_out > SDF_MAX_OP_TENSORS)
@@ -827,7 +850,11 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
         FAIL("plan truncated at byte %llu: reading the deps of op %u (%s)", (unsigned long long)r.pos, i, nm);
       if (d >= i) FAIL("plan: op %u (%s): dependency on op %u, which is not an earlier op", i, nm, d);
     }
-    if (prepare_op(op, i, &max_row) != SDF_OK) goto fail;
+    int32_t prc = prepare_op(op, i, &max_row);
+    if (prc != SDF_OK) {
+      set_status(prc);
+      goto fail;
+    }
   }
   if (r.pos != len)
     FAIL("plan: %llu unexpected trailing bytes after the last op", (unsigned long long)(len - r.pos));
