@@ -117,7 +117,8 @@ ${code}
   }
 }
 
-const TRUNCATED_LINE = /^sdflow: (.+) changed or was truncated while mapped \(a read past its new end\); the run was stopped and nothing was written\. Do not modify a model file while sdflow uses it\.$/;
+const TRUNCATED_LINE =
+  /^sdflow: (.+) changed or was truncated while mapped \(a read past its new end\); the run was stopped and nothing was written\. Do not modify a model file while sdflow uses it\.$/;
 
 Deno.test({
   name: "file guard: truncated after mapping, before the first touch: one line naming the file, exit 1",

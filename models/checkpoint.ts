@@ -23,6 +23,7 @@ import { buildTextEncoder, splitCustomTokens } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
 import { createWeightLookup } from "./nn.ts";
 import { applyTokenWeights, tokenizeWeighted } from "./prompt/emphasis.ts";
+import { assertFinite } from "./finite.ts";
 import { sdAlphasCumprod } from "./sampling/schedules.ts";
 import type {
   Checkpoint,
@@ -249,10 +250,13 @@ class LoadedCheckpoint implements Checkpoint {
     const onProfile = opts.onProfile;
     /** Runs a program, reporting its per-op times when profiling. */
     const run = async (program: Program, inputs: Record<string, InputData>): Promise<Record<string, Float32Array>> => {
-      if (!onProfile) return await program.run(inputs);
       const t0 = performance.now();
       const out = await program.run(inputs);
-      onProfile(networks.get(program) ?? "network", program.profile(), performance.now() - t0);
+      if (onProfile) onProfile(networks.get(program) ?? "network", program.profile(), performance.now() - t0);
+      // A NaN or Infinity here would end as a black picture: stop, naming the network (one pass over outputs).
+      for (const [name, data] of Object.entries(out)) {
+        assertFinite(data, `the ${networks.get(program) ?? "network"}'s output "${name}"`);
+      }
       return out;
     };
 

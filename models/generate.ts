@@ -4,6 +4,7 @@
  * the schedule with classifier-free guidance (cond and uncond batched).
  */
 
+import { assertFinite } from "./finite.ts";
 import { initialLatent as initialLatentFor, makeCfgDenoiser } from "./sampling/denoiser.ts";
 import { createRng, type RngKind } from "./sampling/rng.ts";
 import { sample as runSampler, SAMPLE_METHODS, type SampleMethod } from "./sampling/samplers.ts";
@@ -103,7 +104,10 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
     const x = initialLatentFor(rng, opts.seed, b, sigmas[0], init);
     const result = await runSampler(method, denoise, x, sigmas, rng, {
       eta: opts.eta,
-      onStep: (i) => opts.onStep?.(b * steps + i + 1, opts.batch * steps),
+      onStep: (i, _n, latent) => {
+        assertFinite(latent, `the latent after step ${i + 1} of ${steps} (image ${b + 1} of ${opts.batch})`);
+        opts.onStep?.(b * steps + i + 1, opts.batch * steps);
+      },
     });
     out.set(result, b * per);
   }

@@ -32,4 +32,6 @@ export {
 } from "./clip/embeddings.ts";
 export { resolveSampleMethod, resolveScheduler, sample, type SampleOptions } from "./generate.ts";
 export { estimateNetwork } from "./estimate.ts";
+export { assertFinite, firstNonFinite, NonFiniteError } from "./finite.ts";
+export { PromptWeightError } from "./prompt/mod.ts";
 export { makeTinyCheckpoint } from "./tiny/mod.ts";

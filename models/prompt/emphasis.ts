@@ -49,6 +49,11 @@ function stof(s: string): number {
   return m ? f32(parseFloat(m[0])) : NaN;
 }
 
+/** A prompt weight that cannot be used: it overflows float32, or weighting overflows the embedding. */
+export class PromptWeightError extends Error {
+  override name = "PromptWeightError";
+}
+
 /** Splits a prompt into (text, weight) pieces exactly as stable-diffusion.cpp's `parse_prompt_attention`. */
 export function parsePromptAttention(text: string, opts: ParseOptions = {}): AttentionPiece[] {
   const re = (opts.breakKeyword ?? true) ? RE_ATTENTION_BREAK : RE_ATTENTION_NO_BREAK;
@@ -153,6 +158,15 @@ export function tokenizeWeighted(
   if (perChunk < 1) throw new Error("tokenizeWeighted: chunkLength must be at least 3");
 
   const pieces = parsePromptAttention(prompt, opts);
+  for (const p of pieces) {
+    if (!Number.isFinite(p.weight)) {
+      const shown = p.text.length > 40 ? `${p.text.slice(0, 40)}…` : p.text;
+      throw new PromptWeightError(
+        `the weight of "${shown}" is ${p.weight}: it overflows float32 (weights multiply through nested ` +
+          `parentheses); use weights well below 1e38, e.g. (cat:1.5)`,
+      );
+    }
+  }
   const tokens: number[] = [];
   const weights: number[] = [];
   for (const p of pieces) {
@@ -217,6 +231,12 @@ export function applyTokenWeights(hidden: Float32Array, weights: ArrayLike<numbe
     for (let j = t * dim, e = j + dim; j < e; j++) hidden[j] *= w;
   }
   const after = mean();
+  if (Number.isFinite(before) && !Number.isFinite(after)) {
+    const w = Math.max(...Array.from(weights, Math.abs));
+    throw new PromptWeightError(
+      `prompt weights up to ${w} make the text embedding overflow float32; use smaller weights, e.g. (cat:1.5)`,
+    );
+  }
   if (Number.isFinite(before) && Number.isFinite(after) && after !== 0) {
     const scale = Math.fround(before / after);
     for (let i = 0; i < hidden.length; i++) hidden[i] *= scale;

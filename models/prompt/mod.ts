@@ -6,6 +6,7 @@ export {
   type ParseOptions,
   parsePromptAttention,
   type PromptTokenizer,
+  PromptWeightError,
   type TokenChunk,
   tokenizeWeighted,
   type TokenizeWeightedOptions,

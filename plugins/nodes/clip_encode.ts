@@ -1,6 +1,7 @@
 /** `clip_encode`: turns a prompt into conditioning with the checkpoint's text encoder. */
 
-import { defineNode } from "../node.ts";
+import { defineNode, NodeInputError } from "../node.ts";
+import { PromptWeightError } from "../../models/mod.ts";
 import { estimateNetwork } from "./model_layer.ts";
 
 /** Encodes a prompt (positive or negative) into cross-attention conditioning. */
@@ -24,7 +25,13 @@ export const clipEncode = defineNode({
   },
   outputs: { conditioning: "CONDITIONING" },
   async run({ clip, text, clip_skip }) {
-    const conditioning = await clip.encode(text, clip_skip === undefined ? {} : { clipSkip: clip_skip });
+    let conditioning;
+    try {
+      conditioning = await clip.encode(text, clip_skip === undefined ? {} : { clipSkip: clip_skip });
+    } catch (e) {
+      if (e instanceof PromptWeightError) throw new NodeInputError("text", e.message);
+      throw e;
+    }
     // The prompt travels with the conditioning (also when `text` is wired from another node's output),
     // so that a sampler can describe its pictures.
     return {

@@ -66,6 +66,11 @@ static void on_sigbus(int sig, siginfo_t *info, void *uctx) {
     size_t len = atomic_load(&g->len);
     uintptr_t base = atomic_load(&g->base);
     if (len && base && addr - base < len) {
+      /* Worker threads reading the same mapping fault together: one reports, the others wait for its _exit. */
+      static atomic_int reporting = 0;
+      if (atomic_exchange(&reporting, 1)) {
+        for (;;) pause();
+      }
       int saved = errno;
       /* A progress bar may have left the cursor mid-line on a terminal. */
       if (isatty(2)) write_str(2, "\n");
