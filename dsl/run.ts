@@ -299,9 +299,9 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
   for (const id of p.order) {
     const n = p.nodes.get(id)!;
     try {
-      await n.def.preflight?.(n.values);
+      await n.def.preflight?.(isolate(n.values));
     } catch (e) {
-      throw new NodeRunError(n.id, n.type, e instanceof NodeInputError ? e.input : undefined, e);
+      throw new NodeRunError(n.id, n.type, isNodeInputError(e) ? e.input : undefined, e);
     }
   }
   const { keys, volatile } = await cacheKeys(p);
