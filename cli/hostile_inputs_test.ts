@@ -11,6 +11,7 @@
  */
 
 import assert from "node:assert/strict";
+import { resolve } from "node:path";
 import { tinyCheckpointPath } from "../plugins/nodes/checkpoint.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -139,7 +140,7 @@ Deno.test({
 Deno.test("gen: a prompt weight that overflows float32 is refused, naming the node's text input", async () => {
   await withDir(async (dir) => {
     const out = `${dir}/out.png`;
-    const model = `${root}${await tinyCheckpointPath(0)}`;
+    const model = resolve(root, await tinyCheckpointPath(0));
     await Deno.writeTextFile(`${dir}/g.json`, JSON.stringify(await demoGraph(model, out)));
     const r = await finish(gen([`${dir}/g.json`, "--set", `positive.text=a (cat:1${"0".repeat(40)})`]));
     assertOneErrorLine(
@@ -184,7 +185,7 @@ for (
     const tiny = await tinyCheckpointPath(0);
     await withDir(async (dir) => {
       const model = `${dir}/nan.safetensors`;
-      await Deno.copyFile(`${root}${tiny}`, model);
+      await Deno.copyFile(resolve(root, tiny), model);
       await poison(model, tensor);
       const out = `${dir}/out.png`;
       await Deno.writeTextFile(`${dir}/g.json`, JSON.stringify(await demoGraph(model, out)));
@@ -202,7 +203,7 @@ Deno.test({
     const tiny = await tinyCheckpointPath(0);
     await withDir(async (dir) => {
       const model = `${dir}/model.safetensors`;
-      await Deno.copyFile(`${root}${tiny}`, model);
+      await Deno.copyFile(resolve(root, tiny), model);
       const out = `${dir}/out.png`;
       const g = await demoGraph(model, out);
       (g as { nodes: { sampler: { inputs: Record<string, unknown> } } }).nodes.sampler.inputs.steps = 1000;
