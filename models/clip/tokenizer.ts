@@ -178,6 +178,12 @@ export class ClipTokenizer {
       const dir = opts.modelDir.replace(/\/+$/, "");
       for (const sub of ["tokenizer", "tokenizer_2", "."]) {
         try {
+          // Stat before reading: reading a named pipe would block until something writes to it.
+          for (const f of ["vocab.json", "merges.txt"]) {
+            if (!(await Deno.stat(`${dir}/${sub}/${f}`)).isFile) {
+              throw new Error(`${dir}/${sub}/${f} is not a regular file`);
+            }
+          }
           const vocab = JSON.parse(await Deno.readTextFile(`${dir}/${sub}/vocab.json`));
           const merges = await Deno.readTextFile(`${dir}/${sub}/merges.txt`);
           return ClipTokenizer.fromVocabAndMerges(vocab, merges, opts);
