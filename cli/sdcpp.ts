@@ -12,6 +12,7 @@ import { type Override, parseValue } from "../dsl/overrides.ts";
 import { builtinRegistry } from "../dsl/validate.ts";
 import type { InputSpec, JsonSchema } from "../plugins/node.ts";
 import { randomSeed } from "../plugins/nodes/sampler.ts";
+import { LORA_APPLY_MODES } from "../plugins/nodes/lora.ts";
 
 /** A mistake on the command line itself (exit code 2). */
 export class UsageError extends Error {
@@ -67,6 +68,15 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     target: ["checkpoint", "embeddings_dir"],
     help: "folder of textual-inversion embeddings, used in prompts by file name",
   },
+  {
+    names: ["lora-model-dir"],
+    help: "folder of LoRA files, applied by <lora:name:multiplier> tags in the prompt (tags are removed from it)",
+  },
+  {
+    names: ["lora-apply-mode"],
+    default: "auto",
+    help: "auto | immediately (merge into the weights) | at_runtime (add up(down(x)) in each patched layer)",
+  },
   { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
   { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i)" },
   { names: ["v", "verbose"], help: "show progress of every node, and stack traces on errors" },
@@ -78,7 +88,6 @@ const NOT_YET = [
   "taesd",
   "control-net",
   "control-image",
-  "lora-model-dir",
   "upscale-model",
   "diffusion-model",
   "clip_l",
@@ -332,12 +341,41 @@ export function graphFromSdcppFlags(
     { path: v<string>("checkpoint.path"), ...(embd === undefined ? {} : { embeddings_dir: embd }) },
     "checkpoint",
   );
-  const positive = g.clip_encode({ clip: ckpt.clip, text: v<string>("positive.text"), ...skip }, "positive");
-  const negative = g.clip_encode({ clip: ckpt.clip, text: v<string>("negative.text"), ...skip }, "negative");
+  const notes: string[] = [];
+  const applyMode = str("lora-apply-mode") ?? "auto";
+  if (!(LORA_APPLY_MODES as readonly string[]).includes(applyMode)) {
+    throw new UsageError(`--lora-apply-mode must be one of ${LORA_APPLY_MODES.join(", ")}, got "${applyMode}"`);
+  }
+  let prompt = v<string>("positive.text");
+  let model = ckpt.model;
+  let clip = ckpt.clip;
+  const loraDir = str("lora-model-dir");
+  if (loraDir !== undefined) {
+    const tags = extractLoraTags(prompt, loraDir);
+    prompt = tags.prompt;
+    notes.push(...tags.notes);
+    tags.loras.forEach(({ path, multiplier }, i) => {
+      const id = i === 0 ? "lora" : `lora_${i + 1}`;
+      const out = g.lora({
+        model,
+        clip,
+        path,
+        strength_model: multiplier,
+        strength_clip: multiplier,
+        apply_mode: applyMode as "auto",
+      }, id);
+      origins.set(pointer("nodes", id, "inputs", "path"), `<lora:…> in ${spelled["prompt"] ?? "-p"}`);
+      model = out.model;
+      clip = out.clip;
+    });
+  } else if (LORA_TAG.test(prompt)) {
+    notes.push("the prompt has <lora:…> tags but no --lora-model-dir: they stay in the prompt text, as in sd.cpp");
+  }
+  const positive = g.clip_encode({ clip, text: prompt, ...skip }, "positive");
+  const negative = g.clip_encode({ clip, text: v<string>("negative.text"), ...skip }, "negative");
   let latent;
   let denoise = 1;
   let seed = v<number>("sampler.seed");
-  const notes: string[] = [];
   if (mode === "img2img") {
     if (seed < 0) {
       seed = randomSeed();
@@ -355,7 +393,7 @@ export function graphFromSdcppFlags(
     if (str("batch-count")) origins.set(pointer("nodes", "latent", "inputs", "batch"), `-b ${batch}`);
   }
   const sampled = g.sampler({
-    model: ckpt.model,
+    model,
     positive,
     negative,
     latent,
@@ -375,6 +413,48 @@ export function graphFromSdcppFlags(
   const skipOrigin = origins.get(pointer("nodes", "positive", "inputs", "clip_skip"));
   if (skipOrigin) origins.set(pointer("nodes", "negative", "inputs", "clip_skip"), skipOrigin);
   return { file: g.toJSON(), origins, notes };
+}
+
+/** stable-diffusion.cpp's LoRA prompt tag, `<lora:name:multiplier>`. */
+const LORA_TAG = /<lora:([^:>]+):([^>]+)>/;
+/** The extensions tried after a tag's name, in sd.cpp's order. */
+const LORA_EXTENSIONS = [".gguf", ".safetensors", ".pt", ".ckpt"];
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes the `<lora:name:multiplier>` tags from a prompt, as stable-diffusion.cpp does with
+ * `--lora-model-dir`: each names `dir/name`, else `dir/name` plus .gguf, .safetensors, .pt or .ckpt
+ * (an absolute name is used as it is); a file named twice gets the sum of its multipliers. A tag
+ * whose multiplier is not a number is removed and ignored (with a note); a file that is not there
+ * is an error (sd.cpp warns and goes on without it).
+ */
+export function extractLoraTags(
+  prompt: string,
+  dir: string,
+): { prompt: string; loras: { path: string; multiplier: number }[]; notes: string[] } {
+  const sums = new Map<string, number>();
+  const notes: string[] = [];
+  const all = new RegExp(LORA_TAG.source, "g");
+  const rest = prompt.replace(all, (tag: string, name: string, mult: string) => {
+    const multiplier = Number.parseFloat(mult);
+    if (!Number.isFinite(multiplier)) {
+      notes.push(`${tag}: the multiplier is not a number; tag ignored`);
+      return "";
+    }
+    const base = name.startsWith("/") ? name : `${dir.replace(/\/+$/, "")}/${name}`;
+    const path = isFile(base) ? base : LORA_EXTENSIONS.map((e) => base + e).find(isFile);
+    if (!path) throw new UsageError(`${tag}: no LoRA file ${base} (nor with ${LORA_EXTENSIONS.join(", ")})`);
+    sums.set(path, (sums.get(path) ?? 0) + multiplier);
+    return "";
+  });
+  return { prompt: rest, loras: [...sums].map(([path, multiplier]) => ({ path, multiplier })), notes };
 }
 
 /**

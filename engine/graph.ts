@@ -14,12 +14,19 @@
  * ```
  */
 
+import type { BackendBuffer } from "../backends/mod.ts";
+
 export type DType = "f32" | "f16" | "bf16" | "i32";
 
-/** Where a constant's bytes come from: memory, or a byte range of a file. */
+/**
+ * Where a constant's bytes come from: memory, a byte range of a file, or a byte range of a
+ * backend buffer that outlives the programs using it (weights computed once and shared by every
+ * program of a network, e.g. a LoRA merged into a checkpoint weight).
+ */
 export type ConstantSource =
   | { kind: "data"; data: Float32Array | Uint16Array | Int32Array }
-  | { kind: "file"; path: string; offset: number; bytes: number };
+  | { kind: "file"; path: string; offset: number; bytes: number }
+  | { kind: "buffer"; buffer: BackendBuffer; offset: number; bytes: number };
 
 export type UnaryKind =
   | "silu"
@@ -135,10 +142,13 @@ export class Graph {
         `constant "${name}": ${fmt(shape)} ${dtype} needs ${bytes} bytes, data has ${source.data.byteLength}`,
       );
     }
-    if (source.kind === "file" && source.bytes !== bytes) {
+    if (source.kind !== "data" && source.bytes !== bytes) {
       throw new GraphError(
-        `constant "${name}": ${fmt(shape)} ${dtype} needs ${bytes} bytes, file range has ${source.bytes}`,
+        `constant "${name}": ${fmt(shape)} ${dtype} needs ${bytes} bytes, ${source.kind} range has ${source.bytes}`,
       );
+    }
+    if (source.kind === "buffer" && source.offset + source.bytes > source.buffer.size) {
+      throw new GraphError(`constant "${name}": bytes [${source.offset}, +${source.bytes}) outside its buffer`);
     }
     const t = this.newTensor(shape, dtype, -1, "constant", name, source);
     this.constants.set(name, t.id);

@@ -11,6 +11,7 @@
 
 import { SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "../backends/abi.ts";
 import { PlanWriter } from "../backends/plan_writer.ts";
+import type { BackendBuffer } from "../backends/mod.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
 import { type LOp, lower, type LoweredGraph, type LowerOptions, type LTensor, tensorBytes } from "./lower.ts";
 import { ARENA_ALIGN, planArena, rootOf } from "./memory.ts";
@@ -42,7 +43,9 @@ export type BindingSpec =
   | { kind: "arena"; bytes: number }
   | { kind: "hoisted"; bytes: number }
   | { kind: "data"; bytes: number; parts: { tensor: number; offset: number }[] }
-  | { kind: "file"; path: string; offset: number; bytes: number };
+  | { kind: "file"; path: string; offset: number; bytes: number }
+  /** A backend buffer the program binds but does not own (ConstantSource kind "buffer"). */
+  | { kind: "buffer"; buffer: BackendBuffer; bytes: number };
 
 export interface Location {
   slot: number;
@@ -158,9 +161,20 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   ];
   const data = bindings[SLOT_DATA] as Extract<BindingSpec, { kind: "data" }>;
   const fileRanges = new Map<string, { min: number; max: number; ids: number[] }>();
+  const bufferSlots = new Map<BackendBuffer, number>();
+  let bufferBytes = 0;
   for (const t of tensors) {
     if (t.kind !== "constant" || !t.source) continue;
-    if (t.source.kind === "data") {
+    if (t.source.kind === "buffer") {
+      let slot = bufferSlots.get(t.source.buffer);
+      if (slot === undefined) {
+        slot = bindings.length;
+        bindings.push({ kind: "buffer", buffer: t.source.buffer, bytes: t.source.buffer.size });
+        bufferSlots.set(t.source.buffer, slot);
+      }
+      bufferBytes += t.source.bytes;
+      locations.set(t.id, { slot, offset: t.source.offset });
+    } else if (t.source.kind === "data") {
       const offset = alignUp(data.bytes);
       data.parts.push({ tensor: t.id, offset });
       data.bytes = offset + t.source.data.byteLength;
@@ -228,7 +242,7 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   const planned = describe(stepOps, stepDeps).filter((_, i) => stepOps[i].kind !== "reshape");
   const { width, depth } = parallelism(stepOps, stepDeps);
   const isConv = (op: LOp): boolean => op.kind === "conv2d";
-  let constantBytes = data.bytes;
+  let constantBytes = data.bytes + bufferBytes;
   for (const r of fileRanges.values()) constantBytes += r.max - r.min;
   return {
     lowered: lg,

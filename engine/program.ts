@@ -70,6 +70,7 @@ export class Program {
         // A shared arena is bound at run time; slot 0 holds a placeholder until then.
         if (b.kind === "arena" && arena) buffers.push(arena.acquire(b.bytes));
         else if (b.kind === "file") buffers.push(backend.fromFile(b.path, b.offset, b.bytes));
+        else if (b.kind === "buffer") buffers.push(b.buffer);
         else buffers.push(backend.alloc(Math.max(b.bytes, 64)));
         if (b.kind === "data") {
           for (const part of b.parts) {
@@ -81,11 +82,17 @@ export class Program {
       this.constPlan = compiled.constPlan ? backend.compile(compiled.constPlan) : undefined;
       this.stepPlan = backend.compile(compiled.stepPlan);
     } catch (e) {
-      for (const [i, b] of buffers.entries()) if (!(i === SLOT_ARENA && arena)) b.free();
+      for (const [i, b] of buffers.entries()) if (this.#owns(compiled, i, arena)) b.free();
       this.constPlan?.free();
       throw e;
     }
     this.buffers = buffers;
+  }
+
+  /** Whether binding `i` is this program's to free (not a shared arena, not a caller's buffer). */
+  #owns(compiled: CompiledPlan, i: number, arena: SharedArena | undefined): boolean {
+    if (i === SLOT_ARENA && arena) return false;
+    return compiled.bindings[i]?.kind !== "buffer";
   }
 
   get stats(): CompiledPlan["stats"] {
@@ -161,7 +168,7 @@ export class Program {
     this.disposed = true;
     this.constPlan?.free();
     this.stepPlan.free();
-    for (const [i, b] of this.buffers.entries()) if (!(i === SLOT_ARENA && this.sharedArena)) b.free();
+    for (const [i, b] of this.buffers.entries()) if (this.#owns(this.plan, i, this.sharedArena)) b.free();
   }
 
   get backendName(): string {

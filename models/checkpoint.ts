@@ -21,7 +21,9 @@ import { type ArchInfo, detectArch } from "./arch.ts";
 import { type Embedding, EmbeddingError, loadEmbedding, loadEmbeddingDir } from "./clip/embeddings.ts";
 import { buildTextEncoder, splitCustomTokens } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
-import { createWeightLookup } from "./nn.ts";
+import { createWeightLookup, type WeightSource } from "./nn.ts";
+import type { ModelPatch } from "./patch.ts";
+import { PatchedWeights } from "./patch_weights.ts";
 import { applyTokenWeights, tokenizeWeighted } from "./prompt/emphasis.ts";
 import { assertFinite } from "./finite.ts";
 import { sdAlphasCumprod } from "./sampling/schedules.ts";
@@ -103,6 +105,12 @@ class ProgramSlot {
     for (const p of this.#programs) p.program.dispose();
     this.#programs = [];
   }
+}
+
+/** Removes `item` from `list` if present. */
+function remove<T>(list: T[], item: T): void {
+  const i = list.indexOf(item);
+  if (i >= 0) list.splice(i, 1);
 }
 
 /** Textual-inversion vectors registered in a tokenizer: ids `vocabSize + row` are rows of `table`. */
@@ -211,6 +219,8 @@ class LoadedCheckpoint implements Checkpoint {
   readonly vae: Vae;
   readonly #slots: ProgramSlot[] = [];
   readonly #arena: SharedArena;
+  /** Patched weights of patched networks (merged weights in backend buffers), freed with the checkpoint. */
+  readonly #patched: PatchedWeights[] = [];
 
   constructor(
     readonly path: string,
@@ -229,8 +239,6 @@ class LoadedCheckpoint implements Checkpoint {
     };
     // Two text encoder programs: a prompt with embeddings and one without (the usual positive and
     // negative pair) then do not rebuild the program at every encode.
-    const textSlot = slot(2);
-    const unetSlot = slot();
     const decoderSlot = slot();
     const encoderSlot = slot();
     const clip = arch.textEncoders[0];
@@ -260,59 +268,117 @@ class LoadedCheckpoint implements Checkpoint {
       return out;
     };
 
-    this.textEncoder = {
-      encode: (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> =>
-        serial.run(textSlot, async () => {
-          const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
-          const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
-          const tokens = new Int32Array(chunks.length * clip.maxTokens);
-          chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
-          // Prompts that name an embedding run the graph with the custom-vector inputs (keyed by the
-          // table's rows); the others keep the plain graph.
-          const k = custom.rows > 0 && tokens.some((id) => id >= tokenizer.vocabSize) ? custom.rows : 0;
-          const program = textSlot.get(`${chunks.length}/${clipSkip}/${k}`, () => {
-            const g = new Graph();
-            buildTextEncoder(g, lookup(g), clip, { batch: chunks.length, clipSkip, customEmbeddings: k });
-            return make("text encoder", g, {});
-          });
-          const inputs: Record<string, InputData> = k > 0
-            ? { ...splitCustomTokens(tokens, tokenizer.vocabSize, k), custom_table: custom.table }
-            : { tokens };
-          const { hidden } = await run(program, inputs);
-          const perChunk = clip.maxTokens * clip.width;
-          chunks.forEach((c, i) =>
-            applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
-          );
-          return { context: { shape: [1, chunks.length * clip.maxTokens, clip.width], data: hidden } };
-        }),
+    const allWeights = [...file.tensors.values()];
+    const shapesUnder = (prefixes: readonly string[]): ReadonlyMap<string, readonly number[]> =>
+      new Map(allWeights.filter((t) => prefixes.some((p) => t.name.startsWith(p))).map((t) => [t.name, t.shape]));
+    let unetShapes: ReadonlyMap<string, readonly number[]> | undefined;
+    let textShapes: ReadonlyMap<string, readonly number[]> | undefined;
+    const base = { get: (n: string) => file.get(n) };
+    /** The weights of a network with its patches (the plain file when there are none). */
+    const patchedSource = (
+      patches: readonly ModelPatch[],
+      shapes: ReadonlyMap<string, readonly number[]>,
+      what: string,
+    ): WeightSource => {
+      if (patches.length === 0) return base;
+      const source = new PatchedWeights(base, shapes, patches, backend, what);
+      this.#patched.push(source);
+      return source;
     };
+    /** Frees a patched copy's programs and merged weights (the unpatched network has nothing to release). */
+    const releaser = (s: ProgramSlot, source: WeightSource) => () => {
+      s.dispose();
+      remove(this.#slots, s);
+      if (source instanceof PatchedWeights) {
+        source.dispose();
+        remove(this.#patched, source);
+      }
+    };
+
+    const makeTextEncoder = (patches: readonly ModelPatch[]): TextEncoder => {
+      const textSlot = slot(2);
+      const shapes = textShapes ??= shapesUnder(arch.textEncoders.map((c) => c.prefix));
+      const source = patchedSource(patches, shapes, "text encoder");
+      return {
+        patches,
+        patchableWeights: () => shapes,
+        withPatches: (more) => makeTextEncoder([...patches, ...more]),
+        ...(patches.length ? { release: releaser(textSlot, source) } : {}),
+        encode: (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> =>
+          serial.run(textSlot, async () => {
+            if (source instanceof PatchedWeights) await source.prepare();
+            const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: clip.padTokenId });
+            const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : clip.defaultClipSkip;
+            const tokens = new Int32Array(chunks.length * clip.maxTokens);
+            chunks.forEach((c, i) => tokens.set(c.ids, i * clip.maxTokens));
+            // Prompts that name an embedding run the graph with the custom-vector inputs (keyed by the
+            // table's rows); the others keep the plain graph.
+            const k = custom.rows > 0 && tokens.some((id) => id >= tokenizer.vocabSize) ? custom.rows : 0;
+            const program = textSlot.get(`${chunks.length}/${clipSkip}/${k}`, () => {
+              const g = new Graph();
+              buildTextEncoder(g, createWeightLookup(g, source), clip, {
+                batch: chunks.length,
+                clipSkip,
+                customEmbeddings: k,
+              });
+              return make("text encoder", g, {});
+            });
+            const inputs: Record<string, InputData> = k > 0
+              ? { ...splitCustomTokens(tokens, tokenizer.vocabSize, k), custom_table: custom.table }
+              : { tokens };
+            const { hidden } = await run(program, inputs);
+            const perChunk = clip.maxTokens * clip.width;
+            chunks.forEach((c, i) =>
+              applyTokenWeights(hidden.subarray(i * perChunk, (i + 1) * perChunk), c.weights, clip.width)
+            );
+            return { context: { shape: [1, chunks.length * clip.maxTokens, clip.width], data: hidden } };
+          }),
+      };
+    };
+    this.textEncoder = makeTextEncoder([]);
 
     const alphas = file.has("alphas_cumprod")
       ? Float64Array.from(readTensorF32(file.get("alphas_cumprod")))
       : Float64Array.from(sdAlphasCumprod());
     const hoistBudgetBytes = opts.hoistBudgetBytes;
-    this.denoiser = {
-      family: arch.family,
-      prediction: arch.prediction,
-      alphasCumprod: alphas,
-      predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> =>
-        serial.run(unetSlot, async () => {
-          const [b, , h, w] = x.shape;
-          const tokens = cond.context.shape[1];
-          if (cond.context.shape[0] !== b || timesteps.length !== b) {
-            throw new CheckpointError(
-              `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
-            );
-          }
-          const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
-            const g = new Graph();
-            buildUnet(g, lookup(g), unet, { batch: b, height: h, width: w, contextTokens: tokens });
-            return make("unet", g, { hoistBudgetBytes });
-          });
-          const { out } = await run(program, { x: x.data, timesteps, context: cond.context.data });
-          return { shape: x.shape, data: out };
-        }),
+    const makeDenoiser = (patches: readonly ModelPatch[]): Denoiser => {
+      const unetSlot = slot();
+      const shapes = unetShapes ??= shapesUnder([unet.prefix]);
+      const source = patchedSource(patches, shapes, "UNet");
+      return {
+        family: arch.family,
+        prediction: arch.prediction,
+        alphasCumprod: alphas,
+        patches,
+        patchableWeights: () => shapes,
+        withPatches: (more) => makeDenoiser([...patches, ...more]),
+        ...(patches.length ? { release: releaser(unetSlot, source) } : {}),
+        predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> =>
+          serial.run(unetSlot, async () => {
+            if (source instanceof PatchedWeights) await source.prepare();
+            const [b, , h, w] = x.shape;
+            const tokens = cond.context.shape[1];
+            if (cond.context.shape[0] !== b || timesteps.length !== b) {
+              throw new CheckpointError(
+                `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
+              );
+            }
+            const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
+              const g = new Graph();
+              buildUnet(g, createWeightLookup(g, source), unet, {
+                batch: b,
+                height: h,
+                width: w,
+                contextTokens: tokens,
+              });
+              return make("unet", g, { hoistBudgetBytes });
+            });
+            const { out } = await run(program, { x: x.data, timesteps, context: cond.context.data });
+            return { shape: x.shape, data: out };
+          }),
+      };
     };
+    this.denoiser = makeDenoiser([]);
 
     const scalingFactor = vae.scalingFactor;
     this.vae = {
@@ -372,6 +438,7 @@ class LoadedCheckpoint implements Checkpoint {
 
   dispose(): void {
     for (const s of this.#slots) s.dispose();
+    for (const p of this.#patched) p.dispose();
     this.#arena.dispose();
     this.file.close();
   }

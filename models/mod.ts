@@ -35,3 +35,23 @@ export { estimateNetwork } from "./estimate.ts";
 export { assertFinite, firstNonFinite, NonFiniteError } from "./finite.ts";
 export { PromptWeightError } from "./prompt/mod.ts";
 export { makeTinyCheckpoint } from "./tiny/mod.ts";
+export {
+  type ApplyMode,
+  applyPatches,
+  type BlockResidualPatch,
+  type DecoderPatch,
+  deltaMismatch,
+  type DenseDelta,
+  hostWeight,
+  type LowRankDelta,
+  type ModelPatch,
+  type Patchable,
+  PatchError,
+  type RowRange,
+  type UnetCall,
+  type WeightDelta,
+  type WeightPatch,
+} from "./patch.ts";
+export { addDeltas, f32ToF16Bits, readWeightF32 } from "./patch_weights.ts";
+export { type LoadedLora, loadLora, LoraError, type LoraModelInfo, type LoraOptions, matchLora } from "./lora/lora.ts";
+export type { WeightInfo } from "./nn.ts";

@@ -10,13 +10,18 @@
  */
 
 import { type ConstantSource, type DType, DTYPE_BYTES, type Graph, numel, type Tensor } from "../engine/graph.ts";
+import type { RowRange, WeightDelta } from "./patch.ts";
 
 /**
  * Adds the weight named `ldmName` to the graph as a constant and returns it.
  * Throws an Error naming the tensor when it is missing or, if `expectShape` is
- * given, when its shape differs.
+ * given, when its shape differs. `runtimeDeltas`, when present, gives the
+ * patches' deltas that the layer using a weight adds to its output at run time
+ * (see {@link addRuntimeDeltas}).
  */
-export type WeightLookup = (ldmName: string, expectShape?: readonly number[]) => Tensor;
+export type WeightLookup = ((ldmName: string, expectShape?: readonly number[]) => Tensor) & {
+  readonly runtimeDeltas?: (ldmName: string) => readonly WeightDelta[];
+};
 
 /** What a weight file says about one tensor (models/weights' TensorInfo satisfies this). */
 export interface WeightInfo {
@@ -29,6 +34,8 @@ export interface WeightInfo {
 /** Anything that can describe a tensor by name; `get` may throw or return undefined when it is missing. */
 export interface WeightSource {
   get(name: string): WeightInfo | undefined;
+  /** Deltas the layer using weight `name` adds at run time (a patched network's). */
+  runtimeDeltas?(name: string): readonly WeightDelta[];
 }
 
 /** A missing or mis-shaped weight. */
@@ -65,7 +72,7 @@ export function graphDType(dtype: string, tensorName: string): DType {
  * added once; asking again returns the same constant.
  */
 export function createWeightLookup(g: Graph, source: WeightSource): WeightLookup {
-  return (name, expectShape) => {
+  const lookup = (name: string, expectShape?: readonly number[]): Tensor => {
     const existing = g.constants.get(name);
     let t: Tensor;
     if (existing !== undefined) {
@@ -86,6 +93,75 @@ export function createWeightLookup(g: Graph, source: WeightSource): WeightLookup
     }
     return t;
   };
+  const runtime = source.runtimeDeltas?.bind(source);
+  return runtime ? Object.assign(lookup, { runtimeDeltas: runtime }) : lookup;
+}
+
+/** A delta factor as a graph constant of `shape` (its own shape, or a view of it with the same elements). */
+function factorConstant(g: Graph, name: string, info: WeightInfo, shape: readonly number[]): Tensor {
+  const existing = g.constants.get(name);
+  const t = existing !== undefined
+    ? g.tensor(existing)
+    : g.constant(name, info.shape.length === 0 ? [1] : info.shape, graphDType(info.dtype, name), info.source);
+  return numel(t.shape) === numel(shape) && t.shape.join() !== shape.join() ? g.reshape(t, shape) : t;
+}
+
+/** How the patched layer applies its weight, for {@link addRuntimeDeltas}. */
+export type PatchedLayer =
+  | { readonly kind: "linear"; readonly rows?: RowRange }
+  | { readonly kind: "conv2d"; readonly stride: number; readonly padding: number };
+
+/**
+ * y + Σ scale · up(down(x)) (or scale · D(x) for a dense delta) over the run-time deltas of weight
+ * `weightName`: the layer's output when its weight is patched at run time (stable-diffusion.cpp's
+ * `at_runtime` LoRA mode). A linear layer runs the factors as linear layers; a k×k convolution runs
+ * down as a k×k convolution with the layer's stride and padding, then up as a 1×1 convolution.
+ * `layer.rows` picks the deltas of one row range (an OpenCLIP q/k/v third). Returns `y` unchanged
+ * when the weight has no run-time deltas.
+ */
+export function addRuntimeDeltas(
+  g: Graph,
+  w: WeightLookup,
+  weightName: string,
+  x: Tensor,
+  y: Tensor,
+  layer: PatchedLayer,
+): Tensor {
+  const all = w.runtimeDeltas?.(weightName) ?? [];
+  const rows = layer.kind === "linear" ? layer.rows : undefined;
+  if (!rows && all.some((d) => d.rows)) {
+    throw new WeightError(`${weightName}: a run-time delta on some of its rows, but the layer uses it whole`);
+  }
+  let out = y;
+  all.forEach((d, i) => {
+    if (rows && d.rows?.start !== rows.start) return;
+    const name = `${weightName}#delta${i}`;
+    const outF = layer.kind === "linear" ? y.shape[y.shape.length - 1] : y.shape[1];
+    const inF = layer.kind === "linear" ? x.shape[x.shape.length - 1] : x.shape[1];
+    let z: Tensor;
+    if (layer.kind === "linear") {
+      if (d.kind === "dense") {
+        z = g.linear(x, factorConstant(g, `${name}.delta`, d.delta, [outF, inF]));
+      } else {
+        const rank = d.down.shape[0];
+        const h = g.linear(x, factorConstant(g, `${name}.down`, d.down, [rank, inF]));
+        z = g.linear(h, factorConstant(g, `${name}.up`, d.up, [outF, rank]));
+      }
+    } else {
+      const conv = { stride: layer.stride, padding: layer.padding };
+      if (d.kind === "dense") {
+        const k = Math.round(Math.sqrt(numel(d.delta.shape) / (outF * inF)));
+        z = g.conv2d(x, factorConstant(g, `${name}.delta`, d.delta, [outF, inF, k, k]), undefined, conv);
+      } else {
+        const rank = d.down.shape[0];
+        const k = Math.round(Math.sqrt(numel(d.down.shape) / (rank * inF)));
+        const h = g.conv2d(x, factorConstant(g, `${name}.down`, d.down, [rank, inF, k, k]), undefined, conv);
+        z = g.conv2d(h, factorConstant(g, `${name}.up`, d.up, [outF, rank, 1, 1]));
+      }
+    }
+    out = g.add(out, d.scale === 1 ? z : g.scale(z, d.scale));
+  });
+  return out;
 }
 
 /**
@@ -112,7 +188,7 @@ export function constantRows(g: Graph, t: Tensor, start: number, count: number):
     view = { kind: "data", data: src.data.subarray(start * rowElems, (start + count) * rowElems) };
   } else {
     const rowBytes = rowElems * DTYPE_BYTES[t.dtype];
-    view = { kind: "file", path: src.path, offset: src.offset + start * rowBytes, bytes: count * rowBytes };
+    view = { ...src, offset: src.offset + start * rowBytes, bytes: count * rowBytes };
   }
   return g.constant(name, shape, t.dtype, view);
 }
@@ -152,7 +228,7 @@ export function linear(
   const inF = opts.inF ?? x.shape[x.shape.length - 1];
   const wt = w(`${p}.weight`, [outF, inF]);
   const b = opts.bias === false ? undefined : asF32(g, w(`${p}.bias`, [outF]));
-  return g.linear(x, wt, b);
+  return addRuntimeDeltas(g, w, `${p}.weight`, x, g.linear(x, wt, b), { kind: "linear" });
 }
 
 /** A 1x1 convolution's weight [out, in, 1, 1] viewed as a linear weight [out, in]. */
@@ -165,7 +241,8 @@ export function conv1x1AsLinear(
 ): Tensor {
   const inF = x.shape[x.shape.length - 1];
   const wt = g.reshape(w(`${p}.weight`, [outF, inF, 1, 1]), [outF, inF]);
-  return g.linear(x, wt, asF32(g, w(`${p}.bias`, [outF])));
+  const y = g.linear(x, wt, asF32(g, w(`${p}.bias`, [outF])));
+  return addRuntimeDeltas(g, w, `${p}.weight`, x, y, { kind: "linear" });
 }
 
 /** PyTorch nn.Linear whose weight may be stored either as [out, in] or as a [out, in, 1, 1] conv. */
@@ -193,7 +270,10 @@ export function conv2d(
   const inC = x.shape[1];
   const wt = w(`${p}.weight`, [outC, inC, k, k]);
   const b = asF32(g, w(`${p}.bias`, [outC]));
-  return g.conv2d(x, wt, b, { stride: opts.stride ?? 1, padding: opts.padding ?? (k - 1) / 2 });
+  const stride = opts.stride ?? 1;
+  const padding = opts.padding ?? (k - 1) / 2;
+  const y = g.conv2d(x, wt, b, { stride, padding });
+  return addRuntimeDeltas(g, w, `${p}.weight`, x, y, { kind: "conv2d", stride, padding });
 }
 
 /** GroupNorm named `p` (32 groups unless told), optionally fused with SiLU. */

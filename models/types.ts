@@ -3,6 +3,8 @@
  * produce them. Plugins (nodes) depend on these; models implement them.
  */
 
+import type { Patchable } from "./patch.ts";
+
 /** A dense float32 tensor held in JavaScript (latents, embeddings: small). */
 export interface HostTensor {
   readonly shape: readonly number[];
@@ -37,12 +39,13 @@ export interface TextEncoderOptions {
   clipSkip?: number;
 }
 
-export interface TextEncoder {
+/** Patchable (models/patch.ts) when its loader supports patches, as the checkpoint loader's does. */
+export interface TextEncoder extends Partial<Patchable<TextEncoder>> {
   encode(prompt: string, opts?: TextEncoderOptions): Promise<Conditioning>;
 }
 
 /** The UNet as a k-diffusion style noise predictor. */
-export interface Denoiser {
+export interface Denoiser extends Partial<Patchable<Denoiser>> {
   readonly family: ModelFamily;
   readonly prediction: Prediction;
   /** alphas_cumprod of the training schedule (1000 entries). */

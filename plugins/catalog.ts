@@ -12,6 +12,7 @@ import { checkpoint, tinyCheckpoint } from "./nodes/checkpoint.ts";
 import { clipEncode } from "./nodes/clip_encode.ts";
 import { emptyLatent } from "./nodes/empty_latent.ts";
 import { loadImage } from "./nodes/load_image.ts";
+import { lora } from "./nodes/lora.ts";
 import { sampler } from "./nodes/sampler.ts";
 import { saveImage } from "./nodes/save_image.ts";
 import { vaeDecode, vaeEncode } from "./nodes/vae.ts";
@@ -20,6 +21,7 @@ import { vaeDecode, vaeEncode } from "./nodes/vae.ts";
 export const builtinNodes = [
   checkpoint,
   tinyCheckpoint,
+  lora,
   clipEncode,
   emptyLatent,
   loadImage,

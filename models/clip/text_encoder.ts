@@ -33,7 +33,7 @@
 
 import type { Graph, Tensor } from "../../engine/graph.ts";
 import { ArchError, type ClipConfig } from "../arch.ts";
-import { asF32, constantRows, layerNorm, linear, type WeightLookup } from "../nn.ts";
+import { addRuntimeDeltas, asF32, constantRows, layerNorm, linear, type WeightLookup } from "../nn.ts";
 
 export interface TextEncoderBuildOptions {
   /** Prompts (77-token chunks) encoded at once. */
@@ -155,7 +155,15 @@ function layer(g: Graph, w: WeightLookup, cfg: ClipConfig, i: number, x: Tensor)
     } else {
       const pw = w(`${L}.attn.in_proj_weight`, [3 * D, D]);
       const pb = w(`${L}.attn.in_proj_bias`, [3 * D]);
-      const part = (j: number) => g.linear(h, constantRows(g, pw, j * D, D), constantRows(g, pb, j * D, D));
+      const part = (j: number) =>
+        addRuntimeDeltas(
+          g,
+          w,
+          `${L}.attn.in_proj_weight`,
+          h,
+          g.linear(h, constantRows(g, pw, j * D, D), constantRows(g, pb, j * D, D)),
+          { kind: "linear", rows: { start: j * D, count: D } },
+        );
       [q, k, v] = [part(0), part(1), part(2)];
     }
     const a = g.attention(q, k, v, { heads: cfg.heads, causal: true });

@@ -54,8 +54,8 @@ export type WeightDType =
   | GgufOnlyDType
   | "unknown";
 
-/** Where a tensor's bytes are: identical to the engine's `ConstantSource`. */
-export type TensorSource = ConstantSource;
+/** Where a tensor's bytes are: a file range or memory (the engine's `ConstantSource` minus backend buffers). */
+export type TensorSource = Exclude<ConstantSource, { kind: "buffer" }>;
 
 /** One tensor of a weight file. Row-major, contiguous, little-endian. */
 export interface TensorInfo {

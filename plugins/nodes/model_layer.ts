@@ -5,15 +5,19 @@
  */
 
 import {
+  applyPatches,
   estimateNetwork as estimateModelNetwork,
   loadCheckpoint,
+  loadLora,
+  LoraError,
+  PatchError,
   resolveScheduler,
   sample,
   type SampleOptions,
 } from "../../models/mod.ts";
 import type { OpEstimate } from "../node.ts";
 
-export { loadCheckpoint, resolveScheduler, sample, type SampleOptions };
+export { applyPatches, loadCheckpoint, loadLora, LoraError, PatchError, resolveScheduler, sample, type SampleOptions };
 
 /** The networks `estimateNetwork` prices, one evaluation each. */
 export type NetworkKind = Parameters<typeof estimateModelNetwork>[0];
