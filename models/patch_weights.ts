@@ -11,9 +11,8 @@
  */
 
 import type { Backend, BackendBuffer } from "../backends/mod.ts";
-import { compile, Graph, type Tensor } from "../engine/mod.ts";
 import { readRangeSync } from "./weights/io.ts";
-import { graphDType, type WeightInfo, type WeightSource } from "./nn.ts";
+import type { WeightInfo, WeightSource } from "./nn.ts";
 import { deltaMismatch, type ModelPatch, PatchError, type WeightDelta, type WeightPatch } from "./patch.ts";
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
@@ -67,9 +66,8 @@ export function f32ToF16Bits(src: Float32Array, out: Uint16Array = new Uint16Arr
 }
 
 /** Rounds float32 values to bf16 bits, to nearest even. */
-function f32ToBf16Bits(src: Float32Array): Uint16Array {
+export function f32ToBf16Bits(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  const out = new Uint16Array(src.length);
   for (let i = 0; i < u.length; i++) {
     const x = u[i];
     out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
@@ -143,90 +141,77 @@ export function addDeltas(w: Float32Array, shape: readonly number[], deltas: rea
   }
 }
 
-/** `info` as a graph constant, flattened to 2-D [rows, inner]. */
-function constant2d(g: Graph, name: string, info: WeightInfo): Tensor {
-  const t = g.constant(name, info.shape, graphDType(info.dtype, name), info.source);
-  const rows = info.shape[0];
-  return info.shape.length === 2 ? t : g.reshape(t, [rows, numel(info.shape) / rows]);
+/** The low-rank factors of one delta as float32, ready for the row loop: up pre-scaled. */
+interface PreparedDelta {
+  readonly start: number;
+  readonly count: number;
+  readonly rank: number;
+  /** [count, rank], times scale (low rank); undefined for a dense delta. */
+  readonly up?: Float32Array;
+  /** [rank, inner] (low rank), or the dense delta [count, inner] times scale. */
+  readonly down: Float32Array;
+}
+
+function prepareDelta(d: WeightDelta, rowsAll: number): PreparedDelta {
+  const rows = d.rows ?? { start: 0, count: rowsAll };
+  if (d.kind === "dense") {
+    const down = readWeightF32(d.delta);
+    for (let i = 0; i < down.length; i++) down[i] *= d.scale;
+    return { ...rows, rank: 0, down };
+  }
+  const up = readWeightF32(d.up);
+  for (let i = 0; i < up.length; i++) up[i] *= d.scale;
+  return { ...rows, rank: d.down.shape[0], up, down: readWeightF32(d.down) };
 }
 
 /**
- * W + Σ ΔW for one weight, computed by the backend (the low-rank products are GEMMs of depth
- * rank) into a new backend buffer holding the merged weight as float32 (the layers take f32 and
- * f16 weights alike; rounding to f16 as stable-diffusion.cpp does would cost a pass in
- * JavaScript over every merged value, and changes the result by less than f16's precision).
- * JavaScript touches only the small factors (scaled, transposed) and copies the result once.
+ * W + Σ ΔW for one weight, in its own dtype: one pass over W's rows (decode a row to float32,
+ * add each delta's scale·up[o]·down, round back), so only the result is ever whole in memory.
+ * Rounding is to nearest even, so an f16 weight merges as stable-diffusion.cpp's
+ * `ggml_add_inplace` into the F16 tensor does (ΔW in float32, the sum rounded to f16).
  */
-async function mergeOnBackend(
-  backend: Backend,
-  name: string,
-  info: WeightInfo,
-  deltas: readonly WeightDelta[],
-): Promise<BackendBuffer> {
-  const g = new Graph();
+export function mergeWeight(info: WeightInfo, deltas: readonly WeightDelta[]): Float32Array | Uint16Array {
   const rowsAll = info.shape[0];
   const inner = numel(info.shape) / rowsAll;
-  let w = g.copy(constant2d(g, name, info));
-  const inputs: Record<string, Float32Array> = {};
-  // Deltas grouped by the rows they cover; each group is added to its slice of W.
-  const groups = new Map<string, { start: number; count: number; sum?: Tensor }>();
-  deltas.forEach((d, i) => {
-    const rows = d.rows ?? { start: 0, count: rowsAll };
-    let delta: Tensor;
-    if (d.kind === "dense") {
-      delta = g.scale(g.copy(constant2d(g, `delta${i}`, d.delta)), d.scale);
-    } else {
-      const rank = d.down.shape[0];
-      const up = readWeightF32(d.up);
-      for (let k = 0; k < up.length; k++) up[k] *= d.scale;
-      const down = readWeightF32(d.down);
-      const downT = new Float32Array(inner * rank);
-      for (let r = 0; r < rank; r++) for (let j = 0; j < inner; j++) downT[j * rank + r] = down[r * inner + j];
-      inputs[`up${i}`] = up;
-      const x = g.input(`up${i}`, [rows.count, rank]);
-      delta = g.linear(x, g.constant(`down${i}`, [inner, rank], "f32", { kind: "data", data: downT }));
+  const dtype = info.dtype.toLowerCase();
+  const half = dtype === "f16" || dtype === "bf16";
+  if (!half) {
+    const w = readWeightF32(info);
+    addDeltas(w, info.shape, deltas);
+    return w;
+  }
+  const prepared = deltas.map((d) => prepareDelta(d, rowsAll));
+  let bytes = weightBytes(info, rowsAll * inner * 2);
+  if (bytes.byteOffset % 2 !== 0) bytes = bytes.slice();
+  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, rowsAll * inner);
+  const out = new Uint16Array(rowsAll * inner);
+  const row = new Float32Array(inner);
+  const row32 = new Uint32Array(row.buffer);
+  const table = f16Table();
+  for (let o = 0; o < rowsAll; o++) {
+    const base = o * inner;
+    if (dtype === "f16") for (let j = 0; j < inner; j++) row[j] = table[src[base + j]];
+    else for (let j = 0; j < inner; j++) row32[j] = src[base + j] << 16;
+    for (const d of prepared) {
+      if (o < d.start || o >= d.start + d.count) continue;
+      const i = o - d.start;
+      if (!d.up) {
+        const off = i * inner;
+        for (let j = 0; j < inner; j++) row[j] += d.down[off + j];
+        continue;
+      }
+      for (let r = 0; r < d.rank; r++) {
+        const a = d.up[i * d.rank + r];
+        if (a === 0) continue;
+        const off = r * inner;
+        for (let j = 0; j < inner; j++) row[j] += a * d.down[off + j];
+      }
     }
-    const key = `${rows.start}/${rows.count}`;
-    const group = groups.get(key) ?? { start: rows.start, count: rows.count };
-    group.sum = group.sum ? g.add(group.sum, delta) : delta;
-    groups.set(key, group);
-  });
-  const whole = groups.get(`0/${rowsAll}`);
-  if (whole) w = g.add(w, whole.sum!);
-  const parts = [...groups.values()].filter((p) => p !== whole).sort((a, b) => a.start - b.start);
-  if (parts.length) {
-    const pieces: Tensor[] = [];
-    let at = 0;
-    for (const p of parts) {
-      if (p.start < at) throw new PatchError(`${name}: deltas on overlapping rows`);
-      if (p.start > at) pieces.push(g.slice(w, 0, at, p.start - at));
-      pieces.push(g.add(g.slice(w, 0, p.start, p.count), p.sum!));
-      at = p.start + p.count;
-    }
-    if (at < rowsAll) pieces.push(g.slice(w, 0, at, rowsAll - at));
-    w = pieces.length === 1 ? pieces[0] : g.concat(pieces, 0);
+    const dst = out.subarray(base, base + inner);
+    if (dtype === "f16") f32ToF16Bits(row, dst);
+    else f32ToBf16Bits(row, dst);
   }
-  // A graph output must be computed by the step plan: without a factor input, add a zero input.
-  if (Object.keys(inputs).length === 0) {
-    inputs.zero = new Float32Array(1);
-    w = g.add(w, g.input("zero", [1]));
-  }
-  g.output("w", w);
-  const program = compile(g, backend);
-  let merged: Float32Array;
-  try {
-    merged = (await program.run(inputs)).w;
-  } finally {
-    program.dispose();
-  }
-  const buffer = backend.alloc(merged.byteLength);
-  try {
-    buffer.write(0, merged);
-  } catch (e) {
-    buffer.free();
-    throw e;
-  }
-  return buffer;
+  return out;
 }
 
 /** One network's weights with its patches: what its graph builder and layers read. */
@@ -286,23 +271,26 @@ export class PatchedWeights implements WeightSource {
   }
 
   /**
-   * Merges every weight with merge-mode deltas that is not merged yet (one backend program per
-   * weight, run one after another). Call before building a graph from this source.
+   * Merges every weight with merge-mode deltas that is not merged yet, one at a time, each into
+   * its own backend buffer. Call before building a graph from this source.
    */
-  async prepare(): Promise<void> {
+  prepare(): Promise<void> {
     for (const [name, deltas] of this.#merge) {
       if (this.#merged.has(name)) continue;
       const info = this.#base.get(name);
       if (!info) throw new PatchError(`missing weight "${name}"`);
-      const buffer = await mergeOnBackend(this.#backend, name, info, deltas);
+      const values = mergeWeight(info, deltas);
+      const buffer = this.#backend.alloc(values.byteLength);
       this.#buffers.push(buffer);
+      buffer.write(0, values);
       this.#merged.set(name, {
         name,
-        dtype: "f32",
+        dtype: info.dtype,
         shape: info.shape,
-        source: { kind: "buffer", buffer, offset: 0, bytes: buffer.size },
+        source: { kind: "buffer", buffer, offset: 0, bytes: values.byteLength },
       });
     }
+    return Promise.resolve();
   }
 
   /** The weight `name`: merged (after {@link prepare}) when it has merge-mode deltas, else the base weight. */

@@ -13,6 +13,12 @@ import type { WeightFile, WeightFormat } from "./types.ts";
  * "GGUF" = gguf, an 8-byte length followed by "{" = safetensors.
  */
 export function sniffFormat(head: Uint8Array): WeightFormat | undefined {
+  // First: a safetensors header length whose low bytes are 0x80 0x02..0x05 (640, 896, 1152 or 1408
+  // bytes, mod 65536) also looks like a pickle's protocol opcode; its "{" at byte 8 and a length
+  // under 4 GiB tell them apart.
+  if (head.length >= 9 && head[8] === 0x7b && head[4] === 0 && head[5] === 0 && head[6] === 0 && head[7] === 0) {
+    return "safetensors";
+  }
   if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return "ckpt";
   if (head.length >= 2 && head[0] === 0x80 && head[1] >= 2 && head[1] <= 5) return "ckpt";
   if (head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return "gguf";
