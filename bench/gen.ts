@@ -1,5 +1,6 @@
 /**
- * `deno task bench gen [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]`
+ * `deno task bench gen [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]
+ *   [--lora PATH [--lora-mode merge|runtime]]`
  *
  * End-to-end SD 1.5 txt2img ("a lovely cat", seed 42, euler, discrete, cfg 7, rng cuda) at each size, each
  * in a fresh process (bench/gen_worker.ts) so peak RSS is per size: load time, seconds per sampling step
@@ -187,6 +188,7 @@ async function runWorker(
       "--sampler",
       "euler",
       ...(hoistMib === undefined ? [] : ["--hoist-mib", String(hoistMib)]),
+      ...loraArgs,
     ],
     cwd: REPO,
     env,
@@ -285,6 +287,8 @@ export function formatTable(rows: readonly GenBenchRow[]): string {
 
 /** Bytes of transformed UNet filters to keep (MiB), from --hoist-mib; default: the engine's. */
 let hoistMib: number | undefined;
+/** `--lora PATH --lora-mode MODE`, passed on to every worker. */
+let loraArgs: string[] = [];
 
 /** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
 export async function benchGen(backend: Backend): Promise<void> {
@@ -309,8 +313,13 @@ async function runGenBench(backend: Backend): Promise<void> {
       json: { type: "boolean", default: false },
       isa: { type: "string", default: "auto" },
       "hoist-mib": { type: "string" },
+      lora: { type: "string" },
+      "lora-mode": { type: "string", default: "merge" },
     },
   });
+  loraArgs = values.lora === undefined
+    ? []
+    : ["--lora", String(values.lora), "--lora-mode", String(values["lora-mode"])];
   hoistMib = values["hoist-mib"] === undefined ? undefined : Number(values["hoist-mib"]);
   const sizes = String(values.sizes).split(",").map((s) => Number(s.trim()));
   if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 8)) {
@@ -327,7 +336,8 @@ async function runGenBench(backend: Backend): Promise<void> {
   if (!json) {
     console.log(
       `SD 1.5 txt2img, ${steps} steps euler, cfg 7, seed 42, ${threads} thread(s), isa ${backend.info.isa}, ` +
-        `one process per size\nmodel ${model}`,
+        `one process per size\nmodel ${model}` +
+        (loraArgs.length ? `\nLoRA ${loraArgs[1]} (${loraArgs[3]}; merging is in the 1st step and text encode)` : ""),
     );
   }
   const rows: GenBenchRow[] = [];

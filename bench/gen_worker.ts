@@ -3,7 +3,7 @@
  * is this size's alone:
  *
  *   deno run -A bench/gen_worker.ts --model PATH --size 256 [--steps 4] [--threads N] [--cfg 7]
- *     [--seed 42] [--sampler euler] [--prompt TEXT] [--out image.png]
+ *     [--seed 42] [--sampler euler] [--prompt TEXT] [--out image.png] [--lora PATH [--lora-mode merge|runtime]]
  *
  * Runs the model layer directly (models/mod.ts: load → text encode → sample → VAE decode), timing each
  * phase and every sampling step (onStep timestamps), and prints one JSON line on stdout:
@@ -11,12 +11,15 @@
  * rss_anon_bytes, rss_file_bytes, cpu_s, ... }`.
  * `run_s` is the time since the process started (Deno start-up and module loading included).
  * Peak RSS is VmHWM from /proc/self/status, read after the decode (null where /proc is missing).
+ * With `--lora`, the LoRA patches the UNet and text encoder (strength 1): `lora_s` is reading the file and
+ * matching its layers; merging (`--lora-mode merge`, the default) happens on first use, so its cost is in
+ * `text_encode_s` (text encoder) and the first step (UNet).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { loadCheckpoint, sample } from "../models/mod.ts";
+import { applyPatches, loadCheckpoint, loadLora, sample } from "../models/mod.ts";
 import { writePng } from "../plugins/image/png.ts";
 import { median } from "../cli/progress.ts";
 
@@ -33,6 +36,8 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "a lovely cat" },
     out: { type: "string" },
     "hoist-mib": { type: "string" },
+    lora: { type: "string" },
+    "lora-mode": { type: "string", default: "merge" },
   },
 });
 
@@ -95,9 +100,26 @@ async function main(): Promise<void> {
   });
   const loadMs = performance.now() - t;
   try {
+    let denoiser = ckpt.denoiser;
+    let textEncoder = ckpt.textEncoder;
+    let loraMs: number | null = null;
+    if (values.lora) {
+      const mode = values["lora-mode"];
+      if (mode !== "merge" && mode !== "runtime") throw new RangeError(`--lora-mode: merge or runtime, got "${mode}"`);
+      t = performance.now();
+      const lora = await loadLora(values.lora, {
+        family: denoiser.family,
+        unet: denoiser.patchableWeights!(),
+        text: textEncoder.patchableWeights!(),
+      }, { mode });
+      for (const w of lora.warnings) console.error(w);
+      denoiser = applyPatches(denoiser, [lora.model], "MODEL");
+      textEncoder = applyPatches(textEncoder, [lora.clip], "CLIP");
+      loraMs = performance.now() - t;
+    }
     t = performance.now();
-    const positive = await ckpt.textEncoder.encode(values.prompt!);
-    const negative = await ckpt.textEncoder.encode("");
+    const positive = await textEncoder.encode(values.prompt!);
+    const negative = await textEncoder.encode("");
     const textMs = performance.now() - t;
 
     const h = size / 8, w = size / 8;
@@ -105,7 +127,7 @@ async function main(): Promise<void> {
     t = performance.now();
     let last = t;
     const latent = await sample({
-      denoiser: ckpt.denoiser,
+      denoiser,
       positive,
       negative,
       latent: { shape: [1, 4, h, w], data: new Float32Array(4 * h * w) },
@@ -148,6 +170,7 @@ async function main(): Promise<void> {
       cfg: cfgScale,
       seed,
       load_s: sec(loadMs),
+      ...(values.lora ? { lora: values.lora, lora_mode: values["lora-mode"], lora_s: sec(loraMs ?? 0) } : {}),
       text_encode_s: sec(textMs),
       step_s: stepMs.map(sec),
       step_median_s: sec(median(stepMs)),
