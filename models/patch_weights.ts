@@ -142,7 +142,7 @@ export function addDeltas(w: Float32Array, shape: readonly number[], deltas: rea
 }
 
 /** The low-rank factors of one delta as float32, ready for the row loop: up pre-scaled. */
-interface PreparedDelta {
+export interface PreparedDelta {
   readonly start: number;
   readonly count: number;
   readonly rank: number;
@@ -165,53 +165,161 @@ function prepareDelta(d: WeightDelta, rowsAll: number): PreparedDelta {
 }
 
 /**
+ * row += Σ_r up[upOff + r] · down[r] (down [rank, inner]), four rank terms per pass over the row so
+ * that the row is loaded and stored a quarter as often.
+ */
+function addLowRankRow(
+  row: Float32Array,
+  up: Float32Array,
+  upOff: number,
+  down: Float32Array,
+  rank: number,
+  inner: number,
+): void {
+  let r = 0;
+  for (; r + 4 <= rank; r += 4) {
+    const a0 = up[upOff + r], a1 = up[upOff + r + 1], a2 = up[upOff + r + 2], a3 = up[upOff + r + 3];
+    const o0 = r * inner, o1 = o0 + inner, o2 = o1 + inner, o3 = o2 + inner;
+    for (let j = 0; j < inner; j++) {
+      row[j] += a0 * down[o0 + j] + a1 * down[o1 + j] + a2 * down[o2 + j] + a3 * down[o3 + j];
+    }
+  }
+  for (; r < rank; r++) {
+    const a = up[upOff + r];
+    const off = r * inner;
+    for (let j = 0; j < inner; j++) row[j] += a * down[off + j];
+  }
+}
+
+/**
  * W + Σ ΔW for one weight, in its own dtype: one pass over W's rows (decode a row to float32,
  * add each delta's scale·up[o]·down, round back), so only the result is ever whole in memory.
  * Rounding is to nearest even, so an f16 weight merges as stable-diffusion.cpp's
  * `ggml_add_inplace` into the F16 tensor does (ΔW in float32, the sum rounded to f16).
  */
 export function mergeWeight(info: WeightInfo, deltas: readonly WeightDelta[]): Float32Array | Uint16Array {
-  const rowsAll = info.shape[0];
-  const inner = numel(info.shape) / rowsAll;
+  return runMergeJob(mergeJob(info, deltas));
+}
+
+/**
+ * Everything a merge needs, as plain data (structured-cloneable, so a worker can run it): W's
+ * location or values, its layout, and the deltas' factors as float32 (up already scaled).
+ */
+export interface MergeJob {
+  readonly dtype: string;
+  readonly rows: number;
+  readonly inner: number;
+  /** W's bytes: a file range, or a copy of them. */
+  readonly source: { readonly path: string; readonly offset: number } | { readonly bytes: Uint8Array };
+  readonly deltas: readonly PreparedDelta[];
+}
+
+/** The merge of `deltas` into `info` as a {@link MergeJob} (reads only the factors, which are small). */
+export function mergeJob(info: WeightInfo, deltas: readonly WeightDelta[]): MergeJob {
+  const rows = info.shape[0];
+  const inner = numel(info.shape) / rows;
   const dtype = info.dtype.toLowerCase();
-  const half = dtype === "f16" || dtype === "bf16";
-  if (!half) {
-    const w = readWeightF32(info);
-    addDeltas(w, info.shape, deltas);
-    return w;
+  const size = dtype === "f16" || dtype === "bf16" ? 2 : 4;
+  const s = info.source;
+  const source = s.kind === "file"
+    ? { path: s.path, offset: s.offset }
+    : { bytes: weightBytes(info, rows * inner * size).slice() };
+  if (s.kind === "file" && s.bytes < rows * inner * size) {
+    throw new PatchError(`${info.name ?? "weight"}: ${s.bytes} bytes in ${s.path}, needs ${rows * inner * size}`);
   }
-  const prepared = deltas.map((d) => prepareDelta(d, rowsAll));
-  let bytes = weightBytes(info, rowsAll * inner * 2);
-  if (bytes.byteOffset % 2 !== 0) bytes = bytes.slice();
-  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, rowsAll * inner);
-  const out = new Uint16Array(rowsAll * inner);
-  const row = new Float32Array(inner);
-  const row32 = new Uint32Array(row.buffer);
-  const table = f16Table();
-  for (let o = 0; o < rowsAll; o++) {
+  return { dtype, rows, inner, source, deltas: deltas.map((d) => prepareDelta(d, rows)) };
+}
+
+/** Runs a {@link MergeJob}: W + Σ ΔW in W's dtype (f16/bf16 bits, or float32). */
+export function runMergeJob(job: MergeJob): Float32Array | Uint16Array {
+  const { dtype, rows, inner } = job;
+  const size = dtype === "f16" || dtype === "bf16" ? 2 : 4;
+  let bytes = "bytes" in job.source
+    ? job.source.bytes
+    : readRangeSync(job.source.path, job.source.offset, rows * inner * size);
+  if (bytes.byteOffset % 4 !== 0) bytes = bytes.slice();
+  const src = size === 2
+    ? new Uint16Array(bytes.buffer, bytes.byteOffset, rows * inner)
+    : new Float32Array(bytes.buffer, bytes.byteOffset, rows * inner);
+  const out = size === 2 ? new Uint16Array(rows * inner) : new Float32Array(rows * inner);
+  const row = size === 2 ? new Float32Array(inner) : (out as Float32Array);
+  const row32 = new Uint32Array(row.buffer, row.byteOffset, inner);
+  const table = dtype === "f16" ? f16Table() : undefined;
+  for (let o = 0; o < rows; o++) {
     const base = o * inner;
-    if (dtype === "f16") for (let j = 0; j < inner; j++) row[j] = table[src[base + j]];
-    else for (let j = 0; j < inner; j++) row32[j] = src[base + j] << 16;
-    for (const d of prepared) {
+    // float32 weights are merged in place in `out`, one row view at a time.
+    const r = size === 2 ? row : (out as Float32Array).subarray(base, base + inner);
+    if (table) { for (let j = 0; j < inner; j++) r[j] = table[src[base + j]]; }
+    else if (size === 2) { for (let j = 0; j < inner; j++) row32[j] = src[base + j] << 16; }
+    else r.set((src as Float32Array).subarray(base, base + inner));
+    for (const d of job.deltas) {
       if (o < d.start || o >= d.start + d.count) continue;
       const i = o - d.start;
       if (!d.up) {
         const off = i * inner;
-        for (let j = 0; j < inner; j++) row[j] += d.down[off + j];
+        for (let j = 0; j < inner; j++) r[j] += d.down[off + j];
         continue;
       }
-      for (let r = 0; r < d.rank; r++) {
-        const a = d.up[i * d.rank + r];
-        if (a === 0) continue;
-        const off = r * inner;
-        for (let j = 0; j < inner; j++) row[j] += a * d.down[off + j];
-      }
+      addLowRankRow(r, d.up, i * d.rank, d.down, d.rank, inner);
     }
-    const dst = out.subarray(base, base + inner);
-    if (dtype === "f16") f32ToF16Bits(row, dst);
-    else f32ToBf16Bits(row, dst);
+    if (size === 2) {
+      const dst = (out as Uint16Array).subarray(base, base + inner);
+      if (table) f32ToF16Bits(row, dst);
+      else f32ToBf16Bits(row, dst);
+    }
   }
   return out;
+}
+
+/**
+ * Runs merge jobs on up to `threads` workers (merge_worker.ts), handing each result to `done` in
+ * this thread as it arrives; with one thread, or where workers cannot start, runs them here.
+ */
+async function runMergeJobs(
+  jobs: readonly MergeJob[],
+  threads: number,
+  done: (i: number, values: Float32Array | Uint16Array) => void,
+): Promise<void> {
+  const n = Math.min(threads, jobs.length);
+  if (n <= 1) {
+    jobs.forEach((j, i) => done(i, runMergeJob(j)));
+    return;
+  }
+  const workers: Worker[] = [];
+  try {
+    let next = 0;
+    const loop = (w: Worker) =>
+      new Promise<void>((resolve, reject) => {
+        let current = -1;
+        const send = () => {
+          if (next >= jobs.length) return resolve();
+          current = next++;
+          w.postMessage(jobs[current]);
+        };
+        w.onmessage = (e: MessageEvent<{ values?: Float32Array | Uint16Array; error?: string }>) => {
+          if (e.data.error !== undefined || !e.data.values) {
+            return reject(new PatchError(`merge worker: ${e.data.error ?? "no result"}`));
+          }
+          try {
+            done(current, e.data.values);
+          } catch (err) {
+            return reject(err);
+          }
+          send();
+        };
+        w.onerror = (e) => {
+          e.preventDefault();
+          reject(new PatchError(`merge worker: ${e.message}`));
+        };
+        send();
+      });
+    for (let i = 0; i < n; i++) {
+      workers.push(new Worker(new URL("./merge_worker.ts", import.meta.url), { type: "module" }));
+    }
+    await Promise.all(workers.map(loop));
+  } finally {
+    for (const w of workers) w.terminate();
+  }
 }
 
 /** One network's weights with its patches: what its graph builder and layers read. */
@@ -222,6 +330,8 @@ export class PatchedWeights implements WeightSource {
   readonly #runtime = new Map<string, WeightDelta[]>();
   readonly #merged = new Map<string, WeightInfo>();
   readonly #buffers: BackendBuffer[] = [];
+  /** Merge workers: the backend's thread count (the networks are idle while weights merge). */
+  readonly #threads: number;
 
   /**
    * @param base the network's unpatched weights
@@ -238,6 +348,7 @@ export class PatchedWeights implements WeightSource {
   ) {
     this.#base = base;
     this.#backend = backend;
+    this.#threads = Math.max(1, backend.info.threads ?? 1);
     for (const p of patches) {
       if (p.kind !== "weights") {
         throw new PatchError(`${what}: "${p.label}" is a ${p.kind} patch, which the ${what} does not apply yet`);
@@ -274,23 +385,27 @@ export class PatchedWeights implements WeightSource {
    * Merges every weight with merge-mode deltas that is not merged yet, one at a time, each into
    * its own backend buffer. Call before building a graph from this source.
    */
-  prepare(): Promise<void> {
-    for (const [name, deltas] of this.#merge) {
-      if (this.#merged.has(name)) continue;
+  async prepare(): Promise<void> {
+    const todo = [...this.#merge].filter(([name]) => !this.#merged.has(name));
+    if (todo.length === 0) return;
+    const infos = todo.map(([name]) => {
       const info = this.#base.get(name);
       if (!info) throw new PatchError(`missing weight "${name}"`);
-      const values = mergeWeight(info, deltas);
+      return info;
+    });
+    const jobs = todo.map(([, deltas], i) => mergeJob(infos[i], deltas));
+    await runMergeJobs(jobs, this.#threads, (i, values) => {
+      const [name] = todo[i];
       const buffer = this.#backend.alloc(values.byteLength);
       this.#buffers.push(buffer);
       buffer.write(0, values);
       this.#merged.set(name, {
         name,
-        dtype: info.dtype,
-        shape: info.shape,
+        dtype: infos[i].dtype,
+        shape: infos[i].shape,
         source: { kind: "buffer", buffer, offset: 0, bytes: values.byteLength },
       });
-    }
-    return Promise.resolve();
+    });
   }
 
   /** The weight `name`: merged (after {@link prepare}) when it has merge-mode deltas, else the base weight. */

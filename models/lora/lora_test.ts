@@ -305,3 +305,24 @@ Deno.test("sniffFormat: a safetensors header of 640 bytes (0x80 0x02 …) is not
   assertEquals(sniffFormat(head), "safetensors");
   assertEquals(sniffFormat(new Uint8Array([0x80, 0x02, 0x7d, 0x71, 0x00, 0x28, 0x58, 0x01, 0x00])), "ckpt");
 });
+
+Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as mergeWeight", async () => {
+  const backend = await loadBackend("cpu", { threads: 2 });
+  const cases = ["lin", "conv", "rows", "dense"];
+  const base = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`)]));
+  const shapes = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`).shape]));
+  const patch: WeightPatch = { kind: "weights", label: "threads", deltas: cases.map((c) => DELTAS[c]) };
+  const source = new PatchedWeights({ get: (n) => base.get(n) }, shapes, [patch], backend, "test");
+  try {
+    await source.prepare();
+    for (const c of cases) {
+      const merged = source.get(`${c}.weight`)!;
+      assert(merged.source.kind === "buffer", `${c}: a backend buffer constant`);
+      const want = mergeWeight(t(`${c}.w`), [DELTAS[c]]);
+      const got = merged.source.buffer.read(merged.source.offset, merged.source.bytes);
+      assertEquals([...got], [...new Uint8Array(want.buffer, want.byteOffset, want.byteLength)], c);
+    }
+  } finally {
+    source.dispose();
+  }
+});
