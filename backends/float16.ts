@@ -91,3 +91,63 @@ export function halfBitsToF32Array(src: ArrayLike<number>, dtype: "f16" | "bf16"
   for (let i = 0; i < src.length; i++) out[i] = widen(src[i]);
   return out;
 }
+
+/** f16 bits → float32 for every 16-bit pattern (a lookup table for widening whole arrays fast). */
+let halfTable: Float32Array | undefined;
+export function f16BitsTable(): Float32Array {
+  if (halfTable) return halfTable;
+  halfTable = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
+    halfTable[h] = h & 0x8000 ? -v : v;
+  }
+  return halfTable;
+}
+
+/**
+ * Float32 values → f16 bits into `out`, ties to even: what {@link f32ToF16Bits} gives for each value,
+ * in one loop over the bits without per-value calls (for arrays of millions, e.g. merged weights).
+ */
+export function f32ToF16BitsInto(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    const sign = (x >>> 16) & 0x8000;
+    const e = ((x >>> 23) & 0xff) - 112; // rebias 127 → 15
+    let m = x & 0x7fffff;
+    let h: number;
+    if (e >= 31) {
+      // Inf/NaN, or too large: infinity (NaN keeps a payload bit).
+      h = (x & 0x7f800000) === 0x7f800000 && m ? 0x7e00 : 0x7c00;
+    } else if (e <= 0) {
+      if (e < -10) {
+        h = 0;
+      } else {
+        m |= 0x800000;
+        const shift = 14 - e;
+        h = m >>> shift;
+        const rem = m & ((1 << shift) - 1);
+        const half = 1 << (shift - 1);
+        if (rem > half || (rem === half && (h & 1))) h++;
+      }
+    } else {
+      h = (e << 10) | (m >>> 13);
+      const rem = m & 0x1fff;
+      if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // a carry into the exponent is correct
+    }
+    out[i] = sign | h;
+  }
+  return out;
+}
+
+/** Float32 values → bf16 bits into `out`, ties to even: {@link f32ToBf16Bits} for each value, in one loop. */
+export function f32ToBf16BitsInto(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}

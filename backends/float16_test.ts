@@ -1,5 +1,14 @@
 import { assert, assertEquals } from "../tests/assert.ts";
-import { bf16BitsToF32, f16BitsToF32, f32ArrayToBf16Bits, f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
+import {
+  bf16BitsToF32,
+  f16BitsTable,
+  f16BitsToF32,
+  f32ArrayToBf16Bits,
+  f32ToBf16Bits,
+  f32ToBf16BitsInto,
+  f32ToF16Bits,
+  f32ToF16BitsInto,
+} from "./float16.ts";
 import { rng } from "./test_helpers.ts";
 
 // The independent references: V8's Float16Array (IEEE round to nearest even from the f32 value it is
@@ -72,4 +81,47 @@ Deno.test("float16: f32 -> bf16 rounds to nearest even, NaN stays NaN", () => {
     assertEquals(b, want & 0xffff, `f32ToBf16Bits(${x})`);
   }
   assertEquals([...f32ArrayToBf16Bits([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 0.1])], [0x3f80, 0x3f80, 0x3f82, 0x3dcd]);
+});
+
+Deno.test("f32ToF16BitsInto / f32ToBf16BitsInto / f16BitsTable agree with the scalar conversions on every kind of value", () => {
+  // Random bit patterns (every exponent: subnormal halves, overflow, NaN) plus ties and edges.
+  const n = 200_000;
+  const bits = new Uint32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    bits[i] = s >>> 0;
+  }
+  const edges = [
+    0,
+    0x80000000,
+    0x3f801000,
+    0x3f803000,
+    0x477ff000,
+    0x477fefff,
+    0x33000000,
+    0x33000001,
+    0x38800000,
+    0x7f800000,
+    0x7fc00000,
+  ];
+  bits.set(edges);
+  const f = new Float32Array(bits.buffer);
+  const h = f32ToF16BitsInto(f);
+  const b = f32ToBf16BitsInto(f);
+  const table = f16BitsTable();
+  for (let i = 0; i < n; i++) {
+    if (h[i] !== f32ToF16Bits(f[i])) {
+      throw new Error(`f16 of ${f[i]} (0x${bits[i].toString(16)}): ${h[i]} vs ${f32ToF16Bits(f[i])}`);
+    }
+    if (b[i] !== f32ToBf16Bits(f[i])) throw new Error(`bf16 of ${f[i]}: ${b[i]} vs ${f32ToBf16Bits(f[i])}`);
+  }
+  for (let x = 0; x < 65536; x++) {
+    const want = f16BitsToF32(x);
+    if (!(Object.is(table[x], Math.fround(want)) || (Number.isNaN(want) && Number.isNaN(table[x])))) {
+      throw new Error(`table[${x}] = ${table[x]}, expected ${want}`);
+    }
+  }
 });

@@ -11,69 +11,13 @@
  */
 
 import type { Backend, BackendBuffer } from "../backends/mod.ts";
+import { f16BitsTable, f32ToBf16BitsInto, f32ToF16BitsInto } from "../backends/float16.ts";
 import { readRangeSync } from "./weights/io.ts";
 import type { WeightInfo, WeightSource } from "./nn.ts";
 import { deltaMismatch, type ModelPatch, PatchError, type WeightDelta, type WeightPatch } from "./patch.ts";
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const fmt = (s: readonly number[]): string => `[${s.join(", ")}]`;
-
-/** f16 bits → float32, for every 16-bit pattern. */
-let halfTable: Float32Array | undefined;
-function f16Table(): Float32Array {
-  if (halfTable) return halfTable;
-  halfTable = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const e = (h >> 10) & 0x1f;
-    const m = h & 0x3ff;
-    const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
-    halfTable[h] = h & 0x8000 ? -v : v;
-  }
-  return halfTable;
-}
-
-/** Rounds float32 values to f16 bits, to nearest even (as PyTorch's `.half()` and ggml do). */
-export function f32ToF16Bits(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i];
-    const sign = (x >>> 16) & 0x8000;
-    const e = ((x >>> 23) & 0xff) - 112; // rebias 127 → 15
-    let m = x & 0x7fffff;
-    let h: number;
-    if (e >= 31) {
-      // Inf/NaN, or too large: infinity (NaN keeps a payload bit).
-      h = (x & 0x7f800000) === 0x7f800000 && m ? 0x7e00 : 0x7c00;
-    } else if (e <= 0) {
-      if (e < -10) {
-        h = 0;
-      } else {
-        m |= 0x800000;
-        const shift = 14 - e;
-        h = m >>> shift;
-        const rem = m & ((1 << shift) - 1);
-        const half = 1 << (shift - 1);
-        if (rem > half || (rem === half && (h & 1))) h++;
-      }
-    } else {
-      h = (e << 10) | (m >>> 13);
-      const rem = m & 0x1fff;
-      if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // a carry into the exponent is correct
-    }
-    out[i] = sign | h;
-  }
-  return out;
-}
-
-/** Rounds float32 values to bf16 bits, to nearest even. */
-export function f32ToBf16Bits(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i];
-    out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-  }
-  return out;
-}
 
 /** The raw bytes of a weight (one read of its file range, a view of memory, or a copy out of a backend buffer). */
 function weightBytes(info: WeightInfo, bytes: number): Uint8Array {
@@ -103,7 +47,7 @@ export function readWeightF32(info: WeightInfo): Float32Array {
   const u16 = new Uint16Array(b.buffer, b.byteOffset, n);
   const out = new Float32Array(n);
   if (dtype === "f16") {
-    const t = f16Table();
+    const t = f16BitsTable();
     for (let i = 0; i < n; i++) out[i] = t[u16[i]];
   } else {
     const o32 = new Uint32Array(out.buffer);
@@ -244,7 +188,7 @@ export function runMergeJob(job: MergeJob): Float32Array | Uint16Array {
   const out = size === 2 ? new Uint16Array(rows * inner) : new Float32Array(rows * inner);
   const row = size === 2 ? new Float32Array(inner) : (out as Float32Array);
   const row32 = new Uint32Array(row.buffer, row.byteOffset, inner);
-  const table = dtype === "f16" ? f16Table() : undefined;
+  const table = dtype === "f16" ? f16BitsTable() : undefined;
   for (let o = 0; o < rows; o++) {
     const base = o * inner;
     // float32 weights are merged in place in `out`, one row view at a time.
@@ -264,8 +208,8 @@ export function runMergeJob(job: MergeJob): Float32Array | Uint16Array {
     }
     if (size === 2) {
       const dst = (out as Uint16Array).subarray(base, base + inner);
-      if (table) f32ToF16Bits(row, dst);
-      else f32ToBf16Bits(row, dst);
+      if (table) f32ToF16BitsInto(row, dst);
+      else f32ToBf16BitsInto(row, dst);
     }
   }
   return out;

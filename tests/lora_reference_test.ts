@@ -4,7 +4,7 @@
  * with the same flags, gives PSNR >= 40 dB against sd.cpp's lora_256_euler_4.png, with the LoRA merged
  * (the default, as sd.cpp's `immediately`) and applied at run time (`--lora-apply-mode at_runtime`).
  *
- * - Runs only where ../shared (next to the repository) exists; elsewhere it is ignored, with a printed note.
+ * - Runs only where ../shared (next to the repository) exists; elsewhere it is reported ignored, the reason in its name.
  * - The random LoRA is made into `.cache/lora/random-lora-f16.safetensors` when missing, with
  *   `/usr/bin/python3 (or $SDFLOW_PYTHON) ../shared/tools/make_random_addons.py lora` (python3 + numpy), and its
  *   sha256 checked against the add-ons README's table; the checkpoint is the one of tests/sd15_reference_test.ts
@@ -17,15 +17,17 @@
  */
 
 import { createHash } from "node:crypto";
-import { assert } from "../models/testdata/assert.ts";
+import { assert } from "./assert.ts";
+import { sharedTest, sharedUrl } from "./shared.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url);
-const README = new URL("reference/README.md", SHARED);
-const ADDONS_README = new URL("reference/addons/README.md", SHARED);
-const REFERENCE_PNG = new URL("reference/addons/lora_256_euler_4.png", SHARED);
-const MAKE_RANDOM_ADDONS = new URL("tools/make_random_addons.py", SHARED);
+const SHARED_PATHS = [
+  "reference/addons/README.md",
+  "reference/addons/lora_256_euler_4.png",
+  "tools/make_random_addons.py",
+];
+const [ADDONS_README, REFERENCE_PNG, MAKE_RANDOM_ADDONS] = SHARED_PATHS.map(sharedUrl);
 const REPO = new URL("../", import.meta.url);
 const CHECKPOINT = new URL(".cache/sd15-random-f16.safetensors", REPO);
 const LORA_DIR = new URL(".cache/lora/", REPO);
@@ -40,11 +42,6 @@ function exists(url: URL): boolean {
   } catch {
     return false;
   }
-}
-
-const sharedPresent = [README, ADDONS_README, REFERENCE_PNG, MAKE_RANDOM_ADDONS].every(exists);
-if (!sharedPresent) {
-  console.log(`tests/lora_reference_test.ts: skipped: ${SHARED.pathname} (the shared reference data) is not present`);
 }
 
 async function sha256File(path: URL): Promise<string> {
@@ -100,8 +97,10 @@ async function ensureLora(expectedSha256: string): Promise<void> {
 
 for (const mode of ["immediately", "at_runtime"] as const) {
   Deno.test({
-    name: `lora reference: sd.cpp's LoRA command (--lora-apply-mode ${mode}) gives PSNR >= 40 dB vs sd.cpp`,
-    ignore: !sharedPresent,
+    ...sharedTest(
+      `lora reference: sd.cpp's LoRA command (--lora-apply-mode ${mode}) gives PSNR >= 40 dB vs sd.cpp`,
+      ...SHARED_PATHS,
+    ),
     async fn() {
       const facts = addonsFacts(await Deno.readTextFile(ADDONS_README));
       assert(exists(CHECKPOINT), `${CHECKPOINT.pathname} is missing: tests/sd15_reference_test.ts makes it`);

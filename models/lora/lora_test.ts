@@ -12,7 +12,7 @@
 
 import { loadBackend } from "../../backends/mod.ts";
 import { compile, Graph, type Tensor } from "../../engine/mod.ts";
-import { assert, assertEquals, assertThrows } from "../testdata/assert.ts";
+import { assert, assertEquals, assertInstanceOf, assertThrows } from "../../tests/assert.ts";
 import { addRuntimeDeltas, conv2d, createWeightLookup, linear, type WeightInfo } from "../nn.ts";
 import { hostWeight, PatchError, type WeightDelta, type WeightPatch } from "../patch.ts";
 import { mergeWeight, PatchedWeights, readWeightF32 } from "../patch_weights.ts";
@@ -272,7 +272,7 @@ Deno.test("loadLora: bad files are one clear LoraError each", async () => {
     } catch (e) {
       err = e;
     }
-    assert(err instanceof LoraError, `${path}: expected a LoraError, got ${err}`);
+    assertInstanceOf(err, LoraError, `${path}: expected a LoraError, got ${err}`);
     assert(re.test(err.message) && !err.message.includes("\n"), `message: ${err.message}`);
   };
   // A LoRA for another family: SDXL's text encoder 2 and an SDXL-only UNet block.
@@ -317,9 +317,10 @@ Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as m
     await source.prepare();
     for (const c of cases) {
       const merged = source.get(`${c}.weight`)!;
-      assert(merged.source.kind === "buffer", `${c}: a backend buffer constant`);
       const want = mergeWeight(t(`${c}.w`), [DELTAS[c]]);
-      const got = merged.source.buffer.read(merged.source.offset, merged.source.bytes);
+      const src = merged.source;
+      assert(src.kind === "buffer");
+      const got = src.buffer.read(src.offset, src.bytes);
       assertEquals([...got], [...new Uint8Array(want.buffer, want.byteOffset, want.byteLength)], c);
     }
   } finally {
