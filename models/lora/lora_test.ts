@@ -37,6 +37,7 @@ const DELTAS: Record<string, WeightDelta> = {
     rows: { start: 3, count: 3 },
   },
   dense: { kind: "dense", target: "dense.weight", delta: t("dense.diff"), scale: 1.5 },
+  wide: { kind: "low_rank", target: "wide.weight", up: t("wide.up"), down: t("wide.down"), scale: 0.5 },
 };
 
 /** f16 spacing at |v| (one unit in the last place). */
@@ -59,7 +60,10 @@ Deno.test("mergeWeight matches numpy's W + s·up@down (rounded to the weight's d
 });
 
 /** A network of one layer of case `c` on the CPU backend, patched by `mode`, run on the fixture's x. */
-async function runLayer(c: "lin" | "conv" | "dense" | "rows", mode: "merge" | "runtime"): Promise<Float32Array> {
+async function runLayer(
+  c: "lin" | "conv" | "dense" | "rows" | "wide",
+  mode: "merge" | "runtime",
+): Promise<Float32Array> {
   const backend = await loadBackend("cpu", { threads: 1 });
   const w = t(`${c}.w`);
   const base = new Map<string, WeightInfo>([[`${c}.weight`, w]]);
@@ -90,7 +94,7 @@ async function runLayer(c: "lin" | "conv" | "dense" | "rows", mode: "merge" | "r
 }
 
 Deno.test("run-time deltas (y = W·x + s·up(down(x))) match numpy's layer with the merged weight", async () => {
-  for (const c of ["lin", "conv", "rows", "dense"] as const) {
+  for (const c of ["lin", "conv", "rows", "dense", "wide"] as const) {
     const got = await runLayer(c, "runtime");
     const expect = values(`${c}.y`);
     assertEquals(got.length, expect.length, `${c}: length`);
@@ -102,7 +106,7 @@ Deno.test("run-time deltas (y = W·x + s·up(down(x))) match numpy's layer with 
 });
 
 Deno.test("merged weights in a network (backend buffer constants) match numpy's layer", async () => {
-  for (const c of ["lin", "conv", "rows", "dense"] as const) {
+  for (const c of ["lin", "conv", "rows", "dense", "wide"] as const) {
     const got = await runLayer(c, "merge");
     const expect = values(`${c}.y`);
     for (let i = 0; i < got.length; i++) {
@@ -308,7 +312,7 @@ Deno.test("sniffFormat: a safetensors header of 640 bytes (0x80 0x02 …) is not
 
 Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as mergeWeight", async () => {
   const backend = await loadBackend("cpu", { threads: 2 });
-  const cases = ["lin", "conv", "rows", "dense"];
+  const cases = ["lin", "conv", "rows", "dense", "wide"];
   const base = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`)]));
   const shapes = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`).shape]));
   const patch: WeightPatch = { kind: "weights", label: "threads", deltas: cases.map((c) => DELTAS[c]) };
@@ -326,4 +330,14 @@ Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as m
   } finally {
     source.dispose();
   }
+});
+
+Deno.test("patch kinds designed but not applied yet (ControlNet residuals, decoder swaps) are refused by name", async () => {
+  const backend = await loadBackend("cpu", { threads: 1 });
+  const residuals = { kind: "block_residuals" as const, label: "controlnet x", residuals: () => Promise.resolve([]) };
+  assertThrows(
+    () => new PatchedWeights({ get: () => undefined }, new Map(), [residuals], backend, "UNet"),
+    PatchError,
+    `"controlnet x" is a block_residuals patch, which the UNet does not apply yet`,
+  );
 });

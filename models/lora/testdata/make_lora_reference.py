@@ -9,6 +9,7 @@ Cases (each tensor named "<case>.<what>"):
   conv  3x3 conv W [4, 3, 3, 3] f16; LoCon down [2, 3, 3, 3], up [4, 2, 1, 1]; alpha 2 (scale 1); stride 1, pad 1
   rows  fused in_proj W [9, 3] f16; a delta on rows [3, 6) only: down [1, 3], up [3, 1]; `.scale` 0.25
   dense linear W [4, 4] f32; dense diff [4, 4] f32; strength 1.5
+  wide  linear W [5, 7] f16; rank 13 (the merge's 8-, 4- and 1-term paths); alpha 6.5 (scale 0.5)
 Per case: "merged" = W + s * up @ down in float64, rounded to W's dtype (f16: numpy's round to nearest
 even); "x" an input, "y" the layer's output with the unrounded merged weight (float64, stored f32).
 """
@@ -83,6 +84,15 @@ merged = W + 1.5 * diff
 x = r(2, 4).astype(np.float32).astype(np.float64)
 put("dense.w", W, np.float32); put("dense.diff", diff, np.float32)
 put("dense.merged", merged, np.float32); put("dense.x", x, np.float32); put("dense.y", x @ merged.T, np.float32)
+
+# wide: rank 13
+W = r(5, 7, scale=0.5).astype(np.float16).astype(np.float64)
+down = r(13, 7, scale=0.3).astype(np.float16).astype(np.float64)
+up = r(5, 13, scale=0.3).astype(np.float16).astype(np.float64)
+merged = W + 0.5 * up @ down
+x = r(2, 7).astype(np.float32).astype(np.float64)
+put("wide.w", W, np.float16); put("wide.down", down, np.float16); put("wide.up", up, np.float16)
+put("wide.merged", merged, np.float16); put("wide.x", x, np.float32); put("wide.y", x @ merged.T, np.float32)
 
 header, blobs, off = {}, [], 0
 for name in sorted(tensors):
