@@ -28,6 +28,8 @@ const { values, positionals } = parseArgs({
     steps: { type: "string" },
     model: { type: "string" },
     "hoist-mib": { type: "string" },
+    lora: { type: "string" },
+    "lora-mode": { type: "string" },
   },
 });
 
