@@ -341,3 +341,13 @@ Deno.test("patch kinds designed but not applied yet (ControlNet residuals, decod
     `"controlnet x" is a block_residuals patch, which the UNet does not apply yet`,
   );
 });
+
+Deno.test("two LoRAs on one weight add up: deltas of scale 0.1 and 0.3 merge as numpy's 0.4", () => {
+  const one = DELTAS.lin as Extract<WeightDelta, { kind: "low_rank" }>;
+  const merged = mergeWeight(t("lin.w"), [{ ...one, scale: 0.1 }, { ...one, scale: 0.3 }]) as Uint16Array;
+  const got = readWeightF32({ ...t("lin.w"), source: { kind: "data", data: merged } });
+  const expect = values("lin.merged");
+  for (let i = 0; i < got.length; i++) {
+    assert(Math.abs(got[i] - expect[i]) <= ulp16(expect[i]), `[${i}]: ${got[i]} vs numpy ${expect[i]}`);
+  }
+});

@@ -75,6 +75,10 @@ export const lora = defineNode({
       throw e;
     }
     for (const w of loaded.warnings) ctx.log(`${ctx.nodeId}: ${w}`);
+    const how = apply_mode === "at_runtime" ? "applied at run time" : "merged into the weights on first use";
+    ctx.log(
+      `${ctx.nodeId}: ${loaded.model.deltas.length} UNet and ${loaded.clip.deltas.length} text encoder layers, ${how}`,
+    );
     try {
       const patchedModel = applyPatches(
         model,
