@@ -237,8 +237,6 @@ class LoadedCheckpoint implements Checkpoint {
       this.#slots.push(s);
       return s;
     };
-    // Two text encoder programs: a prompt with embeddings and one without (the usual positive and
-    // negative pair) then do not rebuild the program at every encode.
     const decoderSlot = slot();
     const encoderSlot = slot();
     const clip = arch.textEncoders[0];
@@ -295,7 +293,10 @@ class LoadedCheckpoint implements Checkpoint {
       }
     };
 
+    /** The text encoder with `patches` (none: the checkpoint's own); each copy compiles its own programs. */
     const makeTextEncoder = (patches: readonly ModelPatch[]): TextEncoder => {
+      // Two programs: a prompt with embeddings and one without (the usual positive and negative
+      // pair) then do not rebuild the program at every encode.
       const textSlot = slot(2);
       const shapes = textShapes ??= shapesUnder(arch.textEncoders.map((c) => c.prefix));
       const source = patchedSource(patches, shapes, "text encoder");
@@ -341,6 +342,7 @@ class LoadedCheckpoint implements Checkpoint {
       ? Float64Array.from(readTensorF32(file.get("alphas_cumprod")))
       : Float64Array.from(sdAlphasCumprod());
     const hoistBudgetBytes = opts.hoistBudgetBytes;
+    /** The UNet with `patches` (none: the checkpoint's own). */
     const makeDenoiser = (patches: readonly ModelPatch[]): Denoiser => {
       const unetSlot = slot();
       const shapes = unetShapes ??= shapesUnder([unet.prefix]);

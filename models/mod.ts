@@ -52,6 +52,6 @@ export {
   type WeightDelta,
   type WeightPatch,
 } from "./patch.ts";
-export { addDeltas, mergeWeight, readWeightF32 } from "./patch_weights.ts";
+export { mergeWeight, readWeightF32 } from "./patch_weights.ts";
 export { type LoadedLora, loadLora, LoraError, type LoraModelInfo, type LoraOptions, matchLora } from "./lora/lora.ts";
 export type { WeightInfo } from "./nn.ts";

@@ -3,11 +3,13 @@
  * its graph builder reads (merged weights) and the deltas its layers add at
  * run time (`runtime` mode, see nn.ts `addRuntimeDeltas`).
  *
- * Merging never copies the model into JavaScript: only a patched weight is
- * read, one at a time, when a program first needs it; W + ΔW is computed in
- * float32, rounded to the weight's dtype, and uploaded into a backend buffer
- * that every program of the network then binds (a `buffer` constant). The
- * unpatched weights stay memory-mapped from the checkpoint file.
+ * Merging never copies the model into JavaScript: only the patched weights are
+ * read, one at a time per worker thread (merge_worker.ts), before the network
+ * first runs; W + ΔW is computed row by row in float32, rounded to the
+ * weight's dtype (ties to even, as sd.cpp's add into an f16 tensor), and
+ * uploaded into a backend buffer that every program of the network then binds
+ * (a `buffer` constant). The unpatched weights stay memory-mapped from the
+ * checkpoint file.
  */
 
 import type { Backend, BackendBuffer } from "../backends/mod.ts";
@@ -54,35 +56,6 @@ export function readWeightF32(info: WeightInfo): Float32Array {
     for (let i = 0; i < n; i++) o32[i] = u16[i] << 16;
   }
   return out;
-}
-
-/**
- * Adds the deltas to `w` (float32, the target's values, shape `shape`) in place:
- * w[rows] += scale · up @ down, or scale · dense.
- */
-export function addDeltas(w: Float32Array, shape: readonly number[], deltas: readonly WeightDelta[]): void {
-  const inner = numel(shape.slice(1));
-  for (const d of deltas) {
-    const rows = d.rows ?? { start: 0, count: shape[0] };
-    const base = rows.start * inner;
-    if (d.kind === "dense") {
-      const dv = readWeightF32(d.delta);
-      for (let i = 0; i < dv.length; i++) w[base + i] += d.scale * dv[i];
-      continue;
-    }
-    const up = readWeightF32(d.up);
-    const down = readWeightF32(d.down);
-    const rank = d.down.shape[0];
-    for (let o = 0; o < rows.count; o++) {
-      const row = base + o * inner;
-      for (let r = 0; r < rank; r++) {
-        const a = d.scale * up[o * rank + r];
-        if (a === 0) continue;
-        const off = r * inner;
-        for (let j = 0; j < inner; j++) w[row + j] += a * down[off + j];
-      }
-    }
-  }
 }
 
 /** The low-rank factors of one delta as float32, ready for the row loop: up pre-scaled. */
