@@ -97,10 +97,21 @@ export const lora = defineNode({
       throw e;
     }
   },
-  estimate({ model, clip }) {
+  async estimate({ model, clip, path, apply_mode }) {
+    let bytes = 0;
+    let note: string | undefined;
+    try {
+      bytes = (await Deno.stat(path)).size;
+    } catch {
+      note = `${path} is not present: size unknown`;
+    }
+    const how = apply_mode === "at_runtime"
+      ? "factors memory-mapped; two thin products per patched layer and evaluation"
+      : "each patched weight merged once (W + scale·up·down, rounded to its dtype) before first use";
     return {
-      ops: [{ op: "lora_merge", flops: 0, bytes: 0, note: "merged once per patched weight, on first use" }],
+      ops: [{ op: "lora_load", flops: 0, bytes, note: how }],
       outputs: { model: model ?? {}, clip: clip ?? {} },
+      note,
     };
   },
 });
