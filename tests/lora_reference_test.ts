@@ -8,7 +8,7 @@
  * - The random LoRA is made into `.cache/lora/random-lora-f16.safetensors` when missing, with
  *   `/usr/bin/python3 (or $SDFLOW_PYTHON) ../shared/tools/make_random_addons.py lora` (python3 + numpy), and its
  *   sha256 checked against the add-ons README's table; the checkpoint is the one of tests/sd15_reference_test.ts
- *   (`.cache/sd15-random-f16.safetensors`, checked against ../shared/reference/README.md).
+ *   (`.cache/sd15-random-f16.safetensors`, made if missing and checked by tests/sd15_checkpoint.ts).
  * - Bound: PSNR >= 40 dB over the RGB samples (tools/psnr.ts), as the plain SD 1.5 reference test. Why not
  *   equality: sd.cpp rounds convolution weights to f16 and accumulates in another order; the two apply
  *   modes of sd.cpp itself differ by up to 2/255 on this LoRA.
@@ -16,23 +16,31 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { assert } from "./assert.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
+import {
+  ensureSd15Checkpoint,
+  PYTHON,
+  SD15_CHECKPOINT,
+  SD15_CHECKPOINT_SHARED,
+  sha256File,
+} from "./sd15_checkpoint.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 
 const SHARED_PATHS = [
+  ...SD15_CHECKPOINT_SHARED,
   "reference/addons/README.md",
   "reference/addons/lora_256_euler_4.png",
   "tools/make_random_addons.py",
 ];
-const [ADDONS_README, REFERENCE_PNG, MAKE_RANDOM_ADDONS] = SHARED_PATHS.map(sharedUrl);
+const [ADDONS_README, REFERENCE_PNG, MAKE_RANDOM_ADDONS] = SHARED_PATHS.slice(SD15_CHECKPOINT_SHARED.length).map(
+  sharedUrl,
+);
 const REPO = new URL("../", import.meta.url);
-const CHECKPOINT = new URL(".cache/sd15-random-f16.safetensors", REPO);
+const CHECKPOINT = SD15_CHECKPOINT;
 const LORA_DIR = new URL(".cache/lora/", REPO);
 const LORA = new URL("random-lora-f16.safetensors", LORA_DIR);
-const PYTHON = Deno.env.get("SDFLOW_PYTHON") || "/usr/bin/python3";
 const MIN_PSNR_DB = 40;
 
 function exists(url: URL): boolean {
@@ -42,18 +50,6 @@ function exists(url: URL): boolean {
   } catch {
     return false;
   }
-}
-
-async function sha256File(path: URL): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buf = new Uint8Array(8 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
 }
 
 async function run(cmd: string, args: string[], cwd?: URL): Promise<{ code: number; out: string }> {
@@ -103,7 +99,7 @@ for (const mode of ["immediately", "at_runtime"] as const) {
     ),
     async fn() {
       const facts = addonsFacts(await Deno.readTextFile(ADDONS_README));
-      assert(exists(CHECKPOINT), `${CHECKPOINT.pathname} is missing: tests/sd15_reference_test.ts makes it`);
+      await ensureSd15Checkpoint();
       await ensureLora(facts.loraSha256);
       const outDir = await Deno.makeTempDir({ prefix: "sdflow-lora-ref-" });
       try {
