@@ -1,0 +1,172 @@
+/**
+ * An ESRGAN upscaler loaded on a backend: 8-bit images in, 8-bit images `scale` times larger out,
+ * in tiles as stable-diffusion.cpp's `UpscalerGGML::upscale_tensor` runs them (tile size 128 input
+ * pixels by default, requested overlap 0.25 recomputed by {@link calcTiles}, smootherstep blending);
+ * an image no larger than one tile goes through in one pass.
+ */
+
+import { type Backend, loadBackend } from "../../backends/mod.ts";
+import { compile, Graph, type Program } from "../../engine/mod.ts";
+import { createWeightLookup } from "../nn.ts";
+import { processTiles } from "../tiling.ts";
+import type { HostTensor, Image } from "../types.ts";
+import { openWeights, type TensorInfo, type WeightFile } from "../weights/mod.ts";
+import { buildEsrgan, detectEsrgan, type EsrganConfig, EsrganError, esrganName } from "./esrgan.ts";
+
+/** stable-diffusion.cpp's `--upscale-tile-size` default. */
+export const DEFAULT_UPSCALE_TILE = 128;
+/** stable-diffusion.cpp's hard-coded target overlap for upscaler tiles. */
+export const UPSCALE_TILE_OVERLAP = 0.25;
+
+export interface UpscaleOptions {
+  /** Tile size in input pixels (default 128); 0 runs the whole image in one pass. */
+  tileSize?: number;
+  /** Called after each tile: done of total, over the whole batch. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** A loaded upscaling model. */
+export interface Upscaler {
+  readonly path: string;
+  readonly config: EsrganConfig;
+  /** Output size / input size. */
+  readonly scale: number;
+  upscale(images: readonly Image[], opts?: UpscaleOptions): Promise<Image[]>;
+  dispose(): void;
+}
+
+export interface UpscalerLoadOptions {
+  threads?: number;
+  /** Backend name or library path (default "cpu"). */
+  backend?: string;
+}
+
+/** Opens an ESRGAN file (.safetensors, .pth, .gguf), checks it is an RRDBNet and prepares it. */
+export async function loadUpscaler(path: string, opts: UpscalerLoadOptions = {}): Promise<Upscaler> {
+  const file = await openWeights(path);
+  try {
+    const renamed = new Map<string, TensorInfo>();
+    for (const t of file.tensors.values()) renamed.set(esrganName(t.name), t);
+    let config: EsrganConfig;
+    try {
+      config = detectEsrgan([...renamed].map(([name, t]) => ({ name, shape: t.shape })));
+    } catch (e) {
+      if (e instanceof EsrganError) throw new EsrganError(`${path}: ${e.message}`);
+      throw e;
+    }
+    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+    return new LoadedUpscaler(path, file, renamed, config, backend);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+class LoadedUpscaler implements Upscaler {
+  readonly scale: number;
+  #program?: { key: string; program: Program };
+
+  constructor(
+    readonly path: string,
+    private readonly file: WeightFile,
+    private readonly tensors: ReadonlyMap<string, TensorInfo>,
+    readonly config: EsrganConfig,
+    private readonly backend: Backend,
+  ) {
+    this.scale = config.scale;
+  }
+
+  /** The compiled network for one input size (one kept: every tile has the same size). */
+  #programFor(h: number, w: number): Program {
+    const key = `${h}x${w}`;
+    if (this.#program?.key === key) return this.#program.program;
+    this.#program?.program.dispose();
+    this.#program = undefined;
+    const g = new Graph();
+    const original = new Map([...this.tensors].map(([name, t]) => [name, t.name]));
+    const lookup = createWeightLookup(g, {
+      get: (name) => {
+        const fileName = original.get(name);
+        if (fileName === undefined) throw new EsrganError(`${this.path}: no tensor ${name}`);
+        return this.file.get(fileName);
+      },
+    });
+    buildEsrgan(g, lookup, this.config, { height: h, width: w });
+    const program = compile(g, this.backend, { hoistBudgetBytes: 0 });
+    this.#program = { key, program };
+    return program;
+  }
+
+  async #run(x: HostTensor): Promise<HostTensor> {
+    const [, , h, w] = x.shape;
+    const { image } = await this.#programFor(h, w).run({ image: x.data });
+    return { shape: [1, this.config.outChannels, h * this.scale, w * this.scale], data: image };
+  }
+
+  async upscale(images: readonly Image[], opts: UpscaleOptions = {}): Promise<Image[]> {
+    const tile = opts.tileSize ?? DEFAULT_UPSCALE_TILE;
+    if (!Number.isInteger(tile) || tile < 0) throw new RangeError(`upscale tile size must be >= 0, got ${tile}`);
+    const r = this.config.unshuffle;
+    const out: Image[] = [];
+    let done = 0;
+    for (const [i, im] of images.entries()) {
+      const x = imageToTensor(im);
+      const whole = tile === 0 || (im.width <= tile && im.height <= tile);
+      if (whole && (im.width % r || im.height % r)) {
+        throw new EsrganError(`${this.path} needs image sizes that are multiples of ${r}, got ${im.width}x${im.height}`);
+      }
+      if (tile > 0 && tile % r) throw new EsrganError(`the upscale tile size must be a multiple of ${r}`);
+      let y: HostTensor;
+      if (whole) {
+        y = await this.#run(x);
+        opts.onProgress?.(++done, images.length);
+      } else {
+        y = await processTiles(x, (t) => this.#run(t), {
+          outWidth: im.width * this.scale,
+          outHeight: im.height * this.scale,
+          scale: this.scale,
+          tileX: tile,
+          tileY: tile,
+          overlap: UPSCALE_TILE_OVERLAP,
+          onTile: (d, n) => opts.onProgress?.(i * n + d, images.length * n),
+        });
+      }
+      out.push(tensorToImage(y));
+    }
+    return out;
+  }
+
+  dispose(): void {
+    this.#program?.program.dispose();
+    this.#program = undefined;
+    this.file.close();
+  }
+}
+
+/** An 8-bit image as [1, 3, H, W] floats in [0, 1] (u8 / 255; alpha dropped), as sd.cpp's `sd_image_to_tensor`. */
+export function imageToTensor(im: Image): HostTensor {
+  const plane = im.width * im.height;
+  const data = new Float32Array(3 * plane);
+  for (let i = 0; i < plane; i++) {
+    for (let k = 0; k < 3; k++) data[k * plane + i] = im.data[i * im.channels + k] / 255;
+  }
+  return { shape: [1, 3, im.height, im.width], data };
+}
+
+/**
+ * [1, 3, H, W] floats in [0, 1] to an 8-bit image as sd.cpp's `preprocessing_float_to_u8`:
+ * v <= 0 -> 0, v >= 1 -> 255, else (uint8)(v * 255 + 0.5) in float arithmetic.
+ */
+export function tensorToImage(t: HostTensor): Image {
+  const [, c, h, w] = t.shape;
+  if (c !== 3) throw new EsrganError(`expected 3 output channels, got ${c}`);
+  const plane = h * w;
+  const px = new Uint8Array(plane * 3);
+  for (let k = 0; k < 3; k++) {
+    for (let i = 0; i < plane; i++) {
+      const v = t.data[k * plane + i];
+      px[i * 3 + k] = v <= 0 ? 0 : v >= 1 ? 255 : Math.trunc(Math.fround(Math.fround(v * 255) + 0.5));
+    }
+  }
+  return { width: w, height: h, channels: 3, data: px };
+}
