@@ -28,6 +28,8 @@ interface FlagSpec {
   readonly target?: readonly [node: string, input: string];
   readonly default?: string;
   readonly help: string;
+  /** A switch without a value (`--vae-tiling`). */
+  readonly boolean?: true;
 }
 
 /** The sd.cpp flags sdflow understands, with sd.cpp's defaults. */
@@ -78,23 +80,52 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     help: "auto | immediately (merge into the weights) | at_runtime (add up(down(x)) in each patched layer)",
   },
   { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
-  { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i)" },
+  { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i) | upscale (-i IN -o OUT)" },
+  {
+    names: ["taesd"],
+    target: ["taesd", "path"],
+    help: "decode (and encode) with this TAESD file instead of the checkpoint's VAE",
+  },
+  { names: ["vae-tiling"], boolean: true, help: "run the VAE in tiles (bounded memory for big images)" },
+  {
+    names: ["vae-tile-size"],
+    target: ["decode", "tile_size"],
+    default: "32",
+    help: "VAE tile size in latent pixels, N or NxN (encoding uses twice this)",
+  },
+  {
+    names: ["vae-tile-overlap"],
+    target: ["decode", "tile_overlap"],
+    default: "0.5",
+    help: "VAE tile overlap, a fraction of the tile",
+  },
+  { names: ["upscale-model"], target: ["upscaler", "path"], help: "ESRGAN model to upscale the final images with" },
+  {
+    names: ["upscale-repeats"],
+    target: ["upscale", "repeats"],
+    default: "1",
+    help: "how many times to run the upscaler",
+  },
+  {
+    names: ["upscale-tile-size"],
+    target: ["upscale", "tile_size"],
+    default: "128",
+    help: "upscaler tile size in input pixels",
+  },
   { names: ["v", "verbose"], help: "show progress of every node, and stack traces on errors" },
 ];
 
 /** sd.cpp flags sdflow knows of but does not implement yet (an error says so rather than "unknown"). */
 const NOT_YET = [
   "vae",
-  "taesd",
   "control-net",
   "control-image",
-  "upscale-model",
   "diffusion-model",
   "clip_l",
   "clip_g",
   "t5xxl",
   "type",
-  "vae-tiling",
+  "vae-relative-tile-size",
   "vae-on-cpu",
   "clip-on-cpu",
   "control-net-cpu",
@@ -133,12 +164,13 @@ function last(v: unknown): unknown {
 /** The flags that take a value in a mode: long names, and long name → short names. */
 function valueFlags(sdcpp: boolean): { strings: string[]; alias: Record<string, string[]> } {
   const strings: string[] = [...OWN_FLAGS.string];
+  const booleans: string[] = [...OWN_FLAGS.boolean];
   // long name → short names: with "strip-aliased", flags come back under their long names.
   const alias: Record<string, string[]> = { verbose: ["v"], help: ["h"], threads: ["t"] };
   if (sdcpp) {
     for (const f of SDCPP_FLAGS) {
       if (f.names.includes("verbose")) continue;
-      strings.push(f.names[f.names.length - 1]);
+      (f.boolean ? booleans : strings).push(f.names[f.names.length - 1]);
       if (f.names.length > 1) alias[f.names[f.names.length - 1]] = f.names.slice(0, -1) as string[];
     }
   }
@@ -199,7 +231,7 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
   }
   const parsed = yargsParser([...argv], {
     string: strings,
-    boolean: [...OWN_FLAGS.boolean],
+    boolean: booleans,
     alias,
     configuration: {
       "camel-case-expansion": false,
@@ -210,7 +242,7 @@ export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
       "boolean-negation": false,
     },
   });
-  const known = new Set(["_", "--", ...strings, ...OWN_FLAGS.boolean, ...Object.keys(alias)]);
+  const known = new Set(["_", "--", ...strings, ...booleans, ...Object.keys(alias)]);
   for (const key of Object.keys(parsed)) {
     if (known.has(key)) continue;
     const dash = key.length === 1 ? "-" : "--";
@@ -285,11 +317,14 @@ export function graphFromSdcppFlags(
 ): SdcppGraph {
   const str = (k: string): string | undefined => (typeof flags[k] === "string" ? flags[k] as string : undefined);
   const mode = str("mode") ?? (str("init-img") ? "img2img" : "txt2img");
-  if (mode !== "txt2img" && mode !== "img2img") {
-    throw new UsageError(`--mode must be txt2img or img2img, got "${mode}"`);
+  if (mode !== "txt2img" && mode !== "img2img" && mode !== "upscale") {
+    throw new UsageError(`--mode must be txt2img, img2img or upscale, got "${mode}"`);
   }
   if (mode === "img2img" && !str("init-img")) throw new UsageError("img2img needs an initial image: -i image.png");
-  if (!str("model")) {
+  if (mode === "upscale") {
+    if (!str("init-img")) throw new UsageError("-M upscale needs an image to upscale: -i image.png");
+    if (!str("upscale-model")) throw new UsageError("-M upscale needs a model: --upscale-model esrgan.safetensors");
+  } else if (!str("model")) {
     throw new UsageError(
       "no model: give one with -m path/to/model.safetensors (or run a graph: deno task gen graphs/demo.json)",
     );
@@ -305,13 +340,26 @@ export function graphFromSdcppFlags(
     sampler: "sampler",
     save: "save_image",
     image: "load_image",
+    taesd: "taesd",
+    decode: "vae_decode",
+    upscaler: "upscale_model_loader",
+    upscale: "upscale",
   };
   const values = new Map<string, unknown>();
   for (const f of SDCPP_FLAGS) {
     if (!f.target) continue;
     const key = f.names[f.names.length - 1];
     const given = str(key);
-    const text = given ?? f.default;
+    let text = given ?? f.default;
+    if (key === "vae-tile-size" && text !== undefined) {
+      // sd.cpp takes N or XxY; sdflow's tiles are square.
+      const xy = /^(\d+)x(\d+)$/.exec(text);
+      if (xy && xy[1] !== xy[2]) {
+        diags.push({ source: `--vae-tile-size ${text}`, message: "sdflow's VAE tiles are square: give N or NxN" });
+        continue;
+      }
+      if (xy) text = xy[1];
+    }
     if (text === undefined) continue;
     const [node, input] = f.target;
     const schema = (reg.get(types[node])!.inputs as Record<string, InputSpec>)[input] as { schema: JsonSchema };
@@ -333,9 +381,25 @@ export function graphFromSdcppFlags(
   if (diags.length) throw new GraphError(diags);
 
   const v = <T>(k: string): T => values.get(k) as T;
+  const g = graph();
+  /** `--upscale-model`: the upscale node after the images, `--upscale-repeats` times. */
+  const upscaled = <T extends Parameters<typeof g.upscale>[0]["image"]>(images: T) => {
+    if (!str("upscale-model")) return images;
+    const model = g.upscale_model_loader({ path: v<string>("upscaler.path") }, "upscaler");
+    return g.upscale({
+      upscale_model: model,
+      image: images,
+      repeats: v<number>("upscale.repeats"),
+      tile_size: v<number>("upscale.tile_size"),
+    }, "upscale").image;
+  };
+  if (mode === "upscale") {
+    const image = g.load_image({ path: v<string>("image.path") }, "image");
+    g.save_image({ images: upscaled(image.image), path: v<string>("save.path") }, "save");
+    return { file: g.toJSON(), origins, notes: [] };
+  }
   const clipSkip = v<number>("positive.clip_skip");
   const skip = clipSkip === undefined || clipSkip < 1 ? {} : { clip_skip: clipSkip };
-  const g = graph();
   const embd = v<string | undefined>("checkpoint.embeddings_dir");
   const ckpt = g.checkpoint(
     { path: v<string>("checkpoint.path"), ...(embd === undefined ? {} : { embeddings_dir: embd }) },
@@ -371,6 +435,11 @@ export function graphFromSdcppFlags(
   } else if (LORA_TAG.test(prompt)) {
     notes.push("the prompt has <lora:…> tags but no --lora-model-dir: they stay in the prompt text, as in sd.cpp");
   }
+  // --taesd: TAESD decodes (and, for img2img, encodes) in place of the checkpoint's VAE, as in sd.cpp.
+  const vae = str("taesd") ? g.taesd({ path: v<string>("taesd.path") }, "taesd").vae : ckpt.vae;
+  const tiling = flags["vae-tiling"] === true
+    ? { tiled: true, tile_size: v<number>("decode.tile_size"), tile_overlap: v<number>("decode.tile_overlap") }
+    : {};
   const positive = g.clip_encode({ clip, text: prompt, ...skip }, "positive");
   const negative = g.clip_encode({ clip, text: v<string>("negative.text"), ...skip }, "negative");
   let latent;
@@ -382,7 +451,7 @@ export function graphFromSdcppFlags(
       notes.push(`random seed ${seed}`);
     }
     const image = g.load_image({ path: v<string>("image.path") }, "image");
-    latent = g.vae_encode({ vae: ckpt.vae, image, seed, rng: v<"cuda">("sampler.rng") }, "encode");
+    latent = g.vae_encode({ vae, image, seed, rng: v<"cuda">("sampler.rng"), ...tiling }, "encode");
     denoise = v<number>("sampler.denoise");
     origins.set(
       pointer("nodes", "sampler", "inputs", "denoise"),
@@ -407,8 +476,8 @@ export function graphFromSdcppFlags(
     denoise,
     ...(mode === "img2img" && batch > 1 ? { batch } : {}),
   }, "sampler");
-  const image = g.vae_decode({ vae: ckpt.vae, latent: sampled }, "decode");
-  g.save_image({ images: image, path: v<string>("save.path") }, "save");
+  const image = g.vae_decode({ vae, latent: sampled, ...tiling }, "decode");
+  g.save_image({ images: upscaled(image.image), path: v<string>("save.path") }, "save");
   // clip_skip set on "positive" applies to "negative" too.
   const skipOrigin = origins.get(pointer("nodes", "positive", "inputs", "clip_skip"));
   if (skipOrigin) origins.set(pointer("nodes", "negative", "inputs", "clip_skip"), skipOrigin);

@@ -39,7 +39,10 @@ import type {
   TextEncoder,
   TextEncoderOptions,
   Vae,
+  VaeDecodeOptions,
+  VaeEncodeOptions,
 } from "./types.ts";
+import { VAE_ENCODE_TILE_FACTOR, vaeTiled } from "./tiling.ts";
 import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
 import { createRng, type RngKind } from "./sampling/rng.ts";
@@ -386,18 +389,40 @@ class LoadedCheckpoint implements Checkpoint {
     this.vae = {
       latentChannels: vae.zChannels,
       scalingFactor,
-      decode: (latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]> =>
+      decode: (
+        latent: Latent,
+        onProgress?: (done: number, total: number) => void,
+        decodeOpts: VaeDecodeOptions = {},
+      ): Promise<Image[]> =>
         serial.run(decoderSlot, async () => {
           const [b, c, h, w] = latent.shape;
+          const f = vae.downFactor;
+          const tiling = decodeOpts.tiling;
           const images: Image[] = [];
-          // One image at a time: the decoder's activations dominate memory, not its weights.
-          const program = decoderSlot.get(`${h}x${w}`, () => {
-            const g = new Graph();
-            buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: h, width: w });
-            // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
-            return make("vae decoder", g, { hoistBudgetBytes: 0 });
-          });
+          // One image (or tile) at a time: the decoder's activations dominate memory, not its weights.
+          const programFor = (th: number, tw: number) =>
+            decoderSlot.get(`${th}x${tw}`, () => {
+              const g = new Graph();
+              buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: th, width: tw });
+              // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
+              return make("vae decoder", g, { hoistBudgetBytes: 0 });
+            });
           const per = c * h * w;
+          if (tiling) {
+            const decodeTile = async (t: HostTensor): Promise<HostTensor> => {
+              const [, , th, tw] = t.shape;
+              const { image } = await run(programFor(th, tw), { latent: t.data });
+              return { shape: [1, 3, th * f, tw * f], data: image };
+            };
+            for (let i = 0; i < b; i++) {
+              const z = { shape: [1, c, h, w], data: latent.data.slice(i * per, (i + 1) * per) };
+              const out = await vaeTiled(z, w * f, h * f, tiling, 1, decodeTile, (d, n) =>
+                onProgress?.(i * n + d, b * n));
+              images.push(...toImages(out.data, out.shape));
+            }
+            return images;
+          }
+          const program = programFor(h, w);
           // Progress in ops of the decoder over the whole batch, polled while the backend runs.
           const ops = Math.max(1, program.plan.stepOps.length);
           for (let i = 0; i < b; i++) {
@@ -406,30 +431,56 @@ class LoadedCheckpoint implements Checkpoint {
             let started = stale === 0 || stale < ops;
             const poll = onProgress && setInterval(() => {
               const p = program.progress();
-              if (!started && p < stale) started = true;
-              if (started) onProgress(i * ops + Math.min(p, ops), b * ops);
+              if (!started && p < stale) {
+                started = true;
+              }
+              if (started) {
+                onProgress(i * ops + Math.min(p, ops), b * ops);
+              }
             }, 100);
             try {
               const { image } = await run(program, { latent: latent.data.slice(i * per, (i + 1) * per) });
-              images.push(...toImages(image, [1, 3, h * vae.downFactor, w * vae.downFactor]));
+              images.push(...toImages(image, [1, 3, h * f, w * f]));
             } finally {
-              if (poll) clearInterval(poll);
+              if (poll) {
+                clearInterval(poll);
+              }
             }
           }
           onProgress?.(b * ops, b * ops);
           return images;
         }),
-      encode: (images: readonly Image[], o: { seed?: number; rng?: RngKind } = {}): Promise<Latent> =>
+      encode: (images: readonly Image[], o: VaeEncodeOptions = {}): Promise<Latent> =>
         serial.run(encoderSlot, async () => {
           const input = fromImages(images);
           const [b, , h, w] = input.shape;
-          const program = encoderSlot.get(`${b}x${h}x${w}`, () => {
-            const g = new Graph();
-            buildVaeEncoder(g, lookup(g), vae, { batch: b, height: h, width: w });
-            return make("vae encoder", g, { hoistBudgetBytes: 0 });
-          });
-          const { moments } = await run(program, { image: input.data });
-          const shape = [b, 2 * vae.zChannels, h / vae.downFactor, w / vae.downFactor];
+          const f = vae.downFactor;
+          const programFor = (n: number, th: number, tw: number) =>
+            encoderSlot.get(`${n}x${th}x${tw}`, () => {
+              const g = new Graph();
+              buildVaeEncoder(g, lookup(g), vae, { batch: n, height: th, width: tw });
+              return make("vae encoder", g, { hoistBudgetBytes: 0 });
+            });
+          const shape = [b, 2 * vae.zChannels, h / f, w / f];
+          let moments: Float32Array;
+          if (o.tiling) {
+            // One image at a time, each in tiles of twice the decode size (sd.cpp's encode tiling).
+            const tiling = o.tiling;
+            const encodeTile = async (t: HostTensor): Promise<HostTensor> => {
+              const [, , th, tw] = t.shape;
+              const out = await run(programFor(1, th, tw), { image: t.data });
+              return { shape: [1, 2 * vae.zChannels, th / f, tw / f], data: out.moments };
+            };
+            const per = 3 * h * w;
+            moments = new Float32Array(b * shape[1] * shape[2] * shape[3]);
+            for (let i = 0; i < b; i++) {
+              const x = { shape: [1, 3, h, w], data: input.data.subarray(i * per, (i + 1) * per) };
+              const m = await vaeTiled(x, w / f, h / f, tiling, VAE_ENCODE_TILE_FACTOR, encodeTile);
+              moments.set(m.data, i * m.data.length);
+            }
+          } else {
+            moments = (await run(programFor(b, h, w), { image: input.data })).moments;
+          }
           const noise = o.seed === undefined
             ? null
             : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);

@@ -55,3 +55,14 @@ export {
 export { mergeWeight, readWeightF32 } from "./patch_weights.ts";
 export { type LoadedLora, loadLora, LoraError, type LoraModelInfo, type LoraOptions, matchLora } from "./lora/lora.ts";
 export type { WeightInfo } from "./nn.ts";
+export {
+  DEFAULT_UPSCALE_TILE,
+  loadUpscaler,
+  type UpscaleOptions,
+  type Upscaler,
+  type UpscalerLoadOptions,
+} from "./esrgan/upscaler.ts";
+export { type EsrganConfig, EsrganError } from "./esrgan/esrgan.ts";
+export { loadTaesd, type Taesd, type TaesdLoadOptions } from "./taesd/load.ts";
+export { TaesdError } from "./taesd/taesd.ts";
+export { TilingError, VAE_TILE_DEFAULT, VAE_TILE_OVERLAP_DEFAULT } from "./tiling.ts";

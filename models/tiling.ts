@@ -17,7 +17,7 @@
  * image for an upscaler): `scale` maps it to the other side.
  */
 
-import type { HostTensor } from "./types.ts";
+import type { HostTensor, VaeTilingOptions } from "./types.ts";
 
 /** A tiling request that cannot be honoured. */
 export class TilingError extends Error {
@@ -232,4 +232,74 @@ function mergeTile(
       }
     }
   }
+}
+
+/** VAE tiling as stable-diffusion.cpp's `--vae-tiling`, `--vae-tile-size`, `--vae-tile-overlap` set it. */
+/**
+ * VAE tiling as stable-diffusion.cpp's `--vae-tiling`, `--vae-tile-size`, `--vae-tile-overlap` set it:
+ * tile size in latent pixels per axis (default 32x32; values below 4 mean the default); relative sizes
+ * (`--vae-relative-tile-size`: a fraction of the latent side if <= 1, a number of tiles if > 1; they
+ * override the tile size when > 0); the requested overlap, clamped to [0, 0.5] (default 0.5).
+ */
+export type VaeTiling = VaeTilingOptions;
+
+/** sd.cpp's default VAE tile size (latent pixels) and overlap. */
+export const VAE_TILE_DEFAULT = 32;
+export const VAE_TILE_OVERLAP_DEFAULT = 0.5;
+/**
+ * sd.cpp encodes images in tiles twice the decode size ("image VAE encode is more sensitive to tile
+ * boundary context than decode"): a 512x512 image is one tile.
+ */
+export const VAE_ENCODE_TILE_FACTOR = 2;
+
+/**
+ * Tile sizes (latent pixels) and overlap for a latent of `latentW` x `latentH`, as sd.cpp's
+ * `VAE::get_tile_sizes`; `encodingFactor` is {@link VAE_ENCODE_TILE_FACTOR} when encoding.
+ */
+export function vaeTileSizes(
+  t: VaeTiling,
+  latentW: number,
+  latentH: number,
+  encodingFactor = 1,
+): { tileX: number; tileY: number; overlap: number } {
+  const overlap = Math.fround(Math.max(Math.min(t.overlap ?? VAE_TILE_OVERLAP_DEFAULT, 0.5), 0));
+  const size = (requested: number | undefined, rel: number | undefined, latent: number): number => {
+    let tile = VAE_TILE_DEFAULT;
+    let factor = Math.fround(rel ?? 0);
+    if (factor > 0) {
+      if (factor > 1) factor = Math.fround(1 / Math.fround(factor - factor * overlap + overlap));
+      tile = Math.round(Math.fround(latent * factor));
+    } else if ((requested ?? 0) >= 4) {
+      tile = requested!;
+    }
+    tile = Math.trunc(Math.fround(tile * encodingFactor));
+    return Math.max(Math.min(tile, latent), 4);
+  };
+  return { tileX: size(t.tileX, t.relX, latentW), tileY: size(t.tileY, t.relY, latentH), overlap };
+}
+
+/** One image through a VAE's `run` in sd.cpp's VAE tiles (decode: latent -> 8x; encode: image -> 1/8). */
+export function vaeTiled(
+  x: HostTensor,
+  outWidth: number,
+  outHeight: number,
+  tiling: VaeTiling,
+  encodingFactor: number,
+  run: (tile: HostTensor) => Promise<HostTensor>,
+  onTile?: (done: number, total: number) => void,
+): Promise<HostTensor> {
+  const [, , h, w] = x.shape;
+  const decode = outWidth > w;
+  const lw = decode ? w : outWidth;
+  const lh = decode ? h : outHeight;
+  const t = vaeTileSizes(tiling, lw, lh, encodingFactor);
+  return processTiles(x, run, {
+    outWidth,
+    outHeight,
+    scale: 8,
+    tileX: t.tileX,
+    tileY: t.tileY,
+    overlap: t.overlap,
+    onTile,
+  });
 }

@@ -57,16 +57,45 @@ export interface Denoiser extends Partial<Patchable<Denoiser>> {
   predict(x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor>;
 }
 
+/**
+ * VAE tiling as stable-diffusion.cpp's `--vae-tiling` flags set it (see models/tiling.ts): tile size in
+ * latent pixels per axis (default 32), or relative sizes, and the requested overlap (default 0.5).
+ */
+export interface VaeTilingOptions {
+  readonly tileX?: number;
+  readonly tileY?: number;
+  readonly relX?: number;
+  readonly relY?: number;
+  readonly overlap?: number;
+}
+
+export interface VaeDecodeOptions {
+  /** Decode in overlapping tiles, blended as sd.cpp blends them (bounded memory for big images). */
+  readonly tiling?: VaeTilingOptions;
+}
+
+export interface VaeEncodeOptions {
+  /** Posterior noise seed (KL VAE only): sampled as stable-diffusion.cpp's img2img; without, the mean. */
+  readonly seed?: number;
+  readonly rng?: "cuda" | "std_default" | "cpu";
+  /** Encode in overlapping tiles (sd.cpp's encode tiles are twice the decode tile size). */
+  readonly tiling?: VaeTilingOptions;
+}
+
 export interface Vae {
-  /** Latent channels (4 for SD 1/2/XL) and the factor latents are scaled by (0.18215 for SD 1/2). */
+  /** Latent channels (4 for SD 1/2/XL) and the factor latents are scaled by (0.18215 for SD 1/2; 1 for TAESD). */
   readonly latentChannels: number;
   readonly scalingFactor: number;
-  decode(latent: Latent, onProgress?: (done: number, total: number) => void): Promise<Image[]>;
+  decode(
+    latent: Latent,
+    onProgress?: (done: number, total: number) => void,
+    opts?: VaeDecodeOptions,
+  ): Promise<Image[]>;
   /**
    * Encodes images to scaled latents. With `seed`, the posterior is sampled with noise from `rng`
    * seeded with it (as stable-diffusion.cpp's img2img does); without, its mean is taken.
    */
-  encode(images: readonly Image[], opts?: { seed?: number; rng?: "cuda" | "std_default" | "cpu" }): Promise<Latent>;
+  encode(images: readonly Image[], opts?: VaeEncodeOptions): Promise<Latent>;
 }
 
 export interface Checkpoint {

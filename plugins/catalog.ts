@@ -15,6 +15,8 @@ import { loadImage } from "./nodes/load_image.ts";
 import { lora } from "./nodes/lora.ts";
 import { sampler } from "./nodes/sampler.ts";
 import { saveImage } from "./nodes/save_image.ts";
+import { taesd } from "./nodes/taesd.ts";
+import { upscale, upscaleModelLoader } from "./nodes/upscale.ts";
 import { vaeDecode, vaeEncode } from "./nodes/vae.ts";
 
 /** The built-in node definitions, in documentation order. */
@@ -22,12 +24,15 @@ export const builtinNodes = [
   checkpoint,
   tinyCheckpoint,
   lora,
+  taesd,
+  upscaleModelLoader,
   clipEncode,
   emptyLatent,
   loadImage,
   vaeEncode,
   sampler,
   vaeDecode,
+  upscale,
   saveImage,
 ] as const;
 

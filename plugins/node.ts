@@ -29,6 +29,7 @@
 
 import type { Checkpoint, Conditioning, Denoiser, Image, Latent, TextEncoder, Vae } from "../models/types.ts";
 import type { OpEstimate } from "../models/estimate.ts";
+import type { Upscaler } from "../models/esrgan/upscaler.ts";
 import type { BackendManifest } from "./plugin.ts";
 
 /**
@@ -43,6 +44,8 @@ export interface SocketTypes {
   CLIP: TextEncoder;
   VAE: Vae;
   CHECKPOINT: Checkpoint;
+  /** An image upscaling model (ESRGAN). */
+  UPSCALE_MODEL: Upscaler;
   INT: number;
   FLOAT: number;
   STRING: string;

@@ -9,6 +9,7 @@ import { type Backend, loadBackend } from "../../backends/mod.ts";
 import { compile, Graph, type Program } from "../../engine/mod.ts";
 import { createWeightLookup } from "../nn.ts";
 import { processTiles } from "../tiling.ts";
+import { imageToTensor, tensorToImage } from "../image_tensor.ts";
 import type { HostTensor, Image } from "../types.ts";
 import { openWeights, type TensorInfo, type WeightFile } from "../weights/mod.ts";
 import { buildEsrgan, detectEsrgan, type EsrganConfig, EsrganError, esrganName } from "./esrgan.ts";
@@ -113,7 +114,9 @@ class LoadedUpscaler implements Upscaler {
       const x = imageToTensor(im);
       const whole = tile === 0 || (im.width <= tile && im.height <= tile);
       if (whole && (im.width % r || im.height % r)) {
-        throw new EsrganError(`${this.path} needs image sizes that are multiples of ${r}, got ${im.width}x${im.height}`);
+        throw new EsrganError(
+          `${this.path} needs image sizes that are multiples of ${r}, got ${im.width}x${im.height}`,
+        );
       }
       if (tile > 0 && tile % r) throw new EsrganError(`the upscale tile size must be a multiple of ${r}`);
       let y: HostTensor;
@@ -141,32 +144,4 @@ class LoadedUpscaler implements Upscaler {
     this.#program = undefined;
     this.file.close();
   }
-}
-
-/** An 8-bit image as [1, 3, H, W] floats in [0, 1] (u8 / 255; alpha dropped), as sd.cpp's `sd_image_to_tensor`. */
-export function imageToTensor(im: Image): HostTensor {
-  const plane = im.width * im.height;
-  const data = new Float32Array(3 * plane);
-  for (let i = 0; i < plane; i++) {
-    for (let k = 0; k < 3; k++) data[k * plane + i] = im.data[i * im.channels + k] / 255;
-  }
-  return { shape: [1, 3, im.height, im.width], data };
-}
-
-/**
- * [1, 3, H, W] floats in [0, 1] to an 8-bit image as sd.cpp's `preprocessing_float_to_u8`:
- * v <= 0 -> 0, v >= 1 -> 255, else (uint8)(v * 255 + 0.5) in float arithmetic.
- */
-export function tensorToImage(t: HostTensor): Image {
-  const [, c, h, w] = t.shape;
-  if (c !== 3) throw new EsrganError(`expected 3 output channels, got ${c}`);
-  const plane = h * w;
-  const px = new Uint8Array(plane * 3);
-  for (let k = 0; k < 3; k++) {
-    for (let i = 0; i < plane; i++) {
-      const v = t.data[k * plane + i];
-      px[i * 3 + k] = v <= 0 ? 0 : v >= 1 ? 255 : Math.trunc(Math.fround(Math.fround(v * 255) + 0.5));
-    }
-  }
-  return { width: w, height: h, channels: 3, data: px };
 }

@@ -35,7 +35,8 @@ export function sd15Help(nodeId: string): string {
     "(or -m with sd.cpp-style flags). To check the pipeline without a download, run: deno task gen graphs/demo.json";
 }
 
-async function fileFingerprint(path: unknown): Promise<unknown> {
+/** Size and mtime of a file (null if absent): a loader's cache fingerprint, so an edited file reloads. */
+export async function fileFingerprint(path: unknown): Promise<unknown> {
   try {
     const st = await Deno.stat(String(path));
     return [st.size, st.mtime?.getTime() ?? 0];
@@ -63,7 +64,7 @@ async function folderFingerprint(dir: unknown): Promise<unknown> {
  * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
  * manifest (which checks its ABI version and name), then handed on by library path.
  */
-async function loadOptions(settings: RunSettings, backend: string | undefined): Promise<LoadOptions> {
+export async function loadOptions(settings: RunSettings, backend: string | undefined): Promise<LoadOptions> {
   const name = backend ?? settings.backend;
   const manifest = name === undefined ? undefined : settings.pluginBackends?.find((b) => b.name === name);
   let resolved = name;
@@ -75,7 +76,7 @@ async function loadOptions(settings: RunSettings, backend: string | undefined): 
 }
 
 /** The `backend` input of the loader nodes. */
-const BACKEND_INPUT = {
+export const BACKEND_INPUT = {
   optional: true,
   schema: {
     type: "string",

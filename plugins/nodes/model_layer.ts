@@ -9,6 +9,8 @@ import {
   estimateNetwork as estimateModelNetwork,
   loadCheckpoint,
   loadLora,
+  loadTaesd,
+  loadUpscaler,
   LoraError,
   PatchError,
   resolveScheduler,
@@ -17,7 +19,18 @@ import {
 } from "../../models/mod.ts";
 import type { OpEstimate } from "../node.ts";
 
-export { applyPatches, loadCheckpoint, loadLora, LoraError, PatchError, resolveScheduler, sample, type SampleOptions };
+export {
+  applyPatches,
+  loadCheckpoint,
+  loadLora,
+  loadTaesd,
+  loadUpscaler,
+  LoraError,
+  PatchError,
+  resolveScheduler,
+  sample,
+  type SampleOptions,
+};
 
 /** The networks `estimateNetwork` prices, one evaluation each. */
 export type NetworkKind = Parameters<typeof estimateModelNetwork>[0];

@@ -1,8 +1,45 @@
 /** `vae_encode` and `vae_decode`: between pixels and latents. */
 
+import type { VaeTilingOptions } from "../../models/types.ts";
 import { defineNode } from "../node.ts";
 import { estimateNetwork } from "./model_layer.ts";
 import { RNGS } from "./sampler.ts";
+
+/** The tiling inputs of vae_decode and vae_encode (stable-diffusion.cpp's --vae-tiling flags). */
+const TILING_INPUTS = {
+  tiled: {
+    schema: {
+      type: "boolean",
+      default: false,
+      description: "Run the VAE in overlapping tiles blended as stable-diffusion.cpp blends them (its " +
+        "--vae-tiling): memory stays bounded by the tile size, so big images fit.",
+    },
+  },
+  tile_size: {
+    schema: {
+      type: "integer",
+      minimum: 4,
+      maximum: 4096,
+      default: 32,
+      description: "Tile size in latent pixels (x8 image pixels), sd.cpp's --vae-tile-size. Encoding uses " +
+        "tiles twice this size, as sd.cpp does.",
+    },
+  },
+  tile_overlap: {
+    schema: {
+      type: "number",
+      minimum: 0,
+      maximum: 0.5,
+      default: 0.5,
+      description: "Requested overlap of neighbouring tiles, a fraction of the tile (sd.cpp's --vae-tile-overlap); " +
+        "the real overlap is recomputed so the tiles fit the image exactly.",
+    },
+  },
+} as const;
+
+function tilingOf(tiled: boolean, size: number, overlap: number): VaeTilingOptions | undefined {
+  return tiled ? { tileX: size, tileY: size, overlap } : undefined;
+}
 
 /** Encodes images into latents (img2img's starting point). */
 export const vaeEncode = defineNode({
@@ -29,15 +66,17 @@ export const vaeEncode = defineNode({
         description: "Random number generator for the posterior noise (used only with a seed).",
       },
     },
+    ...TILING_INPUTS,
   },
   outputs: { latent: "LATENT" },
-  async run({ vae, image, seed, rng }) {
+  async run({ vae, image, seed, rng, tiled, tile_size, tile_overlap }) {
     for (const im of image) {
       if (im.width % 8 || im.height % 8) {
         throw new Error(`image is ${im.width}x${im.height}; vae_encode needs width and height that are multiples of 8`);
       }
     }
-    return { latent: await vae.encode(image, seed === undefined ? {} : { seed, rng }) };
+    const tiling = tilingOf(tiled, tile_size, tile_overlap);
+    return { latent: await vae.encode(image, { ...(seed === undefined ? {} : { seed, rng }), tiling }) };
   },
   async estimate({ vae, image }) {
     const shape = image?.shape;
@@ -56,10 +95,12 @@ export const vaeDecode = defineNode({
   inputs: {
     vae: { type: "VAE", description: "The VAE (a checkpoint's vae output)." },
     latent: { type: "LATENT", description: "The latents to decode (a sampler's output)." },
+    ...TILING_INPUTS,
   },
   outputs: { image: "IMAGE" },
-  async run({ vae, latent }, ctx) {
-    return { image: await vae.decode(latent, (done, total) => ctx.progress(done, total)) };
+  async run({ vae, latent, tiled, tile_size, tile_overlap }, ctx) {
+    const tiling = tilingOf(tiled, tile_size, tile_overlap);
+    return { image: await vae.decode(latent, (done, total) => ctx.progress(done, total), { tiling }) };
   },
   async estimate({ vae, latent }) {
     const shape = latent?.shape;
