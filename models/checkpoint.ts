@@ -45,7 +45,7 @@ import type {
 import { VAE_ENCODE_TILE_FACTOR, vaeTiled } from "./tiling.ts";
 import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
-import { createRng, type RngKind } from "./sampling/rng.ts";
+import { createRng } from "./sampling/rng.ts";
 import { isDiffusersFolder, openLdmWeights, readTensorF32, type WeightFile } from "./weights/mod.ts";
 
 export interface LoadOptions {

@@ -109,7 +109,7 @@ export async function processTiles(
   fn: (tile: HostTensor) => Promise<HostTensor>,
   opts: TileOptions,
 ): Promise<HostTensor> {
-  const [n, c, inH, inW] = input.shape;
+  const [n, , inH, inW] = input.shape;
   const { outWidth, outHeight, scale } = opts;
   if (n !== 1) throw new TilingError(`tiling takes one image at a time, got a batch of ${n}`);
   const decode = outWidth > inW;
