@@ -31,7 +31,8 @@ const UNARY: Record<string, (x: number) => number> = {
   gelu_tanh: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x))),
   quick_gelu: (x) => x / (1 + Math.exp(-1.702 * x)),
   relu: (x) => Math.max(0, x),
-  leaky_relu: (x) => (x > 0 ? x : 0.01 * x),
+  // The IR's leaky_relu has ESRGAN's slope 0.2 (backends/sdflow_backend.h SDF_UNARY_LEAKY_RELU).
+  leaky_relu: (x) => (x > 0 ? x : 0.2 * x),
   sigmoid: (x) => 1 / (1 + Math.exp(-x)),
   tanh: Math.tanh,
 };
