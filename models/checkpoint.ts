@@ -416,7 +416,7 @@ class LoadedCheckpoint implements Checkpoint {
             };
             for (let i = 0; i < b; i++) {
               const z = { shape: [1, c, h, w], data: latent.data.slice(i * per, (i + 1) * per) };
-              const out = await vaeTiled(z, w * f, h * f, tiling, 1, decodeTile, (d, n) =>
+              const out = await vaeTiled(z, w * f, h * f, f, tiling, 1, decodeTile, (d, n) =>
                 onProgress?.(i * n + d, b * n));
               images.push(...toImages(out.data, out.shape));
             }
@@ -475,7 +475,7 @@ class LoadedCheckpoint implements Checkpoint {
             moments = new Float32Array(b * shape[1] * shape[2] * shape[3]);
             for (let i = 0; i < b; i++) {
               const x = { shape: [1, 3, h, w], data: input.data.subarray(i * per, (i + 1) * per) };
-              const m = await vaeTiled(x, w / f, h / f, tiling, VAE_ENCODE_TILE_FACTOR, encodeTile);
+              const m = await vaeTiled(x, w / f, h / f, f, tiling, VAE_ENCODE_TILE_FACTOR, encodeTile);
               moments.set(m.data, i * m.data.length);
             }
           } else {

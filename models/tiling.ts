@@ -278,11 +278,15 @@ export function vaeTileSizes(
   return { tileX: size(t.tileX, t.relX, latentW), tileY: size(t.tileY, t.relY, latentH), overlap };
 }
 
-/** One image through a VAE's `run` in sd.cpp's VAE tiles (decode: latent -> 8x; encode: image -> 1/8). */
+/**
+ * One image through a VAE's `run` in sd.cpp's VAE tiles (decode: latent -> x `scale`; encode: image ->
+ * / `scale`), tile sizes from {@link vaeTileSizes}.
+ */
 export function vaeTiled(
   x: HostTensor,
   outWidth: number,
   outHeight: number,
+  scale: number,
   tiling: VaeTiling,
   encodingFactor: number,
   run: (tile: HostTensor) => Promise<HostTensor>,
@@ -296,7 +300,7 @@ export function vaeTiled(
   return processTiles(x, run, {
     outWidth,
     outHeight,
-    scale: 8,
+    scale,
     tileX: t.tileX,
     tileY: t.tileY,
     overlap: t.overlap,

@@ -121,6 +121,7 @@ class LoadedTaesd implements Taesd {
           z,
           8 * w,
           8 * h,
+          8,
           opts.tiling,
           1,
           (t) => this.#decodeOne(t),
@@ -147,7 +148,7 @@ class LoadedTaesd implements Taesd {
       if (im.width !== width || im.height !== height) throw new TaesdError("images to encode differ in size");
       const x = imageToTensor(im);
       const lat = opts.tiling
-        ? await tiled(x, width / 8, height / 8, opts.tiling, VAE_ENCODE_TILE_FACTOR, (t) => this.#encodeOne(t))
+        ? await tiled(x, width / 8, height / 8, 8, opts.tiling, VAE_ENCODE_TILE_FACTOR, (t) => this.#encodeOne(t))
         : await this.#encodeOne(x);
       out.set(lat.data, i * per);
     }
