@@ -131,11 +131,14 @@ export function planArena(
     const start = allocate(bytes);
     const end = start + align(bytes);
     offsets.set(r, start);
+    // Every op that writes the new tenant: Winograd bands write one output from several ops, and each of them
+    // may run as soon as its own inputs are ready, so each must wait for the old tenants' users.
+    const writers = opIndex >= 0 ? (producers.get(r) ?? [opIndex]).filter((p) => p >= opIndex) : [];
     // Write-after-read: wait for everything that touched this memory before.
     for (let k = freed.length - 1; k >= 0; k--) {
       const f = freed[k];
       if (f.end <= start || f.start >= end) continue;
-      if (opIndex >= 0) { for (const o of f.touchedBy) if (o < opIndex) deps[opIndex].add(o); }
+      for (const w of writers) for (const o of f.touchedBy) if (o < w) deps[w].add(o);
       // Fully covered: later tenants will depend on this one, which depends on f.
       if (f.start >= start && f.end <= end && opIndex >= 0) freed.splice(k, 1);
     }

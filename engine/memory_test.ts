@@ -56,7 +56,9 @@ Deno.test("arena: live tensors never share memory, and reuse waits for earlier r
     const first = new Map<number, number>();
     const last = new Map<number, number>();
     const touchers = new Map<number, number[]>();
+    const writers = new Map<number, number[]>();
     stepOps.forEach((op, i) => {
+      for (const t of op.outputs) if (op.kind !== "reshape") writers.set(root(t), [...(writers.get(root(t)) ?? []), i]);
       for (const t of [...op.inputs, ...op.outputs]) {
         const r = root(t);
         if (!plan.offsets.has(r)) continue;
@@ -90,16 +92,47 @@ Deno.test("arena: live tensors never share memory, and reuse waits for earlier r
         const [fa, la, fb, lb] = [first.get(a)!, last.get(a)!, first.get(b)!, last.get(b)!];
         assert(la < fb || lb < fa, `seed ${seed}: tensors ${a} and ${b} share memory while both live`);
         const [early, late] = la < fb ? [a, b] : [b, a];
-        const producer = first.get(late)!;
-        for (const t of touchers.get(early) ?? []) {
-          assert(
-            anc[producer].has(t),
-            `seed ${seed}: op ${producer} reuses memory of ${early} without waiting for op ${t}`,
-          );
+        // Every op writing the later tenant (each Winograd band writes its part) waits for the earlier one's users.
+        for (const producer of writers.get(late) ?? [first.get(late)!]) {
+          for (const t of touchers.get(early) ?? []) {
+            assert(
+              anc[producer].has(t),
+              `seed ${seed}: op ${producer} reuses memory of ${early} without waiting for op ${t}`,
+            );
+          }
         }
       }
     }
     assert(plan.peakBytes > 0);
+  }
+});
+
+Deno.test("arena: every Winograd band that writes into reused memory carries the wait for the old tenant's readers", () => {
+  // a = silu(x) is read last by b; the banded conv of x (not reading a) then lands in a's memory. A band's output op
+  // may run as soon as its own product is ready, so each band (not only the first, which placed the tensor) must
+  // itself wait for a's reader. (Missing edges raced in ESRGAN's banded 256x256 convs on 2 threads: wrong tiles.)
+  const g = new Graph();
+  const x = g.input("x", [1, 64, 24, 24]);
+  const w = g.constant("w", [64, 64, 3, 3], "f32", { kind: "data", data: new Float32Array(64 * 64 * 9) });
+  const a = g.silu(x);
+  const b = g.scale(a, 2);
+  const c = g.conv2d(x, w, undefined, { padding: 1 });
+  g.output("b", b);
+  g.output("d", g.silu(c));
+  // F(2,3), 4 tile rows per band: each band's intermediates are larger than a, so only the output lands in its memory.
+  const lg = lower(g, { winograd: 2, bandBytes: 4 * 98304 });
+  const root = (id: number) => rootOf(lg.tensors, id);
+  const stepOps = lg.ops.filter((o) => o.kind !== "wino_filter");
+  const pinned = new Set([...lg.inputs.values(), ...lg.outputs.values()].map(root));
+  const plan = planArena(stepOps, lg.tensors, (r) => lg.tensors[r].kind !== "constant", pinned);
+  const bands = stepOps.flatMap((o, i) => (o.kind === "wino_output" ? [i] : []));
+  assert.equal(bands.length, 3);
+  assert.equal(plan.offsets.get(root(stepOps[bands[0]].outputs[0])), plan.offsets.get(root(a.id)), "c reuses a");
+  // The first band placed c; its write-after-read edges (all but its own product) must be on every band.
+  const war = [...plan.deps[bands[0]]].filter((d) => d !== bands[0] - 1);
+  assert(war.length > 0);
+  for (const band of bands) {
+    for (const d of war) assert(plan.deps[band].has(d), `band op ${band} does not wait for op ${d}`);
   }
 });
 
