@@ -86,6 +86,24 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     target: ["taesd", "path"],
     help: "decode (and encode) with this TAESD file instead of the checkpoint's VAE",
   },
+  {
+    names: ["preview"],
+    default: "none",
+    help: "live preview while sampling: none | proj | tae (needs --taesd) | vae",
+  },
+  { names: ["preview-path"], target: ["sampler", "preview_path"], default: "preview.png", help: "preview PNG path" },
+  {
+    names: ["preview-interval"],
+    target: ["sampler", "preview_interval"],
+    default: "1",
+    help: "steps between preview updates",
+  },
+  { names: ["preview-noisy"], boolean: true, help: "preview the noisy latent, not the denoised estimate" },
+  {
+    names: ["taesd-preview-only"],
+    boolean: true,
+    help: "with --preview tae: TAESD for previews only, the checkpoint's VAE for the final image",
+  },
   { names: ["vae-tiling"], boolean: true, help: "run the VAE in tiles (bounded memory for big images)" },
   {
     names: ["vae-tile-size"],
@@ -137,7 +155,6 @@ const NOT_YET = [
   "slg-scale",
   "skip-layers",
   "mask",
-  "preview",
 ];
 
 /** sdflow's own flags, accepted in both modes. */
@@ -435,8 +452,23 @@ export function graphFromSdcppFlags(
   } else if (LORA_TAG.test(prompt)) {
     notes.push("the prompt has <lora:…> tags but no --lora-model-dir: they stay in the prompt text, as in sd.cpp");
   }
-  // --taesd: TAESD decodes (and, for img2img, encodes) in place of the checkpoint's VAE, as in sd.cpp.
-  const vae = str("taesd") ? g.taesd({ path: v<string>("taesd.path") }, "taesd").vae : ckpt.vae;
+  // --taesd: TAESD decodes (and, for img2img, encodes) in place of the checkpoint's VAE, as in sd.cpp, unless it
+  // serves previews only.
+  const previewMode = str("preview") ?? "none";
+  if (!["none", "proj", "tae", "vae"].includes(previewMode)) {
+    throw new UsageError(`--preview must be none, proj, tae or vae, got "${previewMode}"`);
+  }
+  if (previewMode === "tae" && !str("taesd")) throw new UsageError("--preview tae needs a TAESD file: --taesd FILE");
+  const taesd = str("taesd") ? g.taesd({ path: v<string>("taesd.path") }, "taesd").vae : undefined;
+  const previewOnly = flags["taesd-preview-only"] === true && previewMode === "tae";
+  const vae = taesd && !previewOnly ? taesd : ckpt.vae;
+  const preview = previewMode === "none" ? {} : {
+    preview: previewMode === "proj" ? "proj" as const : "vae" as const,
+    ...(previewMode === "proj" ? {} : { preview_vae: previewMode === "tae" ? taesd! : ckpt.vae }),
+    preview_path: v<string>("sampler.preview_path"),
+    preview_interval: v<number>("sampler.preview_interval"),
+    preview_noisy: flags["preview-noisy"] === true,
+  };
   const tiling = flags["vae-tiling"] === true
     ? { tiled: true, tile_size: v<number>("decode.tile_size"), tile_overlap: v<number>("decode.tile_overlap") }
     : {};
@@ -475,6 +507,7 @@ export function graphFromSdcppFlags(
     ...(v<number | undefined>("sampler.eta") === undefined ? {} : { eta: v<number>("sampler.eta") }),
     denoise,
     ...(mode === "img2img" && batch > 1 ? { batch } : {}),
+    ...preview,
   }, "sampler");
   const image = g.vae_decode({ vae, latent: sampled, ...tiling }, "decode");
   g.save_image({ images: upscaled(image.image), path: v<string>("save.path") }, "save");

@@ -36,6 +36,16 @@ export interface SampleOptions {
   batch: number;
   /** Called after every sampling step: i of n over the whole batch. */
   onStep?: (i: number, n: number) => void;
+  /**
+   * Live preview, as stable-diffusion.cpp's `--preview`: called (and awaited) every `interval` steps and at the
+   * last step of each image with that image's latent [1, C, h, w]: the model's denoised estimate (x0) of the
+   * step's last evaluation, or with `noisy` the sampler's current latent.
+   */
+  preview?: {
+    interval?: number;
+    noisy?: boolean;
+    onLatent: (latent: Latent, step: number, steps: number, image: number) => Promise<void> | void;
+  };
   eta?: number;
 }
 
@@ -88,7 +98,7 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
   const family = opts.denoiser.family === "sdxl" ? "sdxl" : opts.denoiser.family === "sd2" ? "sd2" : "sd1";
   let sigmas = getSigmas(scheduler, opts.steps, schedule, { family });
   if (img2img) sigmas = img2imgSigmas(sigmas, strength);
-  const denoise = makeCfgDenoiser({
+  const cfgDenoise = makeCfgDenoiser({
     model: opts.denoiser,
     cond: opts.positive,
     uncond: opts.negative,
@@ -96,6 +106,11 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
     latentShape: [c, h, w],
     schedule,
   });
+  // The last denoised estimate, for previews (the denoiser reuses its output buffer: copied when previewed).
+  let denoised: Float32Array | undefined;
+  const denoise: typeof cfgDenoise = async (x, sigma, i) => (denoised = await cfgDenoise(x, sigma, i));
+  const preview = opts.preview;
+  const interval = Math.max(1, Math.trunc(preview?.interval ?? 1));
   const rng = createRng(opts.rng, opts.seed);
   const steps = sigmas.length - 1;
   const out = new Float32Array(opts.batch * per);
@@ -104,9 +119,13 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
     const x = initialLatentFor(rng, opts.seed, b, sigmas[0], init);
     const result = await runSampler(method, denoise, x, sigmas, rng, {
       eta: opts.eta,
-      onStep: (i, _n, latent) => {
-        assertFinite(latent, `the latent after step ${i + 1} of ${steps} (image ${b + 1} of ${opts.batch})`);
+      onStep: async (i, _n, cur) => {
+        assertFinite(cur, `the latent after step ${i + 1} of ${steps} (image ${b + 1} of ${opts.batch})`);
         opts.onStep?.(b * steps + i + 1, opts.batch * steps);
+        if (preview && ((i + 1) % interval === 0 || i + 1 === steps)) {
+          const src = preview.noisy || !denoised ? cur : denoised;
+          await preview.onLatent({ shape: [1, c, h, w], data: src.slice() }, i + 1, steps, b);
+        }
       },
     });
     out.set(result, b * per);

@@ -60,7 +60,8 @@ export const SAMPLE_METHOD_LABELS: Readonly<Record<SampleMethod, string>> = {
 };
 
 export type DenoiseFn = (x: Float32Array, sigma: number, stepIndex: number) => Promise<Float32Array>;
-export type StepCallback = (step: number, steps: number, x: Float32Array) => void;
+/** Called after each step with the current latent; a returned promise is awaited (a live preview decodes it). */
+export type StepCallback = (step: number, steps: number, x: Float32Array) => unknown;
 
 /**
  * sd.cpp's `--eta` when it is not given (`resolve_eta`): 1 for the ancestral samplers, 0 for the others
@@ -155,7 +156,7 @@ async function eulerAncestral({ denoise, x, s, rng, eta, onStep }: Ctx): Promise
       for (let j = 0; j < x.length; j++) x[j] = f32(f32(ratio * x[j]) + f32(keep * den[j]));
       if (up > 0) addNoise(x, rng, up);
     }
-    onStep(i, steps, x);
+    await onStep(i, steps, x);
   }
 }
 
@@ -175,7 +176,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
       const den = await denoise(x, s[i], i);
       derivative(x, den, s[i], d);
       axpy(x, d, f32(s[i + 1] - s[i]));
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -200,7 +201,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
           x[j] = f32(x[j] + f32(d[j] * dt));
         }
       }
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -224,7 +225,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
           x[j] = f32(x[j] + f32(d2 * dt2));
         }
       }
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -251,7 +252,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
       }
       // Drawn whenever the next sigma is not 0, even when sigma_up is 0 (eta 0), as sd.cpp does.
       if (s[i + 1] > 0) addNoise(x, rng, up);
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -276,7 +277,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
         }
       }
       old.set(den);
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -304,7 +305,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
         }
       }
       old.set(den);
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -340,7 +341,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
       }
       if (history.length === 3) history.shift();
       history.push(d);
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -380,7 +381,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
       }
       if (history.length === 3) history.shift();
       history.push(d);
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -393,7 +394,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
         const noise = rng.randn(x.length);
         for (let j = 0; j < x.length; j++) x[j] = f32(x[j] + f32(s[i + 1] * noise[j]));
       }
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 
@@ -422,7 +423,7 @@ const SAMPLERS: Record<SampleMethod, (c: Ctx) => Promise<void>> = {
         const q1 = f32(Math.sqrt(f32(aPrev / aS))), q2 = f32(Math.sqrt(f32(f32(1 / aPrev) - f32(1 / aS))));
         for (let j = 0; j < x.length; j++) x[j] = f32(f32(q1 * x[j]) + f32(q2 * noise[j]));
       }
-      onStep(i, steps, x);
+      await onStep(i, steps, x);
     }
   },
 };

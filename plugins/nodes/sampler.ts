@@ -2,8 +2,10 @@
 
 import { SAMPLE_METHOD_LABELS, SAMPLE_METHODS, type SampleMethod } from "../../models/sampling/samplers.ts";
 import { img2imgSigmas, SCHEDULER_NAMES } from "../../models/sampling/schedules.ts";
-import type { Conditioning } from "../../models/types.ts";
-import { defineNode, type GenerationInfo, type NodeValues, type UpstreamNode } from "../node.ts";
+import { projectLatent } from "../../models/preview.ts";
+import type { Conditioning, Latent, Vae } from "../../models/types.ts";
+import { encodePngImage } from "../image/png.ts";
+import { defineNode, type GenerationInfo, NodeInputError, type NodeValues, type UpstreamNode } from "../node.ts";
 import { estimateNetwork, resolveScheduler, sample } from "./model_layer.ts";
 
 /** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
@@ -85,6 +87,32 @@ export function samplerGeneration(
   };
 }
 
+/** What the sampler's preview inputs ask of `sample`, or nothing. */
+function previewWriter(
+  o: {
+    preview: string;
+    preview_vae?: Vae;
+    preview_path: string;
+    preview_interval: number;
+    preview_noisy: boolean;
+  },
+  family: "sd1" | "sd2" | "sdxl",
+) {
+  if (o.preview === "none") return undefined;
+  const write = async (latent: Latent) => {
+    const [im] = o.preview === "proj" ? [projectLatent(latent, family)] : await o.preview_vae!.decode(latent);
+    // One file, the image being sampled (as sd.cpp), written beside and renamed so a viewer never reads half a file.
+    const tmp = `${o.preview_path}.${Deno.pid}.tmp`;
+    await Deno.writeFile(tmp, encodePngImage(im, {}));
+    await Deno.rename(tmp, o.preview_path);
+  };
+  return {
+    interval: o.preview_interval,
+    noisy: o.preview_noisy,
+    onLatent: (latent: Latent) => write(latent),
+  };
+}
+
 /** The diffusion sampler (KSampler). */
 export const sampler = defineNode({
   type: "sampler",
@@ -155,10 +183,46 @@ export const sampler = defineNode({
           "each copy getting its own noise (img2img with -b).",
       },
     },
+    preview: {
+      schema: {
+        enum: ["none", "proj", "vae"],
+        default: "none",
+        description: "Live preview written to `preview_path` while sampling (stable-diffusion.cpp's --preview): " +
+          "`proj` maps the latent's channels to RGB at latent size (no network, free); `vae` decodes it with " +
+          "`preview_vae` (wire a taesd node's vae for a cheap full-size preview: sd.cpp's `tae`).",
+      },
+    },
+    preview_vae: {
+      type: "VAE",
+      optional: true,
+      description: "The VAE that decodes previews (preview = vae): a TAESD, or the checkpoint's own VAE.",
+    },
+    preview_path: {
+      schema: { type: "string", minLength: 1, default: "preview.png", description: "Where the preview PNG goes." },
+    },
+    preview_interval: {
+      schema: {
+        type: "integer",
+        minimum: 1,
+        maximum: 1000,
+        default: 1,
+        description: "Steps between preview updates (and always the last step).",
+      },
+    },
+    preview_noisy: {
+      schema: {
+        type: "boolean",
+        default: false,
+        description: "Preview the sampler's noisy latent instead of the model's denoised estimate.",
+      },
+    },
   },
   outputs: { latent: "LATENT" },
   cacheable: (values: NodeValues) => typeof values.seed === "number" && values.seed >= 0,
   async run(inputs, ctx) {
+    if (inputs.preview === "vae" && !inputs.preview_vae) {
+      throw new NodeInputError("preview_vae", "preview = vae needs a VAE wired into preview_vae (e.g. a taesd node's)");
+    }
     const seed = inputs.seed < 0 ? randomSeed() : inputs.seed;
     if (inputs.seed < 0) ctx.log(`${ctx.nodeId}: random seed ${seed}`);
     const batch = inputs.batch ?? inputs.latent.shape[0];
@@ -183,6 +247,7 @@ export const sampler = defineNode({
       strength: inputs.denoise,
       batch,
       onStep: (i, n) => ctx.progress(i, n, "step"),
+      preview: previewWriter(inputs, inputs.model.family),
     });
     return { latent };
   },
