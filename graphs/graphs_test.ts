@@ -12,7 +12,18 @@ const graphs = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
   .sort();
 
 Deno.test("graphs/: the expected graphs are present", () => {
-  for (const g of ["demo.json", "img2img.json", "lora.json", "seed_sweep.json", "txt2img.json", "txt2img.ts"]) {
+  for (
+    const g of [
+      "demo.json",
+      "img2img.json",
+      "lora.json",
+      "seed_sweep.json",
+      "taesd.json",
+      "txt2img.json",
+      "txt2img.ts",
+      "upscale.json",
+    ]
+  ) {
     assert.ok(graphs.includes(g), g);
   }
 });
