@@ -1,5 +1,5 @@
 /**
- * `deno task bench <conv|attention|gemm|gen> [--threads N] [--runs N] [--json] [--only TEXT]`
+ * `deno task bench <conv|attention|gemm|gen|decoders> [--threads N] [--runs N] [--json] [--only TEXT]`
  *
  * Prints medians measured in one process with one thread count, so ratios
  * within a run are comparable even on a noisy shared machine.
@@ -12,6 +12,7 @@ import { median } from "../cli/progress.ts";
 import { compile, convFlops, type DType, Graph, type PlanOptions } from "../engine/mod.ts";
 import { ATTENTION_SHAPES, type ConvShape, LINEAR_SHAPES, UNET_CONVS, VAE_DECODER_CONVS } from "./shapes.ts";
 import { benchGen } from "./gen.ts";
+import { benchDecoders } from "./decoders.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -30,6 +31,10 @@ const { values, positionals } = parseArgs({
     "hoist-mib": { type: "string" },
     lora: { type: "string" },
     "lora-mode": { type: "string" },
+    // decoders (bench/decoders.ts reads these itself)
+    big: { type: "string" },
+    taesd: { type: "string" },
+    esrgan: { type: "string" },
   },
 });
 
@@ -231,6 +236,7 @@ const suites: Record<string, (b: Backend) => Promise<void>> = {
   attention: benchAttention,
   gemm: benchGemm,
   gen: benchGen,
+  decoders: () => benchDecoders(),
 };
 
 const run = suites[suite];

@@ -1,0 +1,89 @@
+/**
+ * `deno task bench decoders [--sizes 256,512] [--big 2048] [--threads N] [--model PATH] [--taesd PATH]
+ * [--esrgan PATH] [--only TEXT] [--json]`: the add-on decoders, one process per case (peak RSS is the case's own):
+ * full VAE vs TAESD decode, whole vs tiled VAE decode (and a tiled decode of a `--big` picture, whose whole decode
+ * would not fit), ESRGAN x4. Models default to the random SD 1.5 checkpoint and the random add-ons in .cache/
+ * (see ../shared/reference/addons/README.md for how they are made).
+ * sd.cpp's figures for the same machine type are in that README (not measured in this run).
+ */
+
+import { parseArgs } from "node:util";
+
+interface Row {
+  case: string;
+  size: number;
+  tiled: boolean;
+  load_s: number;
+  run_s: number;
+  peak_rss_bytes: number | null;
+}
+
+async function worker(args: string[]): Promise<Row> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./decoders_worker.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  if (r.code !== 0) throw new Error(dec.decode(r.stderr).trim() || `worker exited with ${r.code}`);
+  return JSON.parse(dec.decode(r.stdout).trim().split("\n").pop()!) as Row;
+}
+
+export async function benchDecoders(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: false,
+    allowPositionals: true,
+    options: {
+      sizes: { type: "string", default: "256,512" },
+      big: { type: "string", default: "2048" },
+      threads: { type: "string" },
+      model: { type: "string", default: ".cache/sd15-random-f16.safetensors" },
+      taesd: { type: "string", default: ".cache/addons/random-taesd-f16.safetensors" },
+      esrgan: { type: "string", default: ".cache/addons/random-esrgan-f16.safetensors" },
+      only: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const sizes = String(values.sizes).split(",").map(Number);
+  const common = [
+    "--model",
+    String(values.model),
+    "--taesd",
+    String(values.taesd),
+    "--esrgan",
+    String(values.esrgan),
+    ...(values.threads ? ["--threads", String(values.threads)] : []),
+  ];
+  const cases: string[][] = [];
+  for (const s of sizes) {
+    cases.push(["--case", "vae", "--size", String(s)]);
+    cases.push(["--case", "vae", "--size", String(s), "--tiled"]);
+    cases.push(["--case", "taesd", "--size", String(s)]);
+    cases.push(["--case", "upscale", "--size", String(s / 2)]);
+  }
+  if (Number(values.big) > 0) cases.push(["--case", "vae", "--size", String(values.big), "--tiled"]);
+  const rows: Row[] = [];
+  for (const c of cases) {
+    const label = c.join(" ");
+    if (values.only && !label.includes(String(values.only))) continue;
+    console.error(`running ${label}…`);
+    const row = await worker([...c, ...common]);
+    rows.push(row);
+    if (values.json) console.log(JSON.stringify(row));
+  }
+  if (values.json) return;
+  const name = (r: Row) =>
+    r.case === "upscale"
+      ? `ESRGAN x4 ${r.size}→${r.size * 4}`
+      : `${r.case === "vae" ? "VAE" : "TAESD"} decode ${r.size}x${r.size}${r.tiled ? " tiled" : ""}`;
+  console.log("| case | load s | run s | peak RSS GB |\n| --- | ---: | ---: | ---: |");
+  for (const r of rows) {
+    const rss = r.peak_rss_bytes === null ? "?" : (r.peak_rss_bytes / 1e9).toFixed(2);
+    console.log(`| ${name(r)} | ${r.load_s.toFixed(2)} | ${r.run_s.toFixed(2)} | ${rss} |`);
+  }
+  console.log(
+    "run s includes compiling the network's program (a one-off decode pays it too). VAE tiles: 32 latent px, " +
+      "overlap 0.5 (sd.cpp's defaults); ESRGAN tiles: 128 px. sd.cpp's times: ../shared/reference/addons/README.md.",
+  );
+}
