@@ -15,7 +15,16 @@
 
 import { parseArgs } from "node:util";
 import { loadCheckpoint, loadTaesd, loadUpscaler } from "../models/mod.ts";
-import { peakRssBytes } from "./gen_worker.ts";
+
+/** Peak resident set size (VmHWM) in bytes; null without /proc. */
+function peakRssBytes(): number | null {
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(Deno.readTextFileSync("/proc/self/status"));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -104,6 +104,10 @@ export const vaeDecode = defineNode({
   },
   async estimate({ vae, latent }) {
     const shape = latent?.shape;
+    if (vae?.taesd && shape) {
+      const [n, , h, w] = shape;
+      return { ops: [], note: "TAESD cost not estimated", outputs: { image: { shape: [n, h * 8, w * 8, 3] } } };
+    }
     if (!vae?.checkpoint || !shape) return { ops: [], note: "input size unknown" };
     const r = await estimateNetwork("vae_decoder", { checkpoint: vae.checkpoint, latentShape: shape });
     const [n, , h, w] = shape;
