@@ -3,12 +3,13 @@
  * is this case's alone:
  *
  *   deno run -A bench/decoders_worker.ts --case vae|taesd|upscale --size PX [--tiled] [--model PATH]
- *     [--taesd PATH] [--esrgan PATH] [--threads N]
+ *     [--taesd PATH] [--esrgan PATH] [--threads N] [--warm]
  *
  * vae / taesd: decodes a random latent of PX/8 x PX/8 (SD latent magnitudes) with the checkpoint's VAE or a TAESD,
  * whole or in sd.cpp's VAE tiles (32 latent px, overlap 0.5). upscale: ESRGAN on a PX x PX picture (tiles of 128).
- * Prints one JSON line: `{ case, size, tiled, load_s, run_s, peak_rss_bytes }`; run_s excludes loading and includes
- * compiling the network's program (as a one-off decode does).
+ * Prints one JSON line: `{ case, size, tiled, load_s, run_s, warm_s, peak_rss_bytes }`; run_s excludes loading and
+ * includes compiling the network's program (as a one-off decode does); with --warm, warm_s is a second run of the
+ * same input (the program kept, as for previews or a batch).
  *
  * @module
  */
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     taesd: { type: "string" },
     esrgan: { type: "string" },
     threads: { type: "string" },
+    warm: { type: "boolean", default: false },
   },
 });
 
@@ -57,24 +59,38 @@ async function main(): Promise<void> {
   let t = performance.now();
   let loadMs = 0;
   let runMs = 0;
+  let warmMs: number | null = null;
+  const warm = values.warm;
   if (values.case === "vae" || values.case === "taesd") {
     const path = values.case === "vae" ? values.model : values.taesd;
     if (!path) throw new Error(`--${values.case === "vae" ? "model" : "taesd"} PATH is required`);
     const owner = values.case === "vae" ? await loadCheckpoint(path, { threads }) : await loadTaesd(path, { threads });
     const vae = "vae" in owner ? owner.vae : owner;
     loadMs = performance.now() - t;
+    const z = randomLatent(size / 8, size / 8);
     t = performance.now();
-    await vae.decode(randomLatent(size / 8, size / 8), undefined, tiling);
+    await vae.decode(z, undefined, tiling);
     runMs = performance.now() - t;
+    if (warm) {
+      t = performance.now();
+      await vae.decode(z, undefined, tiling);
+      warmMs = performance.now() - t;
+    }
     owner.dispose();
   } else if (values.case === "upscale") {
     if (!values.esrgan) throw new Error("--esrgan PATH is required");
     const up = await loadUpscaler(values.esrgan, { threads });
     loadMs = performance.now() - t;
     const data = Uint8Array.from({ length: size * size * 3 }, (_, i) => (i * 2654435761) >>> 24);
+    const im = { width: size, height: size, channels: 3 as const, data };
     t = performance.now();
-    await up.upscale([{ width: size, height: size, channels: 3, data }]);
+    await up.upscale([im]);
     runMs = performance.now() - t;
+    if (warm) {
+      t = performance.now();
+      await up.upscale([im]);
+      warmMs = performance.now() - t;
+    }
     up.dispose();
   } else {
     throw new Error("--case must be vae, taesd or upscale");
@@ -85,6 +101,7 @@ async function main(): Promise<void> {
     tiled: values.tiled,
     load_s: sec(loadMs),
     run_s: sec(runMs),
+    warm_s: warmMs === null ? null : sec(warmMs),
     peak_rss_bytes: peakRssBytes(),
   }));
 }
