@@ -6,7 +6,7 @@
  */
 
 import { type Backend, loadBackend } from "../../backends/mod.ts";
-import { compile, Graph, type Program } from "../../engine/mod.ts";
+import { compile, Graph, type OpProfile, type Program } from "../../engine/mod.ts";
 import { createWeightLookup } from "../nn.ts";
 import { processTiles } from "../tiling.ts";
 import { imageToTensor, tensorToImage } from "../image_tensor.ts";
@@ -40,6 +40,8 @@ export interface UpscalerLoadOptions {
   threads?: number;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
+  /** Called after every network run with its per-op times (`--profile`), as LoadOptions.onProfile. */
+  onProfile?: (network: string, ops: readonly OpProfile[], runMs: number) => void;
 }
 
 /** Opens an ESRGAN file (.safetensors, .pth, .gguf), checks it is an RRDBNet and prepares it. */
@@ -56,7 +58,7 @@ export async function loadUpscaler(path: string, opts: UpscalerLoadOptions = {})
       throw e;
     }
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
-    return new LoadedUpscaler(path, file, renamed, config, backend);
+    return new LoadedUpscaler(path, file, renamed, config, backend, opts.onProfile);
   } catch (e) {
     file.close();
     throw e;
@@ -73,6 +75,7 @@ class LoadedUpscaler implements Upscaler {
     private readonly tensors: ReadonlyMap<string, TensorInfo>,
     readonly config: EsrganConfig,
     private readonly backend: Backend,
+    private readonly onProfile?: UpscalerLoadOptions["onProfile"],
   ) {
     this.scale = config.scale;
   }
@@ -100,7 +103,10 @@ class LoadedUpscaler implements Upscaler {
 
   async #run(x: HostTensor): Promise<HostTensor> {
     const [, , h, w] = x.shape;
-    const { image } = await this.#programFor(h, w).run({ image: x.data });
+    const program = this.#programFor(h, w);
+    const t0 = performance.now();
+    const { image } = await program.run({ image: x.data });
+    this.onProfile?.("esrgan", program.profile(), performance.now() - t0);
     return { shape: [1, this.config.outChannels, h * this.scale, w * this.scale], data: image };
   }
 

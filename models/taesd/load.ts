@@ -6,7 +6,7 @@
  */
 
 import { type Backend, loadBackend } from "../../backends/mod.ts";
-import { compile, Graph, type Program } from "../../engine/mod.ts";
+import { compile, Graph, type OpProfile, type Program } from "../../engine/mod.ts";
 import { imageToTensor, tensorToImage } from "../image_tensor.ts";
 import { createWeightLookup } from "../nn.ts";
 import { VAE_ENCODE_TILE_FACTOR, vaeTiled as tiled } from "../tiling.ts";
@@ -25,6 +25,8 @@ export interface TaesdLoadOptions {
   threads?: number;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
+  /** Called after every network run with its per-op times (`--profile`), as LoadOptions.onProfile. */
+  onProfile?: (network: string, ops: readonly OpProfile[], runMs: number) => void;
 }
 
 /** A loaded TAESD: a {@link Vae} plus its configuration. */
@@ -47,7 +49,7 @@ export async function loadTaesd(path: string, opts: TaesdLoadOptions = {}): Prom
       throw e;
     }
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
-    return new LoadedTaesd(path, file, names, config, backend);
+    return new LoadedTaesd(path, file, names, config, backend, opts.onProfile);
   } catch (e) {
     file.close();
     throw e;
@@ -67,6 +69,7 @@ class LoadedTaesd implements Taesd {
     private readonly names: ReadonlyMap<string, string>,
     readonly config: TaesdConfig,
     private readonly backend: Backend,
+    private readonly onProfile?: TaesdLoadOptions["onProfile"],
   ) {
     this.latentChannels = config.zChannels;
   }
@@ -92,15 +95,22 @@ class LoadedTaesd implements Taesd {
     return program;
   }
 
+  async #timed(which: string, program: Program, inputs: Record<string, Float32Array>) {
+    const t0 = performance.now();
+    const out = await program.run(inputs);
+    this.onProfile?.(`taesd ${which}`, program.profile(), performance.now() - t0);
+    return out;
+  }
+
   async #decodeOne(z: HostTensor): Promise<HostTensor> {
     const [, , h, w] = z.shape;
-    const { image } = await this.#program("decoder", h, w).run({ latent: z.data });
+    const { image } = await this.#timed("decoder", this.#program("decoder", h, w), { latent: z.data });
     return { shape: [1, 3, h * 8, w * 8], data: image };
   }
 
   async #encodeOne(x: HostTensor): Promise<HostTensor> {
     const [, , h, w] = x.shape;
-    const { latent } = await this.#program("encoder", h, w).run({ image: x.data });
+    const { latent } = await this.#timed("encoder", this.#program("encoder", h, w), { image: x.data });
     return { shape: [1, this.config.zChannels, h / 8, w / 8], data: latent };
   }
 
