@@ -179,7 +179,7 @@ function last(v: unknown): unknown {
 }
 
 /** The flags that take a value in a mode: long names, and long name → short names. */
-function valueFlags(sdcpp: boolean): { strings: string[]; alias: Record<string, string[]> } {
+function valueFlags(sdcpp: boolean): { strings: string[]; booleans: string[]; alias: Record<string, string[]> } {
   const strings: string[] = [...OWN_FLAGS.string];
   const booleans: string[] = [...OWN_FLAGS.boolean];
   // long name → short names: with "strip-aliased", flags come back under their long names.
@@ -191,7 +191,7 @@ function valueFlags(sdcpp: boolean): { strings: string[]; alias: Record<string, 
       if (f.names.length > 1) alias[f.names[f.names.length - 1]] = f.names.slice(0, -1) as string[];
     }
   }
-  return { strings, alias };
+  return { strings, booleans, alias };
 }
 
 /** Every name (long and short) of the flags that take a value in a mode → the long name. */
@@ -232,7 +232,7 @@ export function positionalIndexes(argv: readonly string[]): number[] {
 
 /** Parses argv with the given flags; unknown flags and flags missing their value are a {@link UsageError}. */
 export function parseArgs(argv: readonly string[], sdcpp: boolean): ParsedArgs {
-  const { strings, alias } = valueFlags(sdcpp);
+  const { strings, booleans, alias } = valueFlags(sdcpp);
   // A flag that takes a value must get one: `-p` last, or followed by another flag, is a mistake
   // (yargs would read it as ""). A value that starts with "-" is written `--prompt=-text`.
   const takesValue = valueFlagNames(sdcpp);

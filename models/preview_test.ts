@@ -1,7 +1,7 @@
 import { loadCheckpoint } from "./checkpoint.ts";
 import { sample } from "./generate.ts";
 import { projectLatent } from "./preview.ts";
-import { assert, assertEquals } from "./testdata/assert.ts";
+import { assert, assertEquals } from "../tests/assert.ts";
 import { makeTinyCheckpoint } from "./tiny/mod.ts";
 import type { Latent } from "./types.ts";
 

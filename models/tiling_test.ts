@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "./testdata/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { calcTiles, processTiles, tileGrid, TilingError, vaeTileSizes } from "./tiling.ts";
 import type { HostTensor } from "./types.ts";
 

@@ -21,7 +21,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { assert } from "../models/testdata/assert.ts";
+import { assert } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 

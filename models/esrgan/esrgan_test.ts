@@ -1,9 +1,8 @@
 import { Graph } from "../../engine/graph.ts";
 import { createWeightLookup } from "../nn.ts";
-import { assertEquals, assertThrows } from "../testdata/assert.ts";
+import { assertEquals, assertMaxAbsError, assertThrows } from "../../tests/assert.ts";
 import { parseSafetensors } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose } from "../testdata/reference.ts";
 import { buildEsrgan, detectEsrgan, EsrganError, esrganName } from "./esrgan.ts";
 
 /** The PyTorch reference of make_addons_reference.py (BasicSR RRDBNet, f16 weights, float64 arithmetic). */
@@ -29,7 +28,7 @@ Deno.test("ESRGAN x4 (old ESRGAN names) matches the PyTorch RRDBNet", () => {
   const out = buildEsrgan(g, createWeightLookup(g, source), cfg, { height: 10, width: 12 });
   assertEquals(out.shape, [1, 3, 40, 48]);
   const y = naiveEval(g, { image: ref.f32("esrgan_x4/in") }).image;
-  assertClose("esrgan x4", y, ref.f32("esrgan_x4/out"), 1e-5, 1e-5);
+  assertMaxAbsError("esrgan x4", y, ref.f32("esrgan_x4/out"), 1e-5, 1e-5);
 });
 
 Deno.test("ESRGAN x2plus (pixel-unshuffled input, BasicSR names) matches the PyTorch RRDBNet", () => {
@@ -39,7 +38,7 @@ Deno.test("ESRGAN x2plus (pixel-unshuffled input, BasicSR names) matches the PyT
   const out = buildEsrgan(g, createWeightLookup(g, source), cfg, { height: 8, width: 10 });
   assertEquals(out.shape, [1, 3, 16, 20]);
   const y = naiveEval(g, { image: ref.f32("esrgan_x2/in") }).image;
-  assertClose("esrgan x2plus", y, ref.f32("esrgan_x2/out"), 1e-5, 1e-5);
+  assertMaxAbsError("esrgan x2plus", y, ref.f32("esrgan_x2/out"), 1e-5, 1e-5);
   const g2 = new Graph();
   assertThrows(() => buildEsrgan(g2, createWeightLookup(g2, source), cfg, { height: 7, width: 8 }), EsrganError);
 });

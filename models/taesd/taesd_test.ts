@@ -1,9 +1,8 @@
 import { Graph } from "../../engine/graph.ts";
 import { createWeightLookup } from "../nn.ts";
-import { assertEquals, assertThrows } from "../testdata/assert.ts";
+import { assertEquals, assertMaxAbsError, assertThrows } from "../../tests/assert.ts";
 import { parseSafetensors } from "../testdata/helpers.ts";
 import { naiveEval } from "../testdata/naive_eval.ts";
-import { assertClose } from "../testdata/reference.ts";
 import { buildTaesdDecoder, buildTaesdEncoder, detectTaesd, TaesdError, taesdNames } from "./taesd.ts";
 
 /** The PyTorch reference of make_addons_reference.py (diffusers AutoencoderTiny, f16 weights, float64). */
@@ -24,12 +23,12 @@ Deno.test("TAESD decoder and encoder match the PyTorch AutoencoderTiny (8 channe
   assertEquals(img.shape, [1, 3, 24, 40]);
   // The input spans [-4, 4], so the tanh(z / 3) * 3 clamp matters.
   const y = naiveEval(gd, { latent: ref.f32("taesd/in_latent") }).image;
-  assertClose("taesd decoder", y, ref.f32("taesd/out_image"), 1e-5, 1e-5);
+  assertMaxAbsError("taesd decoder", y, ref.f32("taesd/out_image"), 1e-5, 1e-5);
   const ge = new Graph();
   const z = buildTaesdEncoder(ge, createWeightLookup(ge, source), cfg, { batch: 1, height: 24, width: 16 });
   assertEquals(z.shape, [1, 4, 3, 2]);
   const l = naiveEval(ge, { image: ref.f32("taesd/in_image") }).latent;
-  assertClose("taesd encoder", l, ref.f32("taesd/out_latent"), 1e-5, 1e-5);
+  assertMaxAbsError("taesd encoder", l, ref.f32("taesd/out_latent"), 1e-5, 1e-5);
 });
 
 Deno.test("taesdNames: the original taesd_decoder / taesd_encoder files map to diffusers' names", () => {

@@ -8,7 +8,7 @@
 
 import { loadCheckpoint } from "../checkpoint.ts";
 import { loadTaesd } from "../taesd/load.ts";
-import { assert, assertEquals } from "../testdata/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseSafetensors } from "../testdata/helpers.ts";
 import { makeTinyCheckpoint } from "../tiny/mod.ts";
 import type { Image } from "../types.ts";
