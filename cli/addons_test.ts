@@ -151,6 +151,6 @@ Deno.test("gen --taesd: TAESD decodes, previews are written; a TAESD half missin
     await Deno.writeFile(`${dir}/esrgan.safetensors`, fixtureFile("esrgan_x2"));
     oneLine(await gen(...base, "--taesd", `${dir}/esrgan.safetensors`), 1, /^error: node "taesd" .*not a TAESD model/);
     oneLine(await gen(...base, "--preview", "tae"), 2, /^error: --preview tae needs a TAESD file/);
-    oneLine(await gen(...base, "--vae-tiling", "--vae-tile-size", "32x16"), 1, /VAE tiles are square/);
+    oneLine(await gen(...base, "--vae-tiling", "--vae-tile-size", "32x16"), 2, /VAE tiles are square/);
   });
 });

@@ -12,6 +12,8 @@
  * - VAE tiling: `BASE -p "a lovely cat" --vae-tiling --vae-tile-size 16 --vae-tile-overlap 0.5` (3 x 3 tiles of
  *   16 latent px) against sd.cpp's picture for that command, committed as tests/fixtures/sdcpp/ (the addons README
  *   has none): >= 40 dB (measured 56.9). Tiling matters here: sd.cpp's tiled picture is 32.4 dB from its untiled one.
+ * - TAESD img2img: `BASE -p "a lovely cat" --taesd … -i ../sd15-random/a_256_euler_4.png --strength 0.6` (the TAESD
+ *   encoder, then sampling, then its decoder) against sd.cpp's picture in tests/fixtures/sdcpp/: >= 40 dB (56.2).
  * - Runs only where ../shared exists (ignored with a printed note elsewhere). The add-on files and the random SD 1.5
  *   checkpoint are made in .cache/ when missing (python3 + numpy; without them the test FAILS saying so) and their
  *   sha256 checked against the READMEs.
@@ -217,6 +219,38 @@ Deno.test({
       const tiling = ["--vae-tiling", "--vae-tile-size", "16", "--vae-tile-overlap", "0.5"];
       const args = [...base, "-p", "a lovely cat", ...tiling, "-o", out];
       await genAndCompare(args, out, new URL("fixtures/sdcpp/vae_tiled16_256_euler_4.png", import.meta.url), 40);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "addons reference: --taesd img2img (TAESD encoder and decoder) gives PSNR >= 40 dB vs sd.cpp's picture",
+  ignore: !sharedPresent,
+  async fn() {
+    const facts = readme(await Deno.readTextFile(ADDONS_README));
+    const taesd = await addonFile("taesd", facts);
+    await ensureCheckpoint();
+    const input = new URL("reference/sd15-random/a_256_euler_4.png", SHARED).pathname;
+    const dir = await Deno.makeTempDir({ prefix: "sdflow-addons-" });
+    try {
+      const out = `${dir}/i2i.png`;
+      const base = localize(facts.base, { "sd15-random-f16.safetensors": CHECKPOINT.pathname });
+      const args = [
+        ...base,
+        "-p",
+        "a lovely cat",
+        "--taesd",
+        taesd.pathname,
+        "-i",
+        input,
+        "--strength",
+        "0.6",
+        "-o",
+        out,
+      ];
+      await genAndCompare(args, out, new URL("fixtures/sdcpp/taesd_img2img_256_euler_4.png", import.meta.url), 40);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
