@@ -4,6 +4,9 @@ import assert from "node:assert/strict";
 import { validateGraph } from "../dsl/validate.ts";
 import { graphFromSdcppFlags, linkSeedOverrides, parseArgs, positionalIndexes, UsageError } from "./sdcpp.ts";
 
+/** vae_encode's tiling inputs at their defaults (no --vae-tiling). */
+const UNTILED = { tiled: false, tile_size: 32, tile_overlap: 0.5 };
+
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
 
@@ -145,7 +148,7 @@ Deno.test("sd.cpp flags: -i makes img2img with --strength, -b and --clip-skip", 
   assert.equal(s.values.scheduler, "karras");
   assert.deepEqual(s.refs.latent, { node: "encode", output: "latent" });
   // The posterior is sampled with the run's seed and RNG, as stable-diffusion.cpp's img2img does.
-  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 42, rng: "cuda" });
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 42, rng: "cuda", ...UNTILED });
   assert.equal(p.nodes.get("negative")!.values.clip_skip, 2);
   assert.equal(p.nodes.get("save")!.values.path, "x.png");
 });
@@ -179,7 +182,7 @@ Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, al
   };
   const std = built(["-s", "7", "--rng", "std_default"]);
   let p = await validateGraph(std.file, { overrides: std.sets });
-  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 7, rng: "std_default" });
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 7, rng: "std_default", ...UNTILED });
   assert.deepEqual(std.notes, []);
 
   const random = built(["-s", "-1"]);
@@ -191,7 +194,7 @@ Deno.test("sd.cpp flags: img2img's encode follows the sampler's seed and rng, al
 
   const set = built(["--set", "sampler.seed=99", "--set", "sampler.rng=std_default"]);
   p = await validateGraph(set.file, { overrides: set.sets });
-  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 99, rng: "std_default" });
+  assert.deepEqual(p.nodes.get("encode")!.values, { seed: 99, rng: "std_default", ...UNTILED });
   assert.equal(p.nodes.get("sampler")!.values.seed, 99);
 
   const setRandom = built(["--set", "sampler.seed=-5"]);
