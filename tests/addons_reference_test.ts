@@ -16,7 +16,7 @@
  *   from its untiled one: the tiles matter.)
  * - TAESD img2img: `BASE -p "a lovely cat" --taesd … -i ../sd15-random/a_256_euler_4.png --strength 0.6` (the TAESD
  *   encoder, then sampling, then its decoder) against sd.cpp's picture in tests/fixtures/sdcpp/: >= 40 dB (56.2).
- * - Runs only where ../shared exists (ignored with a printed note elsewhere). The add-on files and the random SD 1.5
+ * - Runs only where ../shared exists (elsewhere reported ignored, the missing path in the name). The add-on files and the random SD 1.5
  *   checkpoint are made in .cache/ when missing (python3 + numpy; without them the test FAILS saying so) and their
  *   sha256 checked against the READMEs.
  * - Why not bit equality: sd.cpp keeps conv weights in f16 and convolves by im2col + GEMM in its own order.
@@ -28,8 +28,9 @@ import { createHash } from "node:crypto";
 import { assert } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
+import { SHARED_DIR, sharedTest } from "./shared.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url);
+const SHARED = SHARED_DIR;
 const ADDONS = new URL("reference/addons/", SHARED);
 const ADDONS_README = new URL("README.md", ADDONS);
 const SD_README = new URL("reference/README.md", SHARED);
@@ -47,10 +48,14 @@ function exists(url: URL): boolean {
   }
 }
 
-const sharedPresent = exists(ADDONS_README) && exists(SD_README);
-if (!sharedPresent) {
-  console.log(`tests/addons_reference_test.ts: skipped: ${SHARED.pathname} (the shared reference data) is not present`);
-}
+/** What every test here needs of the shared folder: the READMEs, sd.cpp's pictures, the tools. */
+const NEEDS = [
+  "reference/addons/README.md",
+  "reference/README.md",
+  "reference/sd15-random/a_256_euler_4.png",
+  "tools/make_random_addons.py",
+  "tools/make_random_sd.py",
+];
 
 async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   const r = await new Deno.Command(cmd, { args, cwd: REPO, stdout: "piped", stderr: "piped" }).output();
@@ -158,8 +163,7 @@ function localize(args: string[], files: Record<string, string>): string[] {
 }
 
 Deno.test({
-  name: "addons reference: --taesd as `deno task gen` gives PSNR >= 40 dB vs sd.cpp's TAESD picture",
-  ignore: !sharedPresent,
+  ...sharedTest("addons reference: --taesd as `deno task gen` gives PSNR >= 40 dB vs sd.cpp's TAESD picture", ...NEEDS),
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
     const taesd = await addonFile("taesd", facts);
@@ -180,8 +184,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "addons reference: ESRGAN x4 (-M upscale, 9 tiles) gives PSNR >= 35 dB vs sd.cpp's upscaled picture",
-  ignore: !sharedPresent,
+  ...sharedTest(
+    "addons reference: ESRGAN x4 (-M upscale, 9 tiles) gives PSNR >= 35 dB vs sd.cpp's upscaled picture",
+    ...NEEDS,
+  ),
   async fn() {
     const text = await Deno.readTextFile(ADDONS_README);
     const facts = readme(text);
@@ -209,8 +215,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "addons reference: img2img with --vae-tiling (tiled encode and decode) gives PSNR >= 40 dB vs sd.cpp's picture",
-  ignore: !sharedPresent,
+  ...sharedTest(
+    "addons reference: img2img with --vae-tiling (tiled encode and decode) gives PSNR >= 40 dB vs sd.cpp's picture",
+    ...NEEDS,
+  ),
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
     await ensureCheckpoint();
@@ -229,8 +237,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "addons reference: --taesd img2img (TAESD encoder and decoder) gives PSNR >= 40 dB vs sd.cpp's picture",
-  ignore: !sharedPresent,
+  ...sharedTest(
+    "addons reference: --taesd img2img (TAESD encoder and decoder) gives PSNR >= 40 dB vs sd.cpp's picture",
+    ...NEEDS,
+  ),
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
     const taesd = await addonFile("taesd", facts);
