@@ -16,9 +16,9 @@
  *   from its untiled one: the tiles matter.)
  * - TAESD img2img: `BASE -p "a lovely cat" --taesd … -i ../sd15-random/a_256_euler_4.png --strength 0.6` (the TAESD
  *   encoder, then sampling, then its decoder) against sd.cpp's picture in tests/fixtures/sdcpp/: >= 40 dB (56.2).
- * - Runs only where ../shared exists (elsewhere reported ignored, the missing path in the name). The add-on files and the random SD 1.5
- *   checkpoint are made in .cache/ when missing (python3 + numpy; without them the test FAILS saying so) and their
- *   sha256 checked against the READMEs.
+ * - Runs only where ../shared exists (elsewhere reported ignored, the missing path in the name). The add-on files
+ *   and the random SD 1.5 checkpoint are made in .cache/ when missing (python3 + numpy; without them the test FAILS
+ *   saying so) and their sha256 checked against the READMEs.
  * - Why not bit equality: sd.cpp keeps conv weights in f16 and convolves by im2col + GEMM in its own order.
  *
  * @module
