@@ -137,7 +137,11 @@ export async function ensureCheckpoint(
   if (!exists(checkpoint)) {
     await requirePythonNumpy(checkpoint);
     await Deno.mkdir(new URL(".", checkpoint), { recursive: true });
-    const partial = new URL(`${checkpoint.pathname.split("/").pop()}.partial-${Deno.pid}`, checkpoint);
+    // Unique per process and call: tests running at once never write or rename each other's partial file.
+    const partial = new URL(
+      `${checkpoint.pathname.split("/").pop()}.partial-${Deno.pid}-${crypto.randomUUID()}`,
+      checkpoint,
+    );
     console.log(`making ${checkpoint.pathname} with ${MAKE_RANDOM_SD.pathname} (${about})`);
     try {
       const r = await run(PYTHON, [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, ...makeArgs]);

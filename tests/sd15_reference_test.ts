@@ -21,8 +21,6 @@ import { assert, assertEquals } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 import {
-  CACHE_DIR,
-  ensureCheckpoint,
   pixelsSha256,
   README,
   readmeFacts,
@@ -33,10 +31,11 @@ import {
   tail,
   withFlag,
 } from "./reference_helpers.ts";
+import { ensureSd15Checkpoint, SD15_CHECKPOINT } from "./sd15_checkpoint.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
 
 const REFERENCE_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
-const CHECKPOINT = new URL("sd15-random-f16.safetensors", CACHE_DIR);
+const CHECKPOINT = SD15_CHECKPOINT;
 const MIN_PSNR_DB = 40;
 
 Deno.test({
@@ -57,7 +56,7 @@ Deno.test({
     assertEquals([reference.width, reference.height, reference.channels], [256, 256, 3], "reference image");
     assertEquals(pixelsSha256(reference.data), facts.pixelsSha256, "sha256 of the reference image's RGB pixels");
 
-    await ensureCheckpoint(CHECKPOINT, ["--dtype", "f16"], facts.checkpointSha256, "2.1 GB, about half a minute");
+    await ensureSd15Checkpoint();
 
     const outDir = await Deno.makeTempDir({ prefix: "sdflow-sd15-ref-" });
     try {
