@@ -1,17 +1,19 @@
 /**
- * `deno task bench gen [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]
+ * `deno task bench gen [--arch sd15|sdxl] [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]
  *   [--lora PATH [--lora-mode merge|runtime]]`
  *
- * End-to-end SD 1.5 txt2img ("a lovely cat", seed 42, euler, discrete, cfg 7, rng cuda) at each size, each
- * in a fresh process (bench/gen_worker.ts) so peak RSS is per size: load time, seconds per sampling step
+ * End-to-end txt2img ("a lovely cat", seed 42, euler, discrete, cfg 7, rng cuda) at each size, each in a
+ * fresh process (bench/gen_worker.ts) so peak RSS is per size: load time, seconds per sampling step
  * (median; the first step, which compiles the UNet program and transforms its filters, is shown too), VAE
  * decode seconds, the whole run (process start to exit, as a user sees it) and peak RSS (VmHWM). Next to
  * them: stable-diffusion.cpp's figures for the same runs, measured elsewhere (not in this run), the ratios,
  * and the issue's targets.
  *
- * The model: `--model PATH`, else `$SDFLOW_SD15_MODEL`, else `.cache/sd15-random-f16.safetensors` or
- * `../cache/sd15-random-f16.safetensors` (next to the repository); when none exists it is made into
- * `.cache/` with ../shared/tools/make_random_sd.py (python3 + numpy; 2.1 GB, about half a minute).
+ * `--arch sd15` (default; sizes 256,512) runs the random SD 1.5 checkpoint, `--arch sdxl` (sizes 512,1024)
+ * the random SDXL one. The model: `--model PATH`, else `$SDFLOW_SD15_MODEL` / `$SDFLOW_SDXL_MODEL`, else
+ * `.cache/<name>` or `../cache/<name>` (next to the repository), name `sd15-random-f16.safetensors` or
+ * `sdxl-random-f16.safetensors`; when none exists it is made into `.cache/` with
+ * ../shared/tools/make_random_sd.py (python3 + numpy; SD 1.5: 2.1 GB, half a minute; SDXL: 6.9 GB, minutes).
  *
  * @module
  */
@@ -20,23 +22,66 @@ import { parseArgs } from "node:util";
 import type { Backend } from "../backends/mod.ts";
 
 const REPO = new URL("../", import.meta.url);
-const MODEL_NAME = "sd15-random-f16.safetensors";
 const MAKE_RANDOM_SD = new URL("../shared/tools/make_random_sd.py", REPO);
+
+/** sd.cpp's figures for one size: seconds per step, decode seconds, whole run (if published), peak RSS. */
+type SdcppFigures = { step_s: number; decode_s: number; total_s: number | null; peak_rss_gb: number };
+
+/** What differs between the benchmarked model families. */
+export interface BenchArch {
+  readonly title: string;
+  readonly modelName: string;
+  readonly modelEnv: string;
+  readonly makeArgs: readonly string[];
+  readonly makeAbout: string;
+  readonly defaultSizes: string;
+  /** stable-diffusion.cpp's figures per size (measured elsewhere). */
+  readonly sdcpp: Readonly<Record<number, SdcppFigures>>;
+  /** The issue's targets at `targetSize`: fractions of sd.cpp's step and decode time, and of its peak RSS. */
+  readonly targets: { readonly size: number; readonly step: number; readonly decode: number; readonly rss: number };
+}
 
 /**
  * stable-diffusion.cpp master-827 (ggml 8e800ce, CPU AVX-512 build), 2 threads, f16 SD 1.5, 4 steps euler:
  * ../shared/reference/perf-anchors.md and ../shared/reference/README.md. Measured elsewhere on a machine of
  * this kind (2 vCPU Zen 5 class), not in this run. 512 total: not published.
  */
-export const SDCPP_REFERENCE: Readonly<
-  Record<number, { step_s: number; decode_s: number; total_s: number | null; peak_rss_gb: number }>
-> = {
+export const SDCPP_REFERENCE: Readonly<Record<number, SdcppFigures>> = {
   256: { step_s: 4.9, decode_s: 11.6, total_s: 40, peak_rss_gb: 2.43 },
   512: { step_s: 31, decode_s: 51, total_s: null, peak_rss_gb: 3.69 },
 };
 
 /** Issue 3's targets at 512x512: ≤ 1/3 of sd.cpp's time per step, ≤ 1/4 of its decode, less memory. */
 export const TARGET_FRACTION = { step: 1 / 3, decode: 1 / 4, rss: 1 } as const;
+
+export const BENCH_ARCHS: Readonly<Record<"sd15" | "sdxl", BenchArch>> = {
+  sd15: {
+    title: "SD 1.5",
+    modelName: "sd15-random-f16.safetensors",
+    modelEnv: "SDFLOW_SD15_MODEL",
+    makeArgs: ["--dtype", "f16"],
+    makeAbout: "2.1 GB, about half a minute",
+    defaultSizes: "256,512",
+    sdcpp: SDCPP_REFERENCE,
+    targets: { size: 512, ...TARGET_FRACTION },
+  },
+  sdxl: {
+    title: "SDXL",
+    modelName: "sdxl-random-f16.safetensors",
+    modelEnv: "SDFLOW_SDXL_MODEL",
+    makeArgs: ["--arch", "sdxl", "--dtype", "f16"],
+    makeAbout: "6.9 GB, a few minutes",
+    defaultSizes: "512,1024",
+    // ../shared/reference/README.md (sdxl-random/): 256x256, 4 steps: sampling 55 s, decode 13.8 s, 7.26 GB;
+    // 512x512, 2 steps: sampling 88.9 s, decode 52.6 s, 8.73 GB. 1024x1024: not published.
+    sdcpp: {
+      256: { step_s: 13.75, decode_s: 13.8, total_s: null, peak_rss_gb: 7.26 },
+      512: { step_s: 44.45, decode_s: 52.6, total_s: null, peak_rss_gb: 8.73 },
+    },
+    // Issue 7: at 512x512, ≤ 1/8 of sd.cpp's time per step, ≤ 1/10 of its decode, ≤ 0.6x its peak RSS.
+    targets: { size: 512, step: 1 / 8, decode: 1 / 10, rss: 0.6 },
+  },
+};
 
 export interface WorkerResult {
   size: number;
@@ -110,35 +155,38 @@ async function cpuBusy(ms = 1000): Promise<number | null> {
   return (b.busy - a.busy) / (b.total - a.total);
 }
 
-/** Finds the SD 1.5 checkpoint, or makes it with the shared tool (saying so). */
-async function findOrMakeModel(explicit?: string): Promise<string> {
+/** Finds the benchmark's checkpoint, or makes it with the shared tool (saying so). */
+async function findOrMakeModel(arch: BenchArch, explicit?: string): Promise<string> {
   if (explicit) {
     if (!exists(explicit)) throw new Error(`--model ${explicit}: no such file`);
     return explicit;
   }
-  const env = Deno.env.get("SDFLOW_SD15_MODEL");
+  const name = arch.modelName;
+  const env = Deno.env.get(arch.modelEnv);
   const candidates = [
     ...(env ? [env] : []),
-    new URL(`.cache/${MODEL_NAME}`, REPO).pathname,
-    new URL(`../cache/${MODEL_NAME}`, REPO).pathname,
+    new URL(`.cache/${name}`, REPO).pathname,
+    new URL(`../cache/${name}`, REPO).pathname,
   ];
   for (const c of candidates) if (exists(c)) return c;
   if (!exists(MAKE_RANDOM_SD)) {
     throw new Error(
-      `no SD 1.5 checkpoint (looked for ${candidates.join(", ")}) and no ${MAKE_RANDOM_SD.pathname} to make one: ` +
+      `no ${arch.title} checkpoint (looked for ${
+        candidates.join(", ")
+      }) and no ${MAKE_RANDOM_SD.pathname} to make one: ` +
         `pass --model PATH`,
     );
   }
-  const target = new URL(`.cache/${MODEL_NAME}`, REPO);
-  const partial = new URL(`.cache/${MODEL_NAME}.partial-${Deno.pid}`, REPO);
+  const target = new URL(`.cache/${name}`, REPO);
+  const partial = new URL(`.cache/${name}.partial-${Deno.pid}`, REPO);
   console.error(
-    `no SD 1.5 checkpoint found: making ${target.pathname} with ${MAKE_RANDOM_SD.pathname} ` +
-      `(python3 + numpy; 2.1 GB, about half a minute)`,
+    `no ${arch.title} checkpoint found: making ${target.pathname} with ${MAKE_RANDOM_SD.pathname} ` +
+      `(python3 + numpy; ${arch.makeAbout})`,
   );
   await Deno.mkdir(new URL(".cache/", REPO), { recursive: true });
   try {
     const r = await new Deno.Command("/usr/bin/python3", {
-      args: [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, "--dtype", "f16"],
+      args: [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, ...arch.makeArgs],
       stdout: "inherit",
       stderr: "inherit",
     }).output();
@@ -212,8 +260,10 @@ export function makeRow(
   result: WorkerResult,
   totalS: number,
   extra: { isa: string; model: string; busyBefore: number | null; othersCpuS: number | null },
+  arch: BenchArch = BENCH_ARCHS.sd15,
 ): GenBenchRow {
-  const ref = SDCPP_REFERENCE[result.size];
+  const ref = arch.sdcpp[result.size];
+  const t = arch.targets;
   const rssGb = result.peak_rss_bytes === null ? null : result.peak_rss_bytes / 1e9;
   return {
     ...result,
@@ -232,14 +282,14 @@ export function makeRow(
         rss_ratio: rssGb === null ? null : round(rssGb / ref.peak_rss_gb),
       }
       : null,
-    targets: ref && result.size === 512
+    targets: ref && result.size === t.size
       ? {
-        step_s: round(ref.step_s * TARGET_FRACTION.step),
-        decode_s: round(ref.decode_s * TARGET_FRACTION.decode),
-        peak_rss_gb: ref.peak_rss_gb,
-        met: result.step_median_s <= ref.step_s * TARGET_FRACTION.step &&
-          result.decode_s <= ref.decode_s * TARGET_FRACTION.decode &&
-          rssGb !== null && rssGb < ref.peak_rss_gb,
+        step_s: round(ref.step_s * t.step),
+        decode_s: round(ref.decode_s * t.decode),
+        peak_rss_gb: round(ref.peak_rss_gb * t.rss),
+        met: result.step_median_s <= ref.step_s * t.step &&
+          result.decode_s <= ref.decode_s * t.decode &&
+          rssGb !== null && (t.rss === 1 ? rssGb < ref.peak_rss_gb : rssGb <= ref.peak_rss_gb * t.rss),
       }
       : null,
   };
@@ -306,7 +356,8 @@ async function runGenBench(backend: Backend): Promise<void> {
     strict: false,
     allowPositionals: true,
     options: {
-      sizes: { type: "string", default: "256,512" },
+      arch: { type: "string", default: "sd15" },
+      sizes: { type: "string" },
       steps: { type: "string", default: "4" },
       threads: { type: "string" },
       model: { type: "string" },
@@ -321,7 +372,12 @@ async function runGenBench(backend: Backend): Promise<void> {
     ? []
     : ["--lora", String(values.lora), "--lora-mode", String(values["lora-mode"])];
   hoistMib = values["hoist-mib"] === undefined ? undefined : Number(values["hoist-mib"]);
-  const sizes = String(values.sizes).split(",").map((s) => Number(s.trim()));
+  const archName = String(values.arch);
+  if (archName !== "sd15" && archName !== "sdxl") {
+    throw new RangeError(`--arch expects sd15 or sdxl, got "${archName}"`);
+  }
+  const arch = BENCH_ARCHS[archName];
+  const sizes = String(values.sizes ?? arch.defaultSizes).split(",").map((s) => Number(s.trim()));
   if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 8)) {
     throw new RangeError(`--sizes expects multiples of 8 from 64 up, got "${values.sizes}"`);
   }
@@ -330,12 +386,12 @@ async function runGenBench(backend: Backend): Promise<void> {
   // The parent's backend resolved the default thread count (physical cores); the workers use the same.
   const threads = backend.info.threads;
   const isa = String(values.isa);
-  const model = await findOrMakeModel(values.model as string | undefined);
+  const model = await findOrMakeModel(arch, values.model as string | undefined);
   const json = values.json === true;
 
   if (!json) {
     console.log(
-      `SD 1.5 txt2img, ${steps} steps euler, cfg 7, seed 42, ${threads} thread(s), isa ${backend.info.isa}, ` +
+      `${arch.title} txt2img, ${steps} steps euler, cfg 7, seed 42, ${threads} thread(s), isa ${backend.info.isa}, ` +
         `one process per size\nmodel ${model}` +
         (loraArgs.length ? `\nLoRA ${loraArgs[1]} (${loraArgs[3]}; merging is in the 1st step and text encode)` : ""),
     );
@@ -348,7 +404,7 @@ async function runGenBench(backend: Backend): Promise<void> {
     const { result, wallS } = await runWorker(model, size, steps, threads, isa);
     const cpu1 = systemCpu();
     const othersCpuS = cpu0 && cpu1 && result.cpu_s != null ? cpu1.busy - cpu0.busy - result.cpu_s : null;
-    const row = makeRow(result, wallS, { isa: backend.info.isa, model, busyBefore, othersCpuS });
+    const row = makeRow(result, wallS, { isa: backend.info.isa, model, busyBefore, othersCpuS }, arch);
     rows.push(row);
     if (json) console.log(JSON.stringify(row));
   }
@@ -366,7 +422,8 @@ async function runGenBench(backend: Backend): Promise<void> {
       const rss = r.peak_rss_bytes === null ? "?" : (r.peak_rss_bytes / 1e9).toFixed(2);
       console.log(
         `targets at ${r.size}x${r.size}: step ≤ ${r.targets.step_s} s (${r.step_median_s}), decode ≤ ${r.targets.decode_s} s ` +
-          `(${r.decode_s}), RSS < ${r.targets.peak_rss_gb} GB (${rss}): ${r.targets.met ? "met" : "NOT met"}`,
+          `(${r.decode_s}), RSS ${arch.targets.rss === 1 ? "<" : "≤"} ${r.targets.peak_rss_gb} GB (${rss}): ` +
+          `${r.targets.met ? "met" : "NOT met"}`,
       );
     }
     if (r.rss_anon_bytes != null && r.rss_file_bytes != null) {

@@ -1,7 +1,7 @@
 /** The arithmetic and formatting of `deno task bench gen` (no timing: the benchmark itself is not run here). */
 
 import { assert, assertEquals } from "../tests/assert.ts";
-import { formatTable, makeRow, type WorkerResult } from "./gen.ts";
+import { BENCH_ARCHS, formatTable, makeRow, type WorkerResult } from "./gen.ts";
 import { cpuSeconds, peakRssBytes, statusBytes } from "./gen_worker.ts";
 
 const worker = (size: number, over: Partial<WorkerResult> = {}): WorkerResult => ({
@@ -54,4 +54,20 @@ Deno.test("bench gen: ratios against sd.cpp's figures and the 512 targets", () =
   const lines = table.split("\n");
   assertEquals(lines.length, 4, table);
   assert(lines.every((l) => l.length === lines[1].length), `columns do not line up:\n${table}`);
+});
+
+Deno.test("bench gen --arch sdxl: sd.cpp's SDXL figures and issue 7's 512 targets (1/8 step, 1/10 decode, 0.6x RSS)", () => {
+  const extra = { isa: "avx512", model: "m", busyBefore: 0, othersCpuS: 0 };
+  const xl = BENCH_ARCHS.sdxl;
+  const r = makeRow(worker(512, { step_median_s: 5, decode_s: 5, peak_rss_bytes: 5e9 }), 60, extra, xl);
+  assertEquals(r.sdcpp?.step_speedup, 8.89);
+  assertEquals(r.targets, { step_s: 5.56, decode_s: 5.26, peak_rss_gb: 5.24, met: true });
+  assertEquals(
+    makeRow(worker(512, { step_median_s: 5, decode_s: 5, peak_rss_bytes: 5.3e9 }), 60, extra, xl).targets?.met,
+    false,
+  );
+  // 1024x1024: no sd.cpp figures, no targets, but the row is still reported.
+  const big = makeRow(worker(1024), 600, extra, xl);
+  assertEquals([big.sdcpp, big.targets, big.size], [null, null, 1024]);
+  assert(formatTable([r, big]).includes("1024x1024"));
 });

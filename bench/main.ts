@@ -1,5 +1,6 @@
 /**
  * `deno task bench <conv|attention|gemm|gen|decoders> [--threads N] [--runs N] [--json] [--only TEXT]`
+ * (gen: also `--arch sd15|sdxl`, `--sizes`, `--steps`, `--model`; see bench/gen.ts)
  *
  * Prints medians measured in one process with one thread count, so ratios
  * within a run are comparable even on a noisy shared machine.
@@ -25,6 +26,7 @@ const { values, positionals } = parseArgs({
     dtype: { type: "string", default: "f32" },
     isa: { type: "string", default: "auto" },
     // gen (bench/gen.ts reads these itself)
+    arch: { type: "string" },
     sizes: { type: "string" },
     steps: { type: "string" },
     model: { type: "string" },

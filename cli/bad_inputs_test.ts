@@ -1,11 +1,13 @@
 /**
- * Bad and hostile model files through the CLI (issue 3, "what it must show" 5): a pickle that
- * calls os.system, a truncated .safetensors, headers that lie about sizes, a missing file.
+ * Bad and hostile model files through the CLI (issue 3, "what it must show" 5; issue 7): a pickle that
+ * calls os.system, a truncated .safetensors, headers that lie about sizes, a file of no SD family, SDXL
+ * files missing a text encoder, a missing file.
  * Each must end the process with exit code 1 and ONE line on stderr naming the problem — no
  * stack trace, no crash — and the pickle must never run.
  */
 
 import assert from "node:assert/strict";
+import { TINY_XL, tinySpec } from "../models/tiny/mod.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -52,6 +54,29 @@ function safetensors(header: unknown, data: number): Uint8Array {
 
 const CONV = "model.diffusion_model.input_blocks.0.0.weight";
 
+/**
+ * The tiny SDXL layout (names and shapes, zero f16 data) without the tensors whose names start with `drop`,
+ * and with `reshape`'s shapes replacing the listed tensors'.
+ */
+function tinySdxlWithout(drop: string, reshape: Record<string, number[]> = {}): Uint8Array {
+  const header: Record<string, unknown> = {
+    __metadata__: { "sdflow.unet.head_dim": String(TINY_XL.unet.headDim), "sdflow.clip.heads": "2" },
+  };
+  let offset = 0;
+  for (const t of tinySpec("sdxl")) {
+    if (t.name.startsWith(drop)) continue;
+    const shape = reshape[t.name] ?? t.shape;
+    const bytes = shape.reduce((a, b) => a * b, 1) * (t.kind === "i64" ? 8 : 2);
+    header[t.name] = {
+      dtype: t.kind === "i64" ? "I64" : "F16",
+      shape,
+      data_offsets: [offset, offset + bytes],
+    };
+    offset += bytes;
+  }
+  return safetensors(header, offset);
+}
+
 const cases: { name: string; file: string; make: (path: string) => Promise<void>; error: RegExp }[] = [
   {
     name: "a hostile .ckpt (a pickle calling os.system) is refused without running it",
@@ -91,6 +116,38 @@ const cases: { name: string; file: string; make: (path: string) => Promise<void>
       await Deno.writeFile(p, bytes);
     },
     error: /header\.safetensors: header length 1099511627776 exceeds the 100 MB limit/,
+  },
+  {
+    name: "a file of no Stable Diffusion family (a Flux-like transformer)",
+    file: "flux.safetensors",
+    make: (p) =>
+      Deno.writeFile(
+        p,
+        safetensors(
+          { "double_blocks.0.img_attn.qkv.weight": { dtype: "F16", shape: [6, 2], data_offsets: [0, 24] } },
+          24,
+        ),
+      ),
+    error: /flux\.safetensors: cannot tell the model family \(SD 1\.x, SD 2\.x or SDXL\)/,
+  },
+  {
+    name: "an SDXL file without its OpenCLIP bigG text encoder",
+    file: "sdxl-no-bigg.safetensors",
+    make: (p) => Deno.writeFile(p, tinySdxlWithout("conditioner.embedders.1.")),
+    error: /sdxl-no-bigg\.safetensors: SDXL checkpoint without its OpenCLIP ViT-bigG \(conditioner\.embedders\.1/,
+  },
+  {
+    name: "an SDXL file without its CLIP ViT-L text encoder",
+    file: "sdxl-no-clip-l.safetensors",
+    make: (p) => Deno.writeFile(p, tinySdxlWithout("conditioner.embedders.0.")),
+    error: /sdxl-no-clip-l\.safetensors: SDXL checkpoint without its CLIP ViT-L \(conditioner\.embedders\.0/,
+  },
+  {
+    name: "an SDXL inpainting UNet (9 input channels)",
+    file: "sdxl-inpaint.safetensors",
+    make: (p) => Deno.writeFile(p, tinySdxlWithout("-", { [CONV]: [TINY_XL.unet.modelChannels, 9, 3, 3] })),
+    error:
+      /sdxl-inpaint\.safetensors: the UNet takes 9 input channels, the VAE's latents have 4 \(an inpainting model\)/,
   },
   {
     name: "a missing file",

@@ -87,6 +87,23 @@ Deno.test("gen: with no model, the main command says what is missing and how to 
   assert.doesNotMatch(r.stderr, STACK);
 });
 
+Deno.test("gen: the SDXL graphs without their models name the SDXL and SDXL-Turbo weights", async () => {
+  const xl = await cli("gen", "graphs/sdxl.json");
+  assert.equal(xl.code, 1);
+  assert.match(
+    xl.stderr,
+    /model file not found: models\/sd_xl_base_1\.0\.safetensors\. The official Stable Diffusion XL/,
+  );
+  assert.match(xl.stderr, /stabilityai\/stable-diffusion-xl-base-1\.0/);
+  const turbo = await cli("gen", "graphs/sdxl_turbo.json");
+  assert.equal(turbo.code, 1);
+  assert.match(
+    turbo.stderr,
+    /The official SDXL-Turbo weights are published at https:\/\/huggingface\.co\/stabilityai\/sdxl-turbo/,
+  );
+  assert.doesNotMatch(xl.stderr + turbo.stderr, STACK);
+});
+
 Deno.test("plan: explains nodes in order with their ops", async () => {
   const r = await cli("plan", "graphs/txt2img.json");
   assert.equal(r.code, 0, r.stderr);

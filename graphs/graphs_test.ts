@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { loadGraph, OutputCache, runPipeline, validateGraph } from "../dsl/mod.ts";
 import { readPng } from "../plugins/image/mod.ts";
 import { schemaText } from "../cli/schema.ts";
+import { makeTinyCheckpoint } from "../models/tiny/mod.ts";
 
 const dir = new URL("./", import.meta.url);
 const graphs = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
@@ -17,6 +18,8 @@ Deno.test("graphs/: the expected graphs are present", () => {
       "demo.json",
       "img2img.json",
       "lora.json",
+      "sdxl.json",
+      "sdxl_turbo.json",
       "seed_sweep.json",
       "taesd.json",
       "txt2img.json",
@@ -69,6 +72,44 @@ Deno.test({
       const stored = await validateGraph(png.graph);
       assert.deepEqual(stored.order, p.order);
       for (const [id, n] of p.nodes) assert.deepEqual(stored.nodes.get(id)!.values, n.values, id);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "graphs/sdxl_turbo.json runs end to end at 512x512 (cfg 1, sgm_uniform) on a tiny random SDXL, with progress",
+  async fn() {
+    const out = await Deno.makeTempDir();
+    try {
+      const ckpt = await makeTinyCheckpoint(`${out}/tiny-sdxl.safetensors`, { arch: "sdxl", dtype: "f16", seed: 3 });
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "cli/gen.ts",
+          "graphs/sdxl_turbo.json",
+          "--set",
+          `checkpoint.path=${ckpt}`,
+          "--set",
+          "sampler.steps=4",
+          "--set",
+          `save.path=${out}/turbo.png`,
+          "-v",
+        ],
+        cwd: new URL("../", import.meta.url),
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      const log = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+      assert.equal(r.code, 0, log);
+      for (let i = 1; i <= 4; i++) assert.match(log, new RegExp(`sampler: step ${i}/4`), log);
+      assert.match(log, /decode \(decode\): /, log);
+      const png = await readPng(`${out}/turbo.png`);
+      assert.deepEqual([png.image.width, png.image.height], [512, 512]);
+      assert.match(png.parameters ?? "", /Steps: 4, Sampler: Euler a, Schedule type: SGM Uniform, CFG scale: 1, /);
     } finally {
       await Deno.remove(out, { recursive: true });
     }

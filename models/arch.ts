@@ -69,7 +69,8 @@ export interface ClipConfig {
   readonly ffDim: number;
   readonly vocabSize: number;
   readonly maxTokens: number;
-  readonly activation: "quick_gelu" | "gelu";
+  /** quick_gelu (OpenAI CLIP); gelu_tanh for OpenCLIP: stable-diffusion.cpp's ggml_gelu is the tanh form. */
+  readonly activation: "quick_gelu" | "gelu" | "gelu_tanh";
   /** Projection width of text_projection (pooled output), if the file has one. */
   readonly projectionDim?: number;
   /** clip-skip used when the caller gives none (1 = last layer; SD2/SDXL: 2, as sd.cpp and ldm). */
@@ -180,7 +181,10 @@ export function detectArch(
     predictionSource = "file";
   }
   if (!unet && textEncoders.length === 0 && !vae) {
-    throw new ArchError("no UNet, text encoder or VAE tensors found (expected ldm single-file names)");
+    throw new ArchError(
+      "cannot tell the model family (SD 1.x, SD 2.x or SDXL): no UNet, text encoder or VAE tensors under their " +
+        "ldm/sgm single-file or diffusers names",
+    );
   }
   return { family, prediction, predictionSource, unet, textEncoders, vae };
 }
@@ -368,15 +372,17 @@ function detectClip(
     layers = countIndexed(shapes, (i) => `${P}transformer.resblocks.${i}.attn.in_proj_weight`);
     if (layers === 0) throw new ArchError(`no text encoder layers under "${P}transformer.resblocks."`);
     ffDim = need(shapes, `${P}transformer.resblocks.0.mlp.c_fc.weight`, 2)[0];
+    // Applied as a Linear weight [out, in] (stable-diffusion.cpp's reading; see clip/text_encoder.ts).
     const proj = shapes.get(`${P}text_projection`);
-    projectionDim = proj ? proj[1] : undefined;
+    projectionDim = proj ? proj[0] : undefined;
   }
   const heads = intMeta(md, "sdflow.clip.heads") ?? (width % 64 === 0 ? width / 64 : 0);
   if (!heads || width % heads !== 0) {
     throw new ArchError(`text encoder "${P}": cannot infer heads for width ${width}; set metadata sdflow.clip.heads`);
   }
-  // stable-diffusion.cpp: gelu for the 1024/1280-wide OpenCLIP towers, quick_gelu for OpenAI CLIP.
-  const activation = naming === "openclip" || width === 1024 || width === 1280 ? "gelu" : "quick_gelu";
+  // stable-diffusion.cpp: GELU for the 1024/1280-wide OpenCLIP towers (ggml's, i.e. the tanh approximation;
+  // open_clip's own is erf, within ~5e-4 of it), quick_gelu for OpenAI CLIP.
+  const activation = naming === "openclip" || width === 1024 || width === 1280 ? "gelu_tanh" : "quick_gelu";
   return {
     naming,
     prefix: P,

@@ -53,7 +53,7 @@ Deno.test({
       1024,
       24,
       16,
-      "gelu",
+      "gelu_tanh",
       2,
       0,
     ]);

@@ -17,8 +17,9 @@ import {
   type Program,
   SharedArena,
 } from "../engine/mod.ts";
-import { type ArchInfo, detectArch } from "./arch.ts";
+import { ArchError, type ArchInfo, detectArch } from "./arch.ts";
 import { type Embedding, EmbeddingError, loadEmbedding, loadEmbeddingDir } from "./clip/embeddings.ts";
+import { assembleSdxlConditioning, sdxlTokenInputs } from "./clip/sdxl_conditioning.ts";
 import { buildTextEncoder, splitCustomTokens } from "./clip/text_encoder.ts";
 import { ClipTokenizer } from "./clip/tokenizer.ts";
 import { createWeightLookup, type WeightSource } from "./nn.ts";
@@ -43,6 +44,7 @@ import type {
   VaeEncodeOptions,
 } from "./types.ts";
 import { VAE_ENCODE_TILE_FACTOR, vaeTiled } from "./tiling.ts";
+import { sdxlVector } from "./unet/sdxl.ts";
 import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
 import { createRng } from "./sampling/rng.ts";
@@ -116,35 +118,62 @@ function remove<T>(list: T[], item: T): void {
   if (i >= 0) list.splice(i, 1);
 }
 
-/** Textual-inversion vectors registered in a tokenizer: ids `vocabSize + row` are rows of `table`. */
+/** Textual-inversion vectors registered in a tokenizer: ids `vocabSize + row` are rows of each table. */
 interface CustomEmbeddings {
-  /** Rows of `table` ([rows, width]). */
+  /** Rows of each table. */
   readonly rows: number;
-  readonly table: Float32Array;
+  /** One table per text encoder, [rows, width] (SDXL: CLIP-L's from `clip_l`, bigG's from `clip_g`). */
+  readonly tables: readonly Float32Array[];
   /** The embeddings' names, as registered. */
   readonly names: readonly string[];
 }
 
 /**
- * Loads the embeddings `opts` names, checked against the text encoder's width, and registers each
- * name in `tokenizer`; returns the table of their vectors, indexed by token id - vocabSize.
+ * One embedding file read for every text encoder width (SDXL files hold `clip_l` and `clip_g`, as
+ * stable-diffusion.cpp reads them for its two encoders); all must have the same number of vectors.
+ */
+async function loadForWidths(path: string, widths: readonly number[], first?: Embedding): Promise<Embedding[]> {
+  const out: Embedding[] = [];
+  for (const [i, width] of widths.entries()) {
+    out.push(i === 0 && first ? first : await loadEmbedding(path, { width }));
+  }
+  if (out.some((e) => e.count !== out[0].count)) {
+    throw new EmbeddingError(
+      path,
+      `${path}: ${out.map((e) => `${e.tensor} has ${e.count} vectors`).join(", ")}; they must be as many`,
+    );
+  }
+  return out;
+}
+
+/**
+ * Loads the embeddings `opts` names, checked against the text encoders' widths, and registers each
+ * name in `tokenizer`; returns a table of their vectors per width, indexed by token id - vocabSize.
  */
 async function registerEmbeddings(
   opts: LoadOptions,
   tokenizer: ClipTokenizer,
-  width: number,
+  widths: readonly number[],
 ): Promise<CustomEmbeddings> {
-  const found: Embedding[] = [];
-  for (const path of opts.embeddings ?? []) found.push(await loadEmbedding(path, { width }));
+  const found: Embedding[][] = [];
+  for (const path of opts.embeddings ?? []) found.push(await loadForWidths(path, widths));
   if (opts.embeddingDir !== undefined) {
-    const dir = await loadEmbeddingDir(opts.embeddingDir, { width });
+    const dir = await loadEmbeddingDir(opts.embeddingDir, { width: widths[0] });
     for (const s of dir.skipped) opts.onWarning?.(`embedding skipped: ${s.reason}`);
-    found.push(...dir.embeddings);
+    for (const e of dir.embeddings) {
+      try {
+        found.push(await loadForWidths(e.path, widths, e));
+      } catch (err) {
+        if (!(err instanceof EmbeddingError)) throw err;
+        opts.onWarning?.(`embedding skipped: ${err.message}`);
+      }
+    }
   }
   const byName = new Map<string, Embedding>();
   const ids: number[][] = [];
-  const registered: Embedding[] = [];
-  for (const e of found) {
+  const registered: Embedding[][] = [];
+  for (const perWidth of found) {
+    const e = perWidth[0];
     const key = tokenizer.normalize(e.name);
     const other = byName.get(key);
     if (other) {
@@ -157,40 +186,103 @@ async function registerEmbeddings(
     }
     if (key.length === 0) throw new EmbeddingError(e.path, `${e.path}: an embedding's name must not be blank`);
     byName.set(key, e);
-    registered.push(e);
+    registered.push(perWidth);
     ids.push([...tokenizer.registerToken(e.name, e.count)]);
   }
   const rows = ids.reduce((n, r) => n + r.length, 0);
-  const table = new Float32Array(rows * width);
-  registered.forEach((e, i) =>
-    ids[i].forEach((id, v) => {
-      const row = id - tokenizer.vocabSize;
-      if (row < 0 || row >= rows) throw new Error(`embedding ${e.name}: token id ${id} outside the custom table`);
-      table.set(e.vectors.subarray(v * width, (v + 1) * width), row * width);
-    })
-  );
-  return { rows, table, names: registered.map((e) => e.name) };
+  const tables = widths.map((width, t) => {
+    const table = new Float32Array(rows * width);
+    registered.forEach((perWidth, i) =>
+      ids[i].forEach((id, v) => {
+        const row = id - tokenizer.vocabSize;
+        if (row < 0 || row >= rows) throw new Error(`embedding ${perWidth[0].name}: token id ${id} outside the table`);
+        table.set(perWidth[t].vectors.subarray(v * width, (v + 1) * width), row * width);
+      })
+    );
+    return table;
+  });
+  return { rows, tables, names: registered.map((e) => e[0].name) };
 }
 
 /** Opens a checkpoint file or diffusers folder and prepares it for generation. */
 export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Promise<Checkpoint> {
   const file = await openLdmWeights(path);
   try {
-    const arch = detectArch(file.tensors.values(), file.metadata, { prediction: opts.prediction });
+    let arch: ArchInfo;
+    try {
+      arch = detectArch(file.tensors.values(), file.metadata, { prediction: opts.prediction });
+    } catch (e) {
+      // Name the file: the CLI prints this one line.
+      if (e instanceof ArchError) throw new CheckpointError(`${path}: ${e.message}`);
+      throw e;
+    }
     if (!arch.unet) throw new CheckpointError(`${path}: no UNet tensors (model.diffusion_model.*)`);
     if (!arch.vae) throw new CheckpointError(`${path}: no VAE tensors (first_stage_model.*)`);
-    if (arch.textEncoders.length === 0) throw new CheckpointError(`${path}: no text encoder tensors`);
-    if (arch.family === "sdxl") {
-      throw new CheckpointError(`${path}: SDXL checkpoints are recognised but not supported yet (SD 1.x and 2.x are)`);
+    if (arch.unet.inChannels !== arch.vae.zChannels) {
+      // sd.cpp: 9 channels are an inpainting model, 8 Instruct-Pix2Pix; both need an image beside the latent.
+      const kind = arch.unet.inChannels === 9
+        ? "an inpainting model"
+        : arch.unet.inChannels === 8
+        ? "an Instruct-Pix2Pix model"
+        : "not a plain txt2img model";
+      throw new CheckpointError(
+        `${path}: the UNet takes ${arch.unet.inChannels} input channels, the VAE's latents have ` +
+          `${arch.vae.zChannels} (${kind}); sdflow runs txt2img/img2img models only`,
+      );
     }
+    if (arch.family === "sdxl") checkSdxlParts(path, arch);
+    if (arch.textEncoders.length === 0) throw new CheckpointError(`${path}: no text encoder tensors`);
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
     // A diffusers folder carries its own tokenizer files; single files use the bundled vocabulary.
     const tokenizer = await ClipTokenizer.load({ modelDir: (await isDiffusersFolder(path)) ? path : undefined });
-    const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders[0].width);
+    const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders.map((c) => c.width));
     return new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts);
   } catch (e) {
     file.close();
     throw e;
+  }
+}
+
+/**
+ * SDXL's vector conditioning y for a UNet batch of `b` at image size `height` x `width`: the pooled
+ * rows and the size embeddings sd.cpp uses (original = target = the requested image size, crop 0, 0).
+ */
+function sdxlLabelInput(
+  cond: Conditioning,
+  b: number,
+  height: number,
+  width: number,
+  admInChannels: number,
+): Float32Array {
+  if (!cond.pooled || cond.pooled.shape[0] !== b) {
+    throw new CheckpointError(
+      `SDXL UNet: batch ${b} needs a pooled text embedding per entry (conditioning from an SDXL text encoder)`,
+    );
+  }
+  const size = { originalHeight: height, originalWidth: width, targetHeight: height, targetWidth: width };
+  return sdxlVector(cond.pooled.data, b, size, admInChannels);
+}
+
+/** An SDXL checkpoint needs both text encoders (CLIP ViT-L and OpenCLIP bigG with its text_projection). */
+function checkSdxlParts(path: string, arch: ArchInfo): void {
+  const l = arch.textEncoders.find((c) => c.naming === "hf");
+  const g = arch.textEncoders.find((c) => c.naming === "openclip");
+  const missing = [
+    !l && "CLIP ViT-L (conditioner.embedders.0.transformer.text_model.*)",
+    !g && "OpenCLIP ViT-bigG (conditioner.embedders.1.model.*)",
+  ].filter(Boolean);
+  if (missing.length > 0) {
+    throw new CheckpointError(`${path}: SDXL checkpoint without its ${missing.join(" and ")} text encoder`);
+  }
+  if (!g!.projectionDim) {
+    throw new CheckpointError(`${path}: SDXL's OpenCLIP ViT-bigG text encoder has no text_projection`);
+  }
+  const unet = arch.unet!;
+  if (unet.admInChannels === undefined || unet.contextDim !== l!.width + g!.width) {
+    throw new CheckpointError(
+      `${path}: SDXL UNet (context ${unet.contextDim}, label_emb ${unet.admInChannels ?? "missing"}) does not fit ` +
+        `text encoders of widths ${l!.width} + ${g!.width}`,
+    );
   }
 }
 
@@ -296,13 +388,72 @@ class LoadedCheckpoint implements Checkpoint {
       }
     };
 
+    /** SDXL: both encoders, one after the other, then the 2048-wide context and the pooled vector. */
+    const encodeSdxl = async (
+      prompt: string,
+      o: TextEncoderOptions,
+      textSlot: ProgramSlot,
+      source: WeightSource,
+    ): Promise<Conditioning> => {
+      const [l, big] = [
+        arch.textEncoders.find((c) => c.naming === "hf")!,
+        arch.textEncoders.find((c) => c.naming === "openclip")!,
+      ];
+      const { chunks } = tokenizeWeighted(prompt, tokenizer, { padId: l.padTokenId });
+      const clipSkip = o.clipSkip && o.clipSkip > 0 ? o.clipSkip : l.defaultClipSkip;
+      const n = chunks.length;
+      const inputs = sdxlTokenInputs(chunks, l.maxTokens);
+      // Prompts that name an embedding run the graphs with the custom-vector inputs (CLIP-L's and bigG's tables).
+      const k = custom.rows > 0 && inputs.clipL.some((id) => id >= tokenizer.vocabSize) ? custom.rows : 0;
+      const tokensFor = (ids: Int32Array, table: Float32Array): Record<string, InputData> =>
+        k > 0 ? { ...splitCustomTokens(ids, tokenizer.vocabSize, k), custom_table: table } : { tokens: ids };
+      const tables = [custom.tables[arch.textEncoders.indexOf(l)], custom.tables[arch.textEncoders.indexOf(big)]];
+      const { hl, hg, pooled } = await serial.run(textSlot, async () => {
+        if (source instanceof PatchedWeights) await source.prepare();
+        const programL = textSlot.get(`L/${n}/${clipSkip}/${k}`, () => {
+          const g = new Graph();
+          buildTextEncoder(g, createWeightLookup(g, source), l, { batch: n, clipSkip, customEmbeddings: k });
+          return make("text encoder (CLIP-L)", g, {});
+        });
+        const { hidden: hl } = await run(programL, tokensFor(inputs.clipL, tables[0]));
+        const programG = textSlot.get(`G/${n}/${clipSkip}/${k}`, () => {
+          const g = new Graph();
+          buildTextEncoder(g, createWeightLookup(g, source), big, {
+            batch: n,
+            clipSkip,
+            pooled: true,
+            customEmbeddings: k,
+          });
+          return make("text encoder (bigG)", g, {});
+        });
+        const { hidden: hg, pooled } = await run(programG, {
+          ...tokensFor(inputs.bigG, tables[1]),
+          eos_index: inputs.eosIndex,
+        });
+        return { hl, hg, pooled };
+      });
+      const widths = { clipL: l.width, bigG: big.width, pooled: big.projectionDim! };
+      return assembleSdxlConditioning(prompt, chunks, { clipL: hl, bigG: hg, pooled }, widths, l.maxTokens);
+    };
+
     /** The text encoder with `patches` (none: the checkpoint's own); each copy compiles its own programs. */
     const makeTextEncoder = (patches: readonly ModelPatch[]): TextEncoder => {
       // Two programs: a prompt with embeddings and one without (the usual positive and negative
-      // pair) then do not rebuild the program at every encode.
-      const textSlot = slot(2);
+      // pair) then do not rebuild the program at every encode. SDXL: CLIP-L and bigG, with and without,
+      // in one slot so that encoding a prompt pair does not evict and re-map one encoder for the other.
+      const textSlot = slot(arch.family === "sdxl" ? 4 : 2);
       const shapes = textShapes ??= shapesUnder(arch.textEncoders.map((c) => c.prefix));
       const source = patchedSource(patches, shapes, "text encoder");
+      if (arch.family === "sdxl") {
+        return {
+          patches,
+          patchableWeights: () => shapes,
+          withPatches: (more) => makeTextEncoder([...patches, ...more]),
+          ...(patches.length ? { release: releaser(textSlot, source) } : {}),
+          encode: (prompt: string, o: TextEncoderOptions = {}): Promise<Conditioning> =>
+            encodeSdxl(prompt, o, textSlot, source),
+        };
+      }
       return {
         patches,
         patchableWeights: () => shapes,
@@ -328,7 +479,7 @@ class LoadedCheckpoint implements Checkpoint {
               return make("text encoder", g, {});
             });
             const inputs: Record<string, InputData> = k > 0
-              ? { ...splitCustomTokens(tokens, tokenizer.vocabSize, k), custom_table: custom.table }
+              ? { ...splitCustomTokens(tokens, tokenizer.vocabSize, k), custom_table: custom.tables[0] }
               : { tokens };
             const { hidden } = await run(program, inputs);
             const perChunk = clip.maxTokens * clip.width;
@@ -378,7 +529,11 @@ class LoadedCheckpoint implements Checkpoint {
               });
               return make("unet", g, { hoistBudgetBytes });
             });
-            const { out } = await run(program, { x: x.data, timesteps, context: cond.context.data });
+            const inputs: Record<string, InputData> = { x: x.data, timesteps, context: cond.context.data };
+            if (unet.admInChannels !== undefined) {
+              inputs.y = sdxlLabelInput(cond, b, h * vae.downFactor, w * vae.downFactor, unet.admInChannels);
+            }
+            const { out } = await run(program, inputs);
             return { shape: x.shape, data: out };
           }),
       };

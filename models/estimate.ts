@@ -41,28 +41,41 @@ export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOp
   const file = await openLdmWeights(opts.checkpoint);
   try {
     const arch = detectArch(file.tensors.values(), file.metadata);
-    const g = new Graph();
-    const w = createWeightLookup(g, { get: (n) => file.get(n) });
+    // One graph per network; SDXL's two text encoders are two (they run one after the other).
+    const graphs: Graph[] = [];
+    const newGraph = () => {
+      const g = new Graph();
+      graphs.push(g);
+      return { g, w: createWeightLookup(g, { get: (n) => file.get(n) }) };
+    };
     const tokens = opts.tokens ?? 77;
     const need = <T>(v: T | undefined, what: string): T => {
       if (v === undefined) throw new Error(`${opts.checkpoint}: ${what} unknown for the ${kind} estimate`);
       return v;
     };
     if (kind === "text_encoder") {
-      buildTextEncoder(g, w, need(arch.textEncoders[0], "text encoder"), { batch: Math.ceil(tokens / 77) });
+      need(arch.textEncoders[0], "text encoder");
+      for (const cfg of arch.textEncoders) {
+        const { g, w } = newGraph();
+        const pooled = arch.family === "sdxl" && cfg.naming === "openclip";
+        buildTextEncoder(g, w, cfg, { batch: Math.ceil(tokens / 77), pooled });
+      }
     } else if (kind === "unet") {
+      const { g, w } = newGraph();
       const [n, , h, wd] = need(opts.latentShape, "latent shape");
       buildUnet(g, w, need(arch.unet, "UNet"), { batch: n, height: h, width: wd, contextTokens: tokens });
     } else if (kind === "vae_decoder") {
+      const { g, w } = newGraph();
       const [, , h, wd] = need(opts.latentShape, "latent shape");
       buildVaeDecoder(g, w, need(arch.vae, "VAE"), { batch: 1, height: h, width: wd });
     } else {
+      const { g, w } = newGraph();
       const [n, h, wd] = need(opts.imageShape, "image shape");
       buildVaeEncoder(g, w, need(arch.vae, "VAE"), { batch: n, height: h, width: wd });
     }
-    const p = plan(g, { hoistBudgetBytes: kind === "unet" ? undefined : 0 });
+    const plans = graphs.map((g) => plan(g, { hoistBudgetBytes: kind === "unet" ? undefined : 0 }));
     const groups = new Map<string, { count: number; flops: number; bytes: number }>();
-    for (const op of p.stepOps) {
+    for (const op of plans.flatMap((p) => p.stepOps)) {
       const wino = op.note?.match(/^F\(\d,3\)/)?.[0];
       const key = `${kind}.${op.kind}${wino && op.kind === "wino_gemm" ? ` (${wino})` : ""}`;
       const e = groups.get(key) ?? { count: 0, flops: 0, bytes: 0 };
@@ -80,8 +93,9 @@ export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOp
     out.push({
       op: `${kind}.activation_arena`,
       flops: 0,
-      bytes: p.stats.arenaPeakBytes,
-      note: `${p.stats.winogradConvs} Winograd convs, ${p.stats.otherConvs} other convs`,
+      bytes: Math.max(...plans.map((p) => p.stats.arenaPeakBytes)),
+      note: `${plans.reduce((n, p) => n + p.stats.winogradConvs, 0)} Winograd convs, ` +
+        `${plans.reduce((n, p) => n + p.stats.otherConvs, 0)} other convs`,
     });
     return out;
   } finally {

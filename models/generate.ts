@@ -4,6 +4,7 @@
  * the schedule with classifier-free guidance (cond and uncond batched).
  */
 
+import { sdxlUnconditional } from "./clip/sdxl_conditioning.ts";
 import { assertFinite } from "./finite.ts";
 import { initialLatent as initialLatentFor, makeCfgDenoiser } from "./sampling/denoiser.ts";
 import { createRng, type RngKind } from "./sampling/rng.ts";
@@ -101,7 +102,8 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
   const cfgDenoise = makeCfgDenoiser({
     model: opts.denoiser,
     cond: opts.positive,
-    uncond: opts.negative,
+    // sd.cpp: an SDXL model's empty negative prompt gives an all-zero context (its pooled vector stays).
+    uncond: family === "sdxl" ? sdxlUnconditional(opts.negative) : opts.negative,
     cfgScale: opts.cfgScale,
     latentShape: [c, h, w],
     schedule,

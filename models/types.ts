@@ -25,10 +25,16 @@ export interface Image {
 /** Text conditioning: cross-attention context [N, tokens, dim], plus SDXL's pooled vector. */
 export interface Conditioning {
   readonly context: HostTensor;
+  /** SDXL: the pooled, projected bigG embedding [N, 1280] the UNet's vector conditioning starts with. */
   readonly pooled?: HostTensor;
   /** The prompt it encodes, and the CLIP skip used, carried to the description of the pictures it makes. */
   readonly prompt?: string;
   readonly clipSkip?: number;
+  /**
+   * SDXL: the prompt was the empty string. Used as the negative prompt, its context is then all
+   * zeros and its pooled vector is kept (stable-diffusion.cpp's rule; see models/generate.ts).
+   */
+  readonly emptyPrompt?: boolean;
 }
 
 export type ModelFamily = "sd1" | "sd2" | "sdxl";

@@ -14,7 +14,8 @@
  *   `finalLayerNorm` (SD1 and SD2: yes — ldm's FrozenOpenCLIPEmbedder
  *   "penultimate" is clip-skip 2 followed by ln_final; SDXL: no);
  * - pooled output (SDXL): the last layer's output, final layer norm, at each
- *   prompt's end-of-text position, times text_projection (open_clip: x @ P).
+ *   prompt's end-of-text position, times text_projection applied as stable-diffusion.cpp does:
+ *   P @ x with the stored matrix (open_clip itself computes x @ P; a diffusers Linear weight, W @ x).
  *
  * Graph inputs: "tokens" [N, 77] i32; with `customEmbeddings: K > 0` also
  * "custom_table" [K, width] f32 (textual-inversion vectors), "custom_ids"
@@ -120,10 +121,11 @@ export function buildTextEncoder(
         const pw = w(`${P.replace(/text_model\.$/, "")}text_projection.weight`, [cfg.projectionDim, D]);
         return g.linear(rows, pw);
       }
-      // open_clip: x @ text_projection, stored [width, proj].
-      const pm = w(`${P}text_projection`, [D, cfg.projectionDim]);
-      const pm3 = asF32(g, g.reshape(pm, [1, D, cfg.projectionDim]));
-      return g.reshape(g.bmm(g.reshape(rows, [1, N, D]), pm3), [N, cfg.projectionDim]);
+      // open_clip computes x @ P with P stored [width, proj]; stable-diffusion.cpp (since its PR #397) applies
+      // the stored matrix as a biasless Linear, P @ x. sdflow matches sd.cpp's pictures, so P @ x here (the
+      // same for the square bigG and ViT-H projections whenever P is symmetric, as in the reference files).
+      const pm = w(`${P}text_projection`, [cfg.projectionDim, D]);
+      return g.linear(rows, pm);
     });
     g.output("pooled", pooled);
   }

@@ -43,7 +43,7 @@ Deno.test({
     assertEquals(r.hidden.shape, [1, 77, 1024]);
     const c = opCounts(g.ops);
     assertEquals([c.attention, c.layer_norm, c.slice ?? 0], [23, 47, 0]);
-    assertEquals(g.ops.filter((o) => o.kind === "unary" && o.attrs.kind === "gelu").length, 23);
+    assertEquals(g.ops.filter((o) => o.kind === "unary" && o.attrs.kind === "gelu_tanh").length, 23);
     // q/k/v weights are byte ranges of in_proj_weight: three views, each a third of the packed tensor.
     const p = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight";
     const packed = g.tensor(g.constants.get(p)!).source as { offset: number; bytes: number };

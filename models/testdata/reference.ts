@@ -1,6 +1,6 @@
 /**
- * The committed PyTorch reference for the tiny checkpoint (make_reference.py)
- * and the tiny checkpoint it was computed from, for model tests.
+ * The committed PyTorch references for the tiny checkpoints (make_reference.py,
+ * make_reference_sdxl.py) and the tiny checkpoints they were computed from, for model tests.
  */
 
 import { tinyCheckpointBytes } from "../tiny/mod.ts";
@@ -13,4 +13,12 @@ export function loadTinyReference(): { ref: Safetensors; ckpt: Safetensors; ckpt
   const dtype = ref.metadata.checkpoint_dtype as "f32" | "f16";
   const ckptBytes = tinyCheckpointBytes({ seed, dtype });
   return { ref, ckpt: parseSafetensors(ckptBytes), ckptBytes };
+}
+
+/** The tiny SDXL model's reference fixture (make_reference_sdxl.py) and the checkpoint's bytes. */
+export function loadTinySdxlReference(): { ref: Safetensors; ckptBytes: Uint8Array } {
+  const ref = parseSafetensors(Deno.readFileSync(new URL("./tiny_sdxl_reference.safetensors", import.meta.url)));
+  const seed = Number(ref.metadata.checkpoint_seed);
+  const dtype = ref.metadata.checkpoint_dtype as "f32" | "f16";
+  return { ref, ckptBytes: tinyCheckpointBytes({ seed, dtype, arch: "sdxl" }) };
 }

@@ -19,7 +19,7 @@
  * weights N(0, 1/fan_in), biases and norm biases N(0, 0.02^2), norm weights
  * 1 + N(0, 0.02^2), embeddings N(0, 0.02^2).
  *
- * CLI: deno run -A models/tiny/make_tiny.ts --out tiny.safetensors [--seed 0] [--dtype f32|f16]
+ * CLI: deno run -A models/tiny/make_tiny.ts --out tiny.safetensors [--seed 0] [--dtype f32|f16] [--arch sd1|sdxl]
  */
 
 import { f32ToF16Bits } from "../../backends/float16.ts";
@@ -47,6 +47,34 @@ export const TINY = {
   vae: { ch: 32, chMult: [1, 1, 2, 2], numResBlocks: 1, zChannels: 4 },
 } as const;
 
+/**
+ * The tiny SDXL model (`arch: "sdxl"`, sgm single-file names): what SDXL has and SD1 lacks, scaled down.
+ *
+ *   UNet: model_channels 32, channel_mult [1, 2], 2 res blocks per level (as SDXL, so diffusers names map),
+ *         no attention at level 0 and
+ *         2 transformer blocks at level 1 and in the middle, 16-wide heads (metadata
+ *         sdflow.unet.head_dim), linear proj_in/out, context 32 + 48 = 80, label_emb from
+ *         48 + 6 x 256 = 1584 (pooled width + the six 256-wide size embeddings);
+ *   CLIP-L (conditioner.embedders.0.transformer.text_model.*): width 32, 3 layers, 2 heads, MLP 128;
+ *   bigG (conditioner.embedders.1.model.*, open_clip names, fused in_proj): width 48, 3 layers, 2 heads,
+ *         MLP 192, text_projection [48, 48] (not symmetric: the way round it is applied matters);
+ *   VAE:  as the SD1 tiny model's (scale 0.13025 by the SDXL family).
+ */
+export const TINY_XL = {
+  unet: {
+    modelChannels: 32,
+    channelMult: [1, 2],
+    numResBlocks: 2,
+    transformerDepth: [0, 2],
+    middleDepth: 2,
+    headDim: 16,
+    contextDim: 80,
+    admIn: 48 + 6 * 256,
+  },
+  clipL: { width: 32, layers: 3, heads: 2, ffDim: 128, vocab: 49408, tokens: 77 },
+  bigG: { width: 48, layers: 3, heads: 2, ffDim: 192, vocab: 49408, tokens: 77 },
+} as const;
+
 class Spec {
   readonly items: Item[] = [];
   private readonly names = new Set<string>();
@@ -69,9 +97,30 @@ class Spec {
   }
 }
 
-function unet(s: Spec): void {
+interface TinyUnet {
+  modelChannels: number;
+  channelMult: readonly number[];
+  numResBlocks: number;
+  /** Transformer blocks per level (0: none) and in the middle block. */
+  depths: readonly number[];
+  middleDepth: number;
+  contextDim: number;
+  /** Linear proj_in/proj_out (SD2/SDXL) rather than 1x1 convs. */
+  linearProj: boolean;
+  /** label_emb input width (SDXL). */
+  admIn?: number;
+}
+
+const TINY_SD1_UNET: TinyUnet = {
+  ...TINY.unet,
+  depths: TINY.unet.channelMult.map((_, l) => ((TINY.unet.attentionLevels as readonly number[]).includes(l) ? 1 : 0)),
+  middleDepth: 1,
+  linearProj: false,
+};
+
+function unet(s: Spec, cfg: TinyUnet): void {
   const P = "model.diffusion_model.";
-  const { modelChannels: mc, channelMult, numResBlocks: nres, attentionLevels, contextDim: ctx } = TINY.unet;
+  const { modelChannels: mc, channelMult, numResBlocks: nres, contextDim: ctx } = cfg;
   const emb = mc * 4;
   const res = (p: string, cin: number, cout: number) => {
     s.norm(`${p}.in_layers.0`, cin);
@@ -81,24 +130,30 @@ function unet(s: Spec): void {
     s.conv(`${p}.out_layers.3`, cout, cout, 3);
     if (cin !== cout) s.conv(`${p}.skip_connection`, cout, cin, 1);
   };
-  const st = (p: string, c: number) => {
+  const proj = (p: string, c: number) => cfg.linearProj ? s.linear(p, c, c) : s.conv(p, c, c, 1);
+  const st = (p: string, c: number, depth: number) => {
     s.norm(`${p}.norm`, c);
-    s.conv(`${p}.proj_in`, c, c, 1);
-    const tb = `${p}.transformer_blocks.0`;
-    for (const a of ["attn1", "attn2"]) {
-      s.linear(`${tb}.${a}.to_q`, c, c, false);
-      s.linear(`${tb}.${a}.to_k`, c, a === "attn1" ? c : ctx, false);
-      s.linear(`${tb}.${a}.to_v`, c, a === "attn1" ? c : ctx, false);
-      s.linear(`${tb}.${a}.to_out.0`, c, c);
+    proj(`${p}.proj_in`, c);
+    for (let d = 0; d < depth; d++) {
+      const tb = `${p}.transformer_blocks.${d}`;
+      for (const a of ["attn1", "attn2"]) {
+        s.linear(`${tb}.${a}.to_q`, c, c, false);
+        s.linear(`${tb}.${a}.to_k`, c, a === "attn1" ? c : ctx, false);
+        s.linear(`${tb}.${a}.to_v`, c, a === "attn1" ? c : ctx, false);
+        s.linear(`${tb}.${a}.to_out.0`, c, c);
+      }
+      s.linear(`${tb}.ff.net.0.proj`, c * 8, c);
+      s.linear(`${tb}.ff.net.2`, c, c * 4);
+      for (const n of ["norm1", "norm2", "norm3"]) s.norm(`${tb}.${n}`, c);
     }
-    s.linear(`${tb}.ff.net.0.proj`, c * 8, c);
-    s.linear(`${tb}.ff.net.2`, c, c * 4);
-    for (const n of ["norm1", "norm2", "norm3"]) s.norm(`${tb}.${n}`, c);
-    s.conv(`${p}.proj_out`, c, c, 1);
+    proj(`${p}.proj_out`, c);
   };
-  const attn = new Set<number>(attentionLevels);
   s.linear(`${P}time_embed.0`, emb, mc);
   s.linear(`${P}time_embed.2`, emb, emb);
+  if (cfg.admIn !== undefined) {
+    s.linear(`${P}label_emb.0.0`, emb, cfg.admIn);
+    s.linear(`${P}label_emb.0.2`, emb, emb);
+  }
   s.conv(`${P}input_blocks.0.0`, mc, 4, 3);
   const chans: number[] = [mc];
   let ch: number = mc;
@@ -107,7 +162,7 @@ function unet(s: Spec): void {
     for (let r = 0; r < nres; r++) {
       res(`${P}input_blocks.${idx}.0`, ch, mc * m);
       ch = mc * m;
-      if (attn.has(lvl)) st(`${P}input_blocks.${idx}.1`, ch);
+      if (cfg.depths[lvl] > 0) st(`${P}input_blocks.${idx}.1`, ch, cfg.depths[lvl]);
       chans.push(ch);
       idx++;
     }
@@ -118,7 +173,7 @@ function unet(s: Spec): void {
     }
   });
   res(`${P}middle_block.0`, ch, ch);
-  st(`${P}middle_block.1`, ch);
+  st(`${P}middle_block.1`, ch, cfg.middleDepth);
   res(`${P}middle_block.2`, ch, ch);
   idx = 0;
   for (let lvl = channelMult.length - 1; lvl >= 0; lvl--) {
@@ -127,8 +182,8 @@ function unet(s: Spec): void {
       res(`${P}output_blocks.${idx}.0`, ch + skip, mc * channelMult[lvl]);
       ch = mc * channelMult[lvl];
       let sub = 1;
-      if (attn.has(lvl)) {
-        st(`${P}output_blocks.${idx}.1`, ch);
+      if (cfg.depths[lvl] > 0) {
+        st(`${P}output_blocks.${idx}.1`, ch, cfg.depths[lvl]);
         sub = 2;
       }
       if (lvl !== 0 && i === nres) s.conv(`${P}output_blocks.${idx}.${sub}.conv`, ch, ch, 3);
@@ -188,9 +243,35 @@ function vae(s: Spec): void {
   s.conv(`${d}.conv_out`, 3, cin, 3);
 }
 
-function clip(s: Spec): void {
-  const P = "cond_stage_model.transformer.text_model.";
-  const { width: d, layers, ffDim, vocab, tokens } = TINY.clip;
+interface TinyClip {
+  width: number;
+  layers: number;
+  ffDim: number;
+  vocab: number;
+  tokens: number;
+}
+
+/** OpenCLIP text tower (open_clip names) under `P`, with a [width, width] text_projection. */
+function openClip(s: Spec, P: string, cfg: TinyClip): void {
+  const { width: d, layers, ffDim, vocab, tokens } = cfg;
+  s.add(`${P}token_embedding.weight`, [vocab, d], "emb");
+  s.add(`${P}positional_embedding`, [tokens, d], "emb");
+  for (let i = 0; i < layers; i++) {
+    const L = `${P}transformer.resblocks.${i}`;
+    s.add(`${L}.attn.in_proj_weight`, [3 * d, d], "w", d);
+    s.add(`${L}.attn.in_proj_bias`, [3 * d], "b");
+    s.linear(`${L}.attn.out_proj`, d, d);
+    s.norm(`${L}.ln_1`, d);
+    s.linear(`${L}.mlp.c_fc`, ffDim, d);
+    s.linear(`${L}.mlp.c_proj`, d, ffDim);
+    s.norm(`${L}.ln_2`, d);
+  }
+  s.norm(`${P}ln_final`, d);
+  s.add(`${P}text_projection`, [d, d], "w", d);
+}
+
+function clip(s: Spec, P = "cond_stage_model.transformer.text_model.", cfg: TinyClip = TINY.clip): void {
+  const { width: d, layers, ffDim, vocab, tokens } = cfg;
   s.add(`${P}embeddings.token_embedding.weight`, [vocab, d], "emb");
   s.add(`${P}embeddings.position_embedding.weight`, [tokens, d], "emb");
   s.add(`${P}embeddings.position_ids`, [1, tokens], "i64");
@@ -206,13 +287,24 @@ function clip(s: Spec): void {
 }
 
 /** Every tensor of the tiny checkpoint, sorted by name (as make_random_sd.py writes them). */
-export function tinySpec(): Item[] {
+export function tinySpec(arch: TinyArch = "sd1"): Item[] {
   const s = new Spec();
-  unet(s);
-  vae(s);
-  clip(s);
+  if (arch === "sdxl") {
+    const u = TINY_XL.unet;
+    unet(s, { ...u, depths: u.transformerDepth, linearProj: true });
+    vae(s);
+    clip(s, "conditioner.embedders.0.transformer.text_model.", TINY_XL.clipL);
+    openClip(s, "conditioner.embedders.1.model.", TINY_XL.bigG);
+  } else {
+    unet(s, TINY_SD1_UNET);
+    vae(s);
+    clip(s);
+  }
   return s.items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
+
+/** Which tiny model: SD 1.x-shaped (the default) or SDXL-shaped ({@link TINY_XL}). */
+export type TinyArch = "sd1" | "sdxl";
 
 // ---- deterministic values ------------------------------------------------------
 
@@ -265,13 +357,15 @@ export function tensorValues(seed: number, item: Item): Float32Array {
 export interface TinyOptions {
   seed?: number;
   dtype?: "f32" | "f16";
+  arch?: TinyArch;
 }
 
 /** The tiny checkpoint's bytes (safetensors). */
 export function tinyCheckpointBytes(opts: TinyOptions = {}): Uint8Array {
   const seed = opts.seed ?? 0;
   const dtype = opts.dtype ?? "f32";
-  const items = tinySpec();
+  const arch = opts.arch ?? "sd1";
+  const items = tinySpec(arch);
   const header: Record<string, unknown> = {};
   let offset = 0;
   const sizes: number[] = [];
@@ -283,15 +377,25 @@ export function tinyCheckpointBytes(opts: TinyOptions = {}): Uint8Array {
     sizes.push(n * esize);
     offset += n * esize;
   }
-  header["__metadata__"] = {
-    format: "pt",
-    generator: "sdflow models/tiny/make_tiny.ts",
-    arch: "sd15-tiny",
-    seed: String(seed),
-    dtype,
-    "sdflow.unet.num_heads": String(TINY.unet.heads),
-    "sdflow.clip.heads": String(TINY.clip.heads),
-  };
+  header["__metadata__"] = arch === "sdxl"
+    ? {
+      format: "pt",
+      generator: "sdflow models/tiny/make_tiny.ts",
+      arch: "sdxl-tiny",
+      seed: String(seed),
+      dtype,
+      "sdflow.unet.head_dim": String(TINY_XL.unet.headDim),
+      "sdflow.clip.heads": String(TINY_XL.clipL.heads),
+    }
+    : {
+      format: "pt",
+      generator: "sdflow models/tiny/make_tiny.ts",
+      arch: "sd15-tiny",
+      seed: String(seed),
+      dtype,
+      "sdflow.unet.num_heads": String(TINY.unet.heads),
+      "sdflow.clip.heads": String(TINY.clip.heads),
+    };
   let hjson = new TextEncoder().encode(JSON.stringify(header));
   const pad = (8 - (hjson.length % 8)) % 8;
   if (pad) {
@@ -326,7 +430,7 @@ if (import.meta.main) {
   };
   const out = arg("--out");
   if (!out) {
-    console.error("usage: make_tiny.ts --out FILE.safetensors [--seed N] [--dtype f32|f16]");
+    console.error("usage: make_tiny.ts --out FILE.safetensors [--seed N] [--dtype f32|f16] [--arch sd1|sdxl]");
     Deno.exit(2);
   }
   const dtype = (arg("--dtype") ?? "f32") as "f32" | "f16";
@@ -334,7 +438,12 @@ if (import.meta.main) {
     console.error(`--dtype must be f32 or f16, got ${dtype}`);
     Deno.exit(2);
   }
-  const bytes = tinyCheckpointBytes({ seed: Number(arg("--seed") ?? 0), dtype });
+  const arch = (arg("--arch") ?? "sd1") as TinyArch;
+  if (arch !== "sd1" && arch !== "sdxl") {
+    console.error(`--arch must be sd1 or sdxl, got ${arch}`);
+    Deno.exit(2);
+  }
+  const bytes = tinyCheckpointBytes({ seed: Number(arg("--seed") ?? 0), dtype, arch });
   Deno.writeFileSync(out, bytes);
   console.error(`wrote ${out} (${bytes.length} bytes)`);
 }

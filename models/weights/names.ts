@@ -11,9 +11,10 @@
  * - OpenCLIP (SD 2.x text encoder, SDXL's second): ldm fuses q/k/v into `attn.in_proj_weight`
  *   [3C, C]; diffusers keeps `q_proj/k_proj/v_proj`. The mapped name has `part` 0/1/2 and
  *   readers get the three pieces with `splitRows`, which also slices a real fused tensor.
- * Not mappable by renaming, so left under their diffusers names: SDXL's `text_projection.weight`
- * (ldm stores its transpose). The ldm-only OpenCLIP `text_projection` and `logit_scale` have no
- * diffusers counterpart (SD 2.x diffusers folders also drop the unused last text layer).
+ * SDXL's `text_encoder_2.text_projection.weight` becomes the OpenCLIP `text_projection` although ldm stores
+ * its transpose: stable-diffusion.cpp maps them so and applies either as a Linear weight, and sdflow matches
+ * its pictures. The ldm-only OpenCLIP `logit_scale` has no diffusers counterpart (SD 2.x diffusers folders
+ * also drop the unused last text layer and the projection).
  */
 import { UnsupportedLayoutError, type WeightFileError } from "./errors.ts";
 import { TensorTable } from "./table.ts";
@@ -72,6 +73,9 @@ const OPENCLIP_TOP: [string, string][] = [
   ["text_model.embeddings.token_embedding.weight", "token_embedding.weight"],
   ["text_model.embeddings.position_embedding.weight", "positional_embedding"],
   ["text_model.final_layer_norm.", "ln_final."],
+  // Not a true rename (ldm stores the transpose of diffusers' Linear weight), but the one stable-diffusion.cpp makes:
+  // it gives both the same name and applies the stored matrix as a Linear weight (see models/clip/text_encoder.ts).
+  ["text_projection.weight", "text_projection"],
 ];
 const OPENCLIP_LAYER: [string, string][] = [
   ["layer_norm1.", "ln_1."],
@@ -184,7 +188,7 @@ export function diffusersToLdmName(name: string, ctx: DiffusersContext): LdmTarg
 
 /**
  * The diffusers name(s) of an ldm tensor: one name, three for a fused OpenCLIP in_proj (q, k, v),
- * none for ldm-only tensors (OpenCLIP text_projection/logit_scale, DDPM schedule buffers).
+ * none for ldm-only tensors (OpenCLIP logit_scale, DDPM schedule buffers).
  */
 export function ldmToDiffusersNames(name: string, family: ModelFamily): string[] {
   let m: RegExpMatchArray | null;

@@ -27,10 +27,33 @@ export async function tinyCheckpointPath(seed: number): Promise<string> {
   return path;
 }
 
-/** Where to get the official weights, for the message shown when a checkpoint is missing. */
-export function sd15Help(nodeId: string): string {
-  return "The official Stable Diffusion 1.5 weights are published at " +
-    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (file v1-5-pruned-emaonly.safetensors). " +
+/** Published weights the graphs in graphs/ name, by file name. */
+const PUBLISHED: readonly { file: RegExp; what: string; url: string; name: string }[] = [
+  {
+    file: /turbo/i,
+    what: "SDXL-Turbo",
+    url: "https://huggingface.co/stabilityai/sdxl-turbo",
+    name: "sd_xl_turbo_1.0_fp16.safetensors",
+  },
+  {
+    file: /xl/i,
+    what: "Stable Diffusion XL base 1.0",
+    url: "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0",
+    name: "sd_xl_base_1.0.safetensors",
+  },
+  {
+    file: /./,
+    what: "Stable Diffusion 1.5",
+    url: "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
+    name: "v1-5-pruned-emaonly.safetensors",
+  },
+];
+
+/** Where to get the official weights for a missing checkpoint `path`: the published weights its file name suggests (SD 1.5 otherwise). */
+export function modelHelp(nodeId: string, path: string): string {
+  const base = path.split(/[\\/]/).pop() ?? path;
+  const p = PUBLISHED.find((m) => m.file.test(base))!;
+  return `The official ${p.what} weights are published at ${p.url} (file ${p.name}). ` +
     `Download it to that path, or point the graph at your file with --set ${nodeId}.path=/path/to/model.safetensors ` +
     "(or -m with sd.cpp-style flags). To check the pipeline without a download, run: deno task gen graphs/demo.json";
 }
@@ -126,7 +149,7 @@ export const checkpoint = defineNode({
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
         // One line: the CLI prints errors as single lines.
-        throw new NodeInputError("path", `model file not found: ${path}. ${sd15Help(ctx.nodeId)}`);
+        throw new NodeInputError("path", `model file not found: ${path}. ${modelHelp(ctx.nodeId, path)}`);
       }
       throw e;
     }

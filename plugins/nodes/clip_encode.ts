@@ -8,7 +8,8 @@ import { estimateNetwork } from "./model_layer.ts";
 export const clipEncode = defineNode({
   type: "clip_encode",
   category: "conditioning",
-  description: "Encodes a text prompt with the checkpoint's CLIP text encoder into conditioning for the sampler.",
+  description: "Encodes a text prompt with the checkpoint's CLIP text encoder into conditioning for the sampler " +
+    "(SDXL: both encoders, and the pooled vector; an empty negative prompt gives a zero context, as sd.cpp).",
   inputs: {
     clip: { type: "CLIP", description: "The text encoder (a checkpoint's clip output)." },
     text: { schema: { type: "string", default: "", description: "The prompt. Empty for an unconditional prompt." } },
@@ -19,7 +20,7 @@ export const clipEncode = defineNode({
         minimum: 1,
         maximum: 12,
         description: "Which CLIP layer to take: 1 = last, 2 = penultimate (as sd-webui and stable-diffusion.cpp " +
-          "count). Omitted: the model's default (1 for SD 1.x, 2 for SD 2.x).",
+          "count). Omitted: the model's default (1 for SD 1.x, 2 for SD 2.x and SDXL).",
       },
     },
   },

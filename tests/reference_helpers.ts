@@ -1,0 +1,162 @@
+/**
+ * What the end-to-end reference tests (sd15_reference_test.ts, sdxl_reference_test.ts) share: reading a
+ * section of ../shared/reference/README.md (checkpoint sha256, pixel sha256, the sd-cli command), making a
+ * random checkpoint with ../shared/tools/make_random_sd.py into .cache/ (under a temporary name, renamed
+ * when complete, then checked against its sha256), and running `deno task gen` with the README's flags.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { sharedUrl } from "./shared.ts";
+
+export const README = sharedUrl("reference/README.md");
+export const MAKE_RANDOM_SD = sharedUrl("tools/make_random_sd.py");
+export const REPO = new URL("../", import.meta.url);
+export const CACHE_DIR = new URL(".cache/", REPO);
+/** Debian's python3 (with python3-numpy); `SDFLOW_PYTHON` names another interpreter. */
+export const PYTHON = Deno.env.get("SDFLOW_PYTHON") || "/usr/bin/python3";
+
+export function exists(url: URL): boolean {
+  try {
+    Deno.statSync(url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The README's facts a reference test depends on: the file's sha256, the pixels' sha256, and the command line. */
+export interface ReadmeFacts {
+  checkpointSha256: string;
+  pixelsSha256: string;
+  args: string[];
+}
+
+/** Splits a shell command line into words (double/single quotes and backslash-newline continuations). */
+export function shellWords(line: string): string[] {
+  const words: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g;
+  for (const m of line.replace(/\\\n/g, " ").matchAll(re)) {
+    words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2] ?? m[3]);
+  }
+  return words;
+}
+
+/**
+ * The text of the README section `## <heading>` up to the next `## ` heading (the whole text when
+ * `heading` is undefined).
+ */
+export function readmeSection(text: string, heading?: string): string {
+  if (heading === undefined) return text;
+  const start = text.search(new RegExp(`^## ${heading.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}\\s*$`, "m"));
+  if (start < 0) throw new Error(`${README.pathname}: no section "## ${heading}"`);
+  const rest = text.slice(start + 3);
+  const end = rest.search(/^## /m);
+  return end < 0 ? text.slice(start) : text.slice(start, start + 3 + end);
+}
+
+/**
+ * Reads the facts from a README section. The checkpoint's sha256 follows "Expected sha256", the pixels'
+ * follows "sha256 of the decoded 8-bit RGB pixels" or "Pixel sha256", and the command is the indented
+ * block that starts with `sd-cli` (continued over lines ending in a backslash).
+ */
+export function readmeFacts(text: string, testFile: string): ReadmeFacts {
+  const ckpt = /Expected sha256[^`]*`([0-9a-f]{64})`/.exec(text);
+  const pixels = /(?:sha256 of the decoded 8-bit RGB pixels|Pixel sha256)[^`]*`([0-9a-f]{64})`/.exec(text);
+  const cmd = /^[ \t]*sd-cli[ \t]((?:[^\n]*\\\n)*[^\n]*)$/m.exec(text);
+  if (!ckpt || !pixels || !cmd) {
+    throw new Error(
+      `${README.pathname}: could not find ${
+        [!ckpt && "the checkpoint's sha256", !pixels && "the pixels' sha256", !cmd && "the sd-cli command"]
+          .filter(Boolean).join(", ")
+      }; update ${testFile} to the README's new wording`,
+    );
+  }
+  return { checkpointSha256: ckpt[1], pixelsSha256: pixels[1], args: shellWords(cmd[1]) };
+}
+
+/** Replaces the value of `flag` (which must be present) in an argument list. */
+export function withFlag(args: string[], flag: string, value: string): string[] {
+  const i = args.indexOf(flag);
+  if (i < 0 || i + 1 >= args.length) throw new Error(`the README's command has no ${flag} <value>`);
+  return [...args.slice(0, i + 1), value, ...args.slice(i + 2)];
+}
+
+export async function sha256File(path: URL): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buf = new Uint8Array(8 << 20);
+  for (;;) {
+    const n = await file.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+export function pixelsSha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+export async function run(cmd: string, args: string[], cwd?: URL): Promise<{ code: number; out: string }> {
+  const r = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: (dec.decode(r.stdout) + dec.decode(r.stderr)).trim() };
+}
+
+export function tail(text: string, lines = 25): string {
+  return text.split("\n").slice(-lines).join("\n");
+}
+
+/** Fails, naming what to install, when python3 or numpy is missing. */
+async function requirePythonNumpy(forWhat: URL): Promise<void> {
+  const install = "install Python 3 and numpy (Debian/Ubuntu: apt-get install python3-numpy; CI does this)";
+  let r;
+  try {
+    r = await run(PYTHON, ["-c", "import numpy"]);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${PYTHON} not found: it is needed to make ${forWhat.pathname}; ${install}`);
+    }
+    throw e;
+  }
+  if (r.code !== 0) throw new Error(`${PYTHON} cannot import numpy (${tail(r.out, 1)}); ${install}`);
+}
+
+/**
+ * Makes `checkpoint` with make_random_sd.py and `makeArgs` if it is missing (into a temporary name,
+ * renamed when complete), then checks its sha256.
+ */
+export async function ensureCheckpoint(
+  checkpoint: URL,
+  makeArgs: readonly string[],
+  expectedSha256: string,
+  about: string,
+): Promise<void> {
+  if (!exists(checkpoint)) {
+    await requirePythonNumpy(checkpoint);
+    await Deno.mkdir(new URL(".", checkpoint), { recursive: true });
+    // Unique per process and call: tests running at once never write or rename each other's partial file.
+    const partial = new URL(
+      `${checkpoint.pathname.split("/").pop()}.partial-${Deno.pid}-${crypto.randomUUID()}`,
+      checkpoint,
+    );
+    console.log(`making ${checkpoint.pathname} with ${MAKE_RANDOM_SD.pathname} (${about})`);
+    try {
+      const r = await run(PYTHON, [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, ...makeArgs]);
+      if (r.code !== 0) throw new Error(`make_random_sd.py exited with ${r.code}:\n${tail(r.out)}`);
+      await Deno.rename(partial, checkpoint);
+    } finally {
+      await Deno.remove(partial).catch(() => {});
+    }
+  }
+  const sha = await sha256File(checkpoint);
+  if (sha !== expectedSha256) {
+    throw new Error(
+      `${checkpoint.pathname}: sha256 ${sha}, the README expects ${expectedSha256}. ` +
+        `Delete the file so the test makes it again; if it still differs, make_random_sd.py or numpy ` +
+        `changed and the reference data must be regenerated.`,
+    );
+  }
+}
