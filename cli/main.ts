@@ -13,8 +13,9 @@ import { didYouMean } from "../dsl/errors.ts";
 import { main as gen } from "./gen.ts";
 import { main as plan } from "./plan.ts";
 import { main as schema } from "./schema.ts";
+import { main as serve } from "../server/main.ts";
 
-const COMMANDS: Readonly<Record<string, (argv: readonly string[]) => Promise<number>>> = { gen, plan, schema };
+const COMMANDS: Readonly<Record<string, (argv: readonly string[]) => Promise<number>>> = { gen, plan, schema, serve };
 
 const HELP = `usage: sdflow <command> [arguments]
 
@@ -22,6 +23,7 @@ commands:
   gen       run a pipeline graph, or stable-diffusion.cpp-style flags (sdflow gen --help)
   plan      explain a graph without running it: nodes, compute ops, FLOPs, memory
   schema    write the graph JSON Schema (with plugins' nodes: --plugin x.ts --out schema.json)
+  serve     HTTP server: sd-webui, OpenAI images and native graph APIs (sdflow serve --help)
 
 Relative paths are read from the current folder. Try: sdflow gen <sdflow>/graphs/demo.json`;
 

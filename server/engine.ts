@@ -1,0 +1,255 @@
+/**
+ * The server's engine: graphs that arrive over the network are checked against what a remote client may
+ * do (no plugins, no library backends, model names only inside `--models`, outputs only inside the output
+ * folder), validated by the same validator as the CLI, and run with one {@link OutputCache} kept for the
+ * server's life — so loaded models stay resident, and a request that changes only the seed re-runs only
+ * the sampler and what follows.
+ */
+
+import { basename, join, resolve, sep } from "node:path";
+import type { Diagnostic } from "../dsl/errors.ts";
+import { GraphError, pointer } from "../dsl/errors.ts";
+import type { GraphFile } from "../dsl/format.ts";
+import { OutputCache, runPipeline, type RunReporter } from "../dsl/run.ts";
+import { type Pipeline, validateGraph } from "../dsl/validate.ts";
+
+/** The name under which the tiny random-weight demo model is always available (no models folder needed). */
+export const TINY_MODEL = "tiny";
+
+/** File extensions of checkpoints in `--models`. */
+const CHECKPOINT_EXT = /\.(safetensors|ckpt|gguf|pt|pth|bin)$/i;
+/** Conventional checkpoint subfolders (sd-webui, ComfyUI); the folder itself is searched first. */
+const CHECKPOINT_SUBDIRS = ["", "Stable-diffusion", "checkpoints"];
+
+/** A request the server refuses; `status` is the HTTP status (400 bad input, 404 unknown name). */
+export class RequestError extends Error {
+  constructor(readonly status: number, message: string, readonly diagnostics: readonly Diagnostic[] = []) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+/** A model the server offers. */
+export interface ModelEntry {
+  /** File name (with extension), or {@link TINY_MODEL}. */
+  readonly name: string;
+  /** Absolute path; undefined for the tiny model. */
+  readonly path?: string;
+}
+
+/** A file name with no folder part: what a client may name a model or output by. */
+export function isPlainName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && name !== "." && name !== ".." && !/[/\\\0]/.test(name);
+}
+
+/** Options of {@link Engine}. */
+export interface EngineOptions {
+  /** Folder of checkpoints; none: only the tiny model. */
+  modelsDir?: string;
+  /** Where generated pictures are written (created if missing). */
+  outputDir: string;
+}
+
+/** What a finished run produced: the output files' names inside the output folder. */
+export interface RunOutput {
+  readonly files: readonly string[];
+  readonly executed: readonly string[];
+  readonly cached: readonly string[];
+}
+
+/** Holds the model cache and the folders; turns network graphs into pipelines and runs them. */
+export class Engine {
+  readonly cache = new OutputCache();
+  readonly modelsDir?: string;
+  readonly outputDir: string;
+
+  constructor(opts: EngineOptions) {
+    this.modelsDir = opts.modelsDir === undefined ? undefined : resolve(opts.modelsDir);
+    this.outputDir = resolve(opts.outputDir);
+  }
+
+  /** The tiny model, then every checkpoint file of the models folder (and its conventional subfolders). */
+  async models(): Promise<ModelEntry[]> {
+    const out: ModelEntry[] = [{ name: TINY_MODEL }];
+    if (!this.modelsDir) return out;
+    const seen = new Set([TINY_MODEL]);
+    for (const sub of CHECKPOINT_SUBDIRS) {
+      const dir = join(this.modelsDir, sub);
+      let entries: Deno.DirEntry[];
+      try {
+        entries = await Array.fromAsync(Deno.readDir(dir));
+      } catch {
+        continue;
+      }
+      for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+        if (!CHECKPOINT_EXT.test(e.name) || seen.has(e.name)) continue;
+        const path = join(dir, e.name);
+        try {
+          if (!(await Deno.stat(path)).isFile) continue;
+        } catch {
+          continue;
+        }
+        seen.add(e.name);
+        out.push({ name: e.name, path });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The model a client names, by file name with or without its extension. Names are looked up in the
+   * listing, never joined to a path: `../../etc/passwd` is refused (400) before any lookup.
+   */
+  async model(name: string): Promise<ModelEntry> {
+    if (!isPlainName(name)) {
+      throw new RequestError(400, `model name must be a file name in the models folder, got ${JSON.stringify(name)}`);
+    }
+    const all = await this.models();
+    const hit = all.find((m) => m.name === name) ??
+      all.find((m) => m.name.replace(CHECKPOINT_EXT, "") === name);
+    if (!hit) {
+      throw new RequestError(
+        404,
+        `unknown model ${JSON.stringify(name)}; available: ${all.map((m) => m.name).join(", ")}`,
+      );
+    }
+    return hit;
+  }
+
+  /**
+   * Rewrites a graph document from the network into one that only touches the server's folders, then
+   * validates it. `jobId` prefixes the output files. Throws {@link RequestError} (400 with diagnostics
+   * naming node, field and JSON pointer; 404 for an unknown model).
+   */
+  async pipelineFromNetwork(doc: unknown, jobId: string): Promise<Pipeline> {
+    const diags: Diagnostic[] = [];
+    const source = "request";
+    if (doc && typeof doc === "object" && !Array.isArray(doc)) {
+      const g = doc as Record<string, unknown>;
+      if ("plugins" in g) {
+        diags.push({
+          source,
+          field: "plugins",
+          pointer: "/plugins",
+          message: "graphs sent to the server may not load plugins",
+        });
+      }
+      const nodes = g.nodes;
+      if (nodes && typeof nodes === "object" && !Array.isArray(nodes)) {
+        for (const [id, spec] of Object.entries(nodes as Record<string, unknown>)) {
+          if (!spec || typeof spec !== "object") continue;
+          const s = spec as Record<string, unknown>;
+          const inputs = s.inputs;
+          if (!inputs || typeof inputs !== "object" || Array.isArray(inputs)) continue;
+          await this.#confine(id, String(s.type), inputs as Record<string, unknown>, jobId, diags);
+        }
+      }
+    }
+    if (diags.length) {
+      throw new RequestError(
+        diags.some((d) => d.message.startsWith("unknown model")) ? 404 : 400,
+        "invalid graph",
+        diags,
+      );
+    }
+    try {
+      return await validateGraph(doc as GraphFile, { source });
+    } catch (e) {
+      if (e instanceof GraphError) throw new RequestError(400, "invalid graph", e.diagnostics);
+      throw e;
+    }
+  }
+
+  /** Checks and rewrites one node's file inputs in place. */
+  async #confine(
+    id: string,
+    type: string,
+    inputs: Record<string, unknown>,
+    jobId: string,
+    diags: Diagnostic[],
+  ): Promise<void> {
+    const bad = (input: string, message: string) =>
+      diags.push({ source: "request", node: id, input, pointer: pointer("nodes", id, "inputs", input), message });
+    const name = (input: string): string | undefined => {
+      const v = inputs[input];
+      if (v === undefined) return undefined;
+      if (typeof v !== "string") return undefined; // the validator reports the type (or a wired input below)
+      if (!isPlainName(v)) {
+        bad(input, `must be a file name without folders, got ${JSON.stringify(v.slice(0, 80))}`);
+        return undefined;
+      }
+      return v;
+    };
+    for (const [input, v] of Object.entries(inputs)) {
+      if (v && typeof v === "object" && ["path", "embeddings_dir", "backend"].includes(input)) {
+        bad(input, "may not be wired from another node in a graph sent to the server");
+      }
+    }
+    if ((type === "checkpoint" || type === "tiny_checkpoint") && inputs.backend !== undefined) {
+      if (inputs.backend !== "cpu") bad("backend", `only "cpu" is allowed in a graph sent to the server`);
+    }
+    if (type === "checkpoint") {
+      if (inputs.embeddings_dir !== undefined) bad("embeddings_dir", "not allowed in a graph sent to the server");
+      const n = name("path");
+      if (n !== undefined) {
+        try {
+          const m = await this.model(n);
+          if (!m.path) bad("path", `"${TINY_MODEL}" is the tiny_checkpoint node, not a file`);
+          else inputs.path = m.path;
+        } catch (e) {
+          if (e instanceof RequestError) bad("path", e.message);
+          else throw e;
+        }
+      }
+    } else if (type === "save_image") {
+      // A relative path's folders become part of the file name: "out/demo.png" → "<job>_out_demo.png".
+      const v = inputs.path ?? "output.png";
+      if (typeof v === "string") {
+        const parts = v.split("/");
+        if (v.startsWith("/") || !parts.every(isPlainName)) {
+          bad(
+            "path",
+            `must be a relative path without ".." (written inside the output folder), got ${
+              JSON.stringify(v.slice(0, 80))
+            }`,
+          );
+        } else inputs.path = join(this.outputDir, `${jobId}_${parts.join("_")}`);
+      }
+    } else if (type === "load_image") {
+      // An input picture is one the server made before (a previous job's output).
+      const n = name("path");
+      if (n !== undefined) inputs.path = join(this.outputDir, n);
+    }
+  }
+
+  /** Runs a pipeline on the shared cache; returns the output files job `jobId` wrote. */
+  async run(p: Pipeline, jobId: string, reporter: RunReporter, signal?: AbortSignal): Promise<RunOutput> {
+    await Deno.mkdir(this.outputDir, { recursive: true });
+    const r = await runPipeline(p, { cache: this.cache, reporter, signal, concurrency: 1 });
+    const files: string[] = [];
+    for await (const e of Deno.readDir(this.outputDir)) {
+      if (e.isFile && e.name.startsWith(`${jobId}_`)) files.push(e.name);
+    }
+    files.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    return { files, executed: r.executed, cached: r.cached };
+  }
+
+  /** The path of output file `name`, only inside the output folder; undefined when not a plain, present file. */
+  async outputPath(name: string): Promise<string | undefined> {
+    if (!isPlainName(name)) return undefined;
+    const path = join(this.outputDir, basename(name));
+    try {
+      const real = await Deno.realPath(path);
+      const root = await Deno.realPath(this.outputDir);
+      if (!real.startsWith(root + sep) || !(await Deno.stat(real)).isFile) return undefined;
+      return real;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Releases the loaded models. */
+  close(): void {
+    this.cache.clear();
+  }
+}

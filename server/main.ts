@@ -1,0 +1,107 @@
+/**
+ * `sdflow serve [--port 7860] [--host 127.0.0.1] [--models DIR] [--outputs DIR] [--api-key KEY]`
+ * (or `deno task serve …`): the HTTP server, with the in-process job queue.
+ *
+ * @module
+ */
+
+import parse from "yargs-parser";
+import { startServer } from "./server.ts";
+
+const HELP = `usage: sdflow serve [options]     (or: deno task serve …)
+
+options:
+  --port N          port to listen on (default 7860; 0: any free port)
+  --host ADDR       address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+  --models DIR      folder of checkpoints (flat, or in Stable-diffusion/ or checkpoints/), named by file name
+                    with or without extension; the tiny demo model "tiny" is always there
+  --outputs DIR     where pictures are written and served from (default ./outputs)
+  --api-key KEY     require this key (Authorization: Bearer KEY, or HTTP Basic auth's password);
+                    also read from SDFLOW_API_KEY
+  --max-queue N     jobs that may wait before requests get 429 (default 16)
+  --max-body-mb N   largest request body in MiB (default 32; more gets 413)
+  -h, --help        this text
+
+Endpoints: POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
+POST /sdapi/v1/txt2img, GET /sdapi/v1/{sd-models,samplers,schedulers,progress}, POST /v1/images/generations.`;
+
+const FLAGS = ["port", "host", "models", "outputs", "api-key", "max-queue", "max-body-mb", "help", "h"];
+
+/** Runs `serve`; returns the exit code once the server stops (Ctrl-C). */
+export async function main(argv: readonly string[]): Promise<number> {
+  const args = parse([...argv], {
+    string: ["port", "host", "models", "outputs", "api-key", "max-queue", "max-body-mb"],
+    boolean: ["help", "h"],
+    configuration: { "camel-case-expansion": false },
+  });
+  if (args.help || args.h) {
+    console.log(HELP);
+    return 0;
+  }
+  const unknown = Object.keys(args).filter((k) => k !== "_" && !FLAGS.includes(k));
+  if (unknown.length || args._.length) {
+    console.error(`error: unknown argument "${unknown[0] ? `--${unknown[0]}` : args._[0]}"; see sdflow serve --help`);
+    return 2;
+  }
+  const count = (flag: string, dflt: number, min: number, max: number): number | undefined => {
+    const v = args[flag] as string | undefined;
+    if (v === undefined) return dflt;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      console.error(`error: --${flag} expects an integer from ${min} to ${max}, got "${v}"`);
+      return undefined;
+    }
+    return Number(v);
+  };
+  const port = count("port", 7860, 0, 65535);
+  const maxQueued = count("max-queue", 16, 0, 100000);
+  const maxBodyMb = count("max-body-mb", 32, 1, 4096);
+  if (port === undefined || maxQueued === undefined || maxBodyMb === undefined) return 2;
+  const modelsDir = args.models as string | undefined;
+  if (modelsDir !== undefined) {
+    try {
+      if (!(await Deno.stat(modelsDir)).isDirectory) throw new Error("not a folder");
+    } catch (e) {
+      console.error(
+        `error: --models ${modelsDir}: ${e instanceof Deno.errors.NotFound ? "no such folder" : (e as Error).message}`,
+      );
+      return 2;
+    }
+  }
+  const apiKey = (args["api-key"] as string | undefined) ?? Deno.env.get("SDFLOW_API_KEY");
+  if (apiKey === "") {
+    console.error("error: --api-key is empty");
+    return 2;
+  }
+  const server = await startServer({
+    port,
+    hostname: (args.host as string | undefined) ?? "127.0.0.1",
+    modelsDir,
+    outputDir: args.outputs as string | undefined,
+    apiKey,
+    maxQueued,
+    maxBodyBytes: maxBodyMb * 1024 * 1024,
+    onListen: (a) =>
+      console.error(`sdflow serving on http://${a.hostname}:${a.port}/${apiKey ? " (API key required)" : ""}`),
+  });
+  const stop = () => void server.shutdown();
+  Deno.addSignalListener("SIGINT", stop);
+  await server.finished;
+  Deno.removeSignalListener("SIGINT", stop);
+  return 0;
+}
+
+/** `deno task serve` runs in sdflow's folder; relative --models/--outputs mean the folder it was started in. */
+function useCallerFolder(): void {
+  const dir = Deno.env.get("SDFLOW_CALLER_DIR");
+  Deno.env.delete("SDFLOW_CALLER_DIR");
+  try {
+    if (dir) Deno.chdir(dir);
+  } catch {
+    // A folder that is gone: stay where the task started.
+  }
+}
+
+if (import.meta.main) {
+  useCallerFolder();
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,334 @@
+/**
+ * The server over real HTTP on a free loopback port, with the tiny model: sd-webui txt2img, the OpenAI SDK,
+ * native graphs with SSE progress and the output cache, and bad input (each a 4xx JSON error, the server
+ * still serving after it).
+ */
+
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { decodePngImage } from "../plugins/image/png.ts";
+import { type SdflowServer, startServer } from "./server.ts";
+
+const API_KEY = "test-key-3f9a";
+const auth = { authorization: `Bearer ${API_KEY}` };
+
+async function withServer(
+  fn: (base: string, server: SdflowServer) => Promise<void>,
+  opts: { apiKey?: string; maxQueued?: number } = {},
+): Promise<void> {
+  const outputDir = await Deno.makeTempDir({ prefix: "sdflow-serve-" });
+  const server = await startServer({ port: 0, hostname: "127.0.0.1", outputDir, ...opts });
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`, server);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(outputDir, { recursive: true });
+  }
+}
+
+async function post(base: string, path: string, body: unknown, headers: Record<string, string> = auth) {
+  const r = await fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: r.status, json: await r.json() as Record<string, unknown> };
+}
+
+function decodeB64(s: string): Uint8Array {
+  return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+}
+
+const DEMO_GRAPH = {
+  version: 1,
+  nodes: {
+    checkpoint: { type: "tiny_checkpoint", inputs: {} },
+    positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a cat" } },
+    negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
+    latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
+    sampler: {
+      type: "sampler",
+      inputs: {
+        model: { from: "checkpoint.model" },
+        positive: { from: "positive.conditioning" },
+        negative: { from: "negative.conditioning" },
+        latent: { from: "latent.latent" },
+        seed: 42,
+        steps: 2,
+        sampler: "euler",
+      },
+    },
+    decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
+    save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "out/demo.png" } },
+  },
+};
+
+/** Reads a job's SSE stream to its end; returns the events as [name, data]. */
+async function readEvents(
+  base: string,
+  id: string,
+  onOpen = () => {},
+): Promise<[string, Record<string, unknown>][]> {
+  const r = await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth });
+  onOpen();
+  assert.deepEqual(r.headers.get("content-type"), "text/event-stream");
+  const text = await r.text();
+  return text.split("\n\n").filter((b) => b.trim()).map((block) => {
+    const event = /^event: (.*)$/m.exec(block)![1];
+    const data = JSON.parse(/^data: (.*)$/m.exec(block)![1]);
+    return [event, data];
+  });
+}
+
+Deno.test("serve: sd-webui txt2img returns decodable PNGs of the requested size, with info", async () => {
+  await withServer(async (base) => {
+    const { status, json } = await post(base, "/sdapi/v1/txt2img", {
+      prompt: "a red fox",
+      negative_prompt: "blurry",
+      steps: 2,
+      cfg_scale: 5,
+      sampler_name: "Euler",
+      scheduler: "Karras",
+      seed: 7,
+      width: 128,
+      height: 64,
+      batch_size: 2,
+      n_iter: 2,
+      override_settings: { sd_model_checkpoint: "tiny" },
+    });
+    assert.deepEqual(status, 200, JSON.stringify(json));
+    const images = json.images as string[];
+    assert.deepEqual(images.length, 4);
+    for (const b64 of images) {
+      const png = decodePngImage(decodeB64(b64));
+      assert.deepEqual([png.image.width, png.image.height], [128, 64]);
+    }
+    const info = JSON.parse(json.info as string);
+    // Picture i of a batch has seed + i; each iteration starts batch_size seeds further (as sd-webui).
+    assert.deepEqual(info.all_seeds, [7, 8, 9, 10]);
+    assert.deepEqual(info.infotexts.length, 4);
+    assert.match(
+      info.infotexts[0],
+      /^a red fox\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, Schedule type: Karras, CFG scale: 5, Seed: 7, Size: 128x64/,
+    );
+    assert.match(info.infotexts[1], /Seed: 8/);
+    assert.match(info.infotexts[3], /Seed: 10/);
+    assert.deepEqual((json.parameters as Record<string, unknown>).prompt, "a red fox");
+
+    // The listings an sd-webui client reads first.
+    const models = await (await fetch(`${base}/sdapi/v1/sd-models`, { headers: auth })).json();
+    assert.deepEqual(models[0].title, "tiny");
+    const samplers = await (await fetch(`${base}/sdapi/v1/samplers`, { headers: auth })).json();
+    assert(samplers.some((s: { name: string }) => s.name === "Euler a"));
+    const schedulers = await (await fetch(`${base}/sdapi/v1/schedulers`, { headers: auth })).json();
+    assert(schedulers.some((s: { label: string }) => s.label === "Karras"));
+    const progress = await (await fetch(`${base}/sdapi/v1/progress`, { headers: auth })).json();
+    assert.deepEqual(progress.state.job_count, 0);
+  }, { apiKey: API_KEY });
+});
+
+Deno.test("serve: the OpenAI SDK gets b64_json and url pictures back", async () => {
+  await withServer(async (base) => {
+    const client = new OpenAI({ apiKey: API_KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+    // `steps` is sdflow's extension (few steps for the tiny model); the SDK passes unknown fields through.
+    const request: OpenAI.ImageGenerateParamsNonStreaming & { steps: number } = {
+      prompt: "a lighthouse",
+      n: 1,
+      size: "64x64" as "256x256",
+      response_format: "b64_json",
+      steps: 2,
+    };
+    const res = await client.images.generate(request);
+    assert.deepEqual(res.data?.length, 1);
+    const png = decodePngImage(decodeB64(res.data![0].b64_json!));
+    assert.deepEqual([png.image.width, png.image.height], [64, 64]);
+
+    const byUrl = await post(base, "/v1/images/generations", {
+      prompt: "a lighthouse",
+      size: "64x64",
+      response_format: "url",
+      steps: 2,
+    });
+    assert.deepEqual(byUrl.status, 200, JSON.stringify(byUrl.json));
+    const url = (byUrl.json.data as { url: string }[])[0].url;
+    const img = await fetch(url, { headers: auth });
+    assert.deepEqual(img.headers.get("content-type"), "image/png");
+    assert.deepEqual(decodePngImage(new Uint8Array(await img.arrayBuffer())).image.width, 64);
+
+    // A wrong key through the SDK: 401, not a picture.
+    const wrong = new OpenAI({ apiKey: "nope", baseURL: `${base}/v1`, maxRetries: 0 });
+    let status = 0;
+    try {
+      await wrong.images.generate({ prompt: "x", size: "64x64" as "256x256" });
+    } catch (e) {
+      status = (e as { status: number }).status;
+    }
+    assert.deepEqual(status, 401);
+  }, { apiKey: API_KEY });
+});
+
+Deno.test("serve: /v1/graphs runs a graph with SSE progress; a seed change re-runs only the sampler onwards", async () => {
+  await withServer(async (base, server) => {
+    // The engine is held until the stream is open, so that no event can pass before it.
+    let release!: () => void;
+    server.queue.submit("hold", () => new Promise<void>((r) => release = r));
+    const first = await post(base, "/v1/graphs", DEMO_GRAPH);
+    assert.deepEqual(first.status, 202, JSON.stringify(first.json));
+    const id = first.json.id as string;
+    const events = await readEvents(base, id, () => release());
+    assert.deepEqual([events[0][0], events[0][1].status], ["status", "queued"]);
+    const names = events.map(([e]) => e);
+    assert(names.includes("progress"), names.join(","));
+    const steps = events.filter(([e, d]) => e === "progress" && d.node === "sampler").map(([, d]) => d.done);
+    assert.deepEqual(steps.at(-1), 2, JSON.stringify(events));
+    const [lastName, last] = events.at(-1)!;
+    assert.deepEqual([lastName, last.status], ["status", "succeeded"]);
+
+    const job = await (await fetch(`${base}/v1/jobs/${id}`, { headers: auth })).json();
+    assert.deepEqual(job.status, "succeeded");
+    assert.deepEqual(job.result.files, [`${id}_out_demo.png`]);
+    const png = await fetch(`${base}/v1/outputs/${job.result.files[0]}`, { headers: auth });
+    assert.deepEqual(decodePngImage(new Uint8Array(await png.arrayBuffer())).image.height, 64);
+
+    // Same graph, another seed: the loaded model and encoded prompts come from the server's cache.
+    const again = structuredClone(DEMO_GRAPH);
+    again.nodes.sampler.inputs.seed = 43;
+    const second = await post(base, "/v1/graphs", again);
+    await readEvents(base, second.json.id as string);
+    const job2 = await (await fetch(`${base}/v1/jobs/${second.json.id}`, { headers: auth })).json();
+    assert.deepEqual(job2.status, "succeeded");
+    assert.deepEqual([...job2.result.cached].sort(), ["checkpoint", "latent", "negative", "positive"]);
+    assert.deepEqual(job2.result.executed, ["sampler", "decode", "save"]);
+
+    // Cancelling: a finished job is a 409; an unknown one a 404.
+    const del = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE", headers: auth });
+    assert.deepEqual(del.status, 409);
+    await del.body?.cancel();
+    const unknown = await fetch(`${base}/v1/jobs/nope`, { method: "DELETE", headers: auth });
+    assert.deepEqual(unknown.status, 404);
+    await unknown.body?.cancel();
+  }, { apiKey: API_KEY });
+});
+
+Deno.test("serve: a queued job can be cancelled; a full queue answers 429", async () => {
+  await withServer(async (base, server) => {
+    // Hold the engine with a job that waits on a promise we control.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => release = r);
+    server.queue.submit("hold", () => gate);
+    const queued = await post(base, "/v1/graphs", DEMO_GRAPH);
+    assert.deepEqual(queued.status, 202);
+    const full = await post(base, "/v1/graphs", DEMO_GRAPH);
+    assert.deepEqual(full.status, 429);
+    assert.match(String(full.json.error), /queue is full/);
+    const del = await fetch(`${base}/v1/jobs/${queued.json.id}`, { method: "DELETE" });
+    assert.deepEqual(del.status, 200);
+    assert.deepEqual((await del.json()).status, "cancelled");
+    release();
+  }, { maxQueued: 1 });
+});
+
+Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving", async () => {
+  await withServer(async (base) => {
+    const cases: [string, () => Promise<{ status: number; json: Record<string, unknown> }>, number, RegExp][] = [
+      ["malformed JSON", () => post(base, "/sdapi/v1/txt2img", "{not json"), 400, /malformed JSON/],
+      ["not an object", () => post(base, "/v1/graphs", "[1,2]"), 400, /JSON object/],
+      [
+        "invalid graph",
+        () => {
+          const g = structuredClone(DEMO_GRAPH);
+          (g.nodes.sampler.inputs as Record<string, unknown>).steps = 0;
+          return post(base, "/v1/graphs", g);
+        },
+        400,
+        /must be >= 1/,
+      ],
+      [
+        "plugins in a network graph",
+        () => post(base, "/v1/graphs", { ...DEMO_GRAPH, plugins: ["./evil.ts"] }),
+        400,
+        /plugins/,
+      ],
+      [
+        "traversal model name",
+        () =>
+          post(base, "/sdapi/v1/txt2img", {
+            prompt: "x",
+            steps: 1,
+            width: 64,
+            height: 64,
+            override_settings: { sd_model_checkpoint: "../../etc/passwd" },
+          }),
+        400,
+        /model name must be a file name/,
+      ],
+      [
+        "traversal save path",
+        () => {
+          const g = structuredClone(DEMO_GRAPH);
+          g.nodes.save.inputs.path = "../../tmp/x.png";
+          return post(base, "/v1/graphs", g);
+        },
+        400,
+        /without "\.\."/,
+      ],
+      [
+        "unknown model",
+        () => post(base, "/sdapi/v1/txt2img", { prompt: "x", override_settings: { sd_model_checkpoint: "nope" } }),
+        404,
+        /unknown model/,
+      ],
+      [
+        "unknown sampler",
+        () => post(base, "/sdapi/v1/txt2img", { prompt: "x", sampler_name: "Eulr a" }),
+        400,
+        /did you mean "Euler a"/,
+      ],
+      ["bad size", () => post(base, "/v1/images/generations", { prompt: "x", size: "big" }), 400, /WIDTHxHEIGHT/],
+      [
+        "wrong API key",
+        () => post(base, "/sdapi/v1/txt2img", { prompt: "x" }, { authorization: "Bearer wrong" }),
+        401,
+        /API key/,
+      ],
+      ["no API key", () => post(base, "/sdapi/v1/txt2img", { prompt: "x" }, {}), 401, /API key/],
+    ];
+    for (const [name, send, status, error] of cases) {
+      const r = await send();
+      assert.deepEqual(r.status, status, `${name}: ${JSON.stringify(r.json)}`);
+      assert.match(String(r.json.error), error, name);
+    }
+    const invalid = await post(base, "/v1/graphs", {
+      ...DEMO_GRAPH,
+      nodes: { ...DEMO_GRAPH.nodes, latent: { type: "empty_latent", inputs: { width: "wide" } } },
+    });
+    const d = (invalid.json.diagnostics as Record<string, string>[])[0];
+    assert.deepEqual([d.node, d.input, d.pointer], ["latent", "width", "/nodes/latent/inputs/width"]);
+
+    // sd-webui's HTTP Basic auth carries the key as the password.
+    const basic = await fetch(`${base}/sdapi/v1/samplers`, {
+      headers: { authorization: `Basic ${btoa(`u:${API_KEY}`)}` },
+    });
+    assert.deepEqual(basic.status, 200);
+    await basic.body?.cancel();
+
+    // Outputs only from the output folder.
+    for (const name of ["..%2F..%2Fetc%2Fpasswd", "..", "nope.png"]) {
+      const r = await fetch(`${base}/v1/outputs/${name}`, { headers: auth });
+      assert.deepEqual(r.status, 404, name);
+      await r.body?.cancel();
+    }
+
+    // A 100 MB body: 413 before it is read.
+    const big = new Uint8Array(100 * 1024 * 1024).fill(32);
+    const r = await fetch(`${base}/sdapi/v1/txt2img`, { method: "POST", headers: auth, body: big }).catch((e) => e);
+    if (r instanceof Response) {
+      assert.deepEqual(r.status, 413);
+      assert.match((await r.json()).error, /larger than/);
+    } else throw new Error(`the 100 MB request failed instead of getting 413: ${r}`);
+
+    // Still serving.
+    const ok = await post(base, "/sdapi/v1/txt2img", { prompt: "ok", steps: 1, width: 64, height: 64, seed: 1 });
+    assert.deepEqual(ok.status, 200, JSON.stringify(ok.json));
+  }, { apiKey: API_KEY });
+});
