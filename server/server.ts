@@ -152,8 +152,16 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     for (let i = 0; i < p.n_iter; i++) pipelines.push(await engine.pipelineFromNetwork(txt2imgGraph(p, model, i), id));
     const job = submit("txt2img", async (jobId, report) => {
       const files: string[] = [];
-      for (const pl of pipelines) files.push(...(await engine.run(pl, jobId, report)).files);
-      return { files: [...new Set(files)] };
+      const executed: string[][] = [];
+      const cached: string[][] = [];
+      for (const pl of pipelines) {
+        const r = await engine.run(pl, jobId, report);
+        files.push(...r.files);
+        executed.push([...r.executed]);
+        cached.push([...r.cached]);
+      }
+      // Per iteration: which nodes ran and which came from the cache.
+      return { files: [...new Set(files)], executed, cached };
     }, id);
     await job.done;
     if (job.status !== "succeeded") throw new Error(job.error ?? `job ${job.status}`);
@@ -247,7 +255,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     if (method === "POST" && path === "/sdapi/v1/txt2img") {
       const body = parseObject(await readBody(req, maxBody));
       const p = txt2imgParams(body);
-      const { files } = await txt2img(p);
+      const { files, job } = await txt2img(p);
       const { b64, infotexts } = await pngs(files);
       const seeds = files.map((_, i) => p.seed + i);
       const model = (await engine.model(p.model ?? TINY_MODEL)).name;
@@ -270,6 +278,8 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
         index_of_first_image: 0,
         infotexts,
         job_timestamp: new Date().toISOString(),
+        // sdflow's: GET /v1/jobs/<sdflow_job> tells which nodes ran and which came from the cache.
+        sdflow_job: job.id,
       };
       return json({ images: b64, parameters: body, info: JSON.stringify(info) });
     }

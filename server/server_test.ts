@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { decodePngImage } from "../plugins/image/png.ts";
+import { tinyCheckpointPath } from "../plugins/nodes/checkpoint.ts";
 import { type SdflowServer, startServer } from "./server.ts";
 
 const API_KEY = "test-key-3f9a";
@@ -331,4 +332,70 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
     const ok = await post(base, "/sdapi/v1/txt2img", { prompt: "ok", steps: 1, width: 64, height: 64, seed: 1 });
     assert.deepEqual(ok.status, 200, JSON.stringify(ok.json));
   }, { apiKey: API_KEY });
+});
+
+Deno.test("serve: a model from --models by file name without extension stays resident across seeds", async () => {
+  const modelsDir = await Deno.makeTempDir({ prefix: "sdflow-models-" });
+  const outputDir = await Deno.makeTempDir({ prefix: "sdflow-serve-" });
+  await Deno.copyFile(await tinyCheckpointPath(0), `${modelsDir}/mini.safetensors`);
+  await Deno.writeTextFile(`${modelsDir}/notes.txt`, "not a model");
+  const server = await startServer({ port: 0, outputDir, modelsDir });
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const models = await (await fetch(`${base}/sdapi/v1/sd-models`)).json();
+    assert.deepEqual(models.map((m: { title: string }) => m.title), ["tiny", "mini.safetensors"]);
+    const ask = (seed: number) =>
+      post(base, "/sdapi/v1/txt2img", {
+        prompt: "a boat",
+        steps: 1,
+        width: 64,
+        height: 64,
+        seed,
+        override_settings: { sd_model_checkpoint: "mini" },
+      }, {});
+    const first = await ask(1);
+    assert.deepEqual(first.status, 200, JSON.stringify(first.json));
+    const second = await ask(2);
+    assert.deepEqual(second.status, 200, JSON.stringify(second.json));
+    const job = await (await fetch(`${base}/v1/jobs/${JSON.parse(second.json.info as string).sdflow_job}`)).json();
+    assert.deepEqual(job.result.executed, [["sampler", "decode", "save"]]);
+    assert.ok(job.result.cached[0].includes("checkpoint"));
+    // A graph may name the model by file name; a path is refused.
+    const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, unknown> };
+    g.nodes.checkpoint = { type: "checkpoint", inputs: { path: "mini" } };
+    const ok = await post(base, "/v1/graphs", g, {});
+    assert.deepEqual(ok.status, 202, JSON.stringify(ok.json));
+    g.nodes.checkpoint = { type: "checkpoint", inputs: { path: `${modelsDir}/mini.safetensors` } };
+    const abs = await post(base, "/v1/graphs", g, {});
+    assert.deepEqual(abs.status, 400);
+    assert.match(String(abs.json.error), /file name without folders/);
+    await server.queue.get(ok.json.id as string)!.done;
+  } finally {
+    await server.shutdown();
+    await Deno.remove(modelsDir, { recursive: true });
+    await Deno.remove(outputDir, { recursive: true });
+  }
+});
+
+Deno.test("serve: command line: --help, a bad flag and a missing models folder exit 0/2 with one line", async () => {
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../cli/main.ts", import.meta.url).pathname, "serve", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr) };
+  };
+  const help = await run("--help");
+  assert.deepEqual(help.code, 0);
+  assert.match(help.text, /usage: sdflow serve/);
+  const bad = await run("--prot", "1");
+  assert.deepEqual(bad.code, 2);
+  assert.match(bad.text, /unknown argument "--prot"/);
+  const port = await run("--port", "http");
+  assert.deepEqual(port.code, 2);
+  assert.match(port.text, /--port expects an integer/);
+  const models = await run("--models", "/nonexistent/models");
+  assert.deepEqual(models.code, 2);
+  assert.match(models.text, /no such folder/);
 });
