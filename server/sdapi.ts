@@ -165,18 +165,50 @@ export function openaiParams(body: Record<string, unknown>): { params: Txt2ImgPa
   return { params: { ...params, model: model === "" ? undefined : model }, format };
 }
 
-/** The graph of iteration `iter` of a txt2img request (seed advanced by the batch size per iteration). */
-export function txt2imgGraph(p: Txt2ImgParams, model: ModelEntry, iter: number): Record<string, unknown> {
+/** An img2img request: txt2img's fields, the starting picture (a file in the output folder) and the strength. */
+export interface Img2ImgInit {
+  /** File name of the decoded init image inside the output folder. */
+  readonly image: string;
+  /** sd-webui's denoising_strength: 1 replaces the picture, 0 keeps it. */
+  readonly denoise: number;
+}
+
+/** Reads an sd-webui img2img body's own fields: the one init image (base64, data URL allowed) and the strength. */
+export function img2imgFields(body: Record<string, unknown>): { png: string; denoise: number } {
+  if (body.mask !== undefined && body.mask !== null) throw bad("mask", "inpainting (a mask) is not supported yet");
+  const init = body.init_images;
+  if (!Array.isArray(init) || init.length === 0) throw bad("init_images", "expected an array with one base64 PNG");
+  if (init.length > 1) throw bad("init_images", "one init image is supported (got several)");
+  if (typeof init[0] !== "string") throw bad("init_images", "expected a base64 string");
+  const denoise = num(body, "denoising_strength", 0.75, 0, 1);
+  return { png: init[0].replace(/^data:image\/[a-z]+;base64,/i, ""), denoise };
+}
+
+/** The graph of iteration `iter` of a txt2img (or, with `init`, img2img) request; seeds advance by the batch size. */
+export function txt2imgGraph(
+  p: Txt2ImgParams,
+  model: ModelEntry,
+  iter: number,
+  init?: Img2ImgInit,
+): Record<string, unknown> {
   const ckpt = model.path
     ? { type: "checkpoint", inputs: { path: model.name } }
     : { type: "tiny_checkpoint", inputs: {} };
+  const seed = p.seed + iter * p.batch_size;
+  // img2img samples the VAE posterior with the sampler's seed, as stable-diffusion.cpp and `sdflow gen -i` do.
+  const start = init
+    ? {
+      image: { type: "load_image", inputs: { path: init.image } },
+      latent: { type: "vae_encode", inputs: { vae: { from: "checkpoint.vae" }, image: { from: "image.image" }, seed } },
+    }
+    : { latent: { type: "empty_latent", inputs: { width: p.width, height: p.height, batch: p.batch_size } } };
   return {
     version: 1,
     nodes: {
       checkpoint: ckpt,
       positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: p.prompt } },
       negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: p.negative_prompt } },
-      latent: { type: "empty_latent", inputs: { width: p.width, height: p.height, batch: p.batch_size } },
+      ...start,
       sampler: {
         type: "sampler",
         inputs: {
@@ -184,11 +216,12 @@ export function txt2imgGraph(p: Txt2ImgParams, model: ModelEntry, iter: number):
           positive: { from: "positive.conditioning" },
           negative: { from: "negative.conditioning" },
           latent: { from: "latent.latent" },
-          seed: p.seed + iter * p.batch_size,
+          seed,
           steps: p.steps,
           cfg: p.cfg_scale,
           sampler: p.sampler,
           scheduler: p.scheduler,
+          ...(init ? { denoise: init.denoise, batch: p.batch_size } : {}),
         },
       },
       decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },

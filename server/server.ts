@@ -5,11 +5,14 @@
  */
 
 import { timingSafeEqual } from "node:crypto";
+import { join } from "node:path";
 import type { Pipeline } from "../dsl/validate.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { Engine, RequestError, TINY_MODEL } from "./engine.ts";
 import { type Job, JobQueue, QueueFullError } from "./jobs.ts";
 import {
+  img2imgFields,
+  type Img2ImgInit,
   modelList,
   openaiParams,
   samplerList,
@@ -89,6 +92,36 @@ export function encodeBase64(bytes: Uint8Array): string {
   return btoa(bin);
 }
 
+/** Bytes of base64 text, or a 400 naming the field. */
+function decodeBase64(b64: string): Uint8Array {
+  try {
+    return Uint8Array.from(atob(b64.replace(/\s+/g, "")), (c) => c.charCodeAt(0));
+  } catch {
+    throw new RequestError(400, 'field "init_images": not valid base64');
+  }
+}
+
+/** Checks that an init image is a PNG whose size agrees with the request's width/height (when given). */
+function decodeInitImage(b64: string, body: Record<string, unknown>): { width: number; height: number } {
+  let image;
+  try {
+    image = decodePngImage(decodeBase64(b64)).image;
+  } catch (e) {
+    if (e instanceof RequestError) throw e;
+    throw new RequestError(400, `field "init_images": not a PNG image: ${(e as Error).message.slice(0, 200)}`);
+  }
+  for (const [field, v] of [["width", image.width], ["height", image.height]] as const) {
+    if (body[field] !== undefined && body[field] !== v) {
+      throw new RequestError(
+        400,
+        `field "${field}": the init image is ${image.width}x${image.height}; sdflow does not resize init images ` +
+          `yet, so send it at the size wanted (or leave width and height out)`,
+      );
+    }
+  }
+  return { width: image.width, height: image.height };
+}
+
 /** Parses a JSON object body, or throws a 400 naming the problem. */
 function parseObject(text: string): Record<string, unknown> {
   let v: unknown;
@@ -144,13 +177,18 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   }
 
   /** Runs a txt2img request to the end (n_iter runs, one job): the pictures as PNG bytes with their infotexts. */
-  async function txt2img(p: Txt2ImgParams): Promise<{ files: string[]; job: Job<{ files: string[] }> }> {
+  async function txt2img(
+    p: Txt2ImgParams,
+    init?: Img2ImgInit,
+    id: string = crypto.randomUUID(),
+  ): Promise<{ files: string[]; job: Job<{ files: string[] }> }> {
     const model = await engine.model(p.model ?? TINY_MODEL);
-    const id = crypto.randomUUID();
     // Validate every iteration's graph before queueing: a bad request is a 400, not a failed job.
     const pipelines: Pipeline[] = [];
-    for (let i = 0; i < p.n_iter; i++) pipelines.push(await engine.pipelineFromNetwork(txt2imgGraph(p, model, i), id));
-    const job = submit("txt2img", async (jobId, report) => {
+    for (let i = 0; i < p.n_iter; i++) {
+      pipelines.push(await engine.pipelineFromNetwork(txt2imgGraph(p, model, i, init), id));
+    }
+    const job = submit(init ? "img2img" : "txt2img", async (jobId, report) => {
       const files: string[] = [];
       const executed: string[][] = [];
       const cached: string[][] = [];
@@ -166,6 +204,36 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     await job.done;
     if (job.status !== "succeeded") throw new Error(job.error ?? `job ${job.status}`);
     return { files: job.result!.files, job };
+  }
+
+  /** sd-webui's `info` (a JSON string in the answer): seeds, sizes, infotexts. */
+  async function info(p: Txt2ImgParams, files: string[], job: Job, body: Record<string, unknown>) {
+    const { infotexts } = await pngs(files);
+    const model = (await engine.model(p.model ?? TINY_MODEL)).name;
+    return {
+      prompt: p.prompt,
+      all_prompts: files.map(() => p.prompt),
+      negative_prompt: p.negative_prompt,
+      all_negative_prompts: files.map(() => p.negative_prompt),
+      seed: p.seed,
+      // Picture i of a batch has seed + i, and each iteration starts batch_size further: seed + index.
+      all_seeds: files.map((_, i) => p.seed + i),
+      subseed: -1,
+      all_subseeds: files.map(() => -1),
+      width: p.width,
+      height: p.height,
+      sampler_name: body.sampler_name ?? "Euler a",
+      cfg_scale: p.cfg_scale,
+      steps: p.steps,
+      batch_size: p.batch_size,
+      ...(body.denoising_strength !== undefined ? { denoising_strength: body.denoising_strength } : {}),
+      sd_model_name: model.replace(/\.[^.]+$/, ""),
+      index_of_first_image: 0,
+      infotexts,
+      job_timestamp: new Date().toISOString(),
+      // sdflow's: GET /v1/jobs/<sdflow_job> tells which nodes ran and which came from the cache.
+      sdflow_job: job.id,
+    };
   }
 
   async function pngs(files: readonly string[]): Promise<{ b64: string[]; infotexts: string[] }> {
@@ -252,36 +320,32 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
         textinfo: job ? `${job.progress.node ?? ""}` : null,
       });
     }
-    if (method === "POST" && path === "/sdapi/v1/txt2img") {
+    if (method === "POST" && (path === "/sdapi/v1/txt2img" || path === "/sdapi/v1/img2img")) {
       const body = parseObject(await readBody(req, maxBody));
-      const p = txt2imgParams(body);
-      const { files, job } = await txt2img(p);
-      const { b64, infotexts } = await pngs(files);
-      const seeds = files.map((_, i) => p.seed + i);
-      const model = (await engine.model(p.model ?? TINY_MODEL)).name;
-      const info = {
-        prompt: p.prompt,
-        all_prompts: files.map(() => p.prompt),
-        negative_prompt: p.negative_prompt,
-        all_negative_prompts: files.map(() => p.negative_prompt),
-        seed: p.seed,
-        all_seeds: seeds,
-        subseed: -1,
-        all_subseeds: files.map(() => -1),
-        width: p.width,
-        height: p.height,
-        sampler_name: body.sampler_name ?? "Euler a",
-        cfg_scale: p.cfg_scale,
-        steps: p.steps,
-        batch_size: p.batch_size,
-        sd_model_name: model.replace(/\.[^.]+$/, ""),
-        index_of_first_image: 0,
-        infotexts,
-        job_timestamp: new Date().toISOString(),
-        // sdflow's: GET /v1/jobs/<sdflow_job> tells which nodes ran and which came from the cache.
-        sdflow_job: job.id,
-      };
-      return json({ images: b64, parameters: body, info: JSON.stringify(info) });
+      const id = crypto.randomUUID();
+      let init: Img2ImgInit | undefined;
+      let initFile: string | undefined;
+      if (path === "/sdapi/v1/img2img") {
+        const fields = img2imgFields(body);
+        const { width, height } = decodeInitImage(fields.png, body);
+        // The picture's own size unless the request names one (sd-webui sends its defaults: they must agree).
+        Object.assign(body, { width, height });
+        initFile = `init-${id}.png`;
+        await Deno.mkdir(engine.outputDir, { recursive: true });
+        await Deno.writeFile(join(engine.outputDir, initFile), decodeBase64(fields.png));
+        init = { image: initFile, denoise: fields.denoise };
+      }
+      try {
+        const p = txt2imgParams(body);
+        const { files, job } = await txt2img(p, init, id);
+        return json({
+          images: (await pngs(files)).b64,
+          parameters: body,
+          info: JSON.stringify(await info(p, files, job, body)),
+        });
+      } finally {
+        if (initFile) await Deno.remove(join(engine.outputDir, initFile)).catch(() => {});
+      }
     }
 
     // OpenAI images API.

@@ -6,9 +6,9 @@
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { decodePngImage } from "../plugins/image/png.ts";
+import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { tinyCheckpointPath } from "../plugins/nodes/checkpoint.ts";
-import { type SdflowServer, startServer } from "./server.ts";
+import { encodeBase64, type SdflowServer, startServer } from "./server.ts";
 
 const API_KEY = "test-key-3f9a";
 const auth = { authorization: `Bearer ${API_KEY}` };
@@ -398,4 +398,49 @@ Deno.test("serve: command line: --help, a bad flag and a missing models folder e
   const models = await run("--models", "/nonexistent/models");
   assert.deepEqual(models.code, 2);
   assert.match(models.text, /no such folder/);
+});
+
+Deno.test("serve: sd-webui img2img starts from the init image; bad init images are 400s", async () => {
+  await withServer(async (base, server) => {
+    const flat = encodeBase64(
+      encodePngImage({ width: 64, height: 64, channels: 3, data: new Uint8Array(64 * 64 * 3).fill(200) }),
+    );
+    const made = await post(base, "/sdapi/v1/txt2img", { prompt: "a tree", steps: 1, width: 64, height: 64, seed: 3 });
+    assert.deepEqual(made.status, 200, JSON.stringify(made.json));
+    const ask = (init: string, extra: Record<string, unknown> = {}) =>
+      post(base, "/sdapi/v1/img2img", {
+        prompt: "a tree",
+        steps: 2,
+        seed: 5,
+        denoising_strength: 0.5,
+        init_images: [init],
+        ...extra,
+      });
+    const fromMade = await ask((made.json.images as string[])[0], { width: 64, height: 64 });
+    assert.deepEqual(fromMade.status, 200, JSON.stringify(fromMade.json));
+    const fromFlat = await ask(`data:image/png;base64,${flat}`);
+    assert.deepEqual(fromFlat.status, 200, JSON.stringify(fromFlat.json));
+    const a = decodePngImage(decodeB64((fromMade.json.images as string[])[0]));
+    const b = decodePngImage(decodeB64((fromFlat.json.images as string[])[0]));
+    assert.deepEqual([a.image.width, a.image.height], [64, 64]);
+    // Same seed and prompt, different init images: different pictures (the init image is used).
+    assert.notDeepEqual(a.image.data, b.image.data);
+    assert.match(a.parameters ?? "", /Denoising strength: 0\.5/);
+
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ init_images: [btoa("GIF89a not a png")] }, /not a PNG image/],
+      [{ init_images: ["%%%"] }, /not valid base64/],
+      [{ init_images: [flat], width: 128 }, /does not resize/],
+      [{ init_images: [flat], mask: flat }, /mask/],
+      [{ init_images: [] }, /init_images/],
+    ];
+    for (const [extra, error] of cases) {
+      const r = await post(base, "/sdapi/v1/img2img", { prompt: "x", steps: 1, ...extra });
+      assert.deepEqual(r.status, 400, JSON.stringify(r.json));
+      assert.match(String(r.json.error), error);
+    }
+    // No init file is left behind in the output folder.
+    const left = await Array.fromAsync(Deno.readDir(server.engine.outputDir));
+    assert.deepEqual(left.filter((e) => e.name.startsWith("init-")), []);
+  });
 });
