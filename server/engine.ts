@@ -96,6 +96,13 @@ export class Engine {
     return out;
   }
 
+  /** The named model, or without a name the first checkpoint of the models folder (the tiny model when none). */
+  async modelOrDefault(name: string | undefined): Promise<ModelEntry> {
+    if (name !== undefined) return await this.model(name);
+    const all = await this.models();
+    return all[1] ?? all[0];
+  }
+
   /**
    * The model a client names, by file name with or without its extension. Names are looked up in the
    * listing, never joined to a path: `../../etc/passwd` is refused (400) before any lookup.

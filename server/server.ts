@@ -6,9 +6,10 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { join } from "node:path";
+import { formatDiagnostic } from "../dsl/errors.ts";
 import type { Pipeline } from "../dsl/validate.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
-import { Engine, RequestError, TINY_MODEL } from "./engine.ts";
+import { Engine, RequestError } from "./engine.ts";
 import { type Job, JobQueue, QueueFullError } from "./jobs.ts";
 import {
   img2imgFields,
@@ -182,7 +183,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     init?: Img2ImgInit,
     id: string = crypto.randomUUID(),
   ): Promise<{ files: string[]; job: Job<{ files: string[] }> }> {
-    const model = await engine.model(p.model ?? TINY_MODEL);
+    const model = await engine.modelOrDefault(p.model);
     // Validate every iteration's graph before queueing: a bad request is a 400, not a failed job.
     const pipelines: Pipeline[] = [];
     for (let i = 0; i < p.n_iter; i++) {
@@ -209,7 +210,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   /** sd-webui's `info` (a JSON string in the answer): seeds, sizes, infotexts. */
   async function info(p: Txt2ImgParams, files: string[], job: Job, body: Record<string, unknown>) {
     const { infotexts } = await pngs(files);
-    const model = (await engine.model(p.model ?? TINY_MODEL)).name;
+    const model = (await engine.modelOrDefault(p.model)).name;
     return {
       prompt: p.prompt,
       all_prompts: files.map(() => p.prompt),
@@ -381,9 +382,15 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       if (e instanceof BodyTooLarge) return errorResponse(413, `request body larger than ${maxBody} bytes`);
       if (e instanceof QueueFullError) return errorResponse(429, e.message);
       if (e instanceof RequestError) {
-        return errorResponse(e.status, e.diagnostics.length ? `${e.message}: ${e.diagnostics[0].message}` : e.message, {
-          ...(e.diagnostics.length ? { diagnostics: e.diagnostics } : {}),
-        });
+        return errorResponse(
+          e.status,
+          e.message === "invalid graph" && e.diagnostics.length
+            ? `${e.message}: ${formatDiagnostic(e.diagnostics[0])}`
+            : e.message,
+          {
+            ...(e.diagnostics.length ? { diagnostics: e.diagnostics } : {}),
+          },
+        );
       }
       return errorResponse(500, e instanceof Error ? e.message.split("\n")[0] : String(e));
     }

@@ -285,6 +285,12 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
         400,
         /did you mean "Euler a"/,
       ],
+      [
+        "width not a multiple of 8",
+        () => post(base, "/sdapi/v1/txt2img", { prompt: "x", width: 60, height: 64 }),
+        400,
+        /width/,
+      ],
       ["bad size", () => post(base, "/v1/images/generations", { prompt: "x", size: "big" }), 400, /WIDTHxHEIGHT/],
       [
         "wrong API key",
@@ -353,7 +359,14 @@ Deno.test("serve: a model from --models by file name without extension stays res
         seed,
         override_settings: { sd_model_checkpoint: "mini" },
       }, {});
-    const first = await ask(1);
+    // Without a name: the first checkpoint of the folder.
+    const first = await post(
+      base,
+      "/sdapi/v1/txt2img",
+      { prompt: "a boat", steps: 1, width: 64, height: 64, seed: 1 },
+      {},
+    );
+    assert.equal(JSON.parse(first.json.info as string).sd_model_name, "mini");
     assert.deepEqual(first.status, 200, JSON.stringify(first.json));
     const second = await ask(2);
     assert.deepEqual(second.status, 200, JSON.stringify(second.json));
