@@ -154,7 +154,7 @@ export class Engine {
     }
     if (diags.length) {
       throw new RequestError(
-        diags.some((d) => d.message.startsWith("unknown model")) ? 404 : 400,
+        diags.every((d) => d.message.startsWith("unknown model")) ? 404 : 400,
         "invalid graph",
         diags,
       );

@@ -264,6 +264,26 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
         /model name must be a file name/,
       ],
       [
+        "a backend library from the network",
+        () => {
+          const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+          g.nodes.checkpoint.inputs = { backend: "/tmp/evil.so" };
+          return post(base, "/v1/graphs", g);
+        },
+        400,
+        /only "cpu" is allowed/,
+      ],
+      [
+        "an embeddings folder from the network",
+        () => {
+          const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+          g.nodes.checkpoint = { type: "checkpoint", inputs: { path: "tiny", embeddings_dir: "/etc" } };
+          return post(base, "/v1/graphs", g);
+        },
+        400,
+        /embeddings_dir/,
+      ],
+      [
         "traversal save path",
         () => {
           const g = structuredClone(DEMO_GRAPH);
