@@ -37,7 +37,7 @@ export const shout = defineNode({
 export default { nodes: [shout] };
 `;
 
-Deno.test("sdflow installs from the checkout and runs gen, plan and schema from any folder", async () => {
+Deno.test("sdflow installs from the checkout and runs gen, plan, schema and serve from any folder", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "sdflow-install-" });
   try {
     const install = await run(
@@ -58,11 +58,13 @@ Deno.test("sdflow installs from the checkout and runs gen, plan and schema from 
 
     const help = await run(sdflow, ["--help"], work);
     assert.equal(help.code, 0);
-    assert.match(help.stdout, /gen .*\n\s+plan .*\n\s+schema /);
-    assert.doesNotMatch(help.stdout, /serve/);
-    const unknown = await run(sdflow, ["serve"], work);
+    assert.match(help.stdout, /gen .*\n\s+plan .*\n\s+schema .*\n\s+serve /);
+    const unknown = await run(sdflow, ["serv"], work);
     assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr, /unknown command "serve"/);
+    assert.match(unknown.stderr, /unknown command "serv" \(did you mean "serve"\?\)/);
+    const serveHelp = await run(sdflow, ["serve", "--help"], work);
+    assert.equal(serveHelp.code, 0, serveHelp.stderr);
+    assert.match(serveHelp.stdout, /usage: sdflow serve/);
 
     const gen = await run(sdflow, ["gen", "graph.json"], work);
     assert.equal(gen.code, 0, gen.stderr);
