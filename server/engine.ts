@@ -96,9 +96,16 @@ export class Engine {
     return out;
   }
 
-  /** The named model, or without a name the first checkpoint of the models folder (the tiny model when none). */
+  /** The model chosen with `POST /sdapi/v1/options` (sd_model_checkpoint), if any. */
+  selectedModel?: string;
+
+  /**
+   * The named model; without a name the one selected through the options, else the first checkpoint of the
+   * models folder (the tiny model when none).
+   */
   async modelOrDefault(name: string | undefined): Promise<ModelEntry> {
     if (name !== undefined) return await this.model(name);
+    if (this.selectedModel !== undefined) return await this.model(this.selectedModel);
     const all = await this.models();
     return all[1] ?? all[0];
   }

@@ -18,6 +18,7 @@ options:
   --outputs DIR     where pictures are written and served from (default ./outputs)
   --api-key KEY     require this key (Authorization: Bearer KEY, or HTTP Basic auth's password);
                     also read from SDFLOW_API_KEY
+  --cors ORIGIN     allow browser pages from ORIGIN (or *) to call the server
   --max-queue N     jobs that may wait before requests get 429 (default 16)
   --max-body-mb N   largest request body in MiB (default 32; more gets 413)
   -h, --help        this text
@@ -25,12 +26,12 @@ options:
 Endpoints: POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
 POST /sdapi/v1/txt2img, POST /sdapi/v1/img2img, GET /sdapi/v1/{sd-models,samplers,schedulers,progress}, POST /v1/images/generations.`;
 
-const FLAGS = ["port", "host", "models", "outputs", "api-key", "max-queue", "max-body-mb", "help", "h"];
+const FLAGS = ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb", "help", "h"];
 
 /** Runs `serve`; returns the exit code once the server stops (Ctrl-C). */
 export async function main(argv: readonly string[]): Promise<number> {
   const args = parse([...argv], {
-    string: ["port", "host", "models", "outputs", "api-key", "max-queue", "max-body-mb"],
+    string: ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb"],
     boolean: ["help", "h"],
     configuration: { "camel-case-expansion": false },
   });
@@ -78,6 +79,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     modelsDir,
     outputDir: args.outputs as string | undefined,
     apiKey,
+    corsOrigin: args.cors as string | undefined,
     maxQueued,
     maxBodyBytes: maxBodyMb * 1024 * 1024,
     onListen: (a) =>

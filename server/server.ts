@@ -36,6 +36,8 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Most jobs that may wait (default 16); more is refused with 429. */
   maxQueued?: number;
+  /** `Access-Control-Allow-Origin` for browser clients (e.g. `*` or `https://app.example`); none: no CORS headers. */
+  corsOrigin?: string;
   /** Called with the bound address once listening. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -304,6 +306,23 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     if (method === "GET" && path === "/sdapi/v1/sd-models") return json(modelList(await engine.models()));
     if (method === "GET" && path === "/sdapi/v1/samplers") return json(samplerList());
     if (method === "GET" && path === "/sdapi/v1/schedulers") return json(schedulerList());
+    if (path === "/sdapi/v1/options" && method === "GET") {
+      return json({ sd_model_checkpoint: (await engine.modelOrDefault(undefined)).name });
+    }
+    if (path === "/sdapi/v1/options" && method === "POST") {
+      const body = parseObject(await readBody(req, maxBody));
+      const unknown = Object.keys(body).filter((k) => k !== "sd_model_checkpoint");
+      if (unknown.length) {
+        throw new RequestError(
+          400,
+          `option "${unknown[0].slice(0, 80)}" is not supported; only sd_model_checkpoint is`,
+        );
+      }
+      const name = body.sd_model_checkpoint;
+      if (typeof name !== "string") throw new RequestError(400, 'field "sd_model_checkpoint": expected a model name');
+      engine.selectedModel = (await engine.model(name)).name;
+      return json(null);
+    }
     if (method === "GET" && path === "/sdapi/v1/progress") {
       const job = queue.running;
       return json({
@@ -366,7 +385,26 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   }
 
   async function handler(req: Request): Promise<Response> {
+    const res = await answer(req);
+    if (opts.corsOrigin === undefined) return res;
+    res.headers.set("access-control-allow-origin", opts.corsOrigin);
+    if (opts.corsOrigin !== "*") res.headers.append("vary", "origin");
+    return res;
+  }
+
+  async function answer(req: Request): Promise<Response> {
     const url = new URL(req.url);
+    // A browser's CORS preflight carries no credentials: answered before the key check.
+    if (req.method === "OPTIONS" && opts.corsOrigin !== undefined) {
+      return new Response(null, {
+        status: 204,
+        headers: {
+          "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
+          "access-control-allow-headers": "authorization, content-type, x-api-key",
+          "access-control-max-age": "600",
+        },
+      });
+    }
     try {
       if (opts.apiKey !== undefined) {
         const key = presentedKey(req);

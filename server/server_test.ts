@@ -393,6 +393,16 @@ Deno.test("serve: a model from --models by file name without extension stays res
     const job = await (await fetch(`${base}/v1/jobs/${JSON.parse(second.json.info as string).sdflow_job}`)).json();
     assert.deepEqual(job.result.executed, [["sampler", "decode", "save"]]);
     assert.ok(job.result.cached[0].includes("checkpoint"));
+    // sd-webui clients switch the model through the options.
+    const opts0 = await (await fetch(`${base}/sdapi/v1/options`)).json();
+    assert.equal(opts0.sd_model_checkpoint, "mini.safetensors");
+    assert.equal((await post(base, "/sdapi/v1/options", { sd_model_checkpoint: "tiny" }, {})).status, 200);
+    assert.equal((await (await fetch(`${base}/sdapi/v1/options`)).json()).sd_model_checkpoint, "tiny");
+    const unknownOption = await post(base, "/sdapi/v1/options", { CLIP_stop_at_last_layers: 2 }, {});
+    assert.equal(unknownOption.status, 400);
+    assert.match(String(unknownOption.json.error), /not supported/);
+    const badModel = await post(base, "/sdapi/v1/options", { sd_model_checkpoint: "../mini" }, {});
+    assert.equal(badModel.status, 400);
     // A graph may name the model by file name; a path is refused.
     const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, unknown> };
     g.nodes.checkpoint = { type: "checkpoint", inputs: { path: "mini" } };
@@ -476,4 +486,30 @@ Deno.test("serve: sd-webui img2img starts from the init image; bad init images a
     const left = await Array.fromAsync(Deno.readDir(server.engine.outputDir));
     assert.deepEqual(left.filter((e) => e.name.startsWith("init-")), []);
   });
+});
+
+Deno.test("serve: --cors answers preflights and marks answers (errors too) for the browser", async () => {
+  const outputDir = await Deno.makeTempDir({ prefix: "sdflow-serve-" });
+  const server = await startServer({ port: 0, outputDir, apiKey: API_KEY, corsOrigin: "https://app.example" });
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const pre = await fetch(`${base}/sdapi/v1/txt2img`, {
+      method: "OPTIONS",
+      headers: { origin: "https://app.example", "access-control-request-method": "POST" },
+    });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), "https://app.example");
+    assert.match(pre.headers.get("access-control-allow-headers") ?? "", /authorization/);
+    await pre.body?.cancel();
+    const ok = await fetch(`${base}/sdapi/v1/samplers`, { headers: auth });
+    assert.equal(ok.headers.get("access-control-allow-origin"), "https://app.example");
+    await ok.body?.cancel();
+    const denied = await fetch(`${base}/sdapi/v1/samplers`);
+    assert.equal(denied.status, 401);
+    assert.equal(denied.headers.get("access-control-allow-origin"), "https://app.example");
+    await denied.body?.cancel();
+  } finally {
+    await server.shutdown();
+    await Deno.remove(outputDir, { recursive: true });
+  }
 });
