@@ -1,6 +1,6 @@
 /**
  * The in-process job queue: one job runs at a time on the engine, the others wait in order, at most
- * `maxQueued` of them (more is refused with {@link QueueFullError} → HTTP 429). Each job keeps its status,
+ * `maxQueued` of them (more is refused with {@link QueueFullError} → HTTP 429); a job can be cancelled. Each job keeps its status,
  * progress and outputs for `GET /v1/jobs/:id`, and tells listeners (the SSE stream) what happens.
  */
 
@@ -39,6 +39,8 @@ export class Job<R = unknown> {
   readonly created = Date.now();
   started?: number;
   finished?: number;
+  /** Set by {@link JobQueue.cancel} on a running job: its next progress report stops it. */
+  cancelRequested = false;
   readonly #listeners = new Set<(e: JobEvent) => void>();
   readonly done: Promise<void>;
   #resolve!: () => void;
@@ -92,6 +94,14 @@ export class Job<R = unknown> {
   }
 }
 
+/** Thrown into a running job's work from its progress reports once it is cancelled. */
+export class JobCancelled extends Error {
+  constructor() {
+    super("cancelled");
+    this.name = "JobCancelled";
+  }
+}
+
 /** The queue is at its maximum length. */
 export class QueueFullError extends Error {
   constructor(max: number) {
@@ -133,15 +143,19 @@ export class JobQueue {
   }
 
   /**
-   * Cancels a queued job (removed from the queue). A running job is not stopped: the runner finishes the
-   * node it is in and has no cancellation point inside a node yet, so the answer is "running".
+   * Cancels a job. A queued one is removed at once ("cancelled"). A running one is asked to stop
+   * ("cancelling"): its next progress report or node start (each sampler step) throws {@link JobCancelled},
+   * which ends the run like a failing node, and the job ends "cancelled".
    */
-  cancel(id: string): "cancelled" | "running" | "finished" | "unknown" {
+  cancel(id: string): "cancelled" | "cancelling" | "finished" | "unknown" {
     const job = this.#jobs.get(id);
     if (!job) return "unknown";
     if (job.finishedState) return "finished";
     const i = this.#waiting.indexOf(job);
-    if (i < 0) return "running";
+    if (i < 0) {
+      job.cancelRequested = true;
+      return "cancelling";
+    }
     this.#waiting.splice(i, 1);
     job.error = "cancelled before it started";
     job.setStatus("cancelled");
@@ -161,21 +175,33 @@ export class JobQueue {
     this.#running = job;
     job.started = Date.now();
     job.setStatus("running");
+    const stopIfCancelled = () => {
+      if (job.cancelRequested) throw new JobCancelled();
+    };
     const ctx: JobContext = {
       id: job.id,
       progress: (p) => {
+        stopIfCancelled();
         job.progress = { ...p, fraction: p.total > 0 ? Math.min(1, p.done / p.total) : 0 };
         job.emit({ type: "progress", data: { ...job.progress } });
       },
-      node: (id, type) => job.emit({ type: "node", data: { node: id, type } }),
+      node: (id, type) => {
+        stopIfCancelled();
+        job.emit({ type: "node", data: { node: id, type } });
+      },
     };
     try {
       job.result = await job.work(ctx);
       job.progress = { ...job.progress, fraction: 1 };
       job.setStatus("succeeded");
     } catch (e) {
-      job.error = e instanceof Error ? e.message : String(e);
-      job.setStatus("failed");
+      if (job.cancelRequested) {
+        job.error = "cancelled while running";
+        job.setStatus("cancelled");
+      } else {
+        job.error = e instanceof Error ? e.message : String(e);
+        job.setStatus("failed");
+      }
     } finally {
       this.#running = undefined;
       this.#remember(job);

@@ -24,7 +24,7 @@ options:
   -h, --help        this text
 
 Endpoints: POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
-POST /sdapi/v1/txt2img, POST /sdapi/v1/img2img, GET /sdapi/v1/{sd-models,samplers,schedulers,progress}, POST /v1/images/generations.`;
+POST /sdapi/v1/{txt2img,img2img,interrupt,options}, GET /sdapi/v1/{sd-models,samplers,schedulers,progress,options}, POST /v1/images/generations.`;
 
 const FLAGS = ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb", "help", "h"];
 

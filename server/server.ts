@@ -205,6 +205,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       return { files: [...new Set(files)], executed, cached };
     }, id);
     await job.done;
+    if (job.status === "cancelled") throw new RequestError(409, `job ${job.id} was cancelled`);
     if (job.status !== "succeeded") throw new Error(job.error ?? `job ${job.status}`);
     return { files: job.result!.files, job };
   }
@@ -272,9 +273,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       if (method === "DELETE") {
         const r = queue.cancel(job.id);
         if (r === "cancelled") return json(job.toJSON());
-        if (r === "running") {
-          return errorResponse(409, "the job is running and the runner cannot stop a job midway yet; it will finish");
-        }
+        if (r === "cancelling") return json({ ...job.toJSON(), cancelling: true }, 202);
         return errorResponse(409, `the job has finished (${job.status})`);
       }
     }
@@ -306,6 +305,11 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     if (method === "GET" && path === "/sdapi/v1/sd-models") return json(modelList(await engine.models()));
     if (method === "GET" && path === "/sdapi/v1/samplers") return json(samplerList());
     if (method === "GET" && path === "/sdapi/v1/schedulers") return json(schedulerList());
+    if (path === "/sdapi/v1/interrupt" && method === "POST") {
+      const running = queue.running;
+      if (running) queue.cancel(running.id);
+      return json(null);
+    }
     if (path === "/sdapi/v1/options" && method === "GET") {
       return json({ sd_model_checkpoint: (await engine.modelOrDefault(undefined)).name });
     }

@@ -513,3 +513,31 @@ Deno.test("serve: --cors answers preflights and marks answers (errors too) for t
     await Deno.remove(outputDir, { recursive: true });
   }
 });
+
+Deno.test("serve: DELETE stops a running job at its next sampler step", async () => {
+  await withServer(async (base, server) => {
+    const g = structuredClone(DEMO_GRAPH);
+    g.nodes.sampler.inputs.steps = 1000;
+    const sent = await post(base, "/v1/graphs", g, {});
+    assert.equal(sent.status, 202, JSON.stringify(sent.json));
+    const id = sent.json.id as string;
+    const job = server.queue.get(id)!;
+    const deadline = Date.now() + 30_000;
+    while (!(job.progress.node === "sampler" && job.progress.done >= 1) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(job.status, "running");
+    const del = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE" });
+    assert.equal(del.status, 202);
+    assert.equal((await del.json()).cancelling, true);
+    await job.done;
+    const seen = await (await fetch(`${base}/v1/jobs/${id}`)).json();
+    assert.equal(seen.status, "cancelled");
+    assert.ok(seen.progress.done < 1000, `stopped at step ${seen.progress.done}`);
+    // sd-webui's interrupt with nothing running is a no-op; the engine takes the next job.
+    const interrupt = await post(base, "/sdapi/v1/interrupt", {}, {});
+    assert.equal(interrupt.status, 200);
+    const next = await post(base, "/sdapi/v1/txt2img", { prompt: "x", steps: 1, width: 64, height: 64, seed: 1 }, {});
+    assert.equal(next.status, 200, JSON.stringify(next.json));
+  });
+});
