@@ -354,6 +354,23 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
       assert.match((await r.json()).error, /larger than/);
     } else throw new Error(`the 100 MB request failed instead of getting 413: ${r}`);
 
+    // The same without a Content-Length (chunked): counted while read, refused past the limit.
+    const chunk = new Uint8Array(1024 * 1024).fill(32);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent++ < 40) c.enqueue(chunk);
+        else c.close();
+      },
+    });
+    const chunked = await fetch(`${base}/sdapi/v1/txt2img`, { method: "POST", headers: auth, body: stream })
+      .catch((e) => e);
+    if (!(chunked instanceof Response)) {
+      throw new Error(`the chunked request failed instead of getting 413: ${chunked}`);
+    }
+    assert.equal(chunked.status, 413);
+    await chunked.body?.cancel();
+
     // Still serving.
     const ok = await post(base, "/sdapi/v1/txt2img", { prompt: "ok", steps: 1, width: 64, height: 64, seed: 1 });
     assert.deepEqual(ok.status, 200, JSON.stringify(ok.json));
