@@ -23,8 +23,11 @@ options:
   --max-body-mb N   largest request body in MiB (default 32; more gets 413)
   -h, --help        this text
 
-Endpoints: POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
-POST /sdapi/v1/{txt2img,img2img,interrupt,options}, GET /sdapi/v1/{sd-models,samplers,schedulers,progress,options}, POST /v1/images/generations.`;
+Endpoints:
+  native    POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file
+  sd-webui  POST /sdapi/v1/{txt2img,img2img,interrupt,options}
+            GET /sdapi/v1/{sd-models,samplers,schedulers,progress,options}
+  OpenAI    POST /v1/images/generations, GET /v1/models`;
 
 const FLAGS = ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb", "help", "h"];
 

@@ -544,6 +544,11 @@ Deno.test("serve: DELETE stops a running job at its next sampler step", async ()
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(job.status, "running");
+    // The server answers while the engine works: sd-webui's progress shows the running job.
+    const progress = await (await fetch(`${base}/sdapi/v1/progress`)).json();
+    assert.equal(progress.state.job, id);
+    assert.equal(progress.state.sampling_steps, 1000);
+    assert.ok(progress.progress > 0 && progress.progress < 1, JSON.stringify(progress));
     const del = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE" });
     assert.equal(del.status, 202);
     assert.equal((await del.json()).cancelling, true);
