@@ -89,9 +89,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.error(`sdflow serving on http://${a.hostname}:${a.port}/${apiKey ? " (API key required)" : ""}`),
   });
   const stop = () => void server.shutdown();
-  Deno.addSignalListener("SIGINT", stop);
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const sig of signals) Deno.addSignalListener(sig, stop);
   await server.finished;
-  Deno.removeSignalListener("SIGINT", stop);
+  for (const sig of signals) Deno.removeSignalListener(sig, stop);
   return 0;
 }
 

@@ -211,8 +211,13 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   }
 
   /** sd-webui's `info` (a JSON string in the answer): seeds, sizes, infotexts. */
-  async function info(p: Txt2ImgParams, files: string[], job: Job, body: Record<string, unknown>) {
-    const { infotexts } = await pngs(files);
+  async function info(
+    p: Txt2ImgParams,
+    files: string[],
+    infotexts: string[],
+    job: Job,
+    body: Record<string, unknown>,
+  ) {
     const model = (await engine.modelOrDefault(p.model)).name;
     return {
       prompt: p.prompt,
@@ -362,10 +367,11 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       try {
         const p = txt2imgParams(body);
         const { files, job } = await txt2img(p, init, id);
+        const { b64, infotexts } = await pngs(files);
         return json({
-          images: (await pngs(files)).b64,
+          images: b64,
           parameters: body,
-          info: JSON.stringify(await info(p, files, job, body)),
+          info: JSON.stringify(await info(p, files, infotexts, job, body)),
         });
       } finally {
         if (initFile) await Deno.remove(join(engine.outputDir, initFile)).catch(() => {});
