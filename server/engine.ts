@@ -11,7 +11,7 @@ import type { Diagnostic } from "../dsl/errors.ts";
 import { GraphError, pointer } from "../dsl/errors.ts";
 import type { GraphFile } from "../dsl/format.ts";
 import { OutputCache, runPipeline, type RunReporter } from "../dsl/run.ts";
-import { type Pipeline, validateGraph } from "../dsl/validate.ts";
+import { builtinRegistry, type Pipeline, validateGraph } from "../dsl/validate.ts";
 
 /** The name under which the tiny random-weight demo model is always available (no models folder needed). */
 export const TINY_MODEL = "tiny";
@@ -20,6 +20,25 @@ export const TINY_MODEL = "tiny";
 const CHECKPOINT_EXT = /\.(safetensors|ckpt|gguf|pt|pth|bin)$/i;
 /** Conventional checkpoint subfolders (sd-webui, ComfyUI); the folder itself is searched first. */
 const CHECKPOINT_SUBDIRS = ["", "Stable-diffusion", "checkpoints"];
+/** LoRA files and their conventional subfolders (sd-webui's `Lora`, ComfyUI's `loras`). */
+const LORA_EXT = /\.(safetensors|ckpt|pt|bin)$/i;
+const LORA_SUBDIRS = ["Lora", "loras"];
+/**
+ * The node types a graph from the network may use. Each input that names a file is confined below; a node
+ * type added to the catalog later is refused until it is reviewed here.
+ */
+const NETWORK_NODE_TYPES = new Set([
+  "checkpoint",
+  "tiny_checkpoint",
+  "lora",
+  "clip_encode",
+  "empty_latent",
+  "load_image",
+  "vae_encode",
+  "sampler",
+  "vae_decode",
+  "save_image",
+]);
 
 /** A request the server refuses; `status` is the HTTP status (400 bad input, 404 unknown name). */
 export class RequestError extends Error {
@@ -70,10 +89,18 @@ export class Engine {
 
   /** The tiny model, then every checkpoint file of the models folder (and its conventional subfolders). */
   async models(): Promise<ModelEntry[]> {
-    const out: ModelEntry[] = [{ name: TINY_MODEL }];
+    return [{ name: TINY_MODEL }, ...await this.#files(CHECKPOINT_SUBDIRS, CHECKPOINT_EXT, new Set([TINY_MODEL]))];
+  }
+
+  /** The LoRA files of the models folder, in `Lora/` or `loras/` (a flat file there is a checkpoint). */
+  async loras(): Promise<ModelEntry[]> {
+    return await this.#files(LORA_SUBDIRS, LORA_EXT, new Set());
+  }
+
+  async #files(subdirs: readonly string[], ext: RegExp, seen: Set<string>): Promise<ModelEntry[]> {
+    const out: ModelEntry[] = [];
     if (!this.modelsDir) return out;
-    const seen = new Set([TINY_MODEL]);
-    for (const sub of CHECKPOINT_SUBDIRS) {
+    for (const sub of subdirs) {
       const dir = join(this.modelsDir, sub);
       let entries: Deno.DirEntry[];
       try {
@@ -82,7 +109,7 @@ export class Engine {
         continue;
       }
       for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-        if (!CHECKPOINT_EXT.test(e.name) || seen.has(e.name)) continue;
+        if (!ext.test(e.name) || seen.has(e.name)) continue;
         const path = join(dir, e.name);
         try {
           if (!(await Deno.stat(path)).isFile) continue;
@@ -125,6 +152,22 @@ export class Engine {
       throw new RequestError(
         404,
         `unknown model ${JSON.stringify(name)}; available: ${all.map((m) => m.name).join(", ")}`,
+      );
+    }
+    return hit;
+  }
+
+  /** A LoRA by file name, with or without extension (looked up in the listing, like {@link Engine.model}). */
+  async lora(name: string): Promise<ModelEntry> {
+    if (!isPlainName(name)) {
+      throw new RequestError(400, `LoRA name must be a file name in the models folder, got ${JSON.stringify(name)}`);
+    }
+    const all = await this.loras();
+    const hit = all.find((m) => m.name === name) ?? all.find((m) => m.name.replace(LORA_EXT, "") === name);
+    if (!hit) {
+      throw new RequestError(
+        404,
+        `unknown model ${JSON.stringify(name)} (LoRA); available: ${all.map((m) => m.name).join(", ") || "none"}`,
       );
     }
     return hit;
@@ -174,6 +217,11 @@ export class Engine {
     }
   }
 
+  #known?: Set<string>;
+  #knownTypes(): Set<string> {
+    return this.#known ??= new Set(builtinRegistry().types());
+  }
+
   /** Checks and rewrites one node's file inputs in place. */
   async #confine(
     id: string,
@@ -199,6 +247,19 @@ export class Engine {
         bad(input, "may not be wired from another node in a graph sent to the server");
       }
     }
+    if (!NETWORK_NODE_TYPES.has(type)) {
+      // Unknown types are reported by the validator; known ones outside the list are refused here.
+      if (this.#knownTypes().has(type)) {
+        diags.push({
+          source: "request",
+          node: id,
+          field: "type",
+          pointer: pointer("nodes", id, "type"),
+          message: `node type "${type}" is not available to graphs sent to the server`,
+        });
+      }
+      return;
+    }
     if ((type === "checkpoint" || type === "tiny_checkpoint") && inputs.backend !== undefined) {
       if (inputs.backend !== "cpu") bad("backend", `only "cpu" is allowed in a graph sent to the server`);
     }
@@ -210,6 +271,16 @@ export class Engine {
           const m = await this.model(n);
           if (!m.path) bad("path", `"${TINY_MODEL}" is the tiny_checkpoint node, not a file`);
           else inputs.path = m.path;
+        } catch (e) {
+          if (e instanceof RequestError) bad("path", e.message);
+          else throw e;
+        }
+      }
+    } else if (type === "lora") {
+      const n = name("path");
+      if (n !== undefined) {
+        try {
+          inputs.path = (await this.lora(n)).path!;
         } catch (e) {
           if (e instanceof RequestError) bad("path", e.message);
           else throw e;

@@ -309,6 +309,14 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     // sd-webui API.
     if (method === "GET" && path === "/sdapi/v1/sd-models") return json(modelList(await engine.models()));
     if (method === "GET" && path === "/sdapi/v1/samplers") return json(samplerList());
+    if (method === "GET" && path === "/sdapi/v1/loras") {
+      return json((await engine.loras()).map((l) => ({
+        name: l.name.replace(/\.[^.]+$/, ""),
+        alias: l.name.replace(/\.[^.]+$/, ""),
+        path: l.path,
+        metadata: {},
+      })));
+    }
     if (method === "GET" && path === "/sdapi/v1/schedulers") return json(schedulerList());
     if (path === "/sdapi/v1/interrupt" && method === "POST") {
       const running = queue.running;

@@ -420,6 +420,31 @@ Deno.test("serve: a model from --models by file name without extension stays res
     assert.match(String(unknownOption.json.error), /not supported/);
     const badModel = await post(base, "/sdapi/v1/options", { sd_model_checkpoint: "../mini" }, {});
     assert.equal(badModel.status, 400);
+    // LoRAs: listed from Lora/, named by file name in a graph's lora node, never by path.
+    await Deno.mkdir(`${modelsDir}/Lora`);
+    await Deno.writeTextFile(`${modelsDir}/Lora/style.safetensors`, "not really a LoRA");
+    const loras = await (await fetch(`${base}/sdapi/v1/loras`)).json();
+    assert.deepEqual(loras.map((l: { name: string }) => l.name), ["style"]);
+    const withLora = (path: string) => {
+      const lg = structuredClone(DEMO_GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+      lg.nodes.styled = {
+        type: "lora",
+        inputs: { model: { from: "checkpoint.model" }, clip: { from: "checkpoint.clip" }, path },
+      };
+      (lg.nodes.sampler.inputs as Record<string, unknown>).model = { from: "styled.model" };
+      return post(base, "/v1/graphs", lg, {});
+    };
+    const loraUnknown = await withLora("nope");
+    assert.equal(loraUnknown.status, 404, JSON.stringify(loraUnknown.json));
+    const loraEscape = await withLora("../Lora/style.safetensors");
+    assert.equal(loraEscape.status, 400, JSON.stringify(loraEscape.json));
+    const loraJob = await withLora("style");
+    assert.equal(loraJob.status, 202, JSON.stringify(loraJob.json));
+    const lj = server.queue.get(loraJob.json.id as string)!;
+    await lj.done;
+    // The junk file was found inside the models folder and read: the run fails on its content.
+    assert.equal(lj.status, "failed");
+    assert.match(lj.error ?? "", /styled/);
     // A graph may name the model by file name; a path is refused.
     const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, unknown> };
     g.nodes.checkpoint = { type: "checkpoint", inputs: { path: "mini" } };
