@@ -243,7 +243,7 @@ export class Engine {
       return v;
     };
     for (const [input, v] of Object.entries(inputs)) {
-      if (v && typeof v === "object" && ["path", "embeddings_dir", "backend"].includes(input)) {
+      if (v && typeof v === "object" && ["path", "embeddings_dir", "backend", "preview_path"].includes(input)) {
         bad(input, "may not be wired from another node in a graph sent to the server");
       }
     }
@@ -285,6 +285,21 @@ export class Engine {
           if (e instanceof RequestError) bad("path", e.message);
           else throw e;
         }
+      }
+    } else if (type === "sampler") {
+      // The live preview file goes to the output folder as preview-<job>_<name> (not one of the job's pictures).
+      const v = inputs.preview_path ??
+        (inputs.preview !== undefined && inputs.preview !== "none" ? "preview.png" : undefined);
+      if (typeof v === "string") {
+        const parts = v.split("/");
+        if (v.startsWith("/") || !parts.every(isPlainName)) {
+          bad(
+            "preview_path",
+            `must be a relative path without ".." (written inside the output folder), got ${
+              JSON.stringify(v.slice(0, 80))
+            }`,
+          );
+        } else inputs.preview_path = join(this.outputDir, `preview-${jobId}_${parts.join("_")}`);
       }
     } else if (type === "save_image") {
       // A relative path's folders become part of the file name: "out/demo.png" → "<job>_out_demo.png".

@@ -201,6 +201,23 @@ Deno.test("serve: /v1/graphs runs a graph with SSE progress; a seed change re-ru
     assert.deepEqual([...job2.result.cached].sort(), ["checkpoint", "latent", "negative", "positive"]);
     assert.deepEqual(job2.result.executed, ["sampler", "decode", "save"]);
 
+    // A live preview is written inside the output folder, apart from the job's pictures.
+    const withPreview = structuredClone(DEMO_GRAPH) as typeof DEMO_GRAPH & { nodes: { sampler: { inputs: object } } };
+    Object.assign(withPreview.nodes.sampler.inputs, { preview: "proj", preview_path: "live.png", seed: 44 });
+    const third = await post(base, "/v1/graphs", withPreview);
+    assert.equal(third.status, 202, JSON.stringify(third.json));
+    await server.queue.get(third.json.id as string)!.done;
+    const job3 = await (await fetch(`${base}/v1/jobs/${third.json.id}`, { headers: auth })).json();
+    assert.equal(job3.status, "succeeded", job3.error);
+    assert.deepEqual(job3.result.files, [`${third.json.id}_out_demo.png`]);
+    const preview = await fetch(`${base}/v1/outputs/preview-${third.json.id}_live.png`, { headers: auth });
+    assert.equal(preview.status, 200);
+    await preview.body?.cancel();
+    Object.assign(withPreview.nodes.sampler.inputs, { preview_path: "/tmp/evil.png" });
+    const evil = await post(base, "/v1/graphs", withPreview);
+    assert.equal(evil.status, 400);
+    assert.match(String(evil.json.error), /preview_path/);
+
     // Cancelling: a finished job is a 409; an unknown one a 404.
     const del = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE", headers: auth });
     assert.deepEqual(del.status, 409);
@@ -282,6 +299,16 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
         },
         400,
         /embeddings_dir/,
+      ],
+      [
+        "a node type not reviewed for the network",
+        () => {
+          const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, unknown> };
+          g.nodes.up = { type: "upscale_model_loader", inputs: { path: "/etc/passwd" } };
+          return post(base, "/v1/graphs", g);
+        },
+        400,
+        /not available to graphs sent to the server/,
       ],
       [
         "traversal save path",
