@@ -1,128 +1,194 @@
 /**
- * `deno task bench gen [--arch sd15|sdxl] [--sizes 256,512] [--steps 4] [--threads N] [--model PATH] [--json]
- *   [--lora PATH [--lora-mode merge|runtime]]`
+ * `deno task bench gen [--arch sd15|sd21|sdxl] [--sizes 256,512] [--steps 4] [--threads N]
+ *   [--model PATH] [--lora PATH [--lora-mode merge|runtime]] [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
  *
- * End-to-end txt2img ("a lovely cat", seed 42, euler, discrete, cfg 7, rng cuda) at each size, each in a
- * fresh process (bench/gen_worker.ts) so peak RSS is per size: load time, seconds per sampling step
- * (median; the first step, which compiles the UNet program and transforms its filters, is shown too), VAE
- * decode seconds, the whole run (process start to exit, as a user sees it) and peak RSS (VmHWM). Next to
- * them: stable-diffusion.cpp's figures for the same runs, measured elsewhere (not in this run), the ratios,
- * and the issue's targets.
+ * Times what users run: sdflow's own CLI (`deno run -A cli/gen.ts`, the command behind `deno task
+ * gen`) in a subprocess per size, with stable-diffusion.cpp's flags (`-m … -p "a lovely cat" -s 42
+ * --cfg-scale 7 --rng cuda -t N -W S -H S --sampling-method euler --steps N -o …`), so the figures
+ * cover the graph, every node and the PNG write. `gen --timings-json` reports load, text encoding,
+ * each step, the decode, the PNG write, peak RSS (VmHWM) and CPU time; the first step (which
+ * compiles the UNet program) is reported apart from the median of the others, never dropped.
  *
- * `--arch sd15` (default; sizes 256,512) runs the random SD 1.5 checkpoint, `--arch sdxl` (sizes 512,1024)
- * the random SDXL one. The model: `--model PATH`, else `$SDFLOW_SD15_MODEL` / `$SDFLOW_SDXL_MODEL`, else
- * `.cache/<name>` or `../cache/<name>` (next to the repository), name `sd15-random-f16.safetensors` or
- * `sdxl-random-f16.safetensors`; when none exists it is made into `.cache/` with
- * ../shared/tools/make_random_sd.py (python3 + numpy; SD 1.5: 2.1 GB, half a minute; SDXL: 6.9 GB, minutes).
+ * `--sdcpp PATH` runs stable-diffusion.cpp's sd-cli with the very same flags in the same run, right
+ * after sdflow at each size (bench/sdcpp.ts reads its log and peak RSS), prints the ratios and the
+ * PSNR between the two pictures (the same flags should give the same picture). No sd.cpp figure is
+ * written in the code. `--lora PATH` applies a LoRA (strength 1) in both, the way sd.cpp's command line
+ * does (`--lora-model-dir`, a `<lora:name:1>` tag in the prompt, `--lora-apply-mode immediately` for
+ * `--lora-mode merge`, the default, or `at_runtime` for `runtime`); a merge happens on first use, so its
+ * time is in the text encoding and the first step. `--repeat N` runs each size N times (the engines alternating) and reports the
+ * spread of the step and decode times.
+ *
+ * The model: `--model PATH`, else `$SDFLOW_<ARCH>_MODEL` (e.g. SDFLOW_SDXL_MODEL), else
+ * `.cache/<arch>-random-f16.safetensors`, made on demand with ../shared/tools/make_random_sd.py
+ * (python3 + numpy), as tests/sd15_reference_test.ts does.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
 import type { Backend } from "../backends/mod.ts";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { TimingsReport } from "../cli/timings.ts";
+import { median } from "../cli/progress.ts";
+import { comparePngFiles } from "../tools/psnr.ts";
+import { runSdcpp, type SdcppRun, txt2imgArgs, type Txt2ImgFlags } from "./sdcpp.ts";
+import { fmt, textTable, times } from "./table.ts";
 
 const REPO = new URL("../", import.meta.url);
 const MAKE_RANDOM_SD = new URL("../shared/tools/make_random_sd.py", REPO);
-
-/** sd.cpp's figures for one size: seconds per step, decode seconds, whole run (if published), peak RSS. */
-type SdcppFigures = { step_s: number; decode_s: number; total_s: number | null; peak_rss_gb: number };
-
-/** What differs between the benchmarked model families. */
-export interface BenchArch {
-  readonly title: string;
-  readonly modelName: string;
-  readonly modelEnv: string;
-  readonly makeArgs: readonly string[];
-  readonly makeAbout: string;
-  readonly defaultSizes: string;
-  /** stable-diffusion.cpp's figures per size (measured elsewhere). */
-  readonly sdcpp: Readonly<Record<number, SdcppFigures>>;
-  /** The issue's targets at `targetSize`: fractions of sd.cpp's step and decode time, and of its peak RSS. */
-  readonly targets: { readonly size: number; readonly step: number; readonly decode: number; readonly rss: number };
-}
+/** Debian's python3 (with python3-numpy); `SDFLOW_PYTHON` names another interpreter. */
+const PYTHON = Deno.env.get("SDFLOW_PYTHON") || "/usr/bin/python3";
 
 /**
- * stable-diffusion.cpp master-827 (ggml 8e800ce, CPU AVX-512 build), 2 threads, f16 SD 1.5, 4 steps euler:
- * ../shared/reference/perf-anchors.md and ../shared/reference/README.md. Measured elsewhere on a machine of
- * this kind (2 vCPU Zen 5 class), not in this run. 512 total: not published.
+ * The random checkpoints the benchmark can make, with what to tell the user while it does, and the sizes
+ * run when `--sizes` is not given (SDXL: its native 1024 and 512, as issue 7 asks).
  */
-export const SDCPP_REFERENCE: Readonly<Record<number, SdcppFigures>> = {
-  256: { step_s: 4.9, decode_s: 11.6, total_s: 40, peak_rss_gb: 2.43 },
-  512: { step_s: 31, decode_s: 51, total_s: null, peak_rss_gb: 3.69 },
-};
+export const ARCHS = {
+  sd15: { title: "SD 1.5", made: "2.1 GB, about half a minute", sizes: "256,512" },
+  sd21: { title: "SD 2.1", made: "2.6 GB, about a minute", sizes: "256,512" },
+  sdxl: { title: "SDXL", made: "6.9 GB, a few minutes", sizes: "512,1024" },
+} as const;
+export type Arch = keyof typeof ARCHS;
 
-/** Issue 3's targets at 512x512: ≤ 1/3 of sd.cpp's time per step, ≤ 1/4 of its decode, less memory. */
-export const TARGET_FRACTION = { step: 1 / 3, decode: 1 / 4, rss: 1 } as const;
-
-export const BENCH_ARCHS: Readonly<Record<"sd15" | "sdxl", BenchArch>> = {
-  sd15: {
-    title: "SD 1.5",
-    modelName: "sd15-random-f16.safetensors",
-    modelEnv: "SDFLOW_SD15_MODEL",
-    makeArgs: ["--dtype", "f16"],
-    makeAbout: "2.1 GB, about half a minute",
-    defaultSizes: "256,512",
-    sdcpp: SDCPP_REFERENCE,
-    targets: { size: 512, ...TARGET_FRACTION },
-  },
-  sdxl: {
-    title: "SDXL",
-    modelName: "sdxl-random-f16.safetensors",
-    modelEnv: "SDFLOW_SDXL_MODEL",
-    makeArgs: ["--arch", "sdxl", "--dtype", "f16"],
-    makeAbout: "6.9 GB, a few minutes",
-    defaultSizes: "512,1024",
-    // ../shared/reference/README.md (sdxl-random/): 256x256, 4 steps: sampling 55 s, decode 13.8 s, 7.26 GB;
-    // 512x512, 2 steps: sampling 88.9 s, decode 52.6 s, 8.73 GB. 1024x1024: not published.
-    sdcpp: {
-      256: { step_s: 13.75, decode_s: 13.8, total_s: null, peak_rss_gb: 7.26 },
-      512: { step_s: 44.45, decode_s: 52.6, total_s: null, peak_rss_gb: 8.73 },
-    },
-    // Issue 7: at 512x512, ≤ 1/8 of sd.cpp's time per step, ≤ 1/10 of its decode, ≤ 0.6x its peak RSS.
-    targets: { size: 512, step: 1 / 8, decode: 1 / 10, rss: 0.6 },
-  },
-};
-
-export interface WorkerResult {
-  size: number;
-  steps: number;
-  threads: number | null;
-  load_s: number;
-  text_encode_s: number;
-  step_s: number[];
-  step_median_s: number;
-  sample_s: number;
-  decode_s: number;
-  run_s: number;
-  peak_rss_bytes: number | null;
-  rss_anon_bytes?: number | null;
-  rss_file_bytes?: number | null;
-  /** CPU seconds the worker used. */
-  cpu_s?: number | null;
+/** What `bench gen` was asked to do. */
+export interface GenOptions {
+  readonly arch: Arch;
+  readonly sizes: readonly number[];
+  readonly steps: number;
+  readonly threads?: number;
+  readonly model?: string;
+  readonly sdcpp?: string;
+  readonly json: boolean;
+  readonly isa: string;
+  /** Runs of each size (each engine once per run). */
+  readonly repeat: number;
+  /** A LoRA file and how it is applied. */
+  readonly lora?: { readonly path: string; readonly mode: "merge" | "runtime" };
 }
 
-export interface GenBenchRow extends WorkerResult {
-  /** Wall time of the worker process, spawn to exit. */
-  total_s: number;
-  isa: string;
-  model: string;
-  /** Fraction of all CPUs busy in the second before the run (other processes). */
-  cpu_busy_before: number | null;
-  /** CPU seconds used by other processes during the run (system busy time − the worker's own). */
-  others_cpu_s: number | null;
-  sdcpp: {
-    note: string;
-    step_s: number;
-    decode_s: number;
-    total_s: number | null;
-    peak_rss_gb: number;
-    /** sd.cpp time / ours (> 1: we are faster); RSS: ours / sd.cpp. */
-    step_speedup: number;
-    decode_speedup: number;
-    total_speedup: number | null;
-    rss_ratio: number | null;
-  } | null;
-  targets: { step_s: number; decode_s: number; peak_rss_gb: number; met: boolean } | null;
+/** A mistake on the benchmark's command line (exit code 2). */
+export class BenchUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BenchUsageError";
+  }
+}
+
+function positiveInt(flag: string, v: string): number {
+  if (!/^\d+$/.test(v.trim()) || Number(v) < 1) {
+    throw new BenchUsageError(`${flag} expects a positive integer, got "${v}"`);
+  }
+  return Number(v);
+}
+
+/** Reads `bench gen`'s flags (after the suite name); throws {@link BenchUsageError} on a mistake. */
+export function parseGenArgs(argv: readonly string[]): GenOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        arch: { type: "string", default: "sd15" },
+        sizes: { type: "string" },
+        steps: { type: "string", default: "4" },
+        threads: { type: "string" },
+        model: { type: "string" },
+        sdcpp: { type: "string" },
+        json: { type: "boolean", default: false },
+        isa: { type: "string", default: "auto" },
+        repeat: { type: "string", default: "1" },
+        lora: { type: "string" },
+        "lora-mode": { type: "string", default: "merge" },
+      },
+    });
+  } catch (e) {
+    throw new BenchUsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const extra = positionals.filter((p) => p !== "gen" && p !== "readme");
+  if (extra.length) throw new BenchUsageError(`unexpected argument "${extra[0]}"`);
+  const arch = values.arch!;
+  if (!(arch in ARCHS)) {
+    throw new BenchUsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${arch}"`);
+  }
+  const sizes = (values.sizes ?? ARCHS[arch as Arch].sizes).split(",").map((s) => {
+    const n = positiveInt("--sizes", s);
+    if (n < 64 || n % 64) throw new BenchUsageError(`--sizes expects multiples of 64 (64, 128, …), got ${n}`);
+    return n;
+  });
+  if (values.sdcpp === "") throw new BenchUsageError("--sdcpp expects the path of an sd-cli binary");
+  if (values.model === "") throw new BenchUsageError("--model expects a checkpoint path");
+  if (values.lora === "") throw new BenchUsageError("--lora expects a LoRA file");
+  const loraMode = values["lora-mode"]!;
+  if (loraMode !== "merge" && loraMode !== "runtime") {
+    throw new BenchUsageError(`--lora-mode must be merge or runtime, got "${loraMode}"`);
+  }
+  return {
+    arch: arch as Arch,
+    sizes,
+    steps: positiveInt("--steps", values.steps!),
+    threads: values.threads === undefined ? undefined : positiveInt("--threads", values.threads),
+    model: values.model,
+    sdcpp: values.sdcpp,
+    json: values.json!,
+    isa: values.isa!,
+    repeat: positiveInt("--repeat", values.repeat!),
+    ...(values.lora === undefined ? {} : { lora: { path: values.lora, mode: loraMode } }),
+  };
+}
+
+/** sdflow's run at one size: `gen --timings-json`'s report and the wall time of the whole process. */
+export interface SdflowRun extends Omit<TimingsReport, "nodes" | "version"> {
+  /** Wall seconds, spawn to exit (Deno start-up, module loading and backend load included). */
+  readonly total_s: number;
+}
+
+/** sd.cpp ÷ sdflow for times (> 1: sdflow is faster); sdflow ÷ sd.cpp for peak RSS (< 1: sdflow is smaller). */
+export interface Ratios {
+  readonly first_step: number | null;
+  readonly step: number | null;
+  readonly decode: number | null;
+  readonly total: number | null;
+  readonly rss: number | null;
+}
+
+/** One size of a `bench gen` run (one JSON line under `--json`). */
+export interface GenRow {
+  readonly arch: Arch;
+  readonly size: number;
+  /** Which run of this size (1 … --repeat). */
+  readonly run: number;
+  readonly steps: number;
+  readonly threads: number;
+  readonly isa: string;
+  readonly model: string;
+  readonly sdflow: SdflowRun;
+  readonly sdcpp: SdcppRun | null;
+  readonly ratios: Ratios | null;
+  /** PSNR (dB, RGB) between the two engines' pictures; null without the peer. */
+  readonly psnr_db: number | null;
+  /** Fraction of all CPUs busy in the second before this size's runs (other processes). */
+  readonly cpu_busy_before: number | null;
+  /** CPU seconds other processes used while this size's runs ran (system busy − the runs' own). */
+  readonly others_cpu_s: number | null;
+}
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
+  return a == null || b == null || !(a > 0) || !(b > 0) ? null : round(a / b);
+}
+
+/** The ratios of one size (see {@link Ratios}); steps compare the median after the first when both have it. */
+export function makeRatios(ours: SdflowRun, peer: SdcppRun): Ratios {
+  return {
+    first_step: ratio(peer.first_step_s, ours.first_step_s),
+    step: ratio(peer.step_median_rest_s ?? peer.first_step_s, ours.step_median_rest_s ?? ours.first_step_s),
+    decode: ratio(peer.decode_s, ours.decode_s),
+    total: ratio(peer.total_s, ours.total_s),
+    rss: ratio(ours.peak_rss_bytes, peer.peak_rss_bytes),
+  };
 }
 
 function exists(path: string | URL): boolean {
@@ -134,7 +200,50 @@ function exists(path: string | URL): boolean {
   }
 }
 
-/** Busy and total CPU time of the whole system so far, in seconds (USER_HZ = 100), from /proc/stat. */
+/** The checkpoint to run: `--model`, else `.cache/<arch>-random-f16.safetensors` (made when missing). */
+async function findOrMakeModel(arch: Arch, explicit?: string): Promise<string> {
+  if (explicit) {
+    if (!exists(explicit)) throw new Error(`--model ${explicit}: no such file`);
+    return explicit;
+  }
+  const env = Deno.env.get(`SDFLOW_${arch.toUpperCase()}_MODEL`);
+  if (env) {
+    if (!exists(env)) throw new Error(`$SDFLOW_${arch.toUpperCase()}_MODEL=${env}: no such file`);
+    return env;
+  }
+  const name = `${arch}-random-f16.safetensors`;
+  const target = new URL(`.cache/${name}`, REPO);
+  if (exists(target)) return target.pathname;
+  if (!exists(MAKE_RANDOM_SD)) {
+    throw new Error(
+      `no ${target.pathname}, and ${MAKE_RANDOM_SD.pathname} (which makes it) is not here: pass --model PATH`,
+    );
+  }
+  const partial = new URL(`.cache/${name}.partial-${Deno.pid}`, REPO);
+  console.error(
+    `making ${target.pathname} with ${MAKE_RANDOM_SD.pathname} --arch ${arch} (python3 + numpy; ${ARCHS[arch].made})`,
+  );
+  await Deno.mkdir(new URL(".cache/", REPO), { recursive: true });
+  try {
+    const r = await new Deno.Command(PYTHON, {
+      args: [MAKE_RANDOM_SD.pathname, "--arch", arch, "--dtype", "f16", "--out", partial.pathname],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (r.code !== 0) throw new Error(`make_random_sd.py exited with ${r.code} (it needs python3 + numpy)`);
+    await Deno.rename(partial, target);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${PYTHON} not found: install python3-numpy, or pass --model`);
+    }
+    throw e;
+  } finally {
+    await Deno.remove(partial).catch(() => {});
+  }
+  return target.pathname;
+}
+
+/** Busy and total CPU seconds of the whole system so far (USER_HZ = 100), from /proc/stat. */
 function systemCpu(): { busy: number; total: number } | null {
   try {
     const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
@@ -152,293 +261,256 @@ async function cpuBusy(ms = 1000): Promise<number | null> {
   await new Promise((r) => setTimeout(r, ms));
   const b = systemCpu();
   if (!a || !b || b.total <= a.total) return null;
-  return (b.busy - a.busy) / (b.total - a.total);
+  return round((b.busy - a.busy) / (b.total - a.total));
 }
 
-/** Finds the benchmark's checkpoint, or makes it with the shared tool (saying so). */
-async function findOrMakeModel(arch: BenchArch, explicit?: string): Promise<string> {
-  if (explicit) {
-    if (!exists(explicit)) throw new Error(`--model ${explicit}: no such file`);
-    return explicit;
-  }
-  const name = arch.modelName;
-  const env = Deno.env.get(arch.modelEnv);
-  const candidates = [
-    ...(env ? [env] : []),
-    new URL(`.cache/${name}`, REPO).pathname,
-    new URL(`../cache/${name}`, REPO).pathname,
-  ];
-  for (const c of candidates) if (exists(c)) return c;
-  if (!exists(MAKE_RANDOM_SD)) {
-    throw new Error(
-      `no ${arch.title} checkpoint (looked for ${
-        candidates.join(", ")
-      }) and no ${MAKE_RANDOM_SD.pathname} to make one: ` +
-        `pass --model PATH`,
-    );
-  }
-  const target = new URL(`.cache/${name}`, REPO);
-  const partial = new URL(`.cache/${name}.partial-${Deno.pid}`, REPO);
-  console.error(
-    `no ${arch.title} checkpoint found: making ${target.pathname} with ${MAKE_RANDOM_SD.pathname} ` +
-      `(python3 + numpy; ${arch.makeAbout})`,
-  );
-  await Deno.mkdir(new URL(".cache/", REPO), { recursive: true });
-  try {
-    const r = await new Deno.Command("/usr/bin/python3", {
-      args: [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, ...arch.makeArgs],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    if (r.code !== 0) {
-      throw new Error(
-        `make_random_sd.py exited with ${r.code} (it needs python3 + numpy: apt-get install python3-numpy)`,
-      );
-    }
-    await Deno.rename(partial, target);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Error("/usr/bin/python3 not found: install python3-numpy, or pass --model PATH");
-    }
-    throw e;
-  } finally {
-    await Deno.remove(partial).catch(() => {});
-  }
-  return target.pathname;
+/** The last line of a failed command's output that says what went wrong. */
+function errorLine(text: string): string {
+  const lines = text.split(/[\r\n]+/).map((l) => l.trim()).filter(Boolean);
+  return lines.findLast((l) => /^error\b/i.test(l)) ?? lines.at(-1) ?? "(no output)";
 }
 
-async function runWorker(
-  model: string,
-  size: number,
-  steps: number,
-  threads: number,
-  isa: string,
-): Promise<{ result: WorkerResult; wallS: number }> {
-  const env: Record<string, string> = isa === "auto" ? {} : { SDF_ISA: isa };
+/** Runs sdflow's CLI (cli/gen.ts) with `flags` and reads its `--timings-json` report. */
+export async function runSdflow(flags: Txt2ImgFlags, scratch: string, isa: string): Promise<SdflowRun> {
+  const timingsFile = `${scratch}/sdflow-${flags.size}.json`;
   const t0 = performance.now();
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("gen_worker.ts", import.meta.url).pathname,
-      "--model",
-      model,
-      "--size",
-      String(size),
-      "--steps",
-      String(steps),
-      "--threads",
-      String(threads),
-      "--cfg",
-      "7",
-      "--seed",
-      "42",
-      "--sampler",
-      "euler",
-      ...(hoistMib === undefined ? [] : ["--hoist-mib", String(hoistMib)]),
-      ...loraArgs,
-    ],
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("cli/gen.ts", REPO).pathname, ...txt2imgArgs(flags), "--timings-json", timingsFile],
     cwd: REPO,
-    env,
+    env: isa === "auto" ? {} : { SDF_ISA: isa },
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const wallS = (performance.now() - t0) / 1000;
-  const out = new TextDecoder().decode(r.stdout).trim();
-  const err = new TextDecoder().decode(r.stderr).trim();
-  const line = out.split("\n").filter((l) => l.startsWith("{")).at(-1);
-  if (r.code !== 0 || !line) {
-    throw new Error(`gen worker (${size}x${size}) exited with ${r.code}:\n${[out, err].filter(Boolean).join("\n")}`);
+  const totalS = round((performance.now() - t0) / 1000, 3);
+  if (out.code !== 0) {
+    const text = new TextDecoder().decode(out.stderr) + "\n" + new TextDecoder().decode(out.stdout);
+    throw new Error(`sdflow's gen exited with ${out.code} at ${flags.size}x${flags.size}: ${errorLine(text)}`);
   }
-  return { result: JSON.parse(line) as WorkerResult, wallS };
+  const { nodes: _n, version, ...report } = JSON.parse(await Deno.readTextFile(timingsFile)) as TimingsReport;
+  if (version !== 1) throw new Error(`gen --timings-json wrote version ${version}; this benchmark reads version 1`);
+  return { ...report, total_s: totalS };
 }
 
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
-/** Builds the report row: our figures, sd.cpp's for the same size, ratios and targets. */
-export function makeRow(
-  result: WorkerResult,
-  totalS: number,
-  extra: { isa: string; model: string; busyBefore: number | null; othersCpuS: number | null },
-  arch: BenchArch = BENCH_ARCHS.sd15,
-): GenBenchRow {
-  const ref = arch.sdcpp[result.size];
-  const t = arch.targets;
-  const rssGb = result.peak_rss_bytes === null ? null : result.peak_rss_bytes / 1e9;
-  return {
-    ...result,
-    total_s: round(totalS),
-    isa: extra.isa,
-    model: extra.model,
-    cpu_busy_before: extra.busyBefore === null ? null : round(extra.busyBefore),
-    others_cpu_s: extra.othersCpuS === null ? null : round(Math.max(0, extra.othersCpuS), 1),
-    sdcpp: ref
-      ? {
-        note: "stable-diffusion.cpp master-827, 2 threads, f16: reference figures measured elsewhere, not in this run",
-        ...ref,
-        step_speedup: round(ref.step_s / result.step_median_s),
-        decode_speedup: round(ref.decode_s / result.decode_s),
-        total_speedup: ref.total_s === null ? null : round(ref.total_s / totalS),
-        rss_ratio: rssGb === null ? null : round(rssGb / ref.peak_rss_gb),
-      }
-      : null,
-    targets: ref && result.size === t.size
-      ? {
-        step_s: round(ref.step_s * t.step),
-        decode_s: round(ref.decode_s * t.decode),
-        peak_rss_gb: round(ref.peak_rss_gb * t.rss),
-        met: result.step_median_s <= ref.step_s * t.step &&
-          result.decode_s <= ref.decode_s * t.decode &&
-          rssGb !== null && (t.rss === 1 ? rssGb < ref.peak_rss_gb : rssGb <= ref.peak_rss_gb * t.rss),
-      }
-      : null,
-  };
-}
-
-function fmt(x: number | null | undefined, d = 2): string {
-  return x === null || x === undefined ? "-" : x.toFixed(d);
-}
-
-/** The human-readable table: ours | sd.cpp's reference figures | sd.cpp ÷ ours. */
-export function formatTable(rows: readonly GenBenchRow[]): string {
-  const groups = [
-    ["size"],
-    ["load s", "text s", "step s", "1st step", "decode s", "total s", "RSS GB"],
-    ["step s", "decode s", "total s", "RSS GB"],
-    ["step", "decode", "total", "RSS"],
-  ];
-  const x = (v: number | null | undefined) => (v === null || v === undefined ? "-" : `${v.toFixed(2)}x`);
-  const cells = rows.map((r) => {
-    const s = r.sdcpp;
-    return [
-      [`${r.size}x${r.size}`],
-      [
-        fmt(r.load_s),
-        fmt(r.text_encode_s),
-        fmt(r.step_median_s),
-        fmt(r.step_s[0]),
-        fmt(r.decode_s),
-        fmt(r.total_s, 1),
-        fmt(r.peak_rss_bytes === null ? null : r.peak_rss_bytes / 1e9),
-      ],
-      [fmt(s?.step_s, 1), fmt(s?.decode_s, 1), fmt(s?.total_s, 0), fmt(s?.peak_rss_gb)],
-      [x(s?.step_speedup), x(s?.decode_speedup), x(s?.total_speedup), fmt(s?.rss_ratio)],
-    ];
-  });
-  const width = (g: number, k: number) => Math.max(groups[g][k].length, ...cells.map((c) => c[g][k].length)) + 1;
-  const line = (parts: string[][]) =>
-    parts.map((p, g) => p.map((c, k) => (g === 0 ? c.padEnd(width(g, k)) : c.padStart(width(g, k)))).join(""))
-      .join(" |");
-  const titles = ["", "sdflow (this run)", "sd.cpp (reference)", "sd.cpp ÷ sdflow"];
-  const groupWidth = (g: number) => groups[g].reduce((a, _, k) => a + width(g, k), 0);
-  const title = titles.map((t, g) => (g === 0 ? t.padEnd(groupWidth(g)) : t.padStart(groupWidth(g)))).join(" |");
-  return [title, line(groups), ...cells.map(line)].join("\n");
-}
-
-/** Bytes of transformed UNet filters to keep (MiB), from --hoist-mib; default: the engine's. */
-let hoistMib: number | undefined;
-/** `--lora PATH --lora-mode MODE`, passed on to every worker. */
-let loraArgs: string[] = [];
-
-/** The `gen` suite of bench/main.ts. Reads its own flags (--sizes, --steps, --model) from Deno.args. */
-export async function benchGen(backend: Backend): Promise<void> {
+/** Runs the benchmark; returns one row per size (and prints them as it goes). */
+export async function runGenBench(opts: GenOptions, backend: Backend): Promise<GenRow[]> {
+  // sdflow's gen runs in the repository's folder: paths given relative to this process's are made absolute.
+  const model = resolve(await findOrMakeModel(opts.arch, opts.model));
+  const threads = opts.threads ?? backend.info.threads;
+  let lora: Txt2ImgFlags["lora"];
+  if (opts.lora) {
+    if (!exists(opts.lora.path)) throw new Error(`--lora ${opts.lora.path}: no such file`);
+    lora = { path: resolve(opts.lora.path), mode: opts.lora.mode === "merge" ? "immediately" : "at_runtime" };
+  }
+  const scratch = await Deno.makeTempDir({ prefix: "sdflow-bench-" });
+  const say = (s: string) => !opts.json && console.error(s);
+  const rows: GenRow[] = [];
+  say(`model ${model}`);
   try {
-    await runGenBench(backend);
-  } catch (e) {
-    console.error(`bench gen: ${e instanceof Error ? e.message : e}`);
-    Deno.exit(1);
+    for (const size of opts.sizes) {
+      for (let run = 1; run <= opts.repeat; run++) {
+        const busyBefore = await cpuBusy();
+        const label = `${size}x${size}${opts.repeat > 1 ? ` #${run}` : ""}`;
+        const flags = (engine: string): Txt2ImgFlags => ({
+          model,
+          prompt: "a lovely cat",
+          seed: 42,
+          cfg: 7,
+          size,
+          steps: opts.steps,
+          sampler: "euler",
+          threads,
+          output: `${scratch}/${engine}-${size}.png`,
+          lora,
+        });
+        const cpu0 = systemCpu();
+        say(`${label}: sdflow… (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before)`);
+        const ours = await runSdflow(flags("sdflow"), scratch, opts.isa);
+        let peer: SdcppRun | null = null;
+        let psnr: number | null = null;
+        if (opts.sdcpp) {
+          say(`${label}: sd.cpp…`);
+          peer = await runSdcpp(opts.sdcpp, flags("sdcpp"), scratch);
+          psnr = round((await comparePngFiles(flags("sdflow").output, flags("sdcpp").output)).psnr);
+        }
+        const cpu1 = systemCpu();
+        const ownCpu = (ours.cpu_s ?? NaN) + (peer ? peer.cpu_s ?? NaN : 0);
+        const others = cpu0 && cpu1 && Number.isFinite(ownCpu)
+          ? round(Math.max(0, cpu1.busy - cpu0.busy - ownCpu), 1)
+          : null;
+        const row: GenRow = {
+          arch: opts.arch,
+          size,
+          run,
+          steps: opts.steps,
+          threads,
+          isa: backend.info.isa,
+          model,
+          sdflow: ours,
+          sdcpp: peer,
+          ratios: peer ? makeRatios(ours, peer) : null,
+          psnr_db: psnr,
+          cpu_busy_before: busyBefore,
+          others_cpu_s: others,
+        };
+        rows.push(row);
+        if (opts.json) console.log(JSON.stringify(row));
+      }
+    }
+  } finally {
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
   }
+  return rows;
 }
 
-async function runGenBench(backend: Backend): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    strict: false,
-    allowPositionals: true,
-    options: {
-      arch: { type: "string", default: "sd15" },
-      sizes: { type: "string" },
-      steps: { type: "string", default: "4" },
-      threads: { type: "string" },
-      model: { type: "string" },
-      json: { type: "boolean", default: false },
-      isa: { type: "string", default: "auto" },
-      "hoist-mib": { type: "string" },
-      lora: { type: "string" },
-      "lora-mode": { type: "string", default: "merge" },
-    },
-  });
-  loraArgs = values.lora === undefined
-    ? []
-    : ["--lora", String(values.lora), "--lora-mode", String(values["lora-mode"])];
-  hoistMib = values["hoist-mib"] === undefined ? undefined : Number(values["hoist-mib"]);
-  const archName = String(values.arch);
-  if (archName !== "sd15" && archName !== "sdxl") {
-    throw new RangeError(`--arch expects sd15 or sdxl, got "${archName}"`);
-  }
-  const arch = BENCH_ARCHS[archName];
-  const sizes = String(values.sizes ?? arch.defaultSizes).split(",").map((s) => Number(s.trim()));
-  if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 8)) {
-    throw new RangeError(`--sizes expects multiples of 8 from 64 up, got "${values.sizes}"`);
-  }
-  const steps = Number(values.steps);
-  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps expects a positive integer`);
-  // The parent's backend resolved the default thread count (physical cores); the workers use the same.
-  const threads = backend.info.threads;
-  const isa = String(values.isa);
-  const model = await findOrMakeModel(arch, values.model as string | undefined);
-  const json = values.json === true;
+const gb = (b: number | null | undefined) => (b == null ? null : b / 1e9);
 
-  if (!json) {
-    console.log(
-      `${arch.title} txt2img, ${steps} steps euler, cfg 7, seed 42, ${threads} thread(s), isa ${backend.info.isa}, ` +
-        `one process per size\nmodel ${model}` +
-        (loraArgs.length ? `\nLoRA ${loraArgs[1]} (${loraArgs[3]}; merging is in the 1st step and text encode)` : ""),
+/** The terminal table: per size, a row for sdflow, one for sd.cpp and one of ratios (sd.cpp ÷ sdflow). */
+export function formatGenTable(rows: readonly GenRow[]): string {
+  const header = [
+    "size",
+    "engine",
+    "load s",
+    "text s",
+    "1st step s",
+    "step s",
+    "decode s",
+    "png s",
+    "total s",
+    "RSS GB",
+  ];
+  const body: string[][] = [];
+  const many = rows.some((r) => r.run > 1);
+  for (const r of rows) {
+    const size = `${r.size}x${r.size}${many ? ` #${r.run}` : ""}`;
+    const o = r.sdflow;
+    body.push([
+      size,
+      "sdflow",
+      fmt(o.load_s),
+      fmt(o.text_encode_s),
+      fmt(o.first_step_s),
+      fmt(o.step_median_rest_s),
+      fmt(o.decode_s),
+      fmt(o.save_s),
+      fmt(o.total_s),
+      fmt(gb(o.peak_rss_bytes)),
+    ]);
+    const p = r.sdcpp, q = r.ratios;
+    if (!p || !q) continue;
+    body.push([
+      size,
+      "sd.cpp",
+      fmt(p.load_s),
+      fmt(p.text_encode_s),
+      fmt(p.first_step_s),
+      fmt(p.step_median_rest_s),
+      fmt(p.decode_s),
+      "-",
+      fmt(p.total_s),
+      fmt(gb(p.peak_rss_bytes)),
+    ]);
+    body.push([
+      size,
+      "sd.cpp÷sdflow",
+      "",
+      "",
+      times(q.first_step),
+      times(q.step),
+      times(q.decode),
+      "",
+      times(q.total),
+      "",
+    ]);
+  }
+  return textTable(header, body, new Set([0, 1]));
+}
+
+/** Notes under the table: what the columns mean, the pictures' agreement, a busy host. */
+export function genNotes(rows: readonly GenRow[]): string[] {
+  const lines = [
+    "step s: median of the steps after the first; 1st step s: the first, which also compiles the UNet program. " +
+    "total s: the whole process, start to exit. RSS: peak resident memory (VmHWM).",
+  ];
+  if (rows.some((r) => r.sdcpp)) {
+    lines.push(
+      "sd.cpp ran with the same flags right after sdflow at each size; ratios are sd.cpp's time ÷ sdflow's " +
+        "(> 1: sdflow faster); peak RSS sdflow ÷ sd.cpp: " +
+        rows.map((r) => `${r.size}x${r.size} ${fmt(r.ratios?.rss)}`).join(", ") +
+        ` (sd.cpp's peak by ${rows.find((r) => r.sdcpp)?.sdcpp?.peak_rss_source ?? "-"}).`,
+    );
+    lines.push(
+      "sd.cpp reads each network's weights when it first runs it: its load s is also inside its text s, 1st step s " +
+        "and decode s.",
+    );
+    lines.push(
+      `PSNR of sdflow's picture against sd.cpp's: ${
+        rows.map((r) => `${r.size}x${r.size} ${fmt(r.psnr_db)} dB`).join(", ")
+      }`,
     );
   }
-  const rows: GenBenchRow[] = [];
-  for (const size of sizes) {
-    const busyBefore = await cpuBusy();
-    if (!json) console.error(`running ${size}x${size} (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before it)…`);
-    const cpu0 = systemCpu();
-    const { result, wallS } = await runWorker(model, size, steps, threads, isa);
-    const cpu1 = systemCpu();
-    const othersCpuS = cpu0 && cpu1 && result.cpu_s != null ? cpu1.busy - cpu0.busy - result.cpu_s : null;
-    const row = makeRow(result, wallS, { isa: backend.info.isa, model, busyBefore, othersCpuS }, arch);
-    rows.push(row);
-    if (json) console.log(JSON.stringify(row));
+  for (const size of new Set(rows.map((r) => r.size))) {
+    const runs = rows.filter((r) => r.size === size);
+    if (runs.length < 2) continue;
+    const spread = (name: string, xs: (number | null | undefined)[]) => {
+      const v = xs.filter((x): x is number => x != null);
+      return v.length
+        ? `${name} ${fmt(Math.min(...v))}–${fmt(Math.max(...v))} (median ${fmt(median(v))})`
+        : `${name} -`;
+    };
+    const engine = (
+      name: string,
+      pick: (r: GenRow) => { step_median_rest_s: number | null; decode_s: number | null },
+    ) =>
+      `${name}: ${spread("step s", runs.map((r) => pick(r).step_median_rest_s))}, ` +
+      spread("decode s", runs.map((r) => pick(r).decode_s));
+    const parts = [engine("sdflow", (r) => r.sdflow)];
+    if (runs.every((r) => r.sdcpp)) parts.push(engine("sd.cpp", (r) => r.sdcpp!));
+    lines.push(`spread at ${size}x${size} over ${runs.length} runs: ${parts.join("; ")}`);
   }
-  if (json) return;
-  console.log(formatTable(rows));
-  console.log(
-    "step s: median over all steps; 1st step includes compiling the UNet program and transforming its filters. " +
-      "total s: process start to exit.\n" +
-      "stable-diffusion.cpp columns: master-827, 2 threads, f16 weights: reference figures measured elsewhere " +
-      "(../shared/reference/perf-anchors.md), not in this run. Ratios: sd.cpp time / ours (> 1: sdflow faster); " +
-      "RSS: ours / sd.cpp (< 1: sdflow smaller).",
-  );
   for (const r of rows) {
-    if (r.targets) {
-      const rss = r.peak_rss_bytes === null ? "?" : (r.peak_rss_bytes / 1e9).toFixed(2);
-      console.log(
-        `targets at ${r.size}x${r.size}: step ≤ ${r.targets.step_s} s (${r.step_median_s}), decode ≤ ${r.targets.decode_s} s ` +
-          `(${r.decode_s}), RSS ${arch.targets.rss === 1 ? "<" : "≤"} ${r.targets.peak_rss_gb} GB (${rss}): ` +
-          `${r.targets.met ? "met" : "NOT met"}`,
+    const s = r.sdflow;
+    if (s.rss_anon_bytes != null && s.rss_file_bytes != null) {
+      lines.push(
+        `sdflow memory at ${r.size}x${r.size} after the run: ${fmt(gb(s.rss_anon_bytes))} GB anonymous, ` +
+          `${fmt(gb(s.rss_file_bytes))} GB mapped file (weights)`,
       );
     }
-    if (r.rss_anon_bytes != null && r.rss_file_bytes != null) {
-      console.log(
-        `memory at ${r.size}x${r.size} after the decode: ${(r.rss_anon_bytes / 1e9).toFixed(2)} GB anonymous, ` +
-          `${(r.rss_file_bytes / 1e9).toFixed(2)} GB mapped file (weights)`,
+    const wall = s.total_s + (r.sdcpp?.total_s ?? 0);
+    if ((r.others_cpu_s ?? 0) > 0.05 * wall * navigator.hardwareConcurrency || (r.cpu_busy_before ?? 0) > 0.25) {
+      lines.push(
+        `note: other processes were busy during ${r.size}x${r.size} (${fmt(r.others_cpu_s, 1)} CPU s during the ` +
+          `runs, ${fmt((r.cpu_busy_before ?? 0) * 100, 0)}% busy just before): its times may be inflated`,
       );
     }
-    // Others' CPU use: more than 5 % of the run's CPU capacity, or a quarter of the CPUs busy before it.
-    const capacity = r.total_s * navigator.hardwareConcurrency;
-    if ((r.others_cpu_s ?? 0) > 0.05 * capacity || (r.cpu_busy_before ?? 0) > 0.25) {
-      console.log(
-        `note: other processes were busy during ${r.size}x${r.size} (${fmt(r.others_cpu_s, 1)} CPU s during the run, ` +
-          `${fmt((r.cpu_busy_before ?? 0) * 100, 0)}% busy just before): its times may be inflated`,
-      );
-    }
+  }
+  return lines;
+}
+
+/** The title line of a run. */
+export function genTitle(opts: GenOptions, threads: number, isa: string): string {
+  const lora = opts.lora ? `, LoRA ${opts.lora.path} (${opts.lora.mode})` : "";
+  return `${ARCHS[opts.arch].title} txt2img "a lovely cat"${lora}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
+    `${threads} thread(s), isa ${isa}, through sdflow's CLI (cli/gen.ts)` +
+    (opts.sdcpp ? ` and ${opts.sdcpp} in the same run` : "");
+}
+
+/** The `gen` suite of bench/main.ts. */
+export async function benchGen(backend: Backend, argv: readonly string[]): Promise<number> {
+  let opts: GenOptions;
+  try {
+    opts = parseGenArgs(argv);
+  } catch (e) {
+    console.error(`bench gen: ${(e as Error).message}`);
+    return 2;
+  }
+  try {
+    if (!opts.json) console.log(genTitle(opts, opts.threads ?? backend.info.threads, backend.info.isa));
+    const rows = await runGenBench(opts, backend);
+    if (!opts.json) console.log([formatGenTable(rows), ...genNotes(rows)].join("\n"));
+    return 0;
+  } catch (e) {
+    console.error(`bench gen: ${e instanceof Error ? e.message : e}`);
+    return 1;
   }
 }

@@ -1,73 +1,380 @@
-/** The arithmetic and formatting of `deno task bench gen` (no timing: the benchmark itself is not run here). */
+/**
+ * `deno task bench gen` and `bench readme` without timing anything: argument parsing, ratios, the
+ * tables, the README section, and one whole run on the tiny checkpoint next to a stand-in sd-cli
+ * (a script that replays a captured sd-cli log), checking every reported field.
+ */
 
-import { assert, assertEquals } from "../tests/assert.ts";
-import { BENCH_ARCHS, formatTable, makeRow, type WorkerResult } from "./gen.ts";
-import { cpuSeconds, peakRssBytes, statusBytes } from "./gen_worker.ts";
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { makeTinyCheckpoint } from "../models/tiny/mod.ts";
+import { encodePngImage } from "../plugins/image/png.ts";
+import {
+  BenchUsageError,
+  formatGenTable,
+  genNotes,
+  type GenRow,
+  makeRatios,
+  parseGenArgs,
+  type SdflowRun,
+} from "./gen.ts";
+import { parseMachine } from "./machine.ts";
+import {
+  BEGIN,
+  commandLine,
+  convTable,
+  END,
+  formatMarkdown,
+  readmeArgs,
+  readmeSection,
+  replaceSection,
+  wrap,
+} from "./readme.ts";
+import type { ConvRow } from "./conv.ts";
+import type { SdcppRun } from "./sdcpp.ts";
+import { markdownTable, textTable } from "./table.ts";
 
-const worker = (size: number, over: Partial<WorkerResult> = {}): WorkerResult => ({
-  size,
-  steps: 4,
-  threads: 2,
-  load_s: 1.5,
+const ours = (over: Partial<SdflowRun> = {}): SdflowRun => ({
+  load_s: 0.5,
   text_encode_s: 0.2,
-  step_s: [12, 9, 10, 11],
-  step_median_s: 10.5,
-  sample_s: 42,
-  decode_s: 12.75,
-  run_s: 60,
-  peak_rss_bytes: 3e9,
+  step_s: [2.5, 1, 1.2, 0.8],
+  first_step_s: 2.5,
+  step_median_rest_s: 1,
+  sample_s: 5.6,
+  decode_s: 1.25,
+  save_s: 0.05,
+  run_s: 7.5,
+  process_s: 8,
+  peak_rss_bytes: 2e9,
+  rss_anon_bytes: 1e9,
+  rss_file_bytes: 0.5e9,
+  cpu_s: 15,
+  threads: 2,
+  total_s: 8.4,
   ...over,
 });
 
-Deno.test("bench gen: VmHWM and CPU time parsing", () => {
-  assertEquals(peakRssBytes("Name:\tdeno\nVmPeak:\t 9000 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n"), 2048 * 1024);
-  assertEquals(peakRssBytes("Name:\tdeno\n"), null);
-  assertEquals(statusBytes("RssFile", "RssAnon:\t 10 kB\nRssFile:\t 3 kB\n"), 3072);
-  // /proc/<pid>/stat: a command name with spaces and parentheses; utime 250 and stime 50 ticks = 3 s.
-  const stat = "123 (deno (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 100 200 300";
-  assertEquals(cpuSeconds(stat), 3);
-  assert((cpuSeconds() ?? 0) >= 0);
+const peer = (over: Partial<SdcppRun> = {}): SdcppRun => ({
+  load_s: 1,
+  text_encode_s: 0.3,
+  step_s: [5.5, 5, 4.9, 5.1],
+  first_step_s: 5.5,
+  step_median_rest_s: 5,
+  sample_s: 20.5,
+  decode_s: 12.5,
+  generate_s: 33.4,
+  total_s: 42,
+  peak_rss_bytes: 2.5e9,
+  peak_rss_source: "time -v",
+  cpu_s: 80,
+  ...over,
 });
 
-Deno.test("bench gen: ratios against sd.cpp's figures and the 512 targets", () => {
-  const extra = { isa: "avx512", model: "m", busyBefore: 0.02, othersCpuS: 0.4 };
-  const r512 = makeRow(worker(512), 70, extra);
-  // sd.cpp 512: 31 s/step, 51 s decode, 3.69 GB; targets 31/3, 51/4, < 3.69 GB.
-  assertEquals(r512.sdcpp?.step_speedup, 2.95);
-  assertEquals(r512.sdcpp?.decode_speedup, 4);
-  assertEquals(r512.sdcpp?.total_speedup, null);
-  assertEquals(r512.sdcpp?.rss_ratio, 0.81);
-  assertEquals(r512.targets, { step_s: 10.33, decode_s: 12.75, peak_rss_gb: 3.69, met: false });
-  assertEquals(makeRow(worker(512, { step_median_s: 10 }), 70, extra).targets?.met, true);
-  assertEquals(makeRow(worker(512, { step_median_s: 10, peak_rss_bytes: 3.7e9 }), 70, extra).targets?.met, false);
-
-  const r256 = makeRow(worker(256, { step_median_s: 2.45, decode_s: 5.8 }), 20, extra);
-  assertEquals([r256.sdcpp?.step_speedup, r256.sdcpp?.decode_speedup, r256.sdcpp?.total_speedup], [2, 2, 2]);
-  assertEquals(r256.targets, null);
-  assertEquals(makeRow(worker(320), 20, extra).sdcpp, null);
-
-  const table = formatTable([r256, r512]);
-  assert(table.includes("256x256") && table.includes("512x512"), table);
-  assert(table.includes("2.95x"), table);
-  assertEquals(r512.cpu_busy_before, 0.02);
-  assertEquals(r512.others_cpu_s, 0.4);
-  const lines = table.split("\n");
-  assertEquals(lines.length, 4, table);
-  assert(lines.every((l) => l.length === lines[1].length), `columns do not line up:\n${table}`);
+const row = (size: number, withPeer: boolean): GenRow => ({
+  arch: "sd15",
+  size,
+  run: 1,
+  steps: 4,
+  threads: 2,
+  isa: "avx512",
+  model: "m.safetensors",
+  sdflow: ours(),
+  sdcpp: withPeer ? peer() : null,
+  ratios: withPeer ? makeRatios(ours(), peer()) : null,
+  psnr_db: withPeer ? 57.25 : null,
+  cpu_busy_before: 0.02,
+  others_cpu_s: 0.4,
 });
 
-Deno.test("bench gen --arch sdxl: sd.cpp's SDXL figures and issue 7's 512 targets (1/8 step, 1/10 decode, 0.6x RSS)", () => {
-  const extra = { isa: "avx512", model: "m", busyBefore: 0, othersCpuS: 0 };
-  const xl = BENCH_ARCHS.sdxl;
-  const r = makeRow(worker(512, { step_median_s: 5, decode_s: 5, peak_rss_bytes: 5e9 }), 60, extra, xl);
-  assertEquals(r.sdcpp?.step_speedup, 8.89);
-  assertEquals(r.targets, { step_s: 5.56, decode_s: 5.26, peak_rss_gb: 5.24, met: true });
-  assertEquals(
-    makeRow(worker(512, { step_median_s: 5, decode_s: 5, peak_rss_bytes: 5.3e9 }), 60, extra, xl).targets?.met,
-    false,
+const conv = (ort: boolean): ConvRow => ({
+  name: "unet 320->320@64",
+  cin: 320,
+  cout: 320,
+  h: 64,
+  w: 64,
+  batch: 2,
+  threads: 2,
+  dtype: "f16",
+  path: "F(4,3)",
+  winograd_ms: 31.04,
+  winograd_op_ms: 30,
+  hoisted_ms: NaN,
+  im2col_ms: NaN,
+  speedup: NaN,
+  gflops: 486.6,
+  im2col_gflops: NaN,
+  ...(ort
+    ? { onnxruntime_ms: 76.6, onnxruntime_gflops: 197.2, onnxruntime_ratio: 2.47, onnxruntime_rel_err: 1e-6 }
+    : {}),
+});
+
+Deno.test("bench gen: arguments", () => {
+  const d = parseGenArgs(["gen"]);
+  assertEquals(d, {
+    arch: "sd15",
+    sizes: [256, 512],
+    steps: 4,
+    threads: undefined,
+    model: undefined,
+    sdcpp: undefined,
+    json: false,
+    isa: "auto",
+    repeat: 1,
+  });
+  const o = parseGenArgs(["gen", "--arch", "sdxl", "--sizes", "512, 1024", "--steps", "2", "--sdcpp", "/x/sd-cli"]);
+  assertEquals([o.arch, o.sizes, o.steps, o.sdcpp], ["sdxl", [512, 1024], 2, "/x/sd-cli"]);
+  assertEquals(parseGenArgs(["--arch", "sdxl"]).sizes, [512, 1024]);
+  assertEquals(parseGenArgs(["--arch", "sd21"]).sizes, [256, 512]);
+  assertEquals(parseGenArgs(["readme", "--threads=1", "--json"]).threads, 1);
+  assertEquals(parseGenArgs(["--lora", "x.safetensors"]).lora, { path: "x.safetensors", mode: "merge" });
+  assertEquals(parseGenArgs(["--lora", "x", "--lora-mode", "runtime"]).lora, { path: "x", mode: "runtime" });
+  const bad: [string[], RegExp][] = [
+    [["--arch", "sd3"], /--arch must be one of sd15, sd21, sdxl, got "sd3"/],
+    [["--sizes", "256,500"], /multiples of 64/],
+    [["--sizes", "256,"], /--sizes expects a positive integer, got ""/],
+    [["--steps", "0"], /--steps expects a positive integer/],
+    [["--repeat", "0"], /--repeat expects a positive integer/],
+    [["--lora", "x", "--lora-mode", "fast"], /--lora-mode must be merge or runtime, got "fast"/],
+    [["--steps", "2.5"], /--steps expects a positive integer/],
+    [["--threads", "x"], /--threads expects a positive integer/],
+    [["--sdcpp="], /--sdcpp expects the path/],
+    [["--frobnicate"], /frobnicate/],
+    [["gen", "extra"], /unexpected argument "extra"/],
+  ];
+  for (const [args, re] of bad) {
+    const e = assertThrows(() => parseGenArgs(args), BenchUsageError);
+    assert(re.test(e.message), `${args.join(" ")}: ${e.message}`);
+  }
+});
+
+Deno.test("bench gen: ratios (sd.cpp ÷ sdflow; RSS sdflow ÷ sd.cpp)", () => {
+  assertEquals(makeRatios(ours(), peer()), { first_step: 2.2, step: 5, decode: 10, total: 5, rss: 0.8 });
+  // One step each: the first steps are compared; a missing figure gives no ratio rather than a wrong one.
+  const one = makeRatios(
+    ours({ step_s: [2], first_step_s: 2, step_median_rest_s: null, peak_rss_bytes: null }),
+    peer({ step_s: [6], first_step_s: 6, step_median_rest_s: null, decode_s: null }),
   );
-  // 1024x1024: no sd.cpp figures, no targets, but the row is still reported.
-  const big = makeRow(worker(1024), 600, extra, xl);
-  assertEquals([big.sdcpp, big.targets, big.size], [null, null, 1024]);
-  assert(formatTable([r, big]).includes("1024x1024"));
+  assertEquals(one, { first_step: 3, step: 3, decode: null, total: 5, rss: null });
 });
+
+Deno.test("bench gen: the terminal table lines up and says what it measured", () => {
+  const table = formatGenTable([row(256, true), row(512, false)]);
+  const lines = table.split("\n");
+  assertEquals(lines.length, 1 + 3 + 1, table);
+  assert(lines[1].startsWith("256x256  sdflow") && lines[2].includes("sd.cpp") && lines[3].includes("5.00x"), table);
+  assert(lines[3].includes("10.00x") && lines[3].includes("2.20x"), table);
+  assert(lines.slice(0, 3).every((l) => l.length === lines[0].length), `columns do not line up:\n${table}`);
+  const notes = genNotes([row(256, true)]).join("\n");
+  assert(/PSNR .*256x256 57\.25 dB/.test(notes), notes);
+  assert(/peak RSS sdflow ÷ sd\.cpp: 256x256 0\.80 \(sd\.cpp's peak by time -v\)/.test(notes), notes);
+  assert(!notes.includes("note: other processes"), notes);
+  // Repeated runs: each row numbered, and the spread per size.
+  const again = { ...row(256, true), run: 2, sdflow: ours({ step_median_rest_s: 1.4, decode_s: 1.5 }) };
+  const repeated = formatGenTable([row(256, true), again]);
+  assert(repeated.includes("256x256 #1  sdflow") && repeated.includes("256x256 #2  sd.cpp"), repeated);
+  const spread = genNotes([row(256, true), again]).join("\n");
+  assert(
+    spread.includes(
+      "spread at 256x256 over 2 runs: sdflow: step s 1.00–1.40 (median 1.20), decode s 1.25–1.50 (median 1.38); " +
+        "sd.cpp: step s 5.00–5.00 (median 5.00), decode s 12.50–12.50 (median 12.50)",
+    ),
+    spread,
+  );
+  const busy = genNotes([{ ...row(256, false), others_cpu_s: 500 }]).join("\n");
+  assert(busy.includes("note: other processes were busy during 256x256"), busy);
+});
+
+Deno.test("bench readme: machine line, Markdown table and the README section", async () => {
+  const cpuinfo = [0, 1].map((i) =>
+    `processor\t: ${i}\nmodel name\t: AMD EPYC 9R45\nphysical id\t: 0\ncore id\t\t: ${i}\n` +
+    "flags\t\t: fpu sse avx2 fma f16c avx512f avx512bw avx512vl avx512_bf16\n"
+  ).join("\n");
+  const machine = parseMachine(cpuinfo, "MemTotal:       25165824 kB\n");
+  assertEquals(machine, {
+    cpu: "AMD EPYC 9R45",
+    logicalCpus: 2,
+    physicalCores: 2,
+    isaFlags: ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16"],
+    memoryBytes: 25165824 * 1024,
+  });
+  assertEquals(parseMachine("", "").cpu, "unknown CPU");
+
+  const md = markdownTable(["size", "a|b"], [["256x256", "1.00"], ["1024x1024", "12.50"]]);
+  assertEquals(md.split("\n"), [
+    "| size      |  a\\|b |",
+    "| --------- | ----: |",
+    "| 256x256   |  1.00 |",
+    "| 1024x1024 | 12.50 |",
+  ]);
+  assertEquals(textTable(["x", "value"], [["a", "1"]]), "x  value\na      1");
+  assertEquals(wrap("aa bb cc dd", 5), "aa bb\ncc dd");
+  assertEquals(
+    commandLine(["readme", "--sdcpp", "/p/sd cli", "--write"]),
+    "deno task bench readme --sdcpp '/p/sd cli'",
+  );
+
+  const ctx = {
+    machine,
+    threads: 2,
+    isa: "avx512",
+    steps: 4,
+    arch: "sd15" as const,
+    command: "deno task bench readme --sdcpp /p/sd-cli",
+    sdcppVersion: "stable-diffusion.cpp version master-827",
+    date: "2026-12-02",
+  };
+  const section = readmeSection(
+    [row(256, true), row(512, true)],
+    { ...ctx, onnxruntimeVersion: "1.30.0", convRuns: 5 },
+    [
+      conv(true),
+    ],
+  );
+  assert(section.startsWith(BEGIN) && section.endsWith(END), section);
+  for (
+    const want of [
+      "AMD EPYC 9R45 (2 logical CPUs, 2 cores), AVX-512 (f, bw, vl, bf16), 24.0 GiB",
+      "`deno task bench readme --sdcpp /p/sd-cli`",
+      "master-827",
+      "| 256x256 |          1.00 |          5.00 |          5.0x |",
+      "1.25 s / 12.50 s",
+      "2.00 GB / 2.50 GB",
+      "57.3 dB / 57.3 dB PSNR",
+      "median of 5",
+      "onnxruntime-node 1.30.0",
+      "|                 2.5x |",
+    ]
+  ) assert(section.replaceAll("\n", " ").includes(want), `missing ${JSON.stringify(want)} in\n${section}`);
+  assert(section.split("\n").every((l) => l.length <= 120 || l.startsWith("|")), section);
+  // Prose wrapped at 120 columns; `deno fmt` (which --write runs on it) keeps every word.
+  assert(section.split("\n").every((l) => l.length <= 120 || l.startsWith("|")), section);
+  const long = readmeSection([row(256, true)], {
+    ...ctx,
+    command: `deno task bench readme --sdcpp /${"x".repeat(150)}`,
+  });
+  const formatted = await formatMarkdown(long + "\n");
+  assertEquals(formatted.split(/\s+/).join(" "), (long + "\n").split(/\s+/).join(" "));
+  assertEquals(await formatMarkdown(formatted), formatted);
+  const alone = readmeSection([row(256, false)], { ...ctx, sdcppVersion: null });
+  assert(!alone.includes("sd.cpp") && alone.includes("| 256x256 |          1.00 |          2.50 s |"), alone);
+  assert(alone.includes("SD 1.5 (random-weight f16 checkpoint"), alone);
+  const given = readmeSection([row(256, false)], { ...ctx, model: "/m/v1-5-pruned-emaonly.safetensors" });
+  assert(given.includes("The checkpoint `v1-5-pruned-emaonly.safetensors`,"), given);
+
+  const readme = `# x\n\n## Speed and memory\n\n${BEGIN}\nold\n${END}\n\nafter\n`;
+  assertEquals(replaceSection(readme, "NEW"), "# x\n\n## Speed and memory\n\nNEW\n\nafter\n");
+  assertThrows(() => replaceSection("# x\n", "NEW"), Error, "markers");
+  assertThrows(() => replaceSection(`${END}\n${BEGIN}\n`, "NEW"), Error, "markers");
+});
+
+Deno.test("bench readme: its own flags, and the convolution table", () => {
+  assertEquals(readmeArgs(["readme", "--sdcpp", "/x", "--vs", "onnxruntime", "--write", "--runs=3", "--steps", "2"]), {
+    write: true,
+    onnx: true,
+    runs: 3,
+    gen: ["readme", "--sdcpp", "/x", "--steps", "2"],
+  });
+  assertThrows(() => readmeArgs(["--vs", "torch"]), BenchUsageError, `--vs takes "onnxruntime", got "torch"`);
+  assertThrows(() => readmeArgs(["--runs", "0"]), BenchUsageError, "--runs expects a positive integer");
+  assertThrows(() => readmeArgs(["--vs"]), BenchUsageError, "--vs expects a value");
+  assertEquals(
+    convTable([conv(true)]).split("\n")[2],
+    "| unet 320->320@64      |     2 |      31.0 |     487 |           76.6 |                 197 |                 2.5x |",
+  );
+  assert(!convTable([conv(false)]).includes("onnxruntime"));
+});
+
+Deno.test("bench gen: a whole run on the tiny checkpoint next to a stand-in sd-cli", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = await makeTinyCheckpoint(`${dir}/tiny.safetensors`);
+    // The stand-in replays a captured sd-cli log (4 steps) and writes a grey 64x64 PNG where -o says.
+    const log = new URL("./testdata/sdcpp_sd15_256_euler_4.log", import.meta.url).pathname;
+    const grey = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(128) };
+    await Deno.writeFile(`${dir}/grey.png`, encodePngImage(grey));
+    const fake = `${dir}/sd-cli`;
+    await Deno.writeTextFile(
+      fake,
+      `#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n` +
+        `cat '${log}'\ncp '${dir}/grey.png' "$out"\n`,
+    );
+    await Deno.chmod(fake, 0o755);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./main.ts", import.meta.url).pathname,
+        "gen",
+        "--model",
+        model,
+        "--sizes",
+        "64",
+        "--steps",
+        "4",
+        "--threads",
+        "1",
+        "--sdcpp",
+        fake,
+        "--json",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr) + text);
+    const rows = text.trim().split("\n").map((l) => JSON.parse(l) as GenRow);
+    assertEquals(rows.length, 1, text);
+    const r = rows[0];
+    assertEquals([r.size, r.steps, r.threads, r.sdflow.step_s.length], [64, 4, 1, 4]);
+    const finite = (o: object, keys: readonly string[]) => {
+      for (const k of keys) {
+        const v = (o as Record<string, unknown>)[k];
+        assert(typeof v === "number" && Number.isFinite(v) && v >= 0, `${k} = ${v}`);
+      }
+    };
+    finite(r.sdflow, [
+      "load_s",
+      "text_encode_s",
+      "first_step_s",
+      "step_median_rest_s",
+      "decode_s",
+      "save_s",
+      "total_s",
+      "peak_rss_bytes",
+      "cpu_s",
+    ]);
+    finite(r.sdcpp!, ["first_step_s", "step_median_rest_s", "decode_s", "total_s", "peak_rss_bytes"]);
+    finite(r.ratios!, ["first_step", "step", "decode", "total", "rss"]);
+    assert(Number.isFinite(r.psnr_db), `psnr ${r.psnr_db}`);
+    // The stand-in's figures are the captured log's, read back exactly.
+    assertEquals(r.sdcpp!.step_s.length, 4);
+    assertEquals(r.sdcpp!.decode_s, SAMPLE_DECODE_S);
+
+    // A peer that fails is one clear line and exit 1.
+    await Deno.writeTextFile(fake, "#!/bin/sh\necho '[ERROR] main.cpp:1 - load model failed' >&2\nexit 3\n");
+    const failed = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./main.ts", import.meta.url).pathname,
+        "gen",
+        "--model",
+        model,
+        "--sizes",
+        "64",
+        "--steps",
+        "1",
+        "--sdcpp",
+        fake,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(failed.stderr);
+    assertEquals(failed.code, 1, err);
+    assert(/bench gen: sd-cli exited with 3:\n.*load model failed/.test(err), err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The decode time in bench/testdata/sdcpp_sd15_256_euler_4.log. */
+const SAMPLE_DECODE_S = 63.29;

@@ -13,6 +13,7 @@ import type { Pipeline } from "../dsl/validate.ts";
 import { pipelineFromArgs, reportError, useCallerFolder, wantsVerbose } from "./common.ts";
 import { OpProfiler } from "./profile.ts";
 import { ProgressDisplay } from "./progress.ts";
+import { allReporters, RunTimings } from "./timings.ts";
 import { sdcppHelp, UsageError } from "./sdcpp.ts";
 
 const HELP = `usage: sdflow gen <graph.json|graph.ts> [options]     (or: deno task gen …)
@@ -33,6 +34,7 @@ options:
                                or a library path (default: cpu, unless a loader node's backend input says)
   --concurrency N              how many independent nodes may run at once (default 2)
   --profile                    print per-op times of the networks at the end (top ops, time by op kind)
+  --timings-json FILE          write load, per-step, decode, PNG write times and peak RSS as JSON (bench gen reads it)
   -v, --verbose                progress of every node; stack traces on errors
   -h, --help                   this text
 
@@ -96,11 +98,14 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
       throw new UsageError(`--concurrency expects a positive integer, got "${conc}"`);
     }
     const profiler = args.flags.profile ? new OpProfiler() : undefined;
+    const timingsPath = args.flags["timings-json"] as string | undefined;
+    if (timingsPath === "") throw new UsageError("--timings-json expects a file path");
+    const timings = timingsPath === undefined ? undefined : new RunTimings();
     const t0 = performance.now();
     const result = await runPipeline(pipeline, {
       cache,
       concurrency: conc ? Number(conc) : undefined,
-      reporter: display,
+      reporter: timings ? allReporters(display, timings) : display,
       settings: {
         threads: threads ? Number(threads) : undefined,
         backend: args.flags.backend as string | undefined,
@@ -110,6 +115,10 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
     display.close();
     if (verbose) { for (const line of display.summary()) console.error(line); }
     if (profiler) console.log(profiler.report().join("\n"));
+    if (timings) {
+      const report = timings.report({ threads: threads ? Number(threads) : undefined });
+      await Deno.writeTextFile(timingsPath!, JSON.stringify(report, null, 2) + "\n");
+    }
     const cached = result.cached.length ? `, ${result.cached.length} from cache` : "";
     console.error(
       `done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${result.executed.length} nodes ran${cached})`,
