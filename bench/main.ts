@@ -24,9 +24,6 @@ import { benchReadme } from "./readme.ts";
 import { benchDecoders } from "./decoders.ts";
 import { loadOnnxruntime, onnxNote } from "./onnxruntime.ts";
 
-// Relative paths (--model, --sdcpp) mean the folder `deno task bench` was started in.
-useCallerFolder();
-
 const OPTIONS = {
   threads: { type: "string" },
   runs: { type: "string", default: "5" },
@@ -38,6 +35,10 @@ const OPTIONS = {
 } as const;
 const suite = parseArgs({ args: Deno.args, allowPositionals: true, strict: false, options: OPTIONS }).positionals[0] ??
   "conv";
+// gen and readme: relative paths (--model, --sdcpp, --lora) mean the folder `deno task bench` was started in
+// (they make their own paths absolute); the other suites' default paths are relative to sdflow's root.
+if (suite === "gen" || suite === "readme") useCallerFolder();
+else Deno.env.delete("SDFLOW_CALLER_DIR");
 // gen and readme read their own flags (strictly, themselves); the op suites share these.
 const opSuite = suite === "conv" || suite === "attention" || suite === "gemm";
 const { values } = (() => {
