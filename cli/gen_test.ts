@@ -248,7 +248,7 @@ Deno.test("sd.cpp flags: bad values name the flag; unsupported flags say so", as
     /--sampling-method "euler_b": node "sampler" input "sampler": must be one of/,
   );
   assert.throws(
-    () => parseArgs(["-m", "m", "--vae", "v.safetensors"], true),
+    () => parseArgs(["-m", "m", "--t5xxl", "t5.safetensors"], true),
     (e: Error) => e instanceof UsageError && /not support yet/.test(e.message),
   );
   assert.throws(() => graphFromSdcppFlags(parseArgs(["-p", "a cat"], true).flags), /no model: give one with -m/);

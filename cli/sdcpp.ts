@@ -80,6 +80,12 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     help: "auto | immediately (merge into the weights) | at_runtime (add up(down(x)) in each patched layer)",
   },
   { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
+  { names: ["vae"], target: ["checkpoint", "vae"], help: "a separate VAE file or diffusers VAE folder" },
+  {
+    names: ["prediction"],
+    target: ["checkpoint", "prediction"],
+    help: "eps | v: what the UNet predicts (default: from the file; SD 2.x: probed)",
+  },
   { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i) | upscale (-i IN -o OUT)" },
   {
     names: ["taesd"],
@@ -135,7 +141,6 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
 
 /** sd.cpp flags sdflow knows of but does not implement yet (an error says so rather than "unknown"). */
 const NOT_YET = [
-  "vae",
   "control-net",
   "control-image",
   "diffusion-model",
@@ -418,8 +423,15 @@ export function graphFromSdcppFlags(
   const clipSkip = v<number>("positive.clip_skip");
   const skip = clipSkip === undefined || clipSkip < 1 ? {} : { clip_skip: clipSkip };
   const embd = v<string | undefined>("checkpoint.embeddings_dir");
+  const vaePath = v<string | undefined>("checkpoint.vae");
+  const prediction = v<"eps" | "v" | undefined>("checkpoint.prediction");
   const ckpt = g.checkpoint(
-    { path: v<string>("checkpoint.path"), ...(embd === undefined ? {} : { embeddings_dir: embd }) },
+    {
+      path: v<string>("checkpoint.path"),
+      ...(embd === undefined ? {} : { embeddings_dir: embd }),
+      ...(vaePath === undefined ? {} : { vae: vaePath }),
+      ...(prediction === undefined ? {} : { prediction }),
+    },
     "checkpoint",
   );
   const notes: string[] = [];

@@ -16,10 +16,14 @@
  *   for CLIP ViT-L, OpenCLIP ViT-H and ViT-bigG);
  * - `sdflow.vae.scaling_factor`: default 0.18215 (SD1/SD2), 0.13025 (SDXL);
  * - prediction: a `v_pred` tensor in the file (the marker stable-diffusion.cpp
- *   honours), or metadata `modelspec.prediction_type` / `prediction_type` /
+ *   honours for SDXL), or metadata `modelspec.prediction_type` / `prediction_type` /
  *   `sdflow.prediction` ("v", "v_prediction", "eps", "epsilon").
- *   Otherwise eps. SD 2.x 768-v checkpoints carry no marker: use
- *   {@link V_PREDICTION_PROBE} (stable-diffusion.cpp's test) or an explicit override.
+ *   Otherwise eps, except SD 2.x: its 768-v checkpoints carry no marker, so the
+ *   loader runs {@link V_PREDICTION_PROBE} (stable-diffusion.cpp's test, which
+ *   sd.cpp runs for every SD 2.x file without `--prediction`).
+ *   A caller override (`--prediction`) wins over metadata and the probe, but an
+ *   override that contradicts a `v_pred` tensor is an {@link ArchError}: the
+ *   file says what it is, and sampling it the other way gives garbage.
  */
 
 import type { ModelFamily, Prediction } from "./types.ts";
@@ -79,6 +83,12 @@ export interface ClipConfig {
   readonly finalLayerNorm: boolean;
   /** Token that pads prompts to 77 (sd.cpp: 49407 for CLIP-L, 0 for SD2's OpenCLIP-H). */
   readonly padTokenId: number;
+  /**
+   * Final layers of the original encoder that the file leaves out: 1 for a diffusers SD 2.x folder
+   * (ViT-H's 24th layer is dropped there, as SD 2.x uses the penultimate one); clip-skip counts them.
+   * Metadata `sdflow.clip.dropped_layers` overrides.
+   */
+  readonly droppedLayers?: number;
 }
 
 export interface VaeConfig {
@@ -102,8 +112,16 @@ export interface VaeConfig {
 export interface ArchInfo {
   readonly family: ModelFamily;
   readonly prediction: Prediction;
-  /** Where `prediction` came from: a marker/metadata, a caller override, or the family default. */
-  readonly predictionSource: "file" | "override" | "default";
+  /**
+   * Where `prediction` came from: a marker/metadata, a caller override, the family default, or
+   * (set by the loader) stable-diffusion.cpp's UNet probe. "default" on an SD 2.x file means the
+   * loader still has to run the probe ({@link needsPredictionProbe}).
+   */
+  readonly predictionSource: "file" | "override" | "default" | "probe";
+  /** What in the file states the prediction ("a v_pred tensor", "metadata modelspec.prediction_type=v"). */
+  readonly predictionMarker?: string;
+  /** One line for the user when an override disagrees with the file's metadata (the override wins). */
+  readonly predictionWarning?: string;
   readonly unet?: UnetConfig;
   /** SD1/SD2: one encoder; SDXL: [CLIP-L, OpenCLIP bigG] whose hidden states are concatenated. */
   readonly textEncoders: readonly ClipConfig[];
@@ -134,6 +152,11 @@ export function detectArch(
   for (const t of tensors) shapes.set(t.name, t.shape);
   const metadata: Record<string, string> = {};
   for (const [k, v] of Object.entries(fileMetadata)) if (typeof v !== "object" || v === null) metadata[k] = String(v);
+  // A diffusers folder prefixes each component's metadata with "component/"; sdflow.* keys apply model-wide.
+  for (const [k, v] of Object.entries(metadata)) {
+    const m = /^[\w.-]+\/(sdflow\..+)$/.exec(k);
+    if (m && !(m[1] in metadata)) metadata[m[1]] = v;
+  }
   const has = (n: string) => shapes.has(n);
   const names = [...shapes.keys()];
 
@@ -170,40 +193,72 @@ export function detectArch(
   const vaePrefix = findPrefix(names, "decoder.conv_in.weight", "first_stage_model.");
   const vae = vaePrefix !== undefined ? detectVae(shapes, vaePrefix, family, metadata) : undefined;
 
-  let prediction: Prediction = "eps";
-  let predictionSource: ArchInfo["predictionSource"] = "default";
-  const fromFile = predictionFromFile(has("v_pred"), metadata);
-  if (opts.prediction) {
-    prediction = opts.prediction;
-    predictionSource = "override";
-  } else if (fromFile) {
-    prediction = fromFile;
-    predictionSource = "file";
-  }
   if (!unet && textEncoders.length === 0 && !vae) {
     throw new ArchError(
       "cannot tell the model family (SD 1.x, SD 2.x or SDXL): no UNet, text encoder or VAE tensors under their " +
         "ldm/sgm single-file or diffusers names",
     );
   }
-  return { family, prediction, predictionSource, unet, textEncoders, vae };
+  let prediction: Prediction = "eps";
+  let predictionSource: ArchInfo["predictionSource"] = "default";
+  let predictionWarning: string | undefined;
+  const fromFile = predictionFromFile(has("v_pred"), metadata);
+  if (opts.prediction) {
+    if (opts.prediction !== "eps" && opts.prediction !== "v") {
+      throw new ArchError(`unknown prediction "${opts.prediction}" (one of ${PREDICTIONS.join(", ")})`);
+    }
+    if (fromFile && fromFile.prediction !== opts.prediction) {
+      const says = `the file marks itself ${fromFile.prediction}-prediction (${fromFile.marker})`;
+      if (fromFile.tensor) throw new ArchError(`prediction "${opts.prediction}" contradicts the file: ${says}`);
+      predictionWarning = `prediction "${opts.prediction}" overrides the file's metadata: ${says}`;
+    }
+    prediction = opts.prediction;
+    predictionSource = "override";
+  } else if (fromFile) {
+    prediction = fromFile.prediction;
+    predictionSource = "file";
+  }
+  return {
+    family,
+    prediction,
+    predictionSource,
+    predictionMarker: fromFile?.marker,
+    predictionWarning,
+    unet,
+    textEncoders,
+    vae,
+  };
 }
 
-function predictionFromFile(vPredTensor: boolean, md: Readonly<Record<string, string>>): Prediction | undefined {
-  if (vPredTensor) return "v";
+/** The prediction types sdflow samples (stable-diffusion.cpp's `--prediction` names). */
+export const PREDICTIONS: readonly Prediction[] = ["eps", "v"];
+
+/** Whether the loader must run {@link V_PREDICTION_PROBE}: SD 2.x with nothing stating the prediction. */
+export function needsPredictionProbe(arch: ArchInfo): boolean {
+  return arch.family === "sd2" && arch.predictionSource === "default" && arch.unet !== undefined;
+}
+
+function predictionFromFile(
+  vPredTensor: boolean,
+  md: Readonly<Record<string, string>>,
+): { prediction: Prediction; marker: string; tensor: boolean } | undefined {
+  if (vPredTensor) return { prediction: "v", marker: "a v_pred tensor", tensor: true };
   for (const key of ["sdflow.prediction", "modelspec.prediction_type", "prediction_type"]) {
     const v = md[key]?.toLowerCase().trim();
     if (!v) continue;
-    if (v === "v" || v === "v_prediction" || v === "v-prediction") return "v";
-    if (v === "eps" || v === "epsilon") return "eps";
+    const marker = `metadata ${key}=${md[key]}`;
+    if (v === "v" || v === "v_prediction" || v === "v-prediction") return { prediction: "v", marker, tensor: false };
+    if (v === "eps" || v === "epsilon") return { prediction: "eps", marker, tensor: false };
   }
   return undefined;
 }
 
 /**
- * stable-diffusion.cpp's test for SD2 v-prediction: run the UNet once on
- * x = 0.5 everywhere ([1, 4, 8, 8]), context = 0.5 ([1, 2, contextDim]),
- * timestep 999; the model is v-prediction when mean(out - x) < -1.
+ * stable-diffusion.cpp's test for SD2 v-prediction (`is_using_v_parameterization_for_sd2`): run the
+ * UNet once on x = 0.5 everywhere ([1, 4, 8, 8]; an inpainting UNet's 5 extra input channels are 0),
+ * context = 0.5 ([1, 2, contextDim]), timestep 999; the model is v-prediction when mean(out - x) < -1.
+ * At t = 999 an eps model predicts noise of mean ~0, a v model v = alpha*eps - sigma*x0, dominated by
+ * -x0 for the (mostly signal) input.
  */
 export const V_PREDICTION_PROBE = { shape: [1, 4, 8, 8], value: 0.5, contextTokens: 2, timestep: 999 } as const;
 
@@ -394,10 +449,33 @@ function detectClip(
     maxTokens,
     activation,
     projectionDim,
+    droppedLayers: droppedLayers(md, naming, width, layers),
     defaultClipSkip: family === "sd1" ? 1 : 2,
     finalLayerNorm: family !== "sdxl",
     padTokenId: family === "sd2" ? 0 : 49407,
   };
+}
+
+/**
+ * Final text layers the file leaves out: metadata `sdflow.clip.dropped_layers`, else 1 for an OpenCLIP
+ * ViT-H tower from a diffusers folder with 23 layers (diffusers' SD 2.x conversion drops the 24th, as
+ * SD 2.x uses the penultimate layer), else 0.
+ */
+function droppedLayers(
+  md: Readonly<Record<string, string>>,
+  naming: ClipNaming,
+  width: number,
+  layers: number,
+): number {
+  const v = md["sdflow.clip.dropped_layers"];
+  if (v !== undefined) {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new ArchError(`metadata sdflow.clip.dropped_layers="${v}" is not an integer >= 0`);
+    }
+    return n;
+  }
+  return naming === "openclip" && md["sdflow.layout"] === "diffusers" && width === 1024 && layers === 23 ? 1 : 0;
 }
 
 function detectVae(
@@ -439,6 +517,25 @@ function detectVae(
     scalingFactor,
     downFactor: 2 ** (nLevels - 1),
   };
+}
+
+/**
+ * The KL VAE in a tensor list on its own (a separate VAE file: bare `encoder.*`/`decoder.*` names, or
+ * `first_stage_model.*`), with the scaling factor of `family` (it belongs to the diffusion model, not
+ * to the VAE's weights: SDXL's VAE on an SD 1.x model would still scale by 0.18215). Undefined when
+ * the tensors hold no `decoder.conv_in.weight`.
+ */
+export function detectVaeConfig(
+  tensors: Iterable<TensorShape>,
+  family: ModelFamily,
+  fileMetadata: Readonly<Record<string, unknown>> = {},
+): VaeConfig | undefined {
+  const shapes = new Map<string, readonly number[]>();
+  for (const t of tensors) shapes.set(t.name, t.shape);
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fileMetadata)) if (typeof v !== "object" || v === null) metadata[k] = String(v);
+  const prefix = findPrefix([...shapes.keys()], "decoder.conv_in.weight", "first_stage_model.");
+  return prefix === undefined ? undefined : detectVae(shapes, prefix, family, metadata);
 }
 
 /** Attention heads of a SpatialTransformer with `channels` channels. */

@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "../tests/assert.ts";
-import { ArchError, detectArch, judgeVPredictionProbe } from "./arch.ts";
+import { ArchError, detectArch, judgeVPredictionProbe, needsPredictionProbe } from "./arch.ts";
 import { parseSafetensors, readReferenceList } from "./testdata/helpers.ts";
 import { TINY, tinyCheckpointBytes } from "./tiny/mod.ts";
 import { sharedTest } from "../tests/shared.ts";
@@ -113,4 +113,46 @@ Deno.test("detectArch: clear errors", () => {
 Deno.test("judgeVPredictionProbe: sd.cpp's threshold", () => {
   assertEquals(judgeVPredictionProbe(new Float32Array(256).fill(-0.6)), "v");
   assertEquals(judgeVPredictionProbe(new Float32Array(256).fill(0.1)), "eps");
+});
+
+Deno.test("detectArch: a prediction override against the file: a v_pred tensor refuses it, metadata warns", () => {
+  const tiny = parseSafetensors(tinyCheckpointBytes({ seed: 1, arch: "sd2" }));
+  const marked = [...tiny.tensors, { name: "v_pred", shape: [] }];
+  const e = assertThrows(() => detectArch(marked, tiny.metadata, { prediction: "eps" }), ArchError);
+  assertEquals(
+    e.message,
+    'prediction "eps" contradicts the file: the file marks itself v-prediction (a v_pred tensor)',
+  );
+  const agree = detectArch(marked, tiny.metadata, { prediction: "v" });
+  assertEquals([agree.prediction, agree.predictionSource, agree.predictionWarning], ["v", "override", undefined]);
+  const md = { ...tiny.metadata, "modelspec.prediction_type": "epsilon" };
+  const warned = detectArch(tiny.tensors, md, { prediction: "v" });
+  assertEquals([warned.prediction, warned.predictionSource], ["v", "override"]);
+  assertEquals(
+    warned.predictionWarning,
+    'prediction "v" overrides the file\'s metadata: the file marks itself eps-prediction ' +
+      "(metadata modelspec.prediction_type=epsilon)",
+  );
+  // Nothing stated: SD 2.x waits for the loader's probe, SD 1.x is eps.
+  assertEquals(needsPredictionProbe(detectArch(tiny.tensors, tiny.metadata)), true);
+  const sd1 = parseSafetensors(tinyCheckpointBytes({ seed: 1 }));
+  assertEquals(needsPredictionProbe(detectArch(sd1.tensors, sd1.metadata)), false);
+  assertEquals(needsPredictionProbe(detectArch(marked, tiny.metadata)), false);
+  assertThrows(() => detectArch(tiny.tensors, tiny.metadata, { prediction: "x0" as "v" }), ArchError, "unknown");
+});
+
+Deno.test({
+  ...sharedTest(
+    "detectArch: a diffusers SD 2.x text encoder (23 of ViT-H's 24 layers) counts the dropped one",
+    "reference/sd21-tensors.txt",
+  ),
+  fn() {
+    const without23 = sd21!.filter((t) => !t.name.includes("transformer.resblocks.23."));
+    const d = detectArch(without23, { "sdflow.layout": "diffusers" }).textEncoders[0];
+    assertEquals([d.layers, d.droppedLayers], [23, 1]);
+    // A single file with 23 layers is taken as it is; a full 24-layer tower drops nothing.
+    assertEquals(detectArch(without23).textEncoders[0].droppedLayers, 0);
+    assertEquals(detectArch(sd21!, { "sdflow.layout": "diffusers" }).textEncoders[0].droppedLayers, 0);
+    assertThrows(() => detectArch(sd21!, { "sdflow.clip.dropped_layers": "-1" }), ArchError, "dropped_layers");
+  },
 });

@@ -17,7 +17,15 @@ import {
   type Program,
   SharedArena,
 } from "../engine/mod.ts";
-import { ArchError, type ArchInfo, detectArch } from "./arch.ts";
+import {
+  ArchError,
+  type ArchInfo,
+  detectArch,
+  judgeVPredictionProbe,
+  needsPredictionProbe,
+  V_PREDICTION_PROBE,
+  type VaeConfig,
+} from "./arch.ts";
 import { type Embedding, EmbeddingError, loadEmbedding, loadEmbeddingDir } from "./clip/embeddings.ts";
 import { assembleSdxlConditioning, sdxlTokenInputs } from "./clip/sdxl_conditioning.ts";
 import { buildTextEncoder, splitCustomTokens } from "./clip/text_encoder.ts";
@@ -47,15 +55,20 @@ import { VAE_ENCODE_TILE_FACTOR, vaeTiled } from "./tiling.ts";
 import { sdxlVector } from "./unet/sdxl.ts";
 import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
+import { openVaeWeights, separateVaeConfig, VaeFileError } from "./vae/file.ts";
 import { createRng } from "./sampling/rng.ts";
-import { isDiffusersFolder, openLdmWeights, readTensorF32, type WeightFile } from "./weights/mod.ts";
+import { isDiffusersFolder, openLdmWeights, readTensorF32, storedRows, type WeightFile } from "./weights/mod.ts";
 
 export interface LoadOptions {
   /** Worker threads of the backend (default: physical cores). */
   threads?: number;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
-  /** Force the prediction type (e.g. an SD 2.x 768-v checkpoint without a marker). */
+  /**
+   * Force the prediction type (stable-diffusion.cpp's `--prediction`). Without it: the file's marker
+   * (a `v_pred` tensor, metadata), else for SD 2.x stable-diffusion.cpp's UNet probe, else eps. An
+   * override that contradicts a `v_pred` tensor is an error.
+   */
   prediction?: Prediction;
   /** Bytes of Winograd-transformed UNet filters kept between steps (default 0: transformed inside the products). */
   hoistBudgetBytes?: number;
@@ -74,8 +87,18 @@ export interface LoadOptions {
    * with this model (another family's width, not an embedding) are skipped, each reported to `onWarning`.
    */
   embeddingDir?: string;
-  /** Called with one-line warnings (skipped embedding files). */
+  /**
+   * A separate VAE (stable-diffusion.cpp's `--vae`): a file or diffusers folder, used instead of the
+   * checkpoint's own. One of another family (latent channels, downsampling) is a VaeFileError.
+   */
+  vae?: string;
+  /** Called with one-line warnings (skipped embedding files, a prediction override against metadata). */
   onWarning?: (message: string) => void;
+}
+
+/** The weights of `file` for graph builders: whole tensors, and pieces stored separately (diffusers q/k/v). */
+function fileSource(file: WeightFile): WeightSource {
+  return { get: (n) => file.get(n), rows: (n, start, count) => storedRows(file, n, start, count) };
 }
 
 /** A checkpoint that cannot be used for generation (parts missing). */
@@ -207,6 +230,7 @@ async function registerEmbeddings(
 /** Opens a checkpoint file or diffusers folder and prepares it for generation. */
 export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Promise<Checkpoint> {
   const file = await openLdmWeights(path);
+  let vaeSource: VaeSource | undefined;
   try {
     let arch: ArchInfo;
     try {
@@ -217,8 +241,11 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
       throw e;
     }
     if (!arch.unet) throw new CheckpointError(`${path}: no UNet tensors (model.diffusion_model.*)`);
-    if (!arch.vae) throw new CheckpointError(`${path}: no VAE tensors (first_stage_model.*)`);
-    if (arch.unet.inChannels !== arch.vae.zChannels) {
+    if (!arch.vae && opts.vae === undefined) {
+      throw new CheckpointError(`${path}: no VAE tensors (first_stage_model.*); give a separate VAE file (--vae)`);
+    }
+    const latentChannels = arch.vae?.zChannels ?? arch.unet.outChannels;
+    if (arch.unet.inChannels !== latentChannels) {
       // sd.cpp: 9 channels are an inpainting model, 8 Instruct-Pix2Pix; both need an image beside the latent.
       const kind = arch.unet.inChannels === 9
         ? "an inpainting model"
@@ -227,20 +254,120 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
         : "not a plain txt2img model";
       throw new CheckpointError(
         `${path}: the UNet takes ${arch.unet.inChannels} input channels, the VAE's latents have ` +
-          `${arch.vae.zChannels} (${kind}); sdflow runs txt2img/img2img models only`,
+          `${latentChannels} (${kind}); sdflow runs txt2img/img2img models only`,
       );
     }
     if (arch.family === "sdxl") checkSdxlParts(path, arch);
     if (arch.textEncoders.length === 0) throw new CheckpointError(`${path}: no text encoder tensors`);
+    vaeSource = opts.vae === undefined
+      ? { file, config: arch.vae!, separate: false }
+      : await openSeparateVae(opts.vae, arch);
     const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
     // A diffusers folder carries its own tokenizer files; single files use the bundled vocabulary.
     const tokenizer = await ClipTokenizer.load({ modelDir: (await isDiffusersFolder(path)) ? path : undefined });
     const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders.map((c) => c.width));
-    return new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts);
+    if (arch.predictionWarning) opts.onWarning?.(arch.predictionWarning);
+    const ckpt = new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts, vaeSource);
+    if (needsPredictionProbe(arch)) {
+      try {
+        await ckpt.probePrediction();
+      } catch (e) {
+        ckpt.dispose();
+        throw e;
+      }
+    }
+    return ckpt;
+  } catch (e) {
+    file.close();
+    if (vaeSource?.separate) vaeSource.file.close();
+    throw e;
+  }
+}
+
+/** Opens a separate VAE for `arch`'s model: a {@link VaeFileError} when it is not one, or another family's. */
+async function openSeparateVae(path: string, arch: ArchInfo): Promise<VaeSource> {
+  const file = await openVaeWeights(path);
+  try {
+    return { file, config: separateVaeConfig(file, arch), separate: true };
   } catch (e) {
     file.close();
     throw e;
   }
+}
+
+/** Options of {@link loadVae}. */
+export interface LoadVaeOptions extends Pick<LoadOptions, "threads" | "backend" | "onProfile"> {
+  /**
+   * The model whose latents it decodes: its family gives the scaling factor (SDXL 0.13025, else
+   * 0.18215) and its latent channels are checked. Default: SD 1.x/2.x, 4 channels.
+   */
+  model?: { family: ModelFamily; latentChannels?: number };
+}
+
+/** A VAE loaded on its own (the `vae_loader` node), with its own backend arena. */
+export interface LoadedVae extends Vae {
+  dispose(): void;
+}
+
+/** Loads a separate VAE file or folder (see models/vae/file.ts for the layouts). */
+export async function loadVae(path: string, opts: LoadVaeOptions = {}): Promise<LoadedVae> {
+  const family = opts.model?.family ?? "sd1";
+  const channels = opts.model?.latentChannels ?? 4;
+  const arch = {
+    family,
+    prediction: "eps",
+    predictionSource: "default",
+    textEncoders: [],
+    unet: undefined,
+    vae: undefined,
+  } as const;
+  const file = await openVaeWeights(path);
+  let config: VaeConfig;
+  try {
+    const found = separateVaeConfig(file, arch);
+    if (found.zChannels !== channels) {
+      throw new VaeFileError(
+        path,
+        `${path}: a VAE of another model family: its latents have ${found.zChannels} channels, the model uses ${channels}`,
+      );
+    }
+    config = found;
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+  const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+  const arena = new SharedArena(backend);
+  const slots: ProgramSlot[] = [];
+  const networks = new WeakMap<Program, string>();
+  const vae = makeVae({ file, config, separate: true }, {
+    serial: new Serial(),
+    slot: (capacity) => {
+      const s = new ProgramSlot(capacity);
+      slots.push(s);
+      return s;
+    },
+    make: (network, g, plan) => {
+      const program = compile(g, backend, { ...plan, arena });
+      networks.set(program, network);
+      return program;
+    },
+    run: async (program, inputs) => {
+      if (!opts.onProfile) return await program.run(inputs);
+      const t0 = performance.now();
+      const out = await program.run(inputs);
+      opts.onProfile(networks.get(program) ?? "network", program.profile(), performance.now() - t0);
+      return out;
+    },
+  });
+  return {
+    ...vae,
+    dispose() {
+      for (const s of slots) s.dispose();
+      arena.dispose();
+      file.close();
+    },
+  };
 }
 
 /**
@@ -309,6 +436,8 @@ class Serial {
 
 class LoadedCheckpoint implements Checkpoint {
   readonly family: ModelFamily;
+  #prediction: Prediction;
+  #predictionSource: ArchInfo["predictionSource"];
   readonly textEncoder: TextEncoder;
   readonly denoiser: Denoiser;
   readonly vae: Vae;
@@ -325,19 +454,18 @@ class LoadedCheckpoint implements Checkpoint {
     tokenizer: ClipTokenizer,
     custom: CustomEmbeddings,
     private readonly opts: LoadOptions,
+    private readonly vaeSource: VaeSource,
   ) {
     this.family = arch.family;
+    this.#prediction = arch.prediction;
+    this.#predictionSource = arch.predictionSource;
     const slot = (capacity?: number): ProgramSlot => {
       const s = new ProgramSlot(capacity);
       this.#slots.push(s);
       return s;
     };
-    const decoderSlot = slot();
-    const encoderSlot = slot();
     const clip = arch.textEncoders[0];
     const unet = arch.unet!;
-    const vae = arch.vae!;
-    const lookup = (g: Graph) => createWeightLookup(g, { get: (n) => file.get(n) });
     const serial = new Serial();
     // The networks run one at a time, so they share one activation arena.
     const arena = new SharedArena(backend);
@@ -366,7 +494,7 @@ class LoadedCheckpoint implements Checkpoint {
       new Map(allWeights.filter((t) => prefixes.some((p) => t.name.startsWith(p))).map((t) => [t.name, t.shape]));
     let unetShapes: ReadonlyMap<string, readonly number[]> | undefined;
     let textShapes: ReadonlyMap<string, readonly number[]> | undefined;
-    const base = { get: (n: string) => file.get(n) };
+    const base = fileSource(file);
     /** The weights of a network with its patches (the plain file when there are none). */
     const patchedSource = (
       patches: readonly ModelPatch[],
@@ -496,6 +624,8 @@ class LoadedCheckpoint implements Checkpoint {
       ? Float64Array.from(readTensorF32(file.get("alphas_cumprod")))
       : Float64Array.from(sdAlphasCumprod());
     const hoistBudgetBytes = opts.hoistBudgetBytes;
+    // deno-lint-ignore no-this-alias
+    const self = this;
     /** The UNet with `patches` (none: the checkpoint's own). */
     const makeDenoiser = (patches: readonly ModelPatch[]): Denoiser => {
       const unetSlot = slot();
@@ -503,7 +633,9 @@ class LoadedCheckpoint implements Checkpoint {
       const source = patchedSource(patches, shapes, "UNet");
       return {
         family: arch.family,
-        prediction: arch.prediction,
+        get prediction() {
+          return self.#prediction;
+        },
         alphasCumprod: alphas,
         patches,
         patchableWeights: () => shapes,
@@ -531,117 +663,50 @@ class LoadedCheckpoint implements Checkpoint {
             });
             const inputs: Record<string, InputData> = { x: x.data, timesteps, context: cond.context.data };
             if (unet.admInChannels !== undefined) {
-              inputs.y = sdxlLabelInput(cond, b, h * vae.downFactor, w * vae.downFactor, unet.admInChannels);
+              const f = vaeSource.config.downFactor;
+              inputs.y = sdxlLabelInput(cond, b, h * f, w * f, unet.admInChannels);
             }
             const { out } = await run(program, inputs);
-            return { shape: x.shape, data: out };
+            return { shape: [b, unet.outChannels, h, w], data: out };
           }),
       };
     };
     this.denoiser = makeDenoiser([]);
 
-    const scalingFactor = vae.scalingFactor;
-    this.vae = {
-      latentChannels: vae.zChannels,
-      scalingFactor,
-      decode: (
-        latent: Latent,
-        onProgress?: (done: number, total: number) => void,
-        decodeOpts: VaeDecodeOptions = {},
-      ): Promise<Image[]> =>
-        serial.run(decoderSlot, async () => {
-          const [b, c, h, w] = latent.shape;
-          const f = vae.downFactor;
-          const tiling = decodeOpts.tiling;
-          const images: Image[] = [];
-          // One image (or tile) at a time: the decoder's activations dominate memory, not its weights.
-          const programFor = (th: number, tw: number) =>
-            decoderSlot.get(`${th}x${tw}`, () => {
-              const g = new Graph();
-              buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: th, width: tw });
-              // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
-              return make("vae decoder", g, { hoistBudgetBytes: 0 });
-            });
-          const per = c * h * w;
-          if (tiling) {
-            const decodeTile = async (t: HostTensor): Promise<HostTensor> => {
-              const [, , th, tw] = t.shape;
-              const { image } = await run(programFor(th, tw), { latent: t.data });
-              return { shape: [1, 3, th * f, tw * f], data: image };
-            };
-            for (let i = 0; i < b; i++) {
-              const z = { shape: [1, c, h, w], data: latent.data.slice(i * per, (i + 1) * per) };
-              const out = await vaeTiled(z, w * f, h * f, f, tiling, 1, decodeTile, (d, n) =>
-                onProgress?.(i * n + d, b * n));
-              images.push(...toImages(out.data, out.shape));
-            }
-            return images;
-          }
-          const program = programFor(h, w);
-          // Progress in ops of the decoder over the whole batch, polled while the backend runs.
-          const ops = Math.max(1, program.plan.stepOps.length);
-          for (let i = 0; i < b; i++) {
-            onProgress?.(i * ops, b * ops);
-            const stale = program.progress();
-            let started = stale === 0 || stale < ops;
-            const poll = onProgress && setInterval(() => {
-              const p = program.progress();
-              if (!started && p < stale) {
-                started = true;
-              }
-              if (started) {
-                onProgress(i * ops + Math.min(p, ops), b * ops);
-              }
-            }, 100);
-            try {
-              const { image } = await run(program, { latent: latent.data.slice(i * per, (i + 1) * per) });
-              images.push(...toImages(image, [1, 3, h * f, w * f]));
-            } finally {
-              if (poll) {
-                clearInterval(poll);
-              }
-            }
-          }
-          onProgress?.(b * ops, b * ops);
-          return images;
-        }),
-      encode: (images: readonly Image[], o: VaeEncodeOptions = {}): Promise<Latent> =>
-        serial.run(encoderSlot, async () => {
-          const input = fromImages(images);
-          const [b, , h, w] = input.shape;
-          const f = vae.downFactor;
-          const programFor = (n: number, th: number, tw: number) =>
-            encoderSlot.get(`${n}x${th}x${tw}`, () => {
-              const g = new Graph();
-              buildVaeEncoder(g, lookup(g), vae, { batch: n, height: th, width: tw });
-              return make("vae encoder", g, { hoistBudgetBytes: 0 });
-            });
-          const shape = [b, 2 * vae.zChannels, h / f, w / f];
-          let moments: Float32Array;
-          if (o.tiling) {
-            // One image at a time, each in tiles of twice the decode size (sd.cpp's encode tiling).
-            const tiling = o.tiling;
-            const encodeTile = async (t: HostTensor): Promise<HostTensor> => {
-              const [, , th, tw] = t.shape;
-              const out = await run(programFor(1, th, tw), { image: t.data });
-              return { shape: [1, 2 * vae.zChannels, th / f, tw / f], data: out.moments };
-            };
-            const per = 3 * h * w;
-            moments = new Float32Array(b * shape[1] * shape[2] * shape[3]);
-            for (let i = 0; i < b; i++) {
-              const x = { shape: [1, 3, h, w], data: input.data.subarray(i * per, (i + 1) * per) };
-              const m = await vaeTiled(x, w / f, h / f, f, tiling, VAE_ENCODE_TILE_FACTOR, encodeTile);
-              moments.set(m.data, i * m.data.length);
-            }
-          } else {
-            moments = (await run(programFor(b, h, w), { image: input.data })).moments;
-          }
-          const noise = o.seed === undefined
-            ? null
-            : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);
-          return sampleLatent(moments, shape, noise, scalingFactor);
-        }),
-    };
+    this.vae = makeVae(vaeSource, { serial, slot, make, run });
+  }
+
+  /** How the prediction type was decided (the file, an override, the family default, the UNet probe). */
+  get predictionSource(): ArchInfo["predictionSource"] {
+    return this.#predictionSource;
+  }
+
+  /**
+   * stable-diffusion.cpp's SD 2.x v-prediction test ({@link V_PREDICTION_PROBE}): one UNet pass on a
+   * constant 8x8 latent; sets the denoiser's prediction from it. The probe's program is dropped after.
+   */
+  async probePrediction(): Promise<Prediction> {
+    const unet = this.arch.unet!;
+    const [b, c, h, w] = V_PREDICTION_PROBE.shape;
+    const per = h * w;
+    // An inpainting UNet's extra input channels (mask, masked image) are zeros, as in sd.cpp.
+    const x = new Float32Array(b * unet.inChannels * per);
+    x.fill(V_PREDICTION_PROBE.value, 0, c * per);
+    const context = new Float32Array(b * V_PREDICTION_PROBE.contextTokens * unet.contextDim)
+      .fill(V_PREDICTION_PROBE.value);
+    const out = await this.denoiser.predict(
+      { shape: [b, unet.inChannels, h, w], data: x },
+      new Float32Array(b).fill(V_PREDICTION_PROBE.timestep),
+      { context: { shape: [b, V_PREDICTION_PROBE.contextTokens, unet.contextDim], data: context } },
+    );
+    this.#prediction = judgeVPredictionProbe(out.data.subarray(0, c * per));
+    this.#predictionSource = "probe";
+    return this.#prediction;
+  }
+
+  /** Whether the VAE came from its own file (`--vae`) rather than the checkpoint. */
+  get separateVae(): boolean {
+    return this.vaeSource.separate;
   }
 
   dispose(): void {
@@ -649,5 +714,136 @@ class LoadedCheckpoint implements Checkpoint {
     for (const p of this.#patched) p.dispose();
     this.#arena.dispose();
     this.file.close();
+    if (this.vaeSource.separate) this.vaeSource.file.close();
   }
+}
+
+/** Where a checkpoint's VAE comes from: its own tensors, or a separate file (`--vae`). */
+export interface VaeSource {
+  readonly file: WeightFile;
+  readonly config: VaeConfig;
+  /** True for a separate file (closed with the checkpoint). */
+  readonly separate: boolean;
+}
+
+/** What a VAE runner shares with the networks of its checkpoint (or has on its own: {@link loadVae}). */
+interface NetworkRuntime {
+  serial: Serial;
+  slot: (capacity?: number) => ProgramSlot;
+  make: (network: string, g: Graph, plan: PlanOptions) => Program;
+  run: (program: Program, inputs: Record<string, InputData>) => Promise<Record<string, Float32Array>>;
+}
+
+/** The VAE decoder and encoder of `source`, compiled per shape on first use. */
+function makeVae(source: VaeSource, { serial, slot, make, run }: NetworkRuntime): Vae {
+  const { file, config: vae, separate } = source;
+  const scalingFactor = vae.scalingFactor;
+  const decoderSlot = slot();
+  const encoderSlot = slot();
+  const lookup = (g: Graph) => createWeightLookup(g, fileSource(file));
+  return {
+    latentChannels: vae.zChannels,
+    separate,
+    scalingFactor,
+    decode: (
+      latent: Latent,
+      onProgress?: (done: number, total: number) => void,
+      decodeOpts: VaeDecodeOptions = {},
+    ): Promise<Image[]> =>
+      serial.run(decoderSlot, async () => {
+        const [b, c, h, w] = latent.shape;
+        const f = vae.downFactor;
+        const tiling = decodeOpts.tiling;
+        const images: Image[] = [];
+        // One image (or tile) at a time: the decoder's activations dominate memory, not its weights.
+        const programFor = (th: number, tw: number) =>
+          decoderSlot.get(`${th}x${tw}`, () => {
+            const g = new Graph();
+            buildVaeDecoder(g, lookup(g), vae, { batch: 1, height: th, width: tw });
+            // Filter transforms once per decode: hoisting them would hold ~1.6 GB for a one-off pass.
+            return make("vae decoder", g, { hoistBudgetBytes: 0 });
+          });
+        const per = c * h * w;
+        if (tiling) {
+          const decodeTile = async (t: HostTensor): Promise<HostTensor> => {
+            const [, , th, tw] = t.shape;
+            const { image } = await run(programFor(th, tw), { latent: t.data });
+            return { shape: [1, 3, th * f, tw * f], data: image };
+          };
+          for (let i = 0; i < b; i++) {
+            const z = { shape: [1, c, h, w], data: latent.data.slice(i * per, (i + 1) * per) };
+            const out = await vaeTiled(z, w * f, h * f, f, tiling, 1, decodeTile, (d, n) =>
+              onProgress?.(i * n + d, b * n));
+            images.push(...toImages(out.data, out.shape));
+          }
+          return images;
+        }
+        const program = programFor(h, w);
+        // Progress in ops of the decoder over the whole batch, polled while the backend runs.
+        const ops = Math.max(1, program.plan.stepOps.length);
+        for (let i = 0; i < b; i++) {
+          onProgress?.(i * ops, b * ops);
+          const stale = program.progress();
+          let started = stale === 0 || stale < ops;
+          const poll = onProgress && setInterval(() => {
+            const p = program.progress();
+            if (!started && p < stale) {
+              started = true;
+            }
+            if (started) {
+              onProgress(i * ops + Math.min(p, ops), b * ops);
+            }
+          }, 100);
+          try {
+            const { image } = await run(program, { latent: latent.data.slice(i * per, (i + 1) * per) });
+            images.push(...toImages(image, [1, 3, h * f, w * f]));
+          } finally {
+            if (poll) {
+              clearInterval(poll);
+            }
+          }
+        }
+        onProgress?.(b * ops, b * ops);
+        return images;
+      }),
+    encode: (images: readonly Image[], o: VaeEncodeOptions = {}): Promise<Latent> =>
+      serial.run(encoderSlot, async () => {
+        if (!vae.hasEncoder) {
+          throw new CheckpointError(`${file.path}: the VAE has no encoder (a decoder-only file); img2img needs one`);
+        }
+        const input = fromImages(images);
+        const [b, , h, w] = input.shape;
+        const f = vae.downFactor;
+        const programFor = (n: number, th: number, tw: number) =>
+          encoderSlot.get(`${n}x${th}x${tw}`, () => {
+            const g = new Graph();
+            buildVaeEncoder(g, lookup(g), vae, { batch: n, height: th, width: tw });
+            return make("vae encoder", g, { hoistBudgetBytes: 0 });
+          });
+        const shape = [b, 2 * vae.zChannels, h / f, w / f];
+        let moments: Float32Array;
+        if (o.tiling) {
+          // One image at a time, each in tiles of twice the decode size (sd.cpp's encode tiling).
+          const tiling = o.tiling;
+          const encodeTile = async (t: HostTensor): Promise<HostTensor> => {
+            const [, , th, tw] = t.shape;
+            const out = await run(programFor(1, th, tw), { image: t.data });
+            return { shape: [1, 2 * vae.zChannels, th / f, tw / f], data: out.moments };
+          };
+          const per = 3 * h * w;
+          moments = new Float32Array(b * shape[1] * shape[2] * shape[3]);
+          for (let i = 0; i < b; i++) {
+            const x = { shape: [1, 3, h, w], data: input.data.subarray(i * per, (i + 1) * per) };
+            const m = await vaeTiled(x, w / f, h / f, f, tiling, VAE_ENCODE_TILE_FACTOR, encodeTile);
+            moments.set(m.data, i * m.data.length);
+          }
+        } else {
+          moments = (await run(programFor(b, h, w), { image: input.data })).moments;
+        }
+        const noise = o.seed === undefined
+          ? null
+          : createRng(o.rng ?? "cuda", o.seed).randn(b * vae.zChannels * shape[2] * shape[3]);
+        return sampleLatent(moments, shape, noise, scalingFactor);
+      }),
+  };
 }

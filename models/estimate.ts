@@ -5,12 +5,13 @@
  */
 
 import { Graph, plan } from "../engine/mod.ts";
-import { detectArch } from "./arch.ts";
+import { detectArch, detectVaeConfig } from "./arch.ts";
 import { buildTextEncoder } from "./clip/text_encoder.ts";
 import { createWeightLookup } from "./nn.ts";
 import { buildUnet } from "./unet/unet.ts";
+import { openVaeWeights } from "./vae/file.ts";
 import { buildVaeDecoder, buildVaeEncoder } from "./vae/vae.ts";
-import { openLdmWeights } from "./weights/mod.ts";
+import { openLdmWeights, storedRows } from "./weights/mod.ts";
 
 export type NetworkKind = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
 
@@ -38,15 +39,25 @@ export interface OpEstimate {
 
 /** Planned ops of one evaluation, grouped by kind (FLOPs and bytes per run of each op). */
 export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOptions): Promise<OpEstimate[]> {
-  const file = await openLdmWeights(opts.checkpoint);
+  const vaeOnly = kind === "vae_decoder" || kind === "vae_encoder";
+  // A VAE may come from its own file (--vae, vae_loader), in any layout a separate VAE may have.
+  const file = vaeOnly ? await openVaeWeights(opts.checkpoint) : await openLdmWeights(opts.checkpoint);
   try {
-    const arch = detectArch(file.tensors.values(), file.metadata);
+    const arch = vaeOnly
+      ? { family: "sd1", textEncoders: [], unet: undefined, vae: detectVaeConfig(file.tensors.values(), "sd1") }
+      : detectArch(file.tensors.values(), file.metadata);
     // One graph per network; SDXL's two text encoders are two (they run one after the other).
     const graphs: Graph[] = [];
     const newGraph = () => {
       const g = new Graph();
       graphs.push(g);
-      return { g, w: createWeightLookup(g, { get: (n) => file.get(n) }) };
+      return {
+        g,
+        w: createWeightLookup(g, {
+          get: (n) => file.get(n),
+          rows: (n, start, count) => storedRows(file, n, start, count),
+        }),
+      };
     };
     const tokens = opts.tokens ?? 77;
     const need = <T>(v: T | undefined, what: string): T => {

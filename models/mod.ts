@@ -19,7 +19,16 @@
  */
 
 export * from "./types.ts";
-export { CheckpointError, loadCheckpoint, type LoadOptions } from "./checkpoint.ts";
+export {
+  CheckpointError,
+  loadCheckpoint,
+  type LoadedVae,
+  type LoadOptions,
+  loadVae,
+  type LoadVaeOptions,
+} from "./checkpoint.ts";
+export { VaeFileError } from "./vae/file.ts";
+export { PREDICTIONS } from "./arch.ts";
 export {
   type Embedding,
   type EmbeddingDir,

@@ -31,11 +31,16 @@ export interface WeightInfo {
   readonly source: ConstantSource;
 }
 
-/** Anything that can describe a tensor by name; `get` may throw or return undefined when it is missing. */
+/**
+ * Anything that can describe a tensor by name; `get` may throw or return undefined when it is missing.
+ * `rows`, when given, returns rows [start, start + count) of a tensor that the file may store in pieces
+ * (a diffusers folder's q/k/v of OpenCLIP's fused in_proj), or undefined to slice `get(name)`.
+ */
 export interface WeightSource {
   get(name: string): WeightInfo | undefined;
   /** Deltas the layer using weight `name` adds at run time (a patched network's). */
   runtimeDeltas?(name: string): readonly WeightDelta[];
+  rows?(name: string, start: number, count: number): WeightInfo | undefined;
 }
 
 /** A missing or mis-shaped weight. */
@@ -69,14 +74,28 @@ export function graphDType(dtype: string, tensorName: string): DType {
 
 /**
  * A {@link WeightLookup} that adds constants to `g` from `source`. Each name is
- * added once; asking again returns the same constant.
+ * added once; asking again returns the same constant. A name `X[a:b]` is rows
+ * [a, b) of tensor X's first axis (see {@link constantRows}): the source's
+ * `rows` piece when it stores X in pieces, else a view of X.
  */
 export function createWeightLookup(g: Graph, source: WeightSource): WeightLookup {
   const lookup = (name: string, expectShape?: readonly number[]): Tensor => {
     const existing = g.constants.get(name);
     let t: Tensor;
+    const range = /^(.*)\[(\d+):(\d+)\]$/.exec(name);
     if (existing !== undefined) {
       t = g.tensor(existing);
+    } else if (range) {
+      const [base, start, end] = [range[1], Number(range[2]), Number(range[3])];
+      let piece: WeightInfo | undefined;
+      try {
+        piece = source.rows?.(base, start, end - start);
+      } catch (e) {
+        throw new WeightError(`missing weight "${name}": ${e instanceof Error ? e.message : String(e)}`);
+      }
+      t = piece
+        ? g.constant(name, piece.shape, graphDType(piece.dtype, name), piece.source)
+        : constantRows(g, lookup(base), start, end - start);
     } else {
       let info: WeightInfo | undefined;
       try {

@@ -92,6 +92,8 @@ export interface Vae {
   /** Latent channels (4 for SD 1/2/XL) and the factor latents are scaled by (0.18215 for SD 1/2; 1 for TAESD). */
   readonly latentChannels: number;
   readonly scalingFactor: number;
+  /** True when the VAE came from its own file (`--vae`, a `vae` input, `vae_loader`), not the checkpoint. */
+  readonly separate?: boolean;
   decode(
     latent: Latent,
     onProgress?: (done: number, total: number) => void,
@@ -106,6 +108,11 @@ export interface Vae {
 
 export interface Checkpoint {
   readonly family: ModelFamily;
+  /**
+   * How `denoiser.prediction` was decided: a marker in the file, a caller override, the family default,
+   * or stable-diffusion.cpp's SD 2.x UNet probe.
+   */
+  readonly predictionSource?: "file" | "override" | "default" | "probe";
   readonly path: string;
   readonly textEncoder: TextEncoder;
   readonly denoiser: Denoiser;

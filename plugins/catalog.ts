@@ -18,6 +18,7 @@ import { saveImage } from "./nodes/save_image.ts";
 import { taesd } from "./nodes/taesd.ts";
 import { upscale, upscaleModelLoader } from "./nodes/upscale.ts";
 import { vaeDecode, vaeEncode } from "./nodes/vae.ts";
+import { vaeLoader } from "./nodes/vae_loader.ts";
 
 /** The built-in node definitions, in documentation order. */
 export const builtinNodes = [
@@ -26,6 +27,7 @@ export const builtinNodes = [
   lora,
   taesd,
   upscaleModelLoader,
+  vaeLoader,
   clipEncode,
   emptyLatent,
   loadImage,

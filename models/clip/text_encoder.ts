@@ -34,7 +34,7 @@
 
 import type { Graph, Tensor } from "../../engine/graph.ts";
 import { ArchError, type ClipConfig } from "../arch.ts";
-import { addRuntimeDeltas, asF32, constantRows, layerNorm, linear, type WeightLookup } from "../nn.ts";
+import { addRuntimeDeltas, asF32, layerNorm, linear, type WeightLookup } from "../nn.ts";
 
 export interface TextEncoderBuildOptions {
   /** Prompts (77-token chunks) encoded at once. */
@@ -74,9 +74,19 @@ export function buildTextEncoder(
   const D = cfg.width;
   const P = cfg.prefix;
   const clipSkip = opts.clipSkip ?? cfg.defaultClipSkip;
-  if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > cfg.layers) {
-    throw new ArchError(`clip skip ${clipSkip} is outside 1..${cfg.layers}`);
+  // Layers counted as the original model has them: a diffusers SD 2.x folder drops ViT-H's last layer.
+  const dropped = cfg.droppedLayers ?? 0;
+  const total = cfg.layers + dropped;
+  if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > total) {
+    throw new ArchError(`clip skip ${clipSkip} is outside 1..${total}`);
   }
+  if (clipSkip <= dropped) {
+    throw new ArchError(
+      `clip skip ${clipSkip} needs the text encoder's last ${dropped} layer(s), which this model does not include ` +
+        `(a diffusers SD 2.x folder keeps the first ${cfg.layers}); use clip skip ${dropped + 1} or more`,
+    );
+  }
+  if (opts.pooled && dropped > 0) throw new ArchError("the pooled output needs every text encoder layer");
   const hf = cfg.naming === "hf";
   const tokens = g.input("tokens", [N, T], "i32");
 
@@ -97,7 +107,7 @@ export function buildTextEncoder(
     return g.add(g.reshape(e, [N, T, D]), asF32(g, pos));
   });
 
-  const run = cfg.layers - clipSkip + 1;
+  const run = total - clipSkip + 1;
   const last = opts.pooled ? cfg.layers : run;
   let hiddenPre: Tensor | undefined;
   for (let i = 0; i < last; i++) {
@@ -155,15 +165,15 @@ function layer(g: Graph, w: WeightLookup, cfg: ClipConfig, i: number, x: Tensor)
       k = linear(g, w, `${L}.self_attn.k_proj`, h, D);
       v = linear(g, w, `${L}.self_attn.v_proj`, h, D);
     } else {
-      const pw = w(`${L}.attn.in_proj_weight`, [3 * D, D]);
-      const pb = w(`${L}.attn.in_proj_bias`, [3 * D]);
+      // Rows j*D..(j+1)*D of the packed in_proj (a view of it, or a diffusers folder's q/k/v_proj piece).
+      const rows = (name: string, j: number, shape: number[]) => w(`${L}.attn.${name}[${j * D}:${(j + 1) * D}]`, shape);
       const part = (j: number) =>
         addRuntimeDeltas(
           g,
           w,
           `${L}.attn.in_proj_weight`,
           h,
-          g.linear(h, constantRows(g, pw, j * D, D), constantRows(g, pb, j * D, D)),
+          g.linear(h, rows("in_proj_weight", j, [D, D]), rows("in_proj_bias", j, [D])),
           { kind: "linear", rows: { start: j * D, count: D } },
         );
       [q, k, v] = [part(0), part(1), part(2)];

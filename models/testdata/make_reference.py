@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent PyTorch reference for the tiny SD 1.x checkpoint (models/tiny).
+"""Independent PyTorch reference for the tiny SD 1.x and SD 2.x checkpoints (models/tiny).
 
 Implements, in plain torch and following CompVis/ldm and transformers' CLIP
 (no code shared with the TypeScript graph builders):
@@ -9,12 +9,26 @@ Implements, in plain torch and following CompVis/ldm and transformers' CLIP
     BasicTransformerBlock with GEGLU, Downsample, Upsample, skip concat);
   - the AutoencoderKL decoder (z / 0.18215 -> post_quant_conv -> Decoder) and
     encoder (Encoder -> quant_conv: moments = mean | logvar).
+For SD 2.x files (following ldm's FrozenOpenCLIPEmbedder and open_clip):
+  - the OpenCLIP text transformer (open_clip naming, fused in_proj split
+    q|k|v by rows, causal mask, hidden state of layer -clip_skip followed by
+    ln_final), with open_clip's exact-erf GELU (clip.hidden_skip*) and with
+    the tanh approximation stable-diffusion.cpp's ggml_gelu computes
+    (clip.hidden_skip*_gelu_tanh);
+  - SpatialTransformer with linear proj_in/proj_out (use_linear_in_transformer);
+  - heads per transformer = channels / sdflow.unet.head_dim;
+  - stable-diffusion.cpp's v-prediction probe input (x = 0.5, context = 0.5,
+    t = 999) and k-diffusion's CompVisVDenoiser at two table sigmas:
+    denoised = x * c_skip + UNet(x * c_in, t) * c_out with sigma_data = 1,
+    c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1), c_in = 1/sqrt(s^2+1).
 The architecture is read from the checkpoint's shapes; heads come from the
-file's metadata (sdflow.unet.num_heads, sdflow.clip.heads).
+file's metadata (sdflow.unet.num_heads or sdflow.unet.head_dim, sdflow.clip.heads).
 
 Usage (Debian's python3 with python3-torch):
   deno run -A models/tiny/make_tiny.ts --out /tmp/tiny.safetensors --seed 1 --dtype f32
   /usr/bin/python3 models/testdata/make_reference.py /tmp/tiny.safetensors models/testdata/tiny_reference.safetensors
+  deno run -A models/tiny/make_tiny.ts --out /tmp/tiny-sd2.safetensors --seed 1 --dtype f32 --arch sd2
+  /usr/bin/python3 models/testdata/make_reference.py /tmp/tiny-sd2.safetensors models/testdata/tiny_sd2_reference.safetensors
 The output holds the fixed inputs and the reference outputs (float32), plus
 the checkpoint's sha256 in its metadata so the test can tell the generator
 still writes the same weights.
@@ -89,6 +103,26 @@ def mha(q, k, v, heads, causal=False):
     return o.transpose(1, 2).reshape(b, n, c)
 
 
+# ------------------------------------------------------------------ OpenCLIP text tower (SD 2.x)
+def open_clip(tokens, heads, clip_skip, gelu="none"):
+    P = "cond_stage_model.model."
+    x = t(P + "token_embedding.weight")[tokens.long()] + t(P + "positional_embedding")
+    layers = 0
+    while (P + f"transformer.resblocks.{layers}.attn.in_proj_weight") in W:
+        layers += 1
+    hidden_states = [x]
+    for i in range(layers):
+        L = P + f"transformer.resblocks.{i}."
+        h = ln(L + "ln_1", x)
+        qkv = F.linear(h, t(L + "attn.in_proj_weight"), t(L + "attn.in_proj_bias"))
+        q, k, v = qkv.chunk(3, dim=-1)
+        x = x + linear(L + "attn.out_proj", mha(q, k, v, heads, causal=True))
+        h = F.gelu(linear(L + "mlp.c_fc", ln(L + "ln_2", x)), approximate=gelu)
+        x = x + linear(L + "mlp.c_proj", h)
+        hidden_states.append(x)
+    return ln(P + "ln_final", hidden_states[-clip_skip])
+
+
 # ------------------------------------------------------------------ CLIP (transformers CLIPTextModel)
 def clip(tokens, heads, clip_skip):
     P = "cond_stage_model.transformer.text_model."
@@ -129,9 +163,15 @@ def resblock(p, x, emb):
 
 def spatial_transformer(p, x, context, heads):
     b, c, hh, ww = x.shape
+    heads = heads(c)
     x_in = x
-    x = conv(p + ".proj_in", gn(p + ".norm", x, 1e-6))
+    use_linear = t(p + ".proj_in.weight").dim() == 2
+    x = gn(p + ".norm", x, 1e-6)
+    if not use_linear:
+        x = conv(p + ".proj_in", x)
     x = x.permute(0, 2, 3, 1).reshape(b, hh * ww, c)
+    if use_linear:
+        x = linear(p + ".proj_in", x)
     d = 0
     while (p + f".transformer_blocks.{d}.attn1.to_q.weight") in W:
         B = p + f".transformer_blocks.{d}."
@@ -146,6 +186,8 @@ def spatial_transformer(p, x, context, heads):
         h, gate = linear(B + "ff.net.0.proj", n).chunk(2, dim=-1)
         x = x + linear(B + "ff.net.2", h * F.gelu(gate))
         d += 1
+    if use_linear:
+        return linear(p + ".proj_out", x).reshape(b, hh, ww, c).permute(0, 3, 1, 2) + x_in
     x = x.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
     return conv(p + ".proj_out", x) + x_in
 
@@ -276,15 +318,36 @@ def write_safetensors(path, tensors, metadata):
             f.write(b)
 
 
+def sd_alphas_cumprod():
+    """stable-diffusion.cpp's scaled-linear schedule, in float32 as it computes it."""
+    ls, le = np.float32(math.sqrt(np.float32(0.00085))), np.float32(math.sqrt(np.float32(0.012)))
+    out = np.empty(1000, dtype=np.float32)
+    prod = np.float32(1)
+    for i in range(1000):
+        beta = np.float32(ls + np.float32((le - ls) * np.float32(i / 999)))
+        prod = np.float32(prod * np.float32(1 - np.float32(beta * beta)))
+        out[i] = prod
+    return out
+
+
 def main():
     ckpt, out = sys.argv[1], sys.argv[2]
     weights, meta, sha = load(ckpt)
     W.update(weights)
-    unet_heads = int(meta["sdflow.unet.num_heads"])
+    if "sdflow.unet.head_dim" in meta:
+        head_dim = int(meta["sdflow.unet.head_dim"])
+        unet_heads = lambda c: c // head_dim
+    else:
+        n_heads = int(meta["sdflow.unet.num_heads"])
+        unet_heads = lambda c: n_heads
     clip_heads = int(meta["sdflow.clip.heads"])
+    sd2 = "cond_stage_model.model.token_embedding.weight" in W
+    text = open_clip if sd2 else clip
+    ctx_dim = t("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight").shape[1] if sd2 else 64
     rng = np.random.default_rng(1234)
 
-    tokens = np.full((2, 77), 49407, dtype=np.int32)
+    # SD 2.x pads with 0 after the end-of-text token (stable-diffusion.cpp's SD2 tokenizer), SD 1.x with 49407.
+    tokens = np.full((2, 77), 0 if sd2 else 49407, dtype=np.int32)
     tokens[0, :5] = [49406, 320, 1612, 2368, 49407]
     tokens[1, 0] = 49406
     tokens[1, 1:21] = rng.integers(0, 49406, 20)
@@ -292,15 +355,15 @@ def main():
 
     x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     ts = np.array([999.0, 250.5], dtype=np.float32)
-    context = rng.standard_normal((2, 77, 64)).astype(np.float32)
+    context = rng.standard_normal((2, 77, ctx_dim)).astype(np.float32)
     latent = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
     image = rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     f64 = lambda a: torch.from_numpy(a.astype(np.float64))
 
     res = {
         "clip.tokens": tokens,
-        "clip.hidden_skip1": clip(tok, clip_heads, 1).numpy().astype(np.float32),
-        "clip.hidden_skip2": clip(tok, clip_heads, 2).numpy().astype(np.float32),
+        "clip.hidden_skip1": text(tok, clip_heads, 1).numpy().astype(np.float32),
+        "clip.hidden_skip2": text(tok, clip_heads, 2).numpy().astype(np.float32),
         "unet.x": x,
         "unet.timesteps": ts,
         "unet.context": context,
@@ -310,11 +373,35 @@ def main():
         "vae.enc_image": image,
         "vae.moments": vae_encode(f64(image)).numpy().astype(np.float32),
     }
+    if sd2:
+        for skip in (1, 2):
+            res[f"clip.hidden_skip{skip}_gelu_tanh"] = open_clip(tok, clip_heads, skip, "tanh").numpy().astype(np.float32)
+        probe_x = np.full((1, 4, 8, 8), 0.5, dtype=np.float32)
+        probe_ctx = np.full((1, 2, ctx_dim), 0.5, dtype=np.float32)
+        probe = unet(f64(probe_x), f64(np.array([999.0], dtype=np.float32)), f64(probe_ctx), unet_heads).numpy()
+        res["probe.out"] = probe.astype(np.float32)
+        res["probe.mean_minus_x"] = np.array([float((probe - 0.5).mean())], dtype=np.float32)
+        ac = sd_alphas_cumprod()
+        steps = [999, 500]
+        sig = np.array([np.float32(math.sqrt(np.float32(np.float32(1 - ac[i]) / ac[i]))) for i in steps], dtype=np.float32)
+        vx = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+        vctx = rng.standard_normal((1, 77, ctx_dim)).astype(np.float32)
+        denoised = []
+        for s_, ts_ in zip(sig.astype(np.float64), steps):
+            c_in, c_skip, c_out = 1 / math.sqrt(s_ * s_ + 1), 1 / (s_ * s_ + 1), -s_ / math.sqrt(s_ * s_ + 1)
+            model_out = unet(f64(vx) * c_in, f64(np.array([ts_], dtype=np.float32)), f64(vctx), unet_heads)
+            denoised.append((f64(vx) * c_skip + model_out * c_out).numpy())
+        res["vpred.sigmas"] = sig
+        res["vpred.timesteps"] = np.array(steps, dtype=np.float32)
+        res["vpred.x"] = vx
+        res["vpred.context"] = vctx
+        res["vpred.denoised"] = np.concatenate(denoised, 0).astype(np.float32)
     for k, v in res.items():
         if v.dtype == np.float32:
             print(f"{k:20s} {str(v.shape):18s} mean {v.mean():+.4f} std {v.std():.4f}", file=sys.stderr)
     write_safetensors(out, res, {"checkpoint_sha256": sha, "checkpoint_seed": meta.get("seed", ""),
-                                 "checkpoint_dtype": meta.get("dtype", ""), "generator": "make_reference.py"})
+                                 "checkpoint_dtype": meta.get("dtype", ""), "checkpoint_arch": "sd2" if sd2 else "sd1",
+                                 "generator": "make_reference.py"})
 
 
 if __name__ == "__main__":

@@ -3,15 +3,21 @@
  * make_reference_sdxl.py) and the tiny checkpoints they were computed from, for model tests.
  */
 
-import { tinyCheckpointBytes } from "../tiny/mod.ts";
+import { type TinyArch, tinyCheckpointBytes } from "../tiny/mod.ts";
 import { parseSafetensors, type Safetensors } from "./helpers.ts";
 
-/** The reference fixture, and the tiny checkpoint (seed and dtype from the fixture's metadata). */
-export function loadTinyReference(): { ref: Safetensors; ckpt: Safetensors; ckptBytes: Uint8Array } {
-  const ref = parseSafetensors(Deno.readFileSync(new URL("./tiny_reference.safetensors", import.meta.url)));
+/**
+ * The reference fixture of the tiny SD 1.x (`tiny_reference.safetensors`) or SD 2.x
+ * (`tiny_sd2_reference.safetensors`) model, and the tiny checkpoint (seed and dtype from the fixture's metadata).
+ */
+export function loadTinyReference(
+  arch: TinyArch = "sd1",
+): { ref: Safetensors; ckpt: Safetensors; ckptBytes: Uint8Array } {
+  const file = arch === "sd2" ? "./tiny_sd2_reference.safetensors" : "./tiny_reference.safetensors";
+  const ref = parseSafetensors(Deno.readFileSync(new URL(file, import.meta.url)));
   const seed = Number(ref.metadata.checkpoint_seed);
   const dtype = ref.metadata.checkpoint_dtype as "f32" | "f16";
-  const ckptBytes = tinyCheckpointBytes({ seed, dtype });
+  const ckptBytes = tinyCheckpointBytes({ seed, dtype, arch });
   return { ref, ckpt: parseSafetensors(ckptBytes), ckptBytes };
 }
 

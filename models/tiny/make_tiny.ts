@@ -1,8 +1,9 @@
 /**
- * A tiny random-weight Stable Diffusion 1.x checkpoint in the CompVis/ldm
- * single-file layout (real tensor names, scaled-down shapes), written as
- * .safetensors. For tests and demos: every network builds and runs in well
- * under a second, and architecture detection sees an ordinary SD1 file.
+ * A tiny random-weight Stable Diffusion 1.x (or, with `arch: "sd2"`, 2.x)
+ * checkpoint in the CompVis/ldm single-file layout (real tensor names,
+ * scaled-down shapes), written as .safetensors. For tests and demos: every
+ * network builds and runs in well under a second, and architecture detection
+ * sees an ordinary SD1 (SD2) file.
  *
  *   UNet: model_channels 32, channel_mult [1, 2], 1 res block per level,
  *         attention (depth 1) at the lower-resolution level and in the middle,
@@ -11,6 +12,13 @@
  *         sdflow.clip.heads), MLP 256, vocabulary 49408, 77 positions, quick_gelu;
  *   VAE:  ch 32, ch_mult [1, 1, 2, 2] (downsampling factor 8, like SD's),
  *         1 res block per level, z 4, mid attention, quant convs.
+ *
+ * The SD 2.x variant ({@link TINY_SD2}) differs where SD 2.x differs from 1.x:
+ *   UNet: 2 res blocks per level (as SD's, so diffusers names map), linear
+ *         proj_in/proj_out, attention at every level, heads by width
+ *         (metadata sdflow.unet.head_dim 16, as SD 2.x's num_head_channels 64);
+ *   CLIP: OpenCLIP naming under cond_stage_model.model. (fused attn.in_proj,
+ *         ln_final, text_projection), 3 layers, width 64, 2 heads, MLP 256, GELU.
  *
  * Values are deterministic and independent of write order: each tensor draws
  * from its own sfc32 stream seeded by FNV-1a of `${seed}/${name}`; normals
@@ -45,6 +53,13 @@ export const TINY = {
   },
   clip: { width: 64, layers: 2, heads: 2, ffDim: 256, vocab: 49408, tokens: 77 },
   vae: { ch: 32, chMult: [1, 1, 2, 2], numResBlocks: 1, zChannels: 4 },
+} as const;
+
+/** The tiny SD 2.x model (what detectArch should find in `arch: "sd2"` files). */
+export const TINY_SD2 = {
+  unet: { ...TINY.unet, numResBlocks: 2, attentionLevels: [0, 1], headDim: 16, linearProj: true },
+  clip: { width: 64, layers: 3, heads: 2, ffDim: 256, vocab: 49408, tokens: 77, projection: 32 },
+  vae: TINY.vae,
 } as const;
 
 /**
@@ -110,6 +125,14 @@ interface TinyUnet {
   /** label_emb input width (SDXL). */
   admIn?: number;
 }
+
+const TINY_SD2_UNET: TinyUnet = {
+  ...TINY.unet,
+  numResBlocks: TINY_SD2.unet.numResBlocks,
+  depths: [1, 1],
+  middleDepth: 1,
+  linearProj: true,
+};
 
 const TINY_SD1_UNET: TinyUnet = {
   ...TINY.unet,
@@ -286,6 +309,27 @@ function clip(s: Spec, P = "cond_stage_model.transformer.text_model.", cfg: Tiny
   s.norm(`${P}final_layer_norm`, d);
 }
 
+/** OpenCLIP ViT-H-style text tower (SD 2.x), open_clip names as in SD 2.x checkpoints. */
+function openClipSd2(s: Spec): void {
+  const P = "cond_stage_model.model.";
+  const { width: d, layers, ffDim, vocab, tokens, projection } = TINY_SD2.clip;
+  s.add(`${P}token_embedding.weight`, [vocab, d], "emb");
+  s.add(`${P}positional_embedding`, [tokens, d], "emb");
+  for (let i = 0; i < layers; i++) {
+    const L = `${P}transformer.resblocks.${i}`;
+    s.norm(`${L}.ln_1`, d);
+    s.add(`${L}.attn.in_proj_weight`, [3 * d, d], "w", d);
+    s.add(`${L}.attn.in_proj_bias`, [3 * d], "b");
+    s.linear(`${L}.attn.out_proj`, d, d);
+    s.norm(`${L}.ln_2`, d);
+    s.linear(`${L}.mlp.c_fc`, ffDim, d);
+    s.linear(`${L}.mlp.c_proj`, d, ffDim);
+  }
+  s.norm(`${P}ln_final`, d);
+  s.add(`${P}text_projection`, [d, projection], "w", d);
+  s.add(`${P}logit_scale`, [], "nw");
+}
+
 /** Every tensor of the tiny checkpoint, sorted by name (as make_random_sd.py writes them). */
 export function tinySpec(arch: TinyArch = "sd1"): Item[] {
   const s = new Spec();
@@ -295,6 +339,10 @@ export function tinySpec(arch: TinyArch = "sd1"): Item[] {
     vae(s);
     clip(s, "conditioner.embedders.0.transformer.text_model.", TINY_XL.clipL);
     openClip(s, "conditioner.embedders.1.model.", TINY_XL.bigG);
+  } else if (arch === "sd2") {
+    unet(s, TINY_SD2_UNET);
+    vae(s);
+    openClipSd2(s);
   } else {
     unet(s, TINY_SD1_UNET);
     vae(s);
@@ -303,8 +351,8 @@ export function tinySpec(arch: TinyArch = "sd1"): Item[] {
   return s.items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-/** Which tiny model: SD 1.x-shaped (the default) or SDXL-shaped ({@link TINY_XL}). */
-export type TinyArch = "sd1" | "sdxl";
+/** Which tiny model: SD 1.x-shaped (the default), SD 2.x-shaped ({@link TINY_SD2}) or SDXL-shaped ({@link TINY_XL}). */
+export type TinyArch = "sd1" | "sd2" | "sdxl";
 
 // ---- deterministic values ------------------------------------------------------
 
@@ -357,6 +405,7 @@ export function tensorValues(seed: number, item: Item): Float32Array {
 export interface TinyOptions {
   seed?: number;
   dtype?: "f32" | "f16";
+  /** Model family (default sd1). */
   arch?: TinyArch;
 }
 
@@ -377,25 +426,29 @@ export function tinyCheckpointBytes(opts: TinyOptions = {}): Uint8Array {
     sizes.push(n * esize);
     offset += n * esize;
   }
+  // Key order is part of the bytes (the references' sha256): format, generator, arch, seed, dtype, then heads.
+  const meta = (name: string, heads: Record<string, string>) => ({
+    format: "pt",
+    generator: "sdflow models/tiny/make_tiny.ts",
+    arch: name,
+    seed: String(seed),
+    dtype,
+    ...heads,
+  });
   header["__metadata__"] = arch === "sdxl"
-    ? {
-      format: "pt",
-      generator: "sdflow models/tiny/make_tiny.ts",
-      arch: "sdxl-tiny",
-      seed: String(seed),
-      dtype,
+    ? meta("sdxl-tiny", {
       "sdflow.unet.head_dim": String(TINY_XL.unet.headDim),
       "sdflow.clip.heads": String(TINY_XL.clipL.heads),
-    }
-    : {
-      format: "pt",
-      generator: "sdflow models/tiny/make_tiny.ts",
-      arch: "sd15-tiny",
-      seed: String(seed),
-      dtype,
+    })
+    : arch === "sd2"
+    ? meta("sd21-tiny", {
+      "sdflow.unet.head_dim": String(TINY_SD2.unet.headDim),
+      "sdflow.clip.heads": String(TINY_SD2.clip.heads),
+    })
+    : meta("sd15-tiny", {
       "sdflow.unet.num_heads": String(TINY.unet.heads),
       "sdflow.clip.heads": String(TINY.clip.heads),
-    };
+    });
   let hjson = new TextEncoder().encode(JSON.stringify(header));
   const pad = (8 - (hjson.length % 8)) % 8;
   if (pad) {
@@ -430,7 +483,7 @@ if (import.meta.main) {
   };
   const out = arg("--out");
   if (!out) {
-    console.error("usage: make_tiny.ts --out FILE.safetensors [--seed N] [--dtype f32|f16] [--arch sd1|sdxl]");
+    console.error("usage: make_tiny.ts --out FILE.safetensors [--seed N] [--dtype f32|f16] [--arch sd1|sd2|sdxl]");
     Deno.exit(2);
   }
   const dtype = (arg("--dtype") ?? "f32") as "f32" | "f16";
@@ -439,8 +492,8 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const arch = (arg("--arch") ?? "sd1") as TinyArch;
-  if (arch !== "sd1" && arch !== "sdxl") {
-    console.error(`--arch must be sd1 or sdxl, got ${arch}`);
+  if (arch !== "sd1" && arch !== "sd2" && arch !== "sdxl") {
+    console.error(`--arch must be sd1, sd2 or sdxl, got ${arch}`);
     Deno.exit(2);
   }
   const bytes = tinyCheckpointBytes({ seed: Number(arg("--seed") ?? 0), dtype, arch });

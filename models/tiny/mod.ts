@@ -9,7 +9,15 @@
 
 import { tinyCheckpointBytes, type TinyOptions } from "./make_tiny.ts";
 
-export { TINY, TINY_XL, type TinyArch, tinyCheckpointBytes, type TinyOptions, tinySpec } from "./make_tiny.ts";
+export {
+  TINY,
+  TINY_SD2,
+  TINY_XL,
+  type TinyArch,
+  tinyCheckpointBytes,
+  type TinyOptions,
+  tinySpec,
+} from "./make_tiny.ts";
 
 /** Writes the tiny checkpoint to `path` and returns `path`. Same seed and dtype, same bytes. */
 export async function makeTinyCheckpoint(path: string, opts: TinyOptions = {}): Promise<string> {

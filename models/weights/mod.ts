@@ -38,5 +38,5 @@ export {
   toLdmNames,
   upBlocksWithAttention,
 } from "./names.ts";
-export { readTensorF32, splitRows } from "./tensor_data.ts";
+export { readTensorF32, splitRows, storedRows } from "./tensor_data.ts";
 export { closestName, TensorTable } from "./table.ts";

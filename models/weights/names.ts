@@ -286,7 +286,10 @@ export function diffusersFamily(tensors: ReadonlyMap<string, TensorInfo>): Model
   const emb = tensors.get("text_encoder.text_model.embeddings.token_embedding.weight");
   if (emb && emb.shape[1] === 1024) return "sd2";
   const ctx = [...tensors.values()].find((t) => /^unet\..*attn2\.to_k\.weight$/.test(t.name));
-  return ctx && ctx.shape[1] === 1024 ? "sd2" : "sd1";
+  if (ctx && ctx.shape[1] === 1024) return "sd2";
+  // SD 2.x UNets use linear proj_in/proj_out (use_linear_projection); SD 1.x ones 1x1 convs.
+  const proj = [...tensors.values()].find((t) => /^unet\..*attentions\.\d+\.proj_in\.weight$/.test(t.name));
+  return proj && proj.shape.length === 2 ? "sd2" : "sd1";
 }
 
 /**
@@ -327,7 +330,13 @@ export function toLdmNames(file: WeightFile, family?: ModelFamily): WeightFile {
   }
   const complete = new Map<string, TensorInfo[]>();
   for (const [name, parts] of fused) {
-    if (parts.filter(Boolean).length === parts.length) complete.set(name, parts);
+    if (parts.filter(Boolean).length === parts.length) {
+      complete.set(name, parts);
+      // Listed with the fused shape so that architecture detection sees it; `get` refuses it (below),
+      // readers take the pieces (`splitRows`, `storedRows`).
+      const rows = parts.reduce((n, p) => n + p.shape[0], 0);
+      tensors.set(name, { ...parts[0], name, shape: [rows, ...parts[0].shape.slice(1)] });
+    }
     problems.set(name, () =>
       new UnsupportedLayoutError(
         file.path,
@@ -339,7 +348,8 @@ export function toLdmNames(file: WeightFile, family?: ModelFamily): WeightFile {
     path: file.path,
     format: "diffusers",
     tensors,
-    metadata: file.metadata,
+    // Tells architecture detection the names came from a diffusers layout (e.g. SD 2.x's dropped text layer).
+    metadata: { ...file.metadata, "sdflow.layout": "diffusers" },
     problems,
     fused: complete,
   });

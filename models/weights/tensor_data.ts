@@ -127,6 +127,27 @@ export function splitRows(file: WeightFile, name: string, rows: readonly number[
   });
 }
 
+/**
+ * Rows [start, start + count) of tensor `name` when the file stores it in pieces (a diffusers folder's
+ * q/k/v of a fused ldm in_proj) and one piece is exactly those rows; undefined when it is stored whole
+ * (slice `get(name)` then). Rows that straddle pieces are a CorruptHeaderError.
+ */
+export function storedRows(file: WeightFile, name: string, start: number, count: number): LoadableTensor | undefined {
+  const parts = file instanceof TensorTable ? file.fusedParts(name) : undefined;
+  if (!parts) return undefined;
+  let row = 0;
+  for (const p of parts) {
+    if (row === start && p.shape[0] === count) return probe(file, p);
+    row += p.shape[0];
+  }
+  throw new CorruptHeaderError(
+    file.path,
+    `${file.path}: rows ${start}..${start + count} of ${name} are not one of its stored pieces (${
+      parts.map((p) => p.shape[0]).join("+")
+    } rows)`,
+  );
+}
+
 /** A piece of a fused tensor, checked loadable like `get` would. */
 function probe(file: WeightFile, p: TensorInfo): LoadableTensor {
   if (p.dtype !== "f32" && p.dtype !== "f16" && p.dtype !== "bf16") {

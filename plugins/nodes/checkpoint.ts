@@ -3,7 +3,7 @@
 import { fileURLToPath } from "node:url";
 import { defineNode, NodeInputError, type NodeValues, type RunSettings } from "../node.ts";
 import { loadBackendFromManifest } from "../../backends/mod.ts";
-import { type LoadOptions, makeTinyCheckpoint } from "../../models/mod.ts";
+import { type LoadOptions, makeTinyCheckpoint, PREDICTIONS } from "../../models/mod.ts";
 import { loadCheckpoint } from "./model_layer.ts";
 
 /**
@@ -98,6 +98,21 @@ export async function loadOptions(settings: RunSettings, backend: string | undef
   return { threads: settings.threads, backend: resolved, onProfile: settings.onProfile };
 }
 
+/** Checks that a path exists (file or folder), else a NodeInputError naming `input`. */
+export async function requirePath(input: string, path: string, what: string): Promise<void> {
+  try {
+    await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NodeInputError(input, `${what} not found: ${path}`);
+    throw e;
+  }
+}
+
+/** The `vae` path input of the loader nodes, and `vae_loader`'s `path`. */
+export const VAE_PATH_DESCRIPTION = "A separate VAE (stable-diffusion.cpp's --vae): a .safetensors/.ckpt/.gguf file " +
+  "with ldm names (bare encoder.*/decoder.* or first_stage_model.*) or diffusers names, or a diffusers VAE folder " +
+  "(e.g. sdxl-vae-fp16-fix, vae-ft-mse-840000). A VAE of another model family (latent channels) is an error.";
+
 /** The `backend` input of the loader nodes. */
 export const BACKEND_INPUT = {
   optional: true,
@@ -137,13 +152,32 @@ export const checkpoint = defineNode({
         examples: ["models/embeddings"],
       },
     },
+    prediction: {
+      optional: true,
+      schema: {
+        enum: PREDICTIONS,
+        description: "What the UNet predicts: `eps` (noise) or `v` (v-prediction, SD 2.x 768-v models); " +
+          "stable-diffusion.cpp's --prediction. Default: what the file says (a v_pred tensor), else for SD 2.x " +
+          "stable-diffusion.cpp's UNet probe, else eps. Contradicting a v_pred tensor is an error.",
+      },
+    },
+    vae: {
+      optional: true,
+      schema: {
+        type: "string",
+        minLength: 1,
+        description: `${VAE_PATH_DESCRIPTION} Used instead of the checkpoint's own VAE.`,
+        examples: ["models/vae-ft-mse-840000-ema-pruned.safetensors"],
+      },
+    },
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
   fingerprint: async (values: NodeValues) => [
     await fileFingerprint(values.path),
     values.embeddings_dir === undefined ? null : await folderFingerprint(values.embeddings_dir),
+    values.vae === undefined ? null : await fileFingerprint(values.vae),
   ],
-  async run({ path, backend, embeddings_dir }, ctx) {
+  async run({ path, backend, embeddings_dir, prediction, vae }, ctx) {
     try {
       await Deno.stat(path);
     } catch (e) {
@@ -162,16 +196,31 @@ export const checkpoint = defineNode({
       }
       if (!isDir) throw new NodeInputError("embeddings_dir", `embedding folder not found: ${embeddings_dir}`);
     }
+    if (vae !== undefined) await requirePath("vae", vae, "VAE file");
     const opts = await loadOptions(ctx.settings, backend);
     const ckpt = await loadCheckpoint(path, {
       ...opts,
-      ...(embeddings_dir === undefined ? {} : { embeddingDir: embeddings_dir, onWarning: (m) => ctx.log(m) }),
+      onWarning: (m) => ctx.log(m),
+      ...(embeddings_dir === undefined ? {} : { embeddingDir: embeddings_dir }),
+      ...(prediction === undefined ? {} : { prediction }),
+      ...(vae === undefined ? {} : { vae }),
     });
     ctx.onDispose(() => ckpt.dispose());
-    ctx.publish({ family: ckpt.family, model: path.split(/[\\/]/).pop() });
+    if (ckpt.predictionSource === "probe") {
+      ctx.log(
+        `${ctx.nodeId}: SD 2.x ${ckpt.denoiser.prediction}-prediction (stable-diffusion.cpp's UNet probe; ` +
+          `set prediction / --prediction to choose)`,
+      );
+    }
+    ctx.publish({
+      family: ckpt.family,
+      model: path.split(/[\\/]/).pop(),
+      // The prediction the model runs with (decided by the file or stable-diffusion.cpp's probe when not given).
+      prediction: ckpt.denoiser.prediction,
+    });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },
-  async estimate({ path }) {
+  async estimate({ path, vae }) {
     let bytes = 0;
     let note: string | undefined;
     try {
@@ -187,7 +236,8 @@ export const checkpoint = defineNode({
         bytes,
         note: "memory-mapped by the backend; each network compiles on first use",
       }],
-      outputs: { model: meta, clip: meta, vae: meta },
+      // A separate VAE is priced from its own file.
+      outputs: { model: meta, clip: meta, vae: vae === undefined ? meta : { checkpoint: vae } },
       note,
     };
   },
