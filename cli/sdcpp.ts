@@ -63,6 +63,7 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     help: "output image (.png, .jpg or .webp)",
   },
   { names: ["i", "init-img"], target: ["image", "path"], help: "initial image: img2img" },
+  { names: ["mask"], target: ["mask", "path"], help: "inpainting mask (white: repaint), the size of -i's picture" },
   { names: ["strength"], target: ["sampler", "denoise"], default: "0.75", help: "img2img strength" },
   { names: ["b", "batch-count"], help: "number of images (default 1)" },
   {
@@ -79,6 +80,19 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     default: "auto",
     help: "auto | immediately (merge into the weights) | at_runtime (add up(down(x)) in each patched layer)",
   },
+  {
+    names: ["control-net"],
+    target: ["controlnet", "path"],
+    help: "ControlNet file (SD 1.x, original single-file layout)",
+  },
+  { names: ["control-image"], target: ["control_image", "path"], help: "control image for the ControlNet" },
+  {
+    names: ["control-strength"],
+    target: ["controlnet", "strength"],
+    default: "0.9",
+    help: "ControlNet strength",
+  },
+  { names: ["canny"], boolean: true, help: "apply the canny edge preprocessor to the control image" },
   { names: ["clip-skip"], target: ["positive", "clip_skip"], default: "-1", help: "CLIP layers to skip; -1: auto" },
   { names: ["vae"], target: ["checkpoint", "vae"], help: "a separate VAE file or diffusers VAE folder" },
   {
@@ -141,8 +155,6 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
 
 /** sd.cpp flags sdflow knows of but does not implement yet (an error says so rather than "unknown"). */
 const NOT_YET = [
-  "control-net",
-  "control-image",
   "diffusion-model",
   "clip_l",
   "clip_g",
@@ -159,7 +171,6 @@ const NOT_YET = [
   "guidance",
   "slg-scale",
   "skip-layers",
-  "mask",
 ];
 
 /** sdflow's own flags, accepted in both modes. */
@@ -343,6 +354,7 @@ export function graphFromSdcppFlags(
     throw new UsageError(`--mode must be txt2img, img2img or upscale, got "${mode}"`);
   }
   if (mode === "img2img" && !str("init-img")) throw new UsageError("img2img needs an initial image: -i image.png");
+  if (str("mask") && !str("init-img")) throw new UsageError("--mask needs the picture to repaint: -i image.png");
   if (mode === "upscale") {
     if (!str("init-img")) throw new UsageError("-M upscale needs an image to upscale: -i image.png");
     if (!str("upscale-model")) throw new UsageError("-M upscale needs a model: --upscale-model esrgan.safetensors");
@@ -366,6 +378,9 @@ export function graphFromSdcppFlags(
     decode: "vae_decode",
     upscaler: "upscale_model_loader",
     upscale: "upscale",
+    controlnet: "controlnet",
+    control_image: "load_image",
+    mask: "load_image",
   };
   const values = new Map<string, unknown>();
   for (const f of SDCPP_FLAGS) {
@@ -464,6 +479,17 @@ export function graphFromSdcppFlags(
   } else if (LORA_TAG.test(prompt)) {
     notes.push("the prompt has <lora:…> tags but no --lora-model-dir: they stay in the prompt text, as in sd.cpp");
   }
+  if (str("control-net")) {
+    if (!str("control-image")) throw new UsageError("--control-net needs a control image: --control-image edges.png");
+    let control = g.load_image({ path: v<string>("control_image.path") }, "control_image");
+    if (flags.canny === true) control = g.canny({ image: control }, "canny");
+    model = g.controlnet(
+      { model, path: v<string>("controlnet.path"), image: control, strength: v<number>("controlnet.strength") },
+      "controlnet",
+    ).model;
+  } else if (str("control-image") || flags.canny === true) {
+    throw new UsageError(`${str("control-image") ? "--control-image" : "--canny"} needs a ControlNet: --control-net`);
+  }
   // --taesd: TAESD decodes (and, for img2img, encodes) in place of the checkpoint's VAE, as in sd.cpp, unless it
   // serves previews only.
   const previewMode = str("preview") ?? "none";
@@ -495,7 +521,13 @@ export function graphFromSdcppFlags(
       notes.push(`random seed ${seed}`);
     }
     const image = g.load_image({ path: v<string>("image.path") }, "image");
-    latent = g.vae_encode({ vae, image, seed, rng: v<"cuda">("sampler.rng"), ...tiling }, "encode");
+    const rng = v<"cuda">("sampler.rng");
+    if (str("mask")) {
+      const mask = g.load_image({ path: v<string>("mask.path") }, "mask");
+      latent = g.inpaint_encode({ model, vae, image, mask, seed, rng }, "encode");
+    } else {
+      latent = g.vae_encode({ vae, image, seed, rng, ...tiling }, "encode");
+    }
     denoise = v<number>("sampler.denoise");
     origins.set(
       pointer("nodes", "sampler", "inputs", "denoise"),

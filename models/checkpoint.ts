@@ -641,8 +641,9 @@ class LoadedCheckpoint implements Checkpoint {
         patchableWeights: () => shapes,
         withPatches: (more) => makeDenoiser([...patches, ...more]),
         ...(patches.length ? { release: releaser(unetSlot, source) } : {}),
-        predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor> =>
-          serial.run(unetSlot, async () => {
+        unet,
+        predict: (x: HostTensor, timesteps: Float32Array, cond: Conditioning, control?: readonly HostTensor[]) =>
+          serial.run(unetSlot, async (): Promise<HostTensor> => {
             if (source instanceof PatchedWeights) await source.prepare();
             const [b, , h, w] = x.shape;
             const tokens = cond.context.shape[1];
@@ -651,13 +652,16 @@ class LoadedCheckpoint implements Checkpoint {
                 `UNet: batch ${b} but ${cond.context.shape[0]} contexts, ${timesteps.length} timesteps`,
               );
             }
-            const program = unetSlot.get(`${b}x${h}x${w}/${tokens}`, () => {
+            const program = unetSlot.get(`${b}x${h}x${w}/${tokens}${control ? "/control" : ""}`, () => {
               const g = new Graph();
+              // ControlNet residuals are graph inputs "control_0".. (the shapes the caller hands in).
+              const ctl = control?.map((c, i) => g.input(`control_${i}`, c.shape));
               buildUnet(g, createWeightLookup(g, source), unet, {
                 batch: b,
                 height: h,
                 width: w,
                 contextTokens: tokens,
+                ...(ctl ? { control: { skips: ctl.slice(0, -1), middle: ctl[ctl.length - 1] } } : {}),
               });
               return make("unet", g, { hoistBudgetBytes });
             });
@@ -666,6 +670,7 @@ class LoadedCheckpoint implements Checkpoint {
               const f = vaeSource.config.downFactor;
               inputs.y = sdxlLabelInput(cond, b, h * f, w * f, unet.admInChannels);
             }
+            control?.forEach((c, i) => inputs[`control_${i}`] = c.data);
             const { out } = await run(program, inputs);
             return { shape: [b, unet.outChannels, h, w], data: out };
           }),

@@ -16,6 +16,7 @@ import {
   SCHEDULER_NAMES,
   type SchedulerName,
 } from "./sampling/schedules.ts";
+import { blendDenoised } from "./inpaint.ts";
 import type { Conditioning, Denoiser, Latent } from "./types.ts";
 
 export interface SampleOptions {
@@ -107,10 +108,19 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
     cfgScale: opts.cfgScale,
     latentShape: [c, h, w],
     schedule,
+    concat: opts.latent.inpaintConcat,
   });
+  const mask = opts.latent.noiseMask;
+  if (mask && mask.length !== h * w) throw new RangeError(`inpainting: a mask of ${mask.length} values for ${w}x${h}`);
+  /** Inpainting: the encoded picture of the current image, kept outside the mask (sd.cpp's denoise_mask). */
+  let keep = opts.latent.data;
   // The last denoised estimate, for previews (the denoiser reuses its output buffer: copied when previewed).
   let denoised: Float32Array | undefined;
-  const denoise: typeof cfgDenoise = async (x, sigma, i) => (denoised = await cfgDenoise(x, sigma, i));
+  const denoise: typeof cfgDenoise = async (x, sigma, i) => {
+    const d = await cfgDenoise(x, sigma, i);
+    if (mask) blendDenoised(d, keep, mask);
+    return (denoised = d);
+  };
   const preview = opts.preview;
   const interval = Math.max(1, Math.trunc(preview?.interval ?? 1));
   const rng = createRng(opts.rng, opts.seed);
@@ -119,6 +129,7 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
   for (let b = 0; b < opts.batch; b++) {
     const init = img2img ? opts.latent.data.subarray((lb === 1 ? 0 : b) * per, (lb === 1 ? 1 : b + 1) * per) : per;
     const x = initialLatentFor(rng, opts.seed, b, sigmas[0], init);
+    keep = opts.latent.data.subarray((lb === 1 ? 0 : b) * per, (lb === 1 ? 1 : b + 1) * per);
     const result = await runSampler(method, denoise, x, sigmas, rng, {
       eta: opts.eta,
       onStep: async (i, _n, cur) => {

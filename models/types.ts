@@ -3,6 +3,7 @@
  * produce them. Plugins (nodes) depend on these; models implement them.
  */
 
+import type { UnetConfig } from "./arch.ts";
 import type { Patchable } from "./patch.ts";
 
 /** A dense float32 tensor held in JavaScript (latents, embeddings: small). */
@@ -12,7 +13,15 @@ export interface HostTensor {
 }
 
 /** Latents in the VAE's latent space: [N, C, H/8, W/8], already scaled by the VAE's factor. */
-export type Latent = HostTensor;
+export interface Latent extends HostTensor {
+  /**
+   * Inpainting: the latent mask, [H/8 · W/8] (1 = repaint, 0 = keep); the sampler blends every prediction
+   * with this latent outside the mask (models/inpaint.ts).
+   */
+  readonly noiseMask?: Float32Array;
+  /** Inpainting models (9 input channels): [1, 5, H/8, W/8], the latent mask and the masked picture's latent. */
+  readonly inpaintConcat?: HostTensor;
+}
 
 /** An 8-bit image, row-major, interleaved channels. */
 export interface Image {
@@ -56,11 +65,20 @@ export interface Denoiser extends Partial<Patchable<Denoiser>> {
   readonly prediction: Prediction;
   /** alphas_cumprod of the training schedule (1000 entries). */
   readonly alphasCumprod: Float64Array;
+  /** The UNet's configuration, for add-ons built to match it (ControlNet); absent for models that take no residuals. */
+  readonly unet?: UnetConfig;
   /**
    * Predicts the noise (eps, or v) for a batch. x: [N, 4, h, w]; timesteps: one per batch item;
    * context: [N, tokens, dim]. Conditional and unconditional passes are batched by the caller.
+   * `control`: ControlNet residuals, already scaled, one per input block then the middle block's
+   * ([N, C, H, W] each, in stable-diffusion.cpp's order), added to the skips and the middle block.
    */
-  predict(x: HostTensor, timesteps: Float32Array, cond: Conditioning): Promise<HostTensor>;
+  predict(
+    x: HostTensor,
+    timesteps: Float32Array,
+    cond: Conditioning,
+    control?: readonly HostTensor[],
+  ): Promise<HostTensor>;
 }
 
 /**

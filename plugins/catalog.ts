@@ -10,7 +10,9 @@
 
 import { checkpoint, tinyCheckpoint } from "./nodes/checkpoint.ts";
 import { clipEncode } from "./nodes/clip_encode.ts";
+import { canny, controlnet } from "./nodes/controlnet.ts";
 import { emptyLatent } from "./nodes/empty_latent.ts";
+import { inpaintEncode } from "./nodes/inpaint.ts";
 import { loadImage } from "./nodes/load_image.ts";
 import { lora } from "./nodes/lora.ts";
 import { sampler } from "./nodes/sampler.ts";
@@ -31,7 +33,10 @@ export const builtinNodes = [
   clipEncode,
   emptyLatent,
   loadImage,
+  canny,
+  controlnet,
   vaeEncode,
+  inpaintEncode,
   sampler,
   vaeDecode,
   upscale,

@@ -47,6 +47,11 @@ export interface CfgDenoiserOptions {
   latentShape: readonly [number, number, number];
   /** The sigma table; defaults to the one built from `model.alphasCumprod`. */
   schedule?: DiscreteSchedule;
+  /**
+   * Channels appended to the scaled input of every evaluation ([1, K, H, W]; an inpainting model's mask
+   * and masked latent), the same for the conditional and unconditional passes, as sd.cpp's c_concat.
+   */
+  concat?: HostTensor;
 }
 
 function concatBatch(a: HostTensor, b: HostTensor): HostTensor {
@@ -83,24 +88,36 @@ export function makeCfgDenoiser(opts: CfgDenoiserOptions): DenoiseFn {
     }
     : null;
   const out = new Float32Array(n);
+  const extra = opts.concat?.data;
+  const Cin = C + (opts.concat ? opts.concat.shape[1] : 0);
+  if (opts.concat && extra!.length !== opts.concat.shape[1] * H * W) {
+    throw new Error(`makeCfgDenoiser: extra input channels of ${extra!.length / (H * W)} planes of ${H}x${W} expected`);
+  }
 
   return async (x: Float32Array, sigma: number) => {
     if (x.length !== n) throw new Error(`denoise: latent has ${x.length} values, expected ${n}`);
     const { cSkip, cOut, cIn } = getScalings(sigma, model.prediction);
     const t = schedule.sigmaToT(sigma);
-    const scaled = new Float32Array(n);
+    let scaled = new Float32Array(n);
     for (let i = 0; i < n; i++) scaled[i] = f32(x[i] * cIn);
+    if (extra) {
+      const withExtra = new Float32Array(n + extra.length);
+      withExtra.set(scaled, 0);
+      withExtra.set(extra, n);
+      scaled = withExtra;
+    }
+    const m = scaled.length;
 
     let pos: Float32Array, neg: Float32Array | null = null;
     if (both) {
-      const input = new Float32Array(2 * n);
+      const input = new Float32Array(2 * m);
       input.set(scaled, 0);
-      input.set(scaled, n);
-      const r = await model.predict({ shape: [2, C, H, W], data: input }, Float32Array.of(t, t), both);
+      input.set(scaled, m);
+      const r = await model.predict({ shape: [2, Cin, H, W], data: input }, Float32Array.of(t, t), both);
       pos = r.data.subarray(0, n);
       neg = r.data.subarray(n, 2 * n);
     } else {
-      const xin: HostTensor = { shape: [1, C, H, W], data: scaled };
+      const xin: HostTensor = { shape: [1, Cin, H, W], data: scaled };
       pos = (await model.predict(xin, Float32Array.of(t), cond)).data;
       if (useUncond) neg = (await model.predict(xin, Float32Array.of(t), uncond!)).data;
     }

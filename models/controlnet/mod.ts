@@ -1,0 +1,231 @@
+/**
+ * ControlNet: loading a ControlNet file, running it on the backend, and a
+ * {@link Denoiser} that adds its residuals to the UNet's, as stable-diffusion.cpp does:
+ * - each UNet evaluation first runs the ControlNet on the same scaled input, timestep and
+ *   context (cond and uncond each get their own residuals: batched here, which is the same
+ *   computation as sd.cpp's two calls, every op being per batch item);
+ * - the UNet adds strength·c[12] to the middle block's output and strength·c[i] to skip i before the
+ *   output block concatenates it (models/unet/unet.ts `control`);
+ * - the hint part of the network depends on the control image only: computed once per control
+ *   image and size, and reused for every step;
+ * - several ControlNets on one model add their residuals (sum of strength·c).
+ *
+ * The residual hook is the optional `control` argument of `Denoiser.predict` (13 tensors added
+ * as they are). wt-lora's model-patching API designs a `block_residuals` patch with the same
+ * contract (`residuals(call)` per evaluation, sd.cpp's order); `ControlNetResiduals.residuals`
+ * fits it, so it can become such a patch once that API is merged.
+ */
+
+import { type Backend, loadBackend } from "../../backends/mod.ts";
+import { compile, Graph, type Program } from "../../engine/mod.ts";
+import type { UnetConfig } from "../arch.ts";
+import { createWeightLookup, type WeightLookup } from "../nn.ts";
+import { fitImage } from "../preprocess/resize.ts";
+import type { Conditioning, Denoiser, HostTensor, Image } from "../types.ts";
+import { openWeights, type WeightFile } from "../weights/mod.ts";
+import { buildControlHint, buildControlNet } from "./controlnet.ts";
+
+export { buildControlHint, buildControlNet, controlCount } from "./controlnet.ts";
+
+/** A ControlNet file that cannot be used (not a ControlNet, unreadable, made for another model). */
+export class ControlNetError extends Error {
+  override name = "ControlNetError";
+}
+
+export interface ControlNetLoadOptions {
+  /** Backend name or library path (default "cpu"). */
+  backend?: string;
+  threads?: number;
+}
+
+/** What one UNet evaluation computed its residuals from. */
+export interface UnetCall {
+  readonly x: HostTensor;
+  readonly timesteps: Float32Array;
+  readonly context: HostTensor;
+}
+
+/** A loaded ControlNet bound to a UNet configuration. */
+export class ControlNet {
+  #hintProgram?: { key: string; program: Program };
+  #controlProgram?: { key: string; program: Program; shapes: number[][] };
+
+  private constructor(
+    readonly path: string,
+    private readonly file: WeightFile,
+    private readonly prefix: string,
+    private readonly backend: Backend,
+    readonly unet: UnetConfig,
+  ) {}
+
+  /**
+   * Opens `path` for a UNet of configuration `unet` (the model it will control) and checks every
+   * weight's shape against it; a file that does not fit is a {@link ControlNetError} naming the
+   * first weight that does not.
+   */
+  static async load(path: string, unet: UnetConfig, opts: ControlNetLoadOptions = {}): Promise<ControlNet> {
+    let file: WeightFile;
+    try {
+      file = await openWeights(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new ControlNetError(`ControlNet file not found: ${path}`);
+      throw new ControlNetError(`${path}: not a readable ControlNet file: ${(e as Error).message}`);
+    }
+    try {
+      const prefix = file.has("control_model.input_hint_block.0.weight") ? "control_model." : "";
+      if (!file.has(`${prefix}input_hint_block.0.weight`)) {
+        throw new ControlNetError(
+          `${path} is not a ControlNet: no input_hint_block tensors (diffusers-format ControlNets are not supported; ` +
+            `use the original single-file layout, control_model.*)`,
+        );
+      }
+      if (unet.admInChannels) {
+        throw new ControlNetError(`${path}: ControlNets for SDXL models are not supported yet (SD 1.x and 2.x are)`);
+      }
+      const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+      const net = new ControlNet(path, file, prefix, backend, unet);
+      net.#check();
+      return net;
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  #lookup(g: Graph): WeightLookup {
+    const file = this.file, prefix = this.prefix;
+    return createWeightLookup(g, { get: (n) => file.get(prefix + n) });
+  }
+
+  /** Builds both graphs at a small size: every weight is looked up and its shape checked. */
+  #check(): void {
+    try {
+      const h = new Graph();
+      buildControlHint(h, this.#lookup(h), this.unet, { height: 64, width: 64 });
+      const g = new Graph();
+      buildControlNet(g, this.#lookup(g), this.unet, { batch: 1, height: 8, width: 8, contextTokens: 77 });
+    } catch (e) {
+      throw new ControlNetError(`ControlNet ${this.path} does not fit this model: ${(e as Error).message}`);
+    }
+  }
+
+  /** The hint network's output for `hint` [1, 3, H, W] (values in [0, 1]). */
+  async guidedHint(hint: HostTensor): Promise<HostTensor> {
+    const [, , h, w] = hint.shape;
+    const key = `${h}x${w}`;
+    if (this.#hintProgram?.key !== key) {
+      this.#hintProgram?.program.dispose();
+      const g = new Graph();
+      buildControlHint(g, this.#lookup(g), this.unet, { height: h, width: w });
+      this.#hintProgram = { key, program: compile(g, this.backend, { hoistBudgetBytes: 0 }) };
+    }
+    const { guided_hint } = await this.#hintProgram.program.run({ hint: hint.data });
+    return { shape: [1, this.unet.modelChannels, Math.ceil(h / 8), Math.ceil(w / 8)], data: guided_hint };
+  }
+
+  /** The residuals for one UNet evaluation, in sd.cpp's order (input blocks 0..11, then the middle block). */
+  async residuals(call: UnetCall, guidedHint: HostTensor): Promise<HostTensor[]> {
+    const [b, , h, w] = call.x.shape;
+    const tokens = call.context.shape[1];
+    if (guidedHint.shape[2] !== h || guidedHint.shape[3] !== w) {
+      throw new ControlNetError(
+        `ControlNet: hint of ${guidedHint.shape[3]}x${guidedHint.shape[2]} for a ${w}x${h} latent`,
+      );
+    }
+    const key = `${b}x${h}x${w}/${tokens}`;
+    if (this.#controlProgram?.key !== key) {
+      this.#controlProgram?.program.dispose();
+      const g = new Graph();
+      const outs = buildControlNet(g, this.#lookup(g), this.unet, {
+        batch: b,
+        height: h,
+        width: w,
+        contextTokens: tokens,
+      });
+      const program = compile(g, this.backend, { hoistBudgetBytes: 0 });
+      this.#controlProgram = { key, program, shapes: outs.map((t) => [...t.shape]) };
+    }
+    const { program, shapes } = this.#controlProgram;
+    const out = await program.run({
+      x: call.x.data,
+      timesteps: call.timesteps,
+      context: call.context.data,
+      guided_hint: guidedHint.data,
+    });
+    return shapes.map((shape, i) => ({ shape, data: out[`control_${i}`] }));
+  }
+
+  dispose(): void {
+    this.#hintProgram?.program.dispose();
+    this.#controlProgram?.program.dispose();
+    this.#hintProgram = this.#controlProgram = undefined;
+    this.file.close();
+  }
+}
+
+/** An 8-bit picture as the hint tensor [1, 3, H, W], u8/255 (sd.cpp's `sd_image_to_tensor`). */
+export function hintTensor(image: Image): HostTensor {
+  const { width: w, height: h, channels: ch, data } = image;
+  const out = new Float32Array(3 * w * h);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < w * h; i++) out[c * w * h + i] = data[i * ch + c] / 255;
+  }
+  return { shape: [1, 3, h, w], data: out };
+}
+
+/** One ControlNet applied to a model. */
+export interface ControlSpec {
+  readonly net: ControlNet;
+  /** The control image (edge map, ...); fitted to the picture's size when it differs. */
+  readonly image: Image;
+  /** Multiplies every residual (sd.cpp's `--control-strength`, default 0.9). */
+  readonly strength: number;
+  /** Told once when the control image is resized. */
+  readonly onNote?: (message: string) => void;
+}
+
+/**
+ * `base` with the ControlNet `spec` added: its residuals, times the strength, are added to any
+ * residuals the caller passes (so stacked ControlNets sum) and handed to `base`.
+ */
+export function withControlNet(base: Denoiser, spec: ControlSpec): Denoiser {
+  if (!base.unet) throw new ControlNetError("this model does not take ControlNet residuals");
+  let cached: { key: string; hint: HostTensor } | undefined;
+  const f = Math.fround;
+  const s = f(spec.strength);
+  return {
+    family: base.family,
+    prediction: base.prediction,
+    alphasCumprod: base.alphasCumprod,
+    unet: base.unet,
+    predict: async (x: HostTensor, timesteps: Float32Array, cond: Conditioning, control?: readonly HostTensor[]) => {
+      const [, , h, w] = x.shape;
+      const key = `${h}x${w}`;
+      if (cached?.key !== key) {
+        const width = 8 * w, height = 8 * h;
+        const { image } = spec;
+        if (image.width !== width || image.height !== height) {
+          spec.onNote?.(
+            `control image ${image.width}x${image.height} resized to ${width}x${height} ` +
+              `(centre crop to the aspect ratio, box filter), as stable-diffusion.cpp does`,
+          );
+        }
+        cached = { key, hint: await spec.net.guidedHint(hintTensor(fitImage(image, width, height))) };
+      }
+      const own = await spec.net.residuals({ x, timesteps, context: cond.context }, cached.hint);
+      if (control && control.length !== own.length) {
+        throw new ControlNetError(`ControlNet: ${control.length} residuals to add to ${own.length}`);
+      }
+      const sum = own.map((r, i) => {
+        const data = new Float32Array(r.data.length);
+        const prev = control?.[i].data;
+        for (let j = 0; j < data.length; j++) {
+          const v = f(s * r.data[j]);
+          data[j] = prev ? f(v + prev[j]) : v;
+        }
+        return { shape: r.shape, data };
+      });
+      return base.predict(x, timesteps, cond, sum);
+    },
+  };
+}

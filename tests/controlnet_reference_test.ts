@@ -1,0 +1,121 @@
+/**
+ * Issue 8, ControlNet: the sd.cpp command of ../shared/reference/addons/README.md for
+ * cn_a_256_euler_4_synthedges.png, run as `deno task gen` with the same flags, writes a PNG whose PSNR
+ * against sd.cpp's picture is at least 40 dB.
+ *
+ * - Runs only where ../shared exists; elsewhere it is reported ignored, the reason in its name.
+ * - The random SD 1.5 checkpoint (`.cache/sd15-random-f16.safetensors`, made by make_random_sd.py) and
+ *   the random ControlNet (`.cache/random-controlnet-f16.safetensors`, made by make_random_addons.py)
+ *   are made when missing (python3 + numpy) and checked against the READMEs' sha256.
+ * - Bound: PSNR >= 40 dB over the RGB samples (sd.cpp's f16 im2col convolutions are themselves one
+ *   rounding of the ideal picture). The picture is also checked to differ from the plain run's
+ *   (< 30 dB), so the ControlNet demonstrably acts.
+ *
+ * @module
+ */
+
+import { assert } from "./assert.ts";
+import { decodePngImage } from "../plugins/image/png.ts";
+import { compareImages } from "../tools/psnr.ts";
+import { sharedTest, sharedUrl } from "./shared.ts";
+import { CACHE_DIR, CHECKPOINT, ensureCheckpoint, ensureFile, REPO, run, shellWords, withFlag } from "./sd15_random.ts";
+
+const ADDONS = sharedUrl("reference/addons/");
+const ADDONS_README = new URL("README.md", ADDONS);
+const PLAIN_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
+const PICTURE = "cn_a_256_euler_4_synthedges.png";
+const CONTROLNET = new URL("random-controlnet-f16.safetensors", CACHE_DIR);
+const MIN_PSNR_DB = 40;
+
+/** The picture's command (BASE expanded) and the ControlNet file's sha256, from the add-ons README. */
+function addonFacts(text: string): { args: string[]; controlnetSha256: string } {
+  const base = /Every command shares `([^`]+)`/.exec(text);
+  const row = new RegExp(`^\\|\\s*${PICTURE.replace(/\./g, "\\.")}\\s*\\|\\s*\`sd-cli BASE ([^\`]+)\``, "m").exec(text);
+  const sha = /^\|\s*random-controlnet-f16\.safetensors\s*\|\s*([0-9a-f]{64})/m.exec(text);
+  if (!base || !row || !sha) {
+    throw new Error(
+      `${ADDONS_README.pathname}: the shared command, the ${PICTURE} row or the ControlNet's sha256 ` +
+        `is not where tests/controlnet_reference_test.ts looks; update it to the README's wording`,
+    );
+  }
+  return { args: shellWords(`${base[1]} ${row[1]}`), controlnetSha256: sha[1] };
+}
+
+Deno.test({
+  ...sharedTest(
+    "ControlNet reference: the add-ons README's sd-cli ControlNet command as `deno task gen` gives PSNR >= 40 dB",
+    "reference/addons/README.md",
+    `reference/addons/${PICTURE}`,
+    "reference/addons/edges_synthetic_256.png",
+    "reference/README.md",
+    "reference/sd15-random/a_256_euler_4.png",
+    "tools/make_random_sd.py",
+    "tools/make_random_addons.py",
+  ),
+  async fn() {
+    const facts = addonFacts(await Deno.readTextFile(ADDONS_README));
+    await ensureCheckpoint();
+    await ensureFile(CONTROLNET, ["tools/make_random_addons.py", "controlnet"], facts.controlnetSha256);
+
+    const outDir = await Deno.makeTempDir({ prefix: "sdflow-cn-ref-" });
+    try {
+      const out = `${outDir}/${PICTURE}`;
+      let args = withFlag(facts.args, "-m", CHECKPOINT.pathname);
+      args = withFlag(args, "--control-net", CONTROLNET.pathname);
+      args = withFlag(args, "--control-image", new URL("edges_synthetic_256.png", ADDONS).pathname);
+      args = withFlag(args, "-o", out);
+      console.log(`deno task gen ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
+      const t0 = performance.now();
+      const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
+      if (r.code !== 0) {
+        throw new Error(`deno task gen exited with ${r.code}:\n${r.out.split("\n").slice(-25).join("\n")}`);
+      }
+      const got = decodePngImage(await Deno.readFile(out)).image;
+      const c = compareImages(got, decodePngImage(await Deno.readFile(new URL(PICTURE, ADDONS))).image);
+      const plain = compareImages(got, decodePngImage(await Deno.readFile(PLAIN_PNG)).image);
+      console.log(
+        `PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}; ` +
+          `vs the plain picture ${plain.psnr.toFixed(2)} dB; run ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
+      assert(plain.psnr < 30, `the ControlNet changed little: ${plain.psnr.toFixed(2)} dB from the plain picture`);
+    } finally {
+      await Deno.remove(outDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  ...sharedTest(
+    "ControlNet reference: --canny on a picture as `deno task gen` gives PSNR >= 40 dB vs sd.cpp's (tests/fixtures/sdcpp)",
+    "reference/addons/README.md",
+    "reference/README.md",
+    "reference/sd15-random/a_256_euler_4.png",
+    "tools/make_random_sd.py",
+    "tools/make_random_addons.py",
+  ),
+  async fn() {
+    const facts = addonFacts(await Deno.readTextFile(ADDONS_README));
+    await ensureCheckpoint();
+    await ensureFile(CONTROLNET, ["tools/make_random_addons.py", "controlnet"], facts.controlnetSha256);
+    const outDir = await Deno.makeTempDir({ prefix: "sdflow-cn-canny-" });
+    try {
+      const out = `${outDir}/canny.png`;
+      const args = ["-m", CHECKPOINT.pathname, "-p", "a lovely cat", "-s", "42", "--cfg-scale", "7", "--rng", "cuda"]
+        .concat(["-t", "2", "-W", "256", "-H", "256", "--sampling-method", "euler", "--steps", "4"])
+        .concat(["--control-net", CONTROLNET.pathname, "--control-image", PLAIN_PNG.pathname, "--canny"])
+        .concat(["--control-strength", "0.9", "-o", out]);
+      const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
+      if (r.code !== 0) {
+        throw new Error(`deno task gen exited with ${r.code}:\n${r.out.split("\n").slice(-25).join("\n")}`);
+      }
+      const got = decodePngImage(await Deno.readFile(out)).image;
+      const fixture = new URL("fixtures/sdcpp/cn_canny_256_euler_4.png", import.meta.url);
+      const c = compareImages(got, decodePngImage(await Deno.readFile(fixture)).image);
+      console.log(`PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}`);
+      assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
+    } finally {
+      await Deno.remove(outDir, { recursive: true });
+    }
+  },
+});
