@@ -11,9 +11,10 @@
  * - several ControlNets on one model add their residuals (sum of strength·c).
  *
  * The residual hook is the optional `control` argument of `Denoiser.predict` (13 tensors added
- * as they are). wt-lora's model-patching API designs a `block_residuals` patch with the same
- * contract (`residuals(call)` per evaluation, sd.cpp's order); `ControlNetResiduals.residuals`
- * fits it, so it can become such a patch once that API is merged.
+ * as they are). models/patch.ts designs a `block_residuals` patch with the same contract
+ * (`residuals(call)` per evaluation, sd.cpp's order, not applied by the checkpoint yet);
+ * `ControlNet.residuals` fits it, so this wrapper can become such a patch. The wrapper forwards
+ * weight patches (LoRA) to the model it wraps.
  */
 
 import { type Backend, loadBackend } from "../../backends/mod.ts";
@@ -198,6 +199,14 @@ export function withControlNet(base: Denoiser, spec: ControlSpec): Denoiser {
     prediction: base.prediction,
     alphasCumprod: base.alphasCumprod,
     unet: base.unet,
+    // Patchable as the model it wraps: a LoRA applied after the ControlNet patches the UNet underneath.
+    ...(base.withPatches
+      ? {
+        patches: base.patches,
+        patchableWeights: base.patchableWeights,
+        withPatches: (more) => withControlNet(base.withPatches!(more), spec),
+      }
+      : {}),
     predict: async (x: HostTensor, timesteps: Float32Array, cond: Conditioning, control?: readonly HostTensor[]) => {
       const [, , h, w] = x.shape;
       const key = `${h}x${w}`;
