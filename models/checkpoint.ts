@@ -245,7 +245,8 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
       throw new CheckpointError(`${path}: no VAE tensors (first_stage_model.*); give a separate VAE file (--vae)`);
     }
     const latentChannels = arch.vae?.zChannels ?? arch.unet.outChannels;
-    if (arch.unet.inChannels !== latentChannels) {
+    // Inpainting models (2z + 1 channels: latent, mask, masked picture's latent) run with inpaint_encode's latent.
+    if (arch.unet.inChannels !== latentChannels && arch.unet.inChannels !== 2 * latentChannels + 1) {
       // sd.cpp: 9 channels are an inpainting model, 8 Instruct-Pix2Pix; both need an image beside the latent.
       const kind = arch.unet.inChannels === 9
         ? "an inpainting model"

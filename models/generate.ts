@@ -110,6 +110,16 @@ export async function sample(opts: SampleOptions): Promise<Latent> {
     schedule,
     concat: opts.latent.inpaintConcat,
   });
+  const inChannels = opts.denoiser.unet?.inChannels ?? c;
+  const extra = opts.latent.inpaintConcat?.shape[1] ?? 0;
+  if (inChannels !== c + extra) {
+    throw new RangeError(
+      inChannels === 2 * c + 1
+        ? `this is an inpainting model (${inChannels} input channels): give it a picture and a mask ` +
+          `(-i picture.png --mask mask.png, or an inpaint_encode node)`
+        : `the UNet takes ${inChannels} input channels, the latent gives ${c + extra}`,
+    );
+  }
   const mask = opts.latent.noiseMask;
   if (mask && mask.length !== h * w) throw new RangeError(`inpainting: a mask of ${mask.length} values for ${w}x${h}`);
   /** Inpainting: the encoded picture of the current image, kept outside the mask (sd.cpp's denoise_mask). */
