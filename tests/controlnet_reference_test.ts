@@ -18,13 +18,15 @@ import { assert } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
-import { CACHE_DIR, CHECKPOINT, ensureCheckpoint, ensureFile, REPO, run, shellWords, withFlag } from "./sd15_random.ts";
+import { CACHE_DIR, ensureMadeFile, REPO, run, shellWords, withFlag } from "./reference_helpers.ts";
+import { ensureSd15Checkpoint, SD15_CHECKPOINT as CHECKPOINT } from "./sd15_checkpoint.ts";
 
 const ADDONS = sharedUrl("reference/addons/");
 const ADDONS_README = new URL("README.md", ADDONS);
 const PLAIN_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
 const PICTURE = "cn_a_256_euler_4_synthedges.png";
 const CONTROLNET = new URL("random-controlnet-f16.safetensors", CACHE_DIR);
+const MAKE_ADDONS = sharedUrl("tools/make_random_addons.py");
 const MIN_PSNR_DB = 40;
 
 /** The picture's command (BASE expanded) and the ControlNet file's sha256, from the add-ons README. */
@@ -54,8 +56,8 @@ Deno.test({
   ),
   async fn() {
     const facts = addonFacts(await Deno.readTextFile(ADDONS_README));
-    await ensureCheckpoint();
-    await ensureFile(CONTROLNET, ["tools/make_random_addons.py", "controlnet"], facts.controlnetSha256);
+    await ensureSd15Checkpoint();
+    await ensureMadeFile(CONTROLNET, MAKE_ADDONS, ["controlnet"], facts.controlnetSha256, "0.7 GB");
 
     const outDir = await Deno.makeTempDir({ prefix: "sdflow-cn-ref-" });
     try {
@@ -63,7 +65,7 @@ Deno.test({
       let args = withFlag(facts.args, "-m", CHECKPOINT.pathname);
       args = withFlag(args, "--control-net", CONTROLNET.pathname);
       args = withFlag(args, "--control-image", new URL("edges_synthetic_256.png", ADDONS).pathname);
-      args = withFlag(args, "-o", out);
+      args = [...args, "-o", out]; // the add-ons README command names no output
       console.log(`deno task gen ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
       const t0 = performance.now();
       const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
@@ -96,8 +98,8 @@ Deno.test({
   ),
   async fn() {
     const facts = addonFacts(await Deno.readTextFile(ADDONS_README));
-    await ensureCheckpoint();
-    await ensureFile(CONTROLNET, ["tools/make_random_addons.py", "controlnet"], facts.controlnetSha256);
+    await ensureSd15Checkpoint();
+    await ensureMadeFile(CONTROLNET, MAKE_ADDONS, ["controlnet"], facts.controlnetSha256, "0.7 GB");
     const outDir = await Deno.makeTempDir({ prefix: "sdflow-cn-canny-" });
     try {
       const out = `${outDir}/canny.png`;

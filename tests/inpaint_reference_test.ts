@@ -11,7 +11,8 @@ import { assert } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
-import { CHECKPOINT, ensureCheckpoint, REPO, run } from "./sd15_random.ts";
+import { REPO, run } from "./reference_helpers.ts";
+import { ensureSd15Checkpoint, SD15_CHECKPOINT as CHECKPOINT } from "./sd15_checkpoint.ts";
 
 const FIXTURES = new URL("fixtures/sdcpp/", import.meta.url);
 const INIT = sharedUrl("reference/sd15-random/a_256_euler_4.png");
@@ -25,7 +26,7 @@ Deno.test({
     "tools/make_random_sd.py",
   ),
   async fn() {
-    await ensureCheckpoint();
+    await ensureSd15Checkpoint();
     const outDir = await Deno.makeTempDir({ prefix: "sdflow-inpaint-ref-" });
     try {
       const out = `${outDir}/inpaint.png`;

@@ -125,37 +125,49 @@ async function requirePythonNumpy(forWhat: URL): Promise<void> {
 }
 
 /**
- * Makes `checkpoint` with make_random_sd.py and `makeArgs` if it is missing (into a temporary name,
- * renamed when complete), then checks its sha256.
+ * Makes `checkpoint` with make_random_sd.py and `makeArgs` if it is missing, then checks its sha256
+ * (see {@link ensureMadeFile}).
  */
-export async function ensureCheckpoint(
+export function ensureCheckpoint(
   checkpoint: URL,
   makeArgs: readonly string[],
   expectedSha256: string,
   about: string,
 ): Promise<void> {
-  if (!exists(checkpoint)) {
-    await requirePythonNumpy(checkpoint);
-    await Deno.mkdir(new URL(".", checkpoint), { recursive: true });
+  return ensureMadeFile(checkpoint, MAKE_RANDOM_SD, makeArgs, expectedSha256, about);
+}
+
+/**
+ * Makes `file` with the shared python `tool` and `toolArgs` (then `--out`) if it is missing (into a
+ * temporary name, renamed when complete), then checks its sha256.
+ */
+export async function ensureMadeFile(
+  file: URL,
+  tool: URL,
+  toolArgs: readonly string[],
+  expectedSha256: string,
+  about: string,
+): Promise<void> {
+  const toolName = tool.pathname.split("/").pop();
+  if (!exists(file)) {
+    await requirePythonNumpy(file);
+    await Deno.mkdir(new URL(".", file), { recursive: true });
     // Unique per process and call: tests running at once never write or rename each other's partial file.
-    const partial = new URL(
-      `${checkpoint.pathname.split("/").pop()}.partial-${Deno.pid}-${crypto.randomUUID()}`,
-      checkpoint,
-    );
-    console.log(`making ${checkpoint.pathname} with ${MAKE_RANDOM_SD.pathname} (${about})`);
+    const partial = new URL(`${file.pathname.split("/").pop()}.partial-${Deno.pid}-${crypto.randomUUID()}`, file);
+    console.log(`making ${file.pathname} with ${tool.pathname} (${about})`);
     try {
-      const r = await run(PYTHON, [MAKE_RANDOM_SD.pathname, "--out", partial.pathname, ...makeArgs]);
-      if (r.code !== 0) throw new Error(`make_random_sd.py exited with ${r.code}:\n${tail(r.out)}`);
-      await Deno.rename(partial, checkpoint);
+      const r = await run(PYTHON, [tool.pathname, ...toolArgs, "--out", partial.pathname]);
+      if (r.code !== 0) throw new Error(`${toolName} exited with ${r.code}:\n${tail(r.out)}`);
+      await Deno.rename(partial, file);
     } finally {
       await Deno.remove(partial).catch(() => {});
     }
   }
-  const sha = await sha256File(checkpoint);
+  const sha = await sha256File(file);
   if (sha !== expectedSha256) {
     throw new Error(
-      `${checkpoint.pathname}: sha256 ${sha}, the README expects ${expectedSha256}. ` +
-        `Delete the file so the test makes it again; if it still differs, make_random_sd.py or numpy ` +
+      `${file.pathname}: sha256 ${sha}, the README expects ${expectedSha256}. ` +
+        `Delete the file so the test makes it again; if it still differs, ${toolName} or numpy ` +
         `changed and the reference data must be regenerated.`,
     );
   }

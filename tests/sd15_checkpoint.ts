@@ -3,7 +3,7 @@
  * when missing with `../shared/tools/make_random_sd.py --dtype f16` (python3 + numpy; into a temporary
  * name, renamed when complete, so tests running at once do not see a partial file), then checked
  * against the sha256 of `../shared/reference/README.md` (its `sd15-random/` section). For every test
- * that needs it (sd15_reference_test.ts, lora_reference_test.ts), so that no test depends on another's order.
+ * that needs it (the sd15, LoRA, ControlNet and inpainting reference tests), so that no test depends on another's order.
  *
  * @module
  */
