@@ -14,7 +14,8 @@
  */
 
 import { createHash } from "node:crypto";
-import type { NodeContext, ProvenanceGraph, RunSettings, UpstreamNode } from "../plugins/node.ts";
+import type { Latent } from "../models/types.ts";
+import type { LivePreviewInfo, NodeContext, ProvenanceGraph, RunSettings, UpstreamNode } from "../plugins/node.ts";
 import { GRAPH_VERSION } from "./format.ts";
 import { isNodeInputError } from "../plugins/node.ts";
 import type { Pipeline, PipelineNode } from "./validate.ts";
@@ -115,6 +116,8 @@ export interface RunReporter {
   nodeEnd?(id: string, info: { cached: boolean; ms: number }): void;
   progress?(id: string, done: number, total: number, unit?: string): void;
   log?(id: string, message: string): void;
+  /** A node's live preview latent (see {@link NodeContext.livePreview}); given, samplers report every step. */
+  preview?(id: string, latent: Latent, info: LivePreviewInfo): Promise<void> | void;
 }
 
 /** Options of {@link runPipeline}. */
@@ -356,6 +359,9 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       upstream: () => ancestors(p, n.id, meta),
       graph: () => provenanceGraph(p, n.id, meta),
       onDispose: (fn) => void disposers.push(fn),
+      ...(rep.preview
+        ? { livePreview: (latent: Latent, info: LivePreviewInfo) => rep.preview!(n.id, latent, info) }
+        : {}),
     };
     const t0 = performance.now();
     rep.nodeStart?.(n.id, n.type, { category: n.def.category });

@@ -256,6 +256,21 @@ export interface NodeContext {
    * exits), or when the run ends if the outputs are not cached.
    */
   onDispose(fn: () => void): void;
+  /**
+   * Set when the run's caller shows live previews (the server's event stream): a sampler passes it the
+   * latent [1, C, h, w] of each step, whatever its own `preview` input says; the caller renders it.
+   */
+  readonly livePreview?: (latent: Latent, info: LivePreviewInfo) => Promise<void> | void;
+}
+
+/** Where a {@link NodeContext.livePreview} latent comes from. */
+export interface LivePreviewInfo {
+  /** Step just finished (1-based) of `steps`, for picture `image` of the batch. */
+  readonly step: number;
+  readonly steps: number;
+  readonly image: number;
+  /** The model family the latent belongs to (picks the latent-to-RGB projection). */
+  readonly family: "sd1" | "sd2" | "sdxl";
 }
 
 /** A graph file as {@link NodeContext.graph} returns it (the shape of `dsl/format.ts`'s `GraphFile`). */

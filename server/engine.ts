@@ -23,6 +23,9 @@ const CHECKPOINT_SUBDIRS = ["", "Stable-diffusion", "checkpoints"];
 /** LoRA files and their conventional subfolders (sd-webui's `Lora`, ComfyUI's `loras`). */
 const LORA_EXT = /\.(safetensors|ckpt|pt|bin)$/i;
 const LORA_SUBDIRS = ["Lora", "loras"];
+/** ControlNet files: sd-webui's `ControlNet` (its extension's `models` folder is elsewhere), ComfyUI's `controlnet`. */
+const CONTROLNET_EXT = /\.(safetensors|pth|gguf)$/i;
+const CONTROLNET_SUBDIRS = ["ControlNet", "controlnet"];
 /**
  * The node types a graph from the network may use. Each input that names a file is confined below; a node
  * type added to the catalog later is refused until it is reviewed here.
@@ -38,6 +41,9 @@ const NETWORK_NODE_TYPES = new Set([
   "sampler",
   "vae_decode",
   "save_image",
+  "controlnet",
+  "canny",
+  "inpaint_encode",
 ]);
 
 /** A request the server refuses; `status` is the HTTP status (400 bad input, 404 unknown name). */
@@ -95,6 +101,11 @@ export class Engine {
   /** The LoRA files of the models folder, in `Lora/` or `loras/` (a flat file there is a checkpoint). */
   async loras(): Promise<ModelEntry[]> {
     return await this.#files(LORA_SUBDIRS, LORA_EXT, new Set());
+  }
+
+  /** The ControlNet files of the models folder, in `ControlNet/` or `controlnet/`. */
+  async controlnets(): Promise<ModelEntry[]> {
+    return await this.#files(CONTROLNET_SUBDIRS, CONTROLNET_EXT, new Set());
   }
 
   async #files(subdirs: readonly string[], ext: RegExp, seen: Set<string>): Promise<ModelEntry[]> {
@@ -159,18 +170,26 @@ export class Engine {
 
   /** A LoRA by file name, with or without extension (looked up in the listing, like {@link Engine.model}). */
   async lora(name: string): Promise<ModelEntry> {
+    return await this.#named("LoRA", name, await this.loras(), LORA_EXT);
+  }
+
+  /** A ControlNet by file name, with or without extension. */
+  async controlnet(name: string): Promise<ModelEntry> {
+    return await this.#named("ControlNet", name, await this.controlnets(), CONTROLNET_EXT);
+  }
+
+  #named(kind: string, name: string, all: readonly ModelEntry[], ext: RegExp): Promise<ModelEntry> {
     if (!isPlainName(name)) {
-      throw new RequestError(400, `LoRA name must be a file name in the models folder, got ${JSON.stringify(name)}`);
+      throw new RequestError(400, `${kind} name must be a file name in the models folder, got ${JSON.stringify(name)}`);
     }
-    const all = await this.loras();
-    const hit = all.find((m) => m.name === name) ?? all.find((m) => m.name.replace(LORA_EXT, "") === name);
+    const hit = all.find((m) => m.name === name) ?? all.find((m) => m.name.replace(ext, "") === name);
     if (!hit) {
       throw new RequestError(
         404,
-        `unknown model ${JSON.stringify(name)} (LoRA); available: ${all.map((m) => m.name).join(", ") || "none"}`,
+        `unknown model ${JSON.stringify(name)} (${kind}); available: ${all.map((m) => m.name).join(", ") || "none"}`,
       );
     }
-    return hit;
+    return Promise.resolve(hit);
   }
 
   /**
@@ -276,11 +295,14 @@ export class Engine {
           else throw e;
         }
       }
-    } else if (type === "lora") {
+    } else if (type === "lora" || type === "controlnet") {
+      if (type === "controlnet" && inputs.backend !== undefined && inputs.backend !== "cpu") {
+        bad("backend", `only "cpu" is allowed in a graph sent to the server`);
+      }
       const n = name("path");
       if (n !== undefined) {
         try {
-          inputs.path = (await this.lora(n)).path!;
+          inputs.path = (await (type === "lora" ? this.lora(n) : this.controlnet(n))).path!;
         } catch (e) {
           if (e instanceof RequestError) bad("path", e.message);
           else throw e;

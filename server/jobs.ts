@@ -19,7 +19,7 @@ export interface JobProgress {
 
 /** One event of a job's stream. */
 export interface JobEvent {
-  readonly type: "status" | "progress" | "node";
+  readonly type: "status" | "progress" | "node" | "preview";
   readonly data: Record<string, unknown>;
 }
 
@@ -28,6 +28,10 @@ export interface JobContext {
   readonly id: string;
   progress(p: Omit<JobProgress, "fraction">): void;
   node(id: string, type: string): void;
+  /** A live preview (the SSE stream's `preview` event). */
+  preview(data: Record<string, unknown>): void;
+  /** Whether anyone listens (a preview is only rendered for someone). */
+  readonly watched: boolean;
 }
 
 /** A job: its work, its state and its listeners. */
@@ -57,6 +61,11 @@ export class Job<R = unknown> {
   listen(fn: (e: JobEvent) => void): () => void {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
+  }
+
+  /** Whether a listener is subscribed. */
+  get watched(): boolean {
+    return this.#listeners.size > 0;
   }
 
   emit(e: JobEvent): void {
@@ -188,6 +197,10 @@ export class JobQueue {
       node: (id, type) => {
         stopIfCancelled();
         job.emit({ type: "node", data: { node: id, type } });
+      },
+      preview: (data) => job.emit({ type: "preview", data }),
+      get watched() {
+        return job.watched;
       },
     };
     try {

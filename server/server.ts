@@ -8,6 +8,8 @@ import { timingSafeEqual } from "node:crypto";
 import { join } from "node:path";
 import { formatDiagnostic } from "../dsl/errors.ts";
 import type { Pipeline } from "../dsl/validate.ts";
+import type { Latent } from "../models/types.ts";
+import type { LivePreviewInfo } from "../plugins/node.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { Engine, RequestError } from "./engine.ts";
 import { type Job, JobQueue, QueueFullError } from "./jobs.ts";
@@ -22,6 +24,7 @@ import {
   type Txt2ImgParams,
   txt2imgParams,
 } from "./sdapi.ts";
+import { isUiPath, OutputLister, PreviewRenderer, schemaJson, storeUpload, uiFile } from "./ui_api.ts";
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {
@@ -66,9 +69,14 @@ class BodyTooLarge extends Error {}
 
 /** Reads the body as text, refusing more than `max` bytes before reading them (Content-Length) or while reading. */
 async function readBody(req: Request, max: number): Promise<string> {
+  return new TextDecoder().decode(await readBytes(req, max));
+}
+
+/** Reads the body's bytes, refusing more than `max` (see {@link readBody}). */
+async function readBytes(req: Request, max: number): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (Number.isFinite(declared) && declared > max) throw new BodyTooLarge();
-  if (!req.body) return "";
+  if (!req.body) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = req.body.getReader();
@@ -85,7 +93,7 @@ async function readBody(req: Request, max: number): Promise<string> {
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) all.set(c, at), at += c.byteLength;
-  return new TextDecoder().decode(all);
+  return all;
 }
 
 /** Base64 of bytes (btoa over 32 KiB slices: a spread of megabytes would overflow the stack). */
@@ -169,6 +177,8 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   const engine = new Engine({ modelsDir: opts.modelsDir, outputDir: opts.outputDir ?? "outputs" });
   const queue = new JobQueue(opts.maxQueued ?? 16);
   const maxBody = opts.maxBodyBytes ?? 32 * 1024 * 1024;
+  const outputs = new OutputLister(engine.outputDir);
+  const previews = new PreviewRenderer(engine.modelsDir, encodeBase64);
 
   /** Queues a graph job; a full queue is a 429. */
   function submit<R>(kind: string, work: (job: string, report: JobReporter) => Promise<R>, id?: string): Job<R> {
@@ -176,6 +186,10 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       work(ctx.id, {
         nodeStart: (node, type) => ctx.node(node, type),
         progress: (node, done, total, unit) => ctx.progress({ node, done, total, unit }),
+        // Live previews are rendered only while someone watches the job's event stream.
+        preview: async (node, latent, info) => {
+          if (ctx.watched) ctx.preview({ node, ...info, ...await previews.render(latent, info.family) });
+        },
       }), id);
   }
 
@@ -261,7 +275,20 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     const method = req.method;
     let m: RegExpExecArray | null;
 
-    if (method === "GET" && (path === "/" || path === "/health")) return json({ ok: true, name: "sdflow" });
+    if (method === "GET" && path === "/health") return json({ ok: true, name: "sdflow" });
+    if (method === "GET" && path === "/v1/schema") {
+      return new Response(schemaJson(), { headers: { "content-type": "application/schema+json; charset=utf-8" } });
+    }
+    if (method === "GET" && path === "/v1/outputs") {
+      const limit = Number(url.searchParams.get("limit") ?? 100);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+        throw new RequestError(400, 'query "limit": expected an integer from 1 to 1000');
+      }
+      return json({ outputs: await outputs.list(limit) });
+    }
+    if (method === "POST" && path === "/v1/uploads") {
+      return json(await storeUpload(engine.outputDir, await readBytes(req, maxBody)), 201);
+    }
 
     // Native API.
     if (method === "POST" && path === "/v1/graphs") {
@@ -316,6 +343,10 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
         path: l.path,
         metadata: {},
       })));
+    }
+    // As sd-webui's ControlNet extension lists them.
+    if (method === "GET" && path === "/controlnet/model_list") {
+      return json({ model_list: (await engine.controlnets()).map((c) => c.name.replace(/\.[^.]+$/, "")) });
     }
     if (method === "GET" && path === "/sdapi/v1/schedulers") return json(schedulerList());
     if (path === "/sdapi/v1/interrupt" && method === "POST") {
@@ -423,6 +454,10 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
         },
       });
     }
+    // The UI's pages and scripts hold no data: served without the key (the page asks for it, for the API).
+    if (req.method === "GET" && isUiPath(url.pathname)) {
+      return await uiFile(url.pathname) ?? errorResponse(404, `no UI file ${url.pathname.slice(0, 200)}`);
+    }
     try {
       if (opts.apiKey !== undefined) {
         const key = presentedKey(req);
@@ -470,6 +505,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
       abort.abort();
       await server.finished;
       engine.close();
+      await previews.close();
     },
   });
 }
@@ -478,9 +514,13 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
 interface JobReporter {
   nodeStart(node: string, type: string): void;
   progress(node: string, done: number, total: number, unit?: string): void;
+  preview(node: string, latent: Latent, info: LivePreviewInfo): Promise<void>;
 }
 
-/** A job's Server-Sent-Events stream: its state now, then node/progress/status events until it ends. */
+/**
+ * A job's Server-Sent-Events stream: its state now, then node/progress/status events until it ends, and a
+ * `preview` event after each sampler step (a PNG data URL; see {@link PreviewRenderer}).
+ */
 function events(job: Job): Response {
   const enc = new TextEncoder();
   let unlisten = () => {};

@@ -5,7 +5,14 @@ import { img2imgSigmas, SCHEDULER_NAMES } from "../../models/sampling/schedules.
 import { projectLatent } from "../../models/preview.ts";
 import type { Conditioning, Latent, Vae } from "../../models/types.ts";
 import { encodePngImage } from "../image/png.ts";
-import { defineNode, type GenerationInfo, NodeInputError, type NodeValues, type UpstreamNode } from "../node.ts";
+import {
+  defineNode,
+  type GenerationInfo,
+  type NodeContext,
+  NodeInputError,
+  type NodeValues,
+  type UpstreamNode,
+} from "../node.ts";
 import { estimateNetwork, resolveScheduler, sample } from "./model_layer.ts";
 
 /** Sampling methods, named as stable-diffusion.cpp's `--sampling-method` (the model layer's list). */
@@ -87,7 +94,10 @@ export function samplerGeneration(
   };
 }
 
-/** What the sampler's preview inputs ask of `sample`, or nothing. */
+/**
+ * What the sampler's preview inputs ask of `sample` (a file), plus the run's live preview (every step) when its
+ * caller shows one; or nothing.
+ */
 function previewWriter(
   o: {
     preview: string;
@@ -97,9 +107,13 @@ function previewWriter(
     preview_noisy: boolean;
   },
   family: "sd1" | "sd2" | "sdxl",
+  live?: NodeContext["livePreview"],
 ) {
-  if (o.preview === "none") return undefined;
-  const write = async (latent: Latent) => {
+  const toFile = o.preview !== "none";
+  if (!toFile && !live) return undefined;
+  const write = async (latent: Latent, step: number, steps: number, image: number) => {
+    if (live) await live(latent, { step, steps, image, family });
+    if (!toFile || (step % o.preview_interval !== 0 && step !== steps)) return;
     const [im] = o.preview === "proj" ? [projectLatent(latent, family)] : await o.preview_vae!.decode(latent);
     // One file, the image being sampled (as sd.cpp), written beside and renamed so a viewer never reads half a file.
     const tmp = `${o.preview_path}.${Deno.pid}.tmp`;
@@ -107,9 +121,10 @@ function previewWriter(
     await Deno.rename(tmp, o.preview_path);
   };
   return {
-    interval: o.preview_interval,
+    // The live preview wants every step; the file keeps its own interval.
+    interval: live ? 1 : o.preview_interval,
     noisy: o.preview_noisy,
-    onLatent: (latent: Latent) => write(latent),
+    onLatent: write,
   };
 }
 
@@ -247,7 +262,7 @@ export const sampler = defineNode({
       strength: inputs.denoise,
       batch,
       onStep: (i, n) => ctx.progress(i, n, "step"),
-      preview: previewWriter(inputs, inputs.model.family),
+      preview: previewWriter(inputs, inputs.model.family, ctx.livePreview),
     });
     return { latent };
   },

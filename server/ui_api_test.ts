@@ -1,0 +1,206 @@
+/**
+ * The endpoints the web UI uses, over real HTTP with the tiny model: its static files (served without the API
+ * key, nothing else is), the schema, uploads, the outputs listing, ControlNet listing and confinement, and the
+ * SSE stream's live previews — the latent projection by default, TAESD at full size when the models folder has one.
+ */
+
+import assert from "node:assert/strict";
+import { parseSafetensors } from "../models/testdata/helpers.ts";
+import { encodeSafetensors } from "../models/weights/mod.ts";
+import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
+import { startServer } from "./server.ts";
+
+const KEY = "ui-key-51c";
+const auth = { authorization: `Bearer ${KEY}` };
+
+const GRAPH = {
+  version: 1,
+  nodes: {
+    checkpoint: { type: "tiny_checkpoint", inputs: {} },
+    positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a kite" } },
+    negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
+    latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
+    sampler: {
+      type: "sampler",
+      inputs: {
+        model: { from: "checkpoint.model" },
+        positive: { from: "positive.conditioning" },
+        negative: { from: "negative.conditioning" },
+        latent: { from: "latent.latent" },
+        seed: 3,
+        steps: 3,
+        sampler: "euler",
+      },
+    },
+    decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
+    save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "kite.png" } },
+  },
+};
+
+/** The TAESD of the add-on fixtures (4 latent channels, as the tiny model's), as a safetensors file. */
+function taesdFile(): Uint8Array {
+  const ref = parseSafetensors(
+    Deno.readFileSync(new URL("../models/testdata/addons_reference.safetensors", import.meta.url)),
+  );
+  return encodeSafetensors(
+    ref.tensors.filter((t) => t.name.startsWith("taesd/") && !/\/(in|out)/.test(t.name)).map((t) => ({
+      name: t.name.slice("taesd/".length),
+      dtype: "F32",
+      shape: t.shape,
+      data: new Uint8Array(ref.f32(t.name).buffer),
+    })),
+  );
+}
+
+async function withServer(
+  modelsDir: string | undefined,
+  fn: (base: string, outputDir: string) => Promise<void>,
+): Promise<void> {
+  const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-api-" });
+  const server = await startServer({ port: 0, outputDir, modelsDir, apiKey: KEY });
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`, outputDir);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(outputDir, { recursive: true });
+  }
+}
+
+/** Runs a graph and reads its event stream to the end: the preview events' data. */
+async function previewsOf(base: string, graph: unknown): Promise<Record<string, unknown>[]> {
+  const r = await fetch(`${base}/v1/graphs`, {
+    method: "POST",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify(graph),
+  });
+  const { id } = await r.json();
+  const text = await (await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth })).text();
+  const events = text.split("\n\n").filter((b) => b.trim()).map((b) => ({
+    name: /^event: (.*)$/m.exec(b)![1],
+    data: JSON.parse(/^data: (.*)$/m.exec(b)![1]),
+  }));
+  assert.equal(events.at(-1)!.data.status, "succeeded", JSON.stringify(events.at(-1)));
+  return events.filter((e) => e.name === "preview").map((e) => e.data);
+}
+
+function pngOfDataUrl(url: unknown): ReturnType<typeof decodePngImage> {
+  const m = /^data:image\/png;base64,(.+)$/.exec(String(url));
+  assert.ok(m, "a PNG data URL");
+  return decodePngImage(Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)));
+}
+
+Deno.test("ui api: static files without the key, schema, uploads, outputs listing, projection previews", async () => {
+  await withServer(undefined, async (base, outputDir) => {
+    const page = await fetch(`${base}/`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type")!, /text\/html/);
+    assert.match(await page.text(), /<script type="module" src="\/ui\/app\.js">/);
+    for (const [path, type] of [["/ui/app.js", /javascript/], ["/ui/style.css", /text\/css/]] as const) {
+      const r = await fetch(`${base}${path}`);
+      assert.equal(r.status, 200, path);
+      assert.match(r.headers.get("content-type")!, type);
+      await r.body?.cancel();
+    }
+    // ("/ui/../server.ts" is "/server.ts" once the URL is parsed: an API path, 401 without the key.)
+    for (
+      const path of ["/ui/%2e%2e%2fserver.ts", "/ui/..%2fui_api.ts", "/ui/nope.js", "/ui/ui_api.ts", "/ui/sub/x.js"]
+    ) {
+      const r = await fetch(`${base}${path}`);
+      assert.equal(r.status, 404, path);
+      await r.body?.cancel();
+    }
+    // The API itself still wants the key.
+    const noKey = await fetch(`${base}/v1/outputs`);
+    assert.equal(noKey.status, 401);
+    await noKey.body?.cancel();
+
+    const schema = await (await fetch(`${base}/v1/schema`, { headers: auth })).json();
+    assert.deepEqual(
+      schema.definitions.node_sampler.properties.inputs.properties.scheduler.else.enum.includes("karras"),
+      true,
+    );
+
+    // Uploads: a PNG is stored under a fresh name a load_image node takes; anything else is a 400.
+    const png = encodePngImage({ width: 8, height: 8, channels: 3, data: new Uint8Array(192).fill(90) });
+    const up = await fetch(`${base}/v1/uploads`, {
+      method: "POST",
+      headers: auth,
+      body: png as Uint8Array<ArrayBuffer>,
+    });
+    assert.equal(up.status, 201);
+    const stored = await up.json();
+    assert.match(stored.name, /^upload-[0-9a-f-]{36}\.png$/);
+    assert.deepEqual([stored.width, stored.height], [8, 8]);
+    assert.deepEqual(await Deno.readFile(`${outputDir}/${stored.name}`), png);
+    for (const body of [new TextEncoder().encode("GIF89a"), new Uint8Array()]) {
+      const r = await fetch(`${base}/v1/uploads`, { method: "POST", headers: auth, body });
+      assert.equal(r.status, 400);
+      assert.match((await r.json()).error, /PNG|empty upload/);
+    }
+
+    // Previews: one per step, the projection at latent size (64 / 8 = 8 pixels).
+    const previews = await previewsOf(base, GRAPH);
+    assert.deepEqual(previews.map((p) => p.step), [1, 2, 3]);
+    assert.deepEqual([previews[0].method, previews[0].width, previews[0].node], ["proj", 8, "sampler"]);
+    assert.equal(pngOfDataUrl(previews[2].image).image.width, 8);
+
+    // The listing: the job's picture with its parameters; uploads and previews are not outputs.
+    const list = (await (await fetch(`${base}/v1/outputs`, { headers: auth })).json()).outputs;
+    assert.equal(list.length, 1, JSON.stringify(list));
+    assert.match(list[0].name, /_kite\.png$/);
+    assert.equal(list[0].graph, true);
+    assert.deepEqual([list[0].width, list[0].height], [64, 64]);
+    assert.match(list[0].parameters, /^a kite\nSteps: 3, Sampler: Euler, .*Seed: 3/);
+    const bad = await fetch(`${base}/v1/outputs?limit=0`, { headers: auth });
+    assert.equal(bad.status, 400);
+    await bad.body?.cancel();
+  });
+});
+
+Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size previews; ControlNets by name only", async () => {
+  const modelsDir = await Deno.makeTempDir({ prefix: "sdflow-ui-models-" });
+  try {
+    await Deno.mkdir(`${modelsDir}/VAE-approx`);
+    await Deno.writeFile(`${modelsDir}/VAE-approx/taesd.safetensors`, taesdFile());
+    await Deno.mkdir(`${modelsDir}/ControlNet`);
+    await Deno.writeTextFile(`${modelsDir}/ControlNet/edges.safetensors`, "not really a ControlNet");
+    await withServer(modelsDir, async (base) => {
+      const previews = await previewsOf(base, GRAPH);
+      assert.equal(previews.length, 3);
+      assert.deepEqual([previews[0].method, previews[0].width, previews[0].height], ["taesd", 64, 64]);
+      assert.equal(pngOfDataUrl(previews[2].image).image.height, 64);
+
+      const list = await (await fetch(`${base}/controlnet/model_list`, { headers: auth })).json();
+      assert.deepEqual(list, { model_list: ["edges"] });
+      const withControl = (path: string) => {
+        const g = structuredClone(GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+        g.nodes.hint = { type: "load_image", inputs: { path: "nope.png" } };
+        g.nodes.control = {
+          type: "controlnet",
+          inputs: { model: { from: "checkpoint.model" }, path, image: { from: "hint.image" } },
+        };
+        (g.nodes.sampler.inputs as Record<string, unknown>).model = { from: "control.model" };
+        return fetch(`${base}/v1/graphs`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/json" },
+          body: JSON.stringify(g),
+        });
+      };
+      const unknown = await withControl("nope");
+      assert.equal(unknown.status, 404);
+      assert.match((await unknown.json()).error, /unknown model "nope" \(ControlNet\); available: edges\.safetensors/);
+      const escape = await withControl(`${modelsDir}/ControlNet/edges.safetensors`);
+      assert.equal(escape.status, 400);
+      assert.match((await escape.json()).error, /file name without folders/);
+      // Found by name inside the models folder (the run then fails on the junk file or the missing picture).
+      const named = await withControl("edges");
+      assert.equal(named.status, 202);
+      const { id } = await named.json();
+      await (await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth })).text();
+      const job = await (await fetch(`${base}/v1/jobs/${id}`, { headers: auth })).json();
+      assert.equal(job.status, "failed");
+    });
+  } finally {
+    await Deno.remove(modelsDir, { recursive: true });
+  }
+});
