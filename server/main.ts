@@ -24,7 +24,9 @@ options:
   -h, --help        this text
 
 Endpoints:
-  native    POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file
+  web UI    GET / (the pages; see the README's "Web UI")
+  native    POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
+            GET /v1/outputs, GET /v1/schema, POST /v1/uploads
   sd-webui  POST /sdapi/v1/{txt2img,img2img,interrupt,options}
             GET /sdapi/v1/{sd-models,samplers,schedulers,progress,options}
   OpenAI    POST /v1/images/generations, GET /v1/models`;

@@ -20,6 +20,7 @@ const haveChromium = (() => {
   }
 })();
 const SHOTS = new URL("../out/ui/", import.meta.url);
+const KEY = "ui-test-key-7d2";
 
 const GRAPH = {
   version: 1,
@@ -79,7 +80,12 @@ Deno.test({
   async fn() {
     await Deno.mkdir(SHOTS, { recursive: true });
     const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-" });
-    let server: SdflowServer | undefined = await startServer({ port: 0, hostname: "127.0.0.1", outputDir });
+    let server: SdflowServer | undefined = await startServer({
+      port: 0,
+      hostname: "127.0.0.1",
+      outputDir,
+      apiKey: KEY,
+    });
     const base = `http://127.0.0.1:${server.addr.port}`;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true });
     try {
@@ -96,9 +102,14 @@ Deno.test({
       page.setDefaultTimeout(90_000);
 
       // --- generate from the form: a preview is seen before the picture -----------------------------------
+      // The server wants a key: the page says so and shows the key field; once given, the lists load.
       await page.goto(`${base}/`);
       await page.waitForSelector("body[data-ready=true]");
+      await page.locator("#messages .message", { hasText: /needs an API key/ }).waitFor();
+      await page.fill("#api-key", KEY);
+      await page.press("#api-key", "Tab");
       await page.waitForSelector("#model option[value=tiny]", { state: "attached" });
+      await page.click("#messages .message button");
       await page.waitForSelector("#sampler option[value=euler]", { state: "attached" });
       await page.fill("#prompt", "a lighthouse at dusk");
       await page.fill("#negative", "blurry");
@@ -142,7 +153,8 @@ Deno.test({
       await page.click("#interrupt");
       await statusIs(page, /^interrupted$/);
       assert.ok(await page.isEnabled("#generate"));
-      const running = await (await fetch(`${base}/sdapi/v1/progress`)).json();
+      const running = await (await fetch(`${base}/sdapi/v1/progress`, { headers: { authorization: `Bearer ${KEY}` } }))
+        .json();
       assert.equal(running.state.job, "", "nothing runs after the interrupt");
       await page.fill("#steps", "2");
 
@@ -194,6 +206,18 @@ Deno.test({
       assert.match(await page.textContent(".gnode[data-node=latent] .node-error") ?? "", /width/);
       assert.ok((await messages(page)).some((m) => /invalid graph/.test(m) && /HTTP 400/.test(m)));
       await shot(page, "graph_error");
+      // A graph that validates but fails while running: the error is on the failing node and in a message.
+      const failing = structuredClone(GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+      failing.nodes.picture = { type: "load_image", inputs: { path: "missing.png" } };
+      failing.nodes.latent = {
+        type: "vae_encode",
+        inputs: { vae: { from: "checkpoint.vae" }, image: { from: "picture.image" } },
+      };
+      await dropFile(page, "failing.json", JSON.stringify(failing));
+      await page.waitForSelector("#graph-name:text-is('failing.json')");
+      await page.click("#graph-run");
+      await page.locator("#messages .message", { hasText: /the run failed: node "picture"/ }).waitFor();
+      await page.waitForSelector(".gnode.has-error[data-node=picture]");
       await dropFile(page, "junk.json", "{not json");
       await page.locator("#messages .message", { hasText: /junk\.json: not valid JSON/ }).waitFor();
       await dropFile(page, "other.json", JSON.stringify({ hello: 1 }));
@@ -215,6 +239,9 @@ Deno.test({
       await page.waitForSelector("#init-editor:not([hidden])");
       assert.equal(await page.inputValue("#width"), "64");
       // Paint a mask stroke across the picture: inpainting.
+      // (Messages closed first: one fading out would move the canvas under the pointer.)
+      await page.evaluate(`document.getElementById("messages").replaceChildren()`);
+      await page.locator("#mask-canvas").scrollIntoViewIfNeeded();
       const box = (await page.locator("#mask-canvas").boundingBox())!;
       await page.mouse.move(box.x + box.width * 0.2, box.y + box.height * 0.5);
       await page.mouse.down();
