@@ -9,6 +9,12 @@ import { parseSafetensors } from "../models/testdata/helpers.ts";
 import { encodeSafetensors } from "../models/weights/mod.ts";
 import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { startServer } from "./server.ts";
+import * as uiGraphs from "./ui/graphs.js";
+
+type GraphDoc = { nodes: Record<string, { type: string; inputs: Record<string, unknown> }> };
+/** The UI's graph builders (plain JS, typed here). */
+const promptGraph = uiGraphs.promptGraph as unknown as (p: unknown) => GraphDoc;
+const clientGraph = uiGraphs.clientGraph as unknown as (g: GraphDoc) => GraphDoc;
 
 const KEY = "ui-key-51c";
 const auth = { authorization: `Bearer ${KEY}` };
@@ -202,5 +208,60 @@ Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size pr
     });
   } finally {
     await Deno.remove(modelsDir, { recursive: true });
+  }
+});
+
+Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet with canny, img2img, inpaint) validates on the server", async () => {
+  const modelsDir = await Deno.makeTempDir({ prefix: "sdflow-ui-models-" });
+  const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-api-" });
+  try {
+    for (const [dir, file] of [["Lora", "style.safetensors"], ["ControlNet", "edges.safetensors"]]) {
+      await Deno.mkdir(`${modelsDir}/${dir}`);
+      await Deno.writeTextFile(`${modelsDir}/${dir}/${file}`, "junk: only its name is checked here");
+    }
+    const server = await startServer({ port: 0, outputDir, modelsDir });
+    try {
+      const base = {
+        model: "tiny",
+        prompt: "a fox",
+        negative: "",
+        sampler: "euler_a",
+        scheduler: "karras",
+        steps: 2,
+        cfg: 7,
+        batch: 2,
+        width: 64,
+        height: 64,
+        seed: 9,
+        loras: [] as { name: string; weight: number }[],
+      };
+      const cases: Record<string, unknown>[] = [
+        base,
+        { ...base, loras: [{ name: "style", weight: 0.8 }, { name: "style.safetensors", weight: -0.5 }] },
+        { ...base, control: { model: "edges", image: "upload-a.png", strength: 0.7, canny: true } },
+        { ...base, init: { image: "upload-b.png", denoise: 0.6 } },
+        { ...base, init: { image: "upload-b.png", mask: "upload-c.png", denoise: 1 } },
+      ];
+      for (const p of cases) {
+        const graph = promptGraph(p);
+        const pipeline = await server.engine.pipelineFromNetwork(structuredClone(graph), "job");
+        assert.ok(pipeline.nodes.has("sampler"), JSON.stringify(p));
+        // A picture's stored graph names files as the server wrote them; the UI turns them back into names.
+        const stored = structuredClone(graph) as {
+          nodes: Record<string, { type: string; inputs: Record<string, unknown> }>;
+        };
+        await server.engine.pipelineFromNetwork(stored, "0c0ffee0-0000-4000-8000-000000000000");
+        const back = clientGraph(stored);
+        assert.equal(back.nodes.save.inputs.path, "sdflow.png");
+        await server.engine.pipelineFromNetwork(back, "again");
+      }
+      const seeds = promptGraph(cases[4]).nodes;
+      assert.equal(seeds.latent.inputs.seed, 9, "the VAE posterior is sampled with the sampler's seed");
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(modelsDir, { recursive: true });
+    await Deno.remove(outputDir, { recursive: true });
   }
 });

@@ -95,8 +95,8 @@ export async function showOutput(img, name) {
 }
 
 /** Reads a job's Server-Sent-Events stream, calling onEvent(name, data) for each event, until it ends. */
-export async function streamEvents(id, onEvent, signal) {
-  const res = await send("GET", `/v1/jobs/${encodeURIComponent(id)}/events`, undefined, undefined, signal);
+export async function streamEvents(id, onEvent) {
+  const res = await send("GET", `/v1/jobs/${encodeURIComponent(id)}/events`);
   if (!res.ok) await answer(res);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
@@ -242,11 +242,12 @@ export class ProgressView {
     this.preview.title = `step ${data.step}/${data.steps} (${data.method}, ${data.width}x${data.height})`;
   }
 
-  finish(text) {
+  /** The end of a run: `done` fills the bar, anything else empties it. */
+  finish(text, done = false) {
     if (!this.status) return;
     this.status.textContent = text;
     this.eta.textContent = "";
-    this.bar.style.width = "100%";
+    this.bar.style.width = done ? "100%" : "0";
   }
 
   clear() {

@@ -70,7 +70,7 @@ async function rerun(name) {
       onPreview: (d) => progress.showPreview(d),
     });
     if (job.status === "succeeded") {
-      progress.finish(`re-ran ${name}: ${job.result.files.join(", ")}`);
+      progress.finish(`re-ran ${name}: ${job.result.files.join(", ")}`, true);
       await refreshGallery();
     } else {
       progress.finish(job.status);

@@ -59,7 +59,8 @@ const isRef = (v) => v && typeof v === "object" && !Array.isArray(v) && typeof v
 
 function nodeError(id) {
   let e = state.errors.get(id);
-  if (!e) state.errors.set(id, e = { general: [], inputs: {} });
+  // inputs: values refused here (block a run); server: what the server said about inputs; general: the rest.
+  if (!e) state.errors.set(id, e = { general: [], inputs: {}, server: {} });
   return e;
 }
 
@@ -144,6 +145,7 @@ function editor(nodeId, name, schema, value) {
     }
     // Server errors about this node are stale once it changes.
     errs.general = [];
+    errs.server = {};
     render();
   });
   return el;
@@ -193,7 +195,7 @@ function nodeBox(id, node, defs) {
     } else {
       row.append(editor(id, name, def?.inputs[name]?.value, v));
     }
-    if (errs?.inputs[name]) row.classList.add("invalid");
+    if (errs?.inputs[name] || errs?.server[name]) row.classList.add("invalid");
     box.append(row);
   }
   const outs = new Set(def?.outputs ?? []);
@@ -219,6 +221,7 @@ function nodeBox(id, node, defs) {
   const messages = [
     ...(def ? [] : [`unknown node type "${node.type}"`]),
     ...Object.values(errs?.inputs ?? {}),
+    ...Object.values(errs?.server ?? {}),
     ...(errs?.general ?? []),
   ];
   if (messages.length) {
@@ -335,6 +338,9 @@ export async function loadDocument(doc, name) {
   state.graph = clientGraph(graph);
   state.name = name.replace(/\.(png|json)$/i, "") || "graph";
   state.errors.clear();
+  // The last run's pictures belong to the graph before.
+  $("graph-results").replaceChildren();
+  progress.clear();
   $("graph-name").textContent = name;
   for (const id of ["graph-run", "graph-save"]) $(id).disabled = false;
   await render();
@@ -379,8 +385,10 @@ function markDiagnostics(diagnostics) {
     const node = d.node ?? /^\/nodes\/([^/]+)/.exec(d.pointer ?? "")?.[1];
     if (node && state.graph.nodes[node]) {
       const errs = nodeError(node);
-      if (d.input) errs.inputs[d.input] = `${d.input}: ${d.message}`;
-      else errs.general.push(d.message);
+      if (d.input) {
+        const before = errs.server[d.input];
+        errs.server[d.input] = before ? `${before}; ${d.message}` : `${d.input}: ${d.message}`;
+      } else errs.general.push(d.message);
     }
   }
 }
@@ -392,7 +400,10 @@ async function run() {
     showMessage(`fix the inputs marked on the nodes first: ${pending[0]}`);
     return;
   }
-  for (const e of state.errors.values()) e.general = [];
+  for (const e of state.errors.values()) {
+    e.general = [];
+    e.server = {};
+  }
   $("graph-run").disabled = true;
   $("graph-interrupt").disabled = false;
   progress.start("queued");
@@ -409,7 +420,7 @@ async function run() {
       onPreview: (d) => progress.showPreview(d),
     });
     if (job.status === "succeeded") {
-      progress.finish(`done: ${job.result.files.length} file(s)`);
+      progress.finish(`done: ${job.result.files.length} file(s)`, true);
       box.replaceChildren();
       for (const name of job.result.files) {
         const fig = document.createElement("figure");

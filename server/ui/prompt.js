@@ -290,7 +290,7 @@ export async function generate() {
     });
     state.lastSeed = p.seed;
     if (job.status === "succeeded") {
-      progress.finish(`done: ${job.result.files.length} picture(s), seed ${p.seed}`);
+      progress.finish(`done: ${job.result.files.length} picture(s), seed ${p.seed}`, true);
       await showResults(job.result.files, p);
     } else if (job.status === "cancelled") {
       progress.finish("interrupted");
