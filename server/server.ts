@@ -188,7 +188,14 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
         progress: (node, done, total, unit) => ctx.progress({ node, done, total, unit }),
         // Live previews are rendered only while someone watches the job's event stream.
         preview: async (node, latent, info) => {
-          if (ctx.watched) ctx.preview({ node, ...info, ...await previews.render(latent, info.family) });
+          if (!ctx.watched) return;
+          let shown;
+          try {
+            shown = await previews.render(latent, info.family);
+          } catch {
+            return; // A preview that cannot be drawn (an unusual latent) must not fail the job.
+          }
+          ctx.preview({ node, ...info, ...shown });
         },
       }), id);
   }

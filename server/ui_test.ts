@@ -46,6 +46,31 @@ const GRAPH = {
   },
 };
 
+/** ComfyUI's default workflow in its API format, small. */
+const COMFY = {
+  "3": {
+    class_type: "KSampler",
+    inputs: {
+      seed: 1,
+      steps: 2,
+      cfg: 7,
+      sampler_name: "euler",
+      scheduler: "normal",
+      denoise: 1,
+      model: ["4", 0],
+      positive: ["6", 0],
+      negative: ["7", 0],
+      latent_image: ["5", 0],
+    },
+  },
+  "4": { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: "tiny" } },
+  "5": { class_type: "EmptyLatentImage", inputs: { width: 64, height: 64, batch_size: 1 } },
+  "6": { class_type: "CLIPTextEncode", inputs: { text: "a cat", clip: ["4", 1] } },
+  "7": { class_type: "CLIPTextEncode", inputs: { text: "", clip: ["4", 1] } },
+  "8": { class_type: "VAEDecode", inputs: { samples: ["3", 0], vae: ["4", 2] } },
+  "9": { class_type: "SaveImage", inputs: { filename_prefix: "ComfyUI", images: ["8", 0] } },
+};
+
 /** Drops a file with `text` on the graph page (as a user dragging it from the desktop). */
 async function dropFile(page: Page, name: string, text: string): Promise<void> {
   // Page code is given as text: it runs in the browser, not under Deno's types.
@@ -96,7 +121,7 @@ Deno.test({
       // Offline: every request goes to sdflow itself.
       const foreign: string[] = [];
       page.on("request", (r) => {
-        if (!r.url().startsWith(base) && !/^(data|blob):/.test(r.url())) foreign.push(r.url());
+        if (!r.url().startsWith("http://127.0.0.1:") && !/^(data|blob):/.test(r.url())) foreign.push(r.url());
       });
       // Generous: CI machines may be busy (on an idle one the whole test takes well under a minute).
       page.setDefaultTimeout(90_000);
@@ -148,7 +173,7 @@ Deno.test({
       await page.fill("#steps", "1000");
       await page.click("#generate");
       await page.waitForFunction(`Number(document.querySelector("#gen-progress .status")?.dataset.step) >= 2`);
-      assert.match(await page.textContent("#gen-progress .eta") ?? "", /ETA/);
+      await page.locator("#gen-progress .eta", { hasText: /^ETA \d/ }).waitFor();
       await shot(page, "generate_progress");
       await page.click("#interrupt");
       await statusIs(page, /^interrupted$/);
@@ -218,6 +243,23 @@ Deno.test({
       await page.click("#graph-run");
       await page.locator("#messages .message", { hasText: /the run failed: node "picture"/ }).waitFor();
       await page.waitForSelector(".gnode.has-error[data-node=picture]");
+      // A ComfyUI API-format workflow: translated by POST /v1/graphs/from-comfy where the server has it, else
+      // the page says the server cannot.
+      const probe = await fetch(`${base}/v1/graphs/from-comfy`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(COMFY),
+      });
+      const translates = probe.status !== 404;
+      await probe.body?.cancel();
+      await dropFile(page, "workflow_api.json", JSON.stringify(COMFY));
+      if (translates) {
+        await page.waitForSelector("#graph-name:text-is('workflow_api.json')");
+        assert.ok(await page.locator(".gnode header span", { hasText: /^sampler$/ }).count() >= 1);
+        await shot(page, "graph_comfy");
+      } else {
+        await page.locator("#messages .message", { hasText: /cannot translate ComfyUI workflows/ }).waitFor();
+      }
       await dropFile(page, "junk.json", "{not json");
       await page.locator("#messages .message", { hasText: /junk\.json: not valid JSON/ }).waitFor();
       await dropFile(page, "other.json", JSON.stringify({ hello: 1 }));
@@ -271,6 +313,20 @@ Deno.test({
         await shot(page, `${p}_phone`);
       }
       await page.setViewportSize({ width: 1280, height: 800 });
+
+      // --- a server without a key: pictures load by URL ----------------------------------------------------------
+      const open = await startServer({ port: 0, hostname: "127.0.0.1", outputDir });
+      try {
+        await page.goto(`http://127.0.0.1:${open.addr.port}/#gallery`);
+        await page.waitForSelector(`#gallery-grid figure[data-file='${inpaintFile}']`);
+        await page.waitForFunction(
+          `[...document.querySelectorAll("#gallery-grid img")].every((i) => i.complete && i.naturalWidth === 64)`,
+        );
+        assert.match(await page.getAttribute("#gallery-grid img", "src") ?? "", /^\/v1\/outputs\//);
+        assert.equal(await page.isHidden(".key"), true, "no key field when none is needed");
+      } finally {
+        await open.shutdown();
+      }
 
       // --- the server gone: a message, not a blank page -------------------------------------------------------
       await page.goto(`${base}/#generate`);

@@ -87,8 +87,12 @@ export async function outputBlob(name) {
   return await res.blob();
 }
 
-/** Shows output `name` in `img` (an object URL: <img src> could not carry the key). */
+/** Shows output `name` in `img`: by URL, or with a key as an object URL (<img src> cannot carry the key). */
 export async function showOutput(img, name) {
+  if (!apiKey()) {
+    img.src = `/v1/outputs/${encodeURIComponent(name)}`;
+    return;
+  }
   const blob = await outputBlob(name);
   if (img.dataset.objectUrl) URL.revokeObjectURL(img.dataset.objectUrl);
   img.src = img.dataset.objectUrl = URL.createObjectURL(blob);

@@ -34,7 +34,14 @@ function setupKey() {
 }
 
 addEventListener("keydown", (e) => {
-  // As sd-webui: Ctrl+Enter (Cmd+Enter) generates, Escape interrupts.
+  // As sd-webui: Ctrl+Enter (Cmd+Enter) generates, Escape interrupts; on the graph page Ctrl+Enter runs the graph.
+  if (document.body.dataset.page === "graph" && e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    e.preventDefault();
+    // The input being edited is committed first.
+    document.activeElement?.dispatchEvent?.(new Event("change"));
+    setTimeout(() => document.getElementById("graph-run").click(), 0);
+    return;
+  }
   if (document.body.dataset.page !== "generate") return;
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
     e.preventDefault();
