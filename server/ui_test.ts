@@ -310,6 +310,11 @@ Deno.test({
         // Nothing wider than the screen but the graph canvas (which scrolls in its box).
         const overflow = await page.evaluate("document.documentElement.scrollWidth") as number;
         assert.ok(overflow <= 390, `${p} is ${overflow}px wide at phone width`);
+        // Every field shown is wide enough to use.
+        const narrow = await page.evaluate(`[...document.querySelectorAll("input, select, textarea")]
+          .filter((el) => el.offsetParent !== null && el.type !== "checkbox" && el.type !== "range")
+          .filter((el) => el.getBoundingClientRect().width < 56).map((el) => el.id || el.name)`) as string[];
+        assert.deepEqual(narrow, [], `${p}: fields too narrow at phone width`);
         await shot(page, `${p}_phone`);
       }
       await page.setViewportSize({ width: 1280, height: 800 });
