@@ -315,6 +315,13 @@ Deno.test({
           .filter((el) => el.offsetParent !== null && el.type !== "checkbox" && el.type !== "range")
           .filter((el) => el.getBoundingClientRect().width < 56).map((el) => el.id || el.name)`) as string[];
         assert.deepEqual(narrow, [], `${p}: fields too narrow at phone width`);
+        // Graph nodes laid out (also after a resize while the page was hidden): none overlaps another.
+        const overlaps = await page.evaluate(`(() => {
+          const r = [...document.querySelectorAll(".gnode")].map((n) => [n.dataset.node, n.getBoundingClientRect()]);
+          return r.flatMap(([a, x], i) => r.slice(i + 1).filter(([, y]) =>
+            x.left < y.right && y.left < x.right && x.top < y.bottom && y.top < x.bottom).map(([b]) => a + "/" + b));
+        })()`) as string[];
+        assert.deepEqual(overlaps, [], `${p}: nodes overlap`);
         await shot(page, `${p}_phone`);
       }
       await page.setViewportSize({ width: 1280, height: 800 });

@@ -2,7 +2,7 @@
 
 import { apiKey, onKeyNeeded, setApiKey, showMessage } from "./api.js";
 import { refreshGallery, setupGallery } from "./gallery.js";
-import { openOutput, setupGraphPage } from "./graph_view.js";
+import { openOutput, redraw, setupGraphPage } from "./graph_view.js";
 import { generate, interrupt, isRunning, loadChoices, setupPromptPage } from "./prompt.js";
 
 const PAGES = ["generate", "graph", "gallery"];
@@ -14,7 +14,7 @@ function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === name);
   const params = new URLSearchParams(query ?? "");
   if (name === "gallery") refreshGallery();
-  if (name === "graph" && params.get("file")) openOutput(params.get("file"));
+  if (name === "graph") params.get("file") ? openOutput(params.get("file")) : redraw();
   document.body.dataset.page = name;
 }
 

@@ -259,6 +259,12 @@ async function render() {
     canvas.replaceChildren();
     return;
   }
+  // A hidden page has no layout to measure: drawn when shown (see redraw).
+  if ($("page-graph").hidden) {
+    state.stale = true;
+    return;
+  }
+  state.stale = false;
   let defs;
   try {
     defs = await nodeDefs();
@@ -506,7 +512,7 @@ export function setupGraphPage() {
   });
 }
 
-/** The graph shown now (for the tests' and the gallery's use), or undefined. */
-export function currentGraph() {
-  return state.graph;
+/** Draws the graph again if it changed (or the window did) while the page was hidden. */
+export function redraw() {
+  if (state.stale) render();
 }
