@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { parseSafetensors } from "../models/testdata/helpers.ts";
 import { encodeSafetensors } from "../models/weights/mod.ts";
+import { tinyControlNetBytes } from "../models/controlnet/testdata/tiny_controlnet.ts";
+import { loadTinyReference } from "../models/testdata/reference.ts";
 import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { startServer } from "./server.ts";
 import * as uiGraphs from "./ui/graphs.js";
@@ -211,7 +213,7 @@ Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size pr
   }
 });
 
-Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet with canny, img2img, inpaint) validates on the server", async () => {
+Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet, img2img, inpaint) validates; the ControlNet one runs", async () => {
   const modelsDir = await Deno.makeTempDir({ prefix: "sdflow-ui-models-" });
   const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-api-" });
   try {
@@ -257,6 +259,35 @@ Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet with canny, img2im
       }
       const seeds = promptGraph(cases[4]).nodes;
       assert.equal(seeds.latent.inputs.seed, 9, "the VAE posterior is sampled with the sampler's seed");
+
+      // The ControlNet graph runs for real: the tiny reference checkpoint and its tiny ControlNet, canny edges of
+      // an uploaded picture of another size. The control changes the picture.
+      await Deno.writeFile(`${modelsDir}/ref.safetensors`, loadTinyReference().ckptBytes);
+      await Deno.writeFile(`${modelsDir}/ControlNet/cn.safetensors`, tinyControlNetBytes());
+      const data = new Uint8Array(96 * 80 * 3).map((_, i) => ((i / 3 / 96) | 0) > 40 ? 255 : 0);
+      const up = await fetch(`http://127.0.0.1:${server.addr.port}/v1/uploads`, {
+        method: "POST",
+        body: encodePngImage({ width: 96, height: 80, channels: 3, data }) as Uint8Array<ArrayBuffer>,
+      });
+      const hint = (await up.json()).name;
+      const run = async (p: Record<string, unknown>) => {
+        const r = await fetch(`http://127.0.0.1:${server.addr.port}/v1/graphs`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(promptGraph(p)),
+        });
+        assert.equal(r.status, 202, await r.clone().text());
+        const job = server.queue.get((await r.json()).id)!;
+        await job.done;
+        assert.equal(job.status, "succeeded", job.error);
+        const files = (job.result as { files: string[] }).files;
+        return decodePngImage(await Deno.readFile(`${outputDir}/${files[0]}`)).image;
+      };
+      const plain = { ...base, model: "ref", batch: 1 };
+      const controlled = await run({ ...plain, control: { model: "cn", image: hint, strength: 1, canny: true } });
+      const without = await run(plain);
+      assert.deepEqual([controlled.width, controlled.height], [64, 64]);
+      assert.notDeepEqual(controlled.data, without.data);
     } finally {
       await server.shutdown();
     }
