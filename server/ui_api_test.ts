@@ -10,6 +10,9 @@ import { encodeSafetensors } from "../models/weights/mod.ts";
 import { tinyControlNetBytes } from "../models/controlnet/testdata/tiny_controlnet.ts";
 import { loadTinyReference } from "../models/testdata/reference.ts";
 import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
+import { runPipeline } from "../dsl/run.ts";
+import { validateGraph } from "../dsl/validate.ts";
+import type { GraphFile } from "../dsl/format.ts";
 import { startServer } from "./server.ts";
 import * as uiGraphs from "./ui/graphs.js";
 
@@ -176,7 +179,26 @@ Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size pr
       const previews = await previewsOf(base, GRAPH);
       assert.equal(previews.length, 3);
       assert.deepEqual([previews[0].method, previews[0].width, previews[0].height], ["taesd", 64, 64]);
-      assert.equal(pngOfDataUrl(previews[2].image).image.height, 64);
+      const last = pngOfDataUrl(previews[2].image).image;
+      assert.equal(last.height, 64);
+      // Independent of the server: the same graph run here, its sampler's final latent decoded by a taesd node.
+      // Euler's last step lands on the model's denoised estimate, which the last preview shows: the same picture
+      // up to float rounding (at most 2/255 per channel).
+      const local = structuredClone(GRAPH) as { nodes: Record<string, { type: string; inputs: unknown }> };
+      local.nodes.taesd = { type: "taesd", inputs: { path: `${modelsDir}/VAE-approx/taesd.safetensors` } };
+      local.nodes.decode = {
+        type: "vae_decode",
+        inputs: { vae: { from: "taesd.vae" }, latent: { from: "sampler.latent" } },
+      };
+      local.nodes.save = {
+        type: "save_image",
+        inputs: { images: { from: "decode.image" }, path: `${modelsDir}/t.png` },
+      };
+      await runPipeline(await validateGraph(local as unknown as GraphFile, { source: "test" }));
+      const direct = decodePngImage(await Deno.readFile(`${modelsDir}/t.png`)).image;
+      let worst = 0;
+      for (let i = 0; i < direct.data.length; i++) worst = Math.max(worst, Math.abs(direct.data[i] - last.data[i]));
+      assert.ok(worst <= 2, `the last TAESD preview differs from the TAESD decode by ${worst}/255`);
 
       const list = await (await fetch(`${base}/controlnet/model_list`, { headers: auth })).json();
       assert.deepEqual(list, { model_list: ["edges"] });
