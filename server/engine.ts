@@ -170,15 +170,16 @@ export class Engine {
 
   /** A LoRA by file name, with or without extension (looked up in the listing, like {@link Engine.model}). */
   async lora(name: string): Promise<ModelEntry> {
-    return await this.#named("LoRA", name, await this.loras(), LORA_EXT);
+    return this.#named("LoRA", name, await this.loras(), LORA_EXT);
   }
 
   /** A ControlNet by file name, with or without extension. */
   async controlnet(name: string): Promise<ModelEntry> {
-    return await this.#named("ControlNet", name, await this.controlnets(), CONTROLNET_EXT);
+    return this.#named("ControlNet", name, await this.controlnets(), CONTROLNET_EXT);
   }
 
-  #named(kind: string, name: string, all: readonly ModelEntry[], ext: RegExp): Promise<ModelEntry> {
+  /** The entry of `all` a client names (plain file name, with or without extension), or a 400/404 naming the kind. */
+  #named(kind: string, name: string, all: readonly ModelEntry[], ext: RegExp): ModelEntry {
     if (!isPlainName(name)) {
       throw new RequestError(400, `${kind} name must be a file name in the models folder, got ${JSON.stringify(name)}`);
     }
@@ -189,7 +190,7 @@ export class Engine {
         `unknown model ${JSON.stringify(name)} (${kind}); available: ${all.map((m) => m.name).join(", ") || "none"}`,
       );
     }
-    return Promise.resolve(hit);
+    return hit;
   }
 
   /**
