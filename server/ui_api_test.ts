@@ -235,7 +235,7 @@ Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size pr
   }
 });
 
-Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet, img2img, inpaint) validates; the ControlNet one runs", async () => {
+Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet, img2img, inpaint) validates; ControlNet and LoRA ones run", async () => {
   const modelsDir = await Deno.makeTempDir({ prefix: "sdflow-ui-models-" });
   const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-api-" });
   try {
@@ -310,6 +310,31 @@ Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet, img2img, inpaint)
       const without = await run(plain);
       assert.deepEqual([controlled.width, controlled.height], [64, 64]);
       assert.notDeepEqual(controlled.data, without.data);
+
+      // The LoRA graph runs for real: a rank-2 kohya LoRA on the tiny model's first text-encoder q_proj and its
+      // middle attention's to_q. At weight 0 the picture is the plain one, bit for bit; at weight 1 it changes.
+      const f32 = (n: number, k: number) =>
+        new Uint8Array(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7 + k) * 0.5).buffer);
+      const loraTensors = [
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q",
+      ]
+        .flatMap((layer, k) => [
+          { name: `${layer}.lora_down.weight`, dtype: "F32", shape: [2, 64], data: f32(128, k) },
+          { name: `${layer}.lora_up.weight`, dtype: "F32", shape: [64, 2], data: f32(128, k + 5) },
+          { name: `${layer}.alpha`, dtype: "F32", shape: [], data: new Uint8Array(Float32Array.of(2).buffer) },
+        ]);
+      await Deno.writeFile(`${modelsDir}/Lora/real.safetensors`, encodeSafetensors(loraTensors));
+      const tinyPlain = { ...base, batch: 1 };
+      const none = await run(tinyPlain);
+      const zero = await run({ ...tinyPlain, loras: [{ name: "real", weight: 0 }] });
+      const one = await run({ ...tinyPlain, loras: [{ name: "real", weight: 1 }] });
+      assert.deepEqual(zero.data, none.data);
+      assert.notDeepEqual(one.data, none.data);
+
+      // img2img from an uploaded picture: the picture's size (96x80), not the form's.
+      const i2i = await run({ ...tinyPlain, init: { image: hint, denoise: 0.5 } });
+      assert.deepEqual([i2i.width, i2i.height], [96, 80]);
     } finally {
       await server.shutdown();
     }
