@@ -218,8 +218,17 @@ Deno.test({
       await dropFile(page, "dropped.json", JSON.stringify(GRAPH));
       await page.waitForSelector("#graph-name:text-is('dropped.json')");
       assert.equal(await page.inputValue("[name='positive.text']"), "a dropped graph");
+      // An input left at its default is added on the node and set: the scheduler.
+      await page.selectOption("[name='sampler.+']", "scheduler");
+      await page.selectOption("[name='sampler.scheduler']", JSON.stringify("karras"));
       await page.click("#graph-run");
       await page.waitForSelector("#graph-results img.result[data-file$='_dropped.png']");
+      const droppedFile = (await page.getAttribute("#graph-results img.result", "data-file"))!;
+      const dropped = decodePngImage(await Deno.readFile(`${outputDir}/${droppedFile}`));
+      assert.match(
+        dropped.parameters ?? "",
+        /^a dropped graph\nSteps: 2, Sampler: Euler, Schedule type: Karras, .*Seed: 5/,
+      );
       const bad = structuredClone(GRAPH) as {
         nodes: Record<string, { type: string; inputs: Record<string, unknown> }>;
       };

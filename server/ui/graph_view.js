@@ -87,6 +87,16 @@ function checkValue(schema, v) {
   return undefined;
 }
 
+/** The value an added input starts from: its default, else the first allowed value. */
+function initialValue(spec) {
+  if (spec.default !== undefined) return structuredClone(spec.default);
+  const v = spec.value ?? {};
+  if (v.enum) return v.enum[0];
+  if (v.type === "boolean") return false;
+  if (v.type === "integer" || v.type === "number") return v.minimum !== undefined && v.minimum > 0 ? v.minimum : 0;
+  return "";
+}
+
 /** An editor for a literal input, by its value schema. */
 function editor(nodeId, name, schema, value) {
   let el;
@@ -196,6 +206,27 @@ function nodeBox(id, node, defs) {
       row.append(editor(id, name, def?.inputs[name]?.value, v));
     }
     if (errs?.inputs[name] || errs?.server[name]) row.classList.add("invalid");
+    box.append(row);
+  }
+  // Value inputs the graph leaves at their defaults can be added, to be edited.
+  const absent = def ? Object.entries(def.inputs).filter(([k, i]) => !i.socket && !(k in inputs)) : [];
+  if (absent.length) {
+    const row = document.createElement("div");
+    row.className = "ginput";
+    const label = document.createElement("span");
+    label.textContent = "+ input";
+    const add = document.createElement("select");
+    add.name = `${id}.+`;
+    add.title = "Set an input that is at its default";
+    add.append(new Option("(default inputs)", ""));
+    for (const [k] of absent) add.append(new Option(k, k));
+    add.addEventListener("change", () => {
+      const spec = def.inputs[add.value];
+      if (!spec) return;
+      node.inputs[add.value] = initialValue(spec);
+      render();
+    });
+    row.append(label, add);
     box.append(row);
   }
   const outs = new Set(def?.outputs ?? []);
