@@ -140,8 +140,8 @@ export async function storeUpload(outputDir: string, bytes: Uint8Array): Promise
   return { name, width: image.width, height: image.height };
 }
 
-/** Conventional folders of TAESD files (sd-webui's `VAE-approx`, ComfyUI's `vae_approx`). */
-const TAESD_SUBDIRS = ["VAE-approx", "vae_approx"];
+/** Conventional folders of TAESD files (sd-webui's `VAE-approx`, ComfyUI's `vae_approx`, and plain names). */
+const TAESD_SUBDIRS = ["VAE-approx", "vae_approx", "VAE-taesd", "taesd"];
 const TAESD_FILE = /^taesd(xl)?[\w.-]*\.(safetensors|pth|pt|ckpt)$/i;
 
 /** A live preview as the SSE stream's `preview` event carries it. */
@@ -155,7 +155,7 @@ export interface RenderedPreview {
 
 /**
  * Renders sampler latents as small PNGs: with a TAESD of the latent's family from the models folder
- * (`VAE-approx/taesd*.safetensors`, `taesdxl*` for SDXL) at full size, else with the projection at latent size.
+ * (`VAE-approx/taesd*.safetensors`, or in `vae_approx/`, `VAE-taesd/`, `taesd/`; `taesdxl*` for SDXL) at full size, else with the projection at latent size.
  */
 export class PreviewRenderer {
   readonly #taesd = new Map<string, Promise<Taesd | undefined>>();
