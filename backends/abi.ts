@@ -40,12 +40,21 @@ export const SDF_STATUS_NAME: Readonly<Record<number, string>> = {
   [-6]: "INTERNAL",
 };
 
-/** Element types, keyed by the engine's dtype names. */
-export const SDF_DTYPE = { f32: 0, f16: 1, bf16: 2, i32: 3 } as const;
+/** Element types, keyed by the engine's dtype names (q*: ggml's block-quantized weights). */
+export const SDF_DTYPE = { f32: 0, f16: 1, bf16: 2, i32: 3, q4_0: 4, q4_1: 5, q5_0: 6, q5_1: 7, q8_0: 8 } as const;
 export type SdfDType = keyof typeof SDF_DTYPE;
 
-/** Bytes per element of each SDF_DTYPE code. */
+/** Bytes per element of each element-sized SDF_DTYPE code. */
 export const SDF_DTYPE_BYTES: Readonly<Record<number, number>> = { 0: 4, 1: 2, 2: 2, 3: 4 };
+
+/** Elements and bytes per block of each block-quantized SDF_DTYPE code. */
+export const SDF_DTYPE_BLOCK: Readonly<Record<number, readonly [number, number]>> = {
+  4: [32, 18],
+  5: [32, 20],
+  6: [32, 22],
+  7: [32, 24],
+  8: [32, 34],
+};
 
 /** Op codes (see the header for each op's inputs, outputs and params). */
 export const SDF_OP = {

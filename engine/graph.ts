@@ -16,15 +16,19 @@
 
 import type { BackendBuffer } from "../backends/mod.ts";
 
-export type DType = "f32" | "f16" | "bf16" | "i32";
+/** ggml's block-quantized weight formats (blocks of 32 elements over the flattened tensor; see sdflow_backend.h). */
+export type QuantDType = "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0";
+
+/** Element types of graph tensors: activations are f32; constants (weights) may be any. */
+export type DType = "f32" | "f16" | "bf16" | "i32" | QuantDType;
 
 /**
- * Where a constant's bytes come from: memory, a byte range of a file, or a byte range of a
+ * Where a constant's bytes come from: memory (a Uint8Array holds quantized blocks), a byte range of a file, or a byte range of a
  * backend buffer that outlives the programs using it (weights computed once and shared by every
  * program of a network, e.g. a LoRA merged into a checkpoint weight).
  */
 export type ConstantSource =
-  | { kind: "data"; data: Float32Array | Uint16Array | Int32Array }
+  | { kind: "data"; data: Float32Array | Uint16Array | Int32Array | Uint8Array }
   | { kind: "file"; path: string; offset: number; bytes: number }
   | { kind: "buffer"; buffer: BackendBuffer; offset: number; bytes: number };
 
@@ -93,7 +97,30 @@ export class GraphError extends Error {
   override name = "GraphError";
 }
 
-export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
+/** Bytes per element of the element dtypes (see {@link dtypeBytes} for any dtype). */
+export const DTYPE_BYTES: Readonly<Record<Exclude<DType, QuantDType>, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
+
+/** Elements and bytes of one block of each quantized dtype. */
+export const QUANT_BLOCKS: Readonly<Record<QuantDType, { readonly elems: number; readonly bytes: number }>> = {
+  q4_0: { elems: 32, bytes: 18 },
+  q4_1: { elems: 32, bytes: 20 },
+  q5_0: { elems: 32, bytes: 22 },
+  q5_1: { elems: 32, bytes: 24 },
+  q8_0: { elems: 32, bytes: 34 },
+};
+
+export function isQuantDType(dtype: string): dtype is QuantDType {
+  return Object.hasOwn(QUANT_BLOCKS, dtype);
+}
+
+/** Bytes of `n` elements of `dtype` (for a quantized dtype, n must be whole blocks; NaN otherwise). */
+export function dtypeBytes(dtype: DType, n: number): number {
+  if (isQuantDType(dtype)) {
+    const b = QUANT_BLOCKS[dtype];
+    return n % b.elems === 0 ? (n / b.elems) * b.bytes : NaN;
+  }
+  return n * DTYPE_BYTES[dtype];
+}
 
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -136,7 +163,13 @@ export class Graph {
   /** A weight or other value fixed for the life of the compiled program. */
   constant(name: string, shape: readonly number[], dtype: DType, source: ConstantSource): Tensor {
     if (this.constants.has(name)) throw new GraphError(`duplicate constant "${name}"`);
-    const bytes = numel(shape) * DTYPE_BYTES[dtype];
+    if (isQuantDType(dtype) && shape[shape.length - 1] % QUANT_BLOCKS[dtype].elems !== 0) {
+      throw new GraphError(
+        `constant "${name}": ${fmt(shape)} ${dtype} rows of ${shape[shape.length - 1]} do not split into blocks of ` +
+          `${QUANT_BLOCKS[dtype].elems}`,
+      );
+    }
+    const bytes = dtypeBytes(dtype, numel(shape));
     if (source.kind === "data" && source.data.byteLength !== bytes) {
       throw new GraphError(
         `constant "${name}": ${fmt(shape)} ${dtype} needs ${bytes} bytes, data has ${source.data.byteLength}`,

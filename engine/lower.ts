@@ -10,7 +10,7 @@
  *   per compiled program, not per run (filter transforms, dtype conversions).
  */
 
-import { type DType, type Graph, numel, type OpKind, type Tensor } from "./graph.ts";
+import { type DType, dtypeBytes, type Graph, numel, type OpKind, type Tensor } from "./graph.ts";
 
 export interface LTensor {
   id: number;
@@ -246,5 +246,5 @@ function liveOps(g: Graph): boolean[] {
 
 /** Bytes a tensor occupies. */
 export function tensorBytes(t: LTensor): number {
-  return numel(t.shape) * (t.dtype === "f16" || t.dtype === "bf16" ? 2 : 4);
+  return dtypeBytes(t.dtype, numel(t.shape));
 }

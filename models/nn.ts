@@ -9,7 +9,7 @@
  * weight loader's business, behind a {@link WeightLookup}.
  */
 
-import { type ConstantSource, type DType, DTYPE_BYTES, type Graph, numel, type Tensor } from "../engine/graph.ts";
+import { type ConstantSource, type DType, dtypeBytes, type Graph, numel, type Tensor } from "../engine/graph.ts";
 import type { RowRange, WeightDelta } from "./patch.ts";
 
 /**
@@ -67,6 +67,12 @@ export function graphDType(dtype: string, tensorName: string): DType {
     case "i32":
     case "int32":
       return "i32";
+    case "q4_0":
+    case "q4_1":
+    case "q5_0":
+    case "q5_1":
+    case "q8_0":
+      return dtype.toLowerCase() as DType;
     default:
       throw new WeightError(`tensor "${tensorName}": dtype ${dtype} cannot be used as a graph constant`);
   }
@@ -203,10 +209,12 @@ export function constantRows(g: Graph, t: Tensor, start: number, count: number):
   const shape = [count, ...t.shape.slice(1)];
   const src = t.source;
   let view: ConstantSource;
-  if (src.kind === "data") {
+  const rowBytes = dtypeBytes(t.dtype, rowElems);
+  if (src.kind === "data" && src.data instanceof Uint8Array) {
+    view = { kind: "data", data: src.data.subarray(start * rowBytes, (start + count) * rowBytes) };
+  } else if (src.kind === "data") {
     view = { kind: "data", data: src.data.subarray(start * rowElems, (start + count) * rowElems) };
   } else {
-    const rowBytes = rowElems * DTYPE_BYTES[t.dtype];
     view = { ...src, offset: src.offset + start * rowBytes, bytes: count * rowBytes };
   }
   return g.constant(name, shape, t.dtype, view);

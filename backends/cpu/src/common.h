@@ -14,6 +14,7 @@
 
 #include "half.h"
 #include "kernel.h"
+#include "quant.h"
 
 #define SDF_ALIGN 64
 
@@ -37,6 +38,14 @@ static inline size_t sdf_dtype_size(int32_t dtype) {
   }
 }
 
+/* Whether a plan may declare dtype (element-sized or block-quantized). */
+static inline int sdf_dtype_known(int32_t dtype) { return sdf_dtype_size(dtype) != 0 || sdfq_is_quant(dtype); }
+
+/* Bytes of numel elements of dtype (numel a multiple of SDFQ_BLOCK if quantized). */
+static inline uint64_t sdf_dtype_bytes(int32_t dtype, int64_t numel) {
+  return sdfq_is_quant(dtype) ? sdfq_bytes(dtype, numel) : (uint64_t)numel * sdf_dtype_size(dtype);
+}
+
 static inline const char *sdf_dtype_name(int32_t dtype) {
   switch (dtype) {
   case SDF_F32:
@@ -47,6 +56,16 @@ static inline const char *sdf_dtype_name(int32_t dtype) {
     return "bf16";
   case SDF_I32:
     return "i32";
+  case SDF_Q4_0:
+    return "q4_0";
+  case SDF_Q4_1:
+    return "q4_1";
+  case SDF_Q5_0:
+    return "q5_0";
+  case SDF_Q5_1:
+    return "q5_1";
+  case SDF_Q8_0:
+    return "q8_0";
   default:
     return "?";
   }
@@ -61,8 +80,10 @@ static inline float sdf_load_float(const void *base, int32_t dtype, int64_t i) {
     return sdf_bf16_to_f32(((const uint16_t *)base)[i]);
   case SDF_I32:
     return (float)((const int32_t *)base)[i];
-  default:
+  case SDF_F32:
     return ((const float *)base)[i];
+  default:
+    return sdfq_load1(base, dtype, i);
   }
 }
 

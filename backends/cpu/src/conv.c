@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "conv.h"
+#include "common.h"
 #include "gemm.h"
 
 #define CV_KC 256
@@ -90,12 +91,15 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
   if (op->n_p < 4) CFAIL("CONV2D needs params stride_h, stride_w, pad_h, pad_w");
   const sdf_tensor *x = op->in[0], *w = op->in[1], *y = op->out[0];
   if (x->dtype != SDF_F32 || y->dtype != SDF_F32) CFAIL("CONV2D x and y must be f32");
-  if (!sdfg_is_float_dtype(w->dtype)) {
-    snprintf(err, err_len, "CONV2D weight dtype %d unsupported (f32, f16, bf16)",
+  if (!sdfg_is_weight_dtype(w->dtype)) {
+    snprintf(err, err_len, "CONV2D weight dtype %d unsupported (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)",
              w->dtype);
     return SDF_E_UNSUPPORTED;
   }
   if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4) CFAIL("CONV2D tensors must be rank 4");
+  if (sdfq_is_quant(w->dtype) && (w->dims[1] * w->dims[2] * w->dims[3]) % SDFQ_BLOCK != 0)
+    CFAIL("CONV2D: a %s weight's rows (Ci*KH*KW = %lld) do not split into blocks of %d", sdf_dtype_name(w->dtype),
+          (long long)(w->dims[1] * w->dims[2] * w->dims[3]), SDFQ_BLOCK);
   if (w->dims[1] != x->dims[1])
     CFAIL("CONV2D: x has %lld channels, w expects %lld (groups unsupported)",
           (long long)x->dims[1], (long long)w->dims[1]);
@@ -261,7 +265,6 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
   float *ap = bp + g.kc * g.pb * g.gi;
   float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
   const sdfg_kernels *u = sdfg_select();
-  const size_t wsz = sdfg_dtype_size(w->dtype);
   for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
     const int64_t kc = sdfg_min(g.kc, g.K - k0);
     for (int64_t n = n0; n < n1; n++) {
@@ -273,8 +276,7 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
     }
     for (int64_t cs = co0; cs < co1; cs += CV_MC) {
       const int64_t mc = sdfg_min(CV_MC, co1 - cs);
-      sdfg_pack_a(ap, (const char *)w->data + cs * g.K * (int64_t)wsz, w->dtype, g.K,
-                  mc, k0, kc);
+      sdfg_pack_a(ap, sdfg_elem_ptr(w->data, w->dtype, cs * g.K), w->dtype, g.K, mc, k0, kc);
       for (int64_t n = n0; n < n1; n++)
         sdfg_gemm(u, mc, np, kc, ap, bp + (n - n0) * kc * np,
                   y + n * g.Co * g.P + cs * g.P + p0, g.P, 0, mc, 0, np, kc, k0 > 0,

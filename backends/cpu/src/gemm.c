@@ -115,8 +115,47 @@ void sdfg_gemm_kb(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
 
 /* ---- packing ---- */
 
+/* Quantized rows: each row's [k0, k0 + kc) is dequantized in runs of
+ * QRUN elements (the blocks are read once, in order) and scattered into the
+ * panel like the f32 path. */
+#define QRUN 256
+
+static void pack_a_quant(float *dst, const void *src, int32_t dtype, int64_t ld,
+                         int64_t M, int64_t k0, int64_t kc) {
+  float run[QRUN];
+  for (int64_t p0 = 0; p0 < M; p0 += SDFG_MR) {
+    const int64_t h = sdfg_min(SDFG_MR, M - p0);
+    float *d = dst + p0 * kc;
+    for (int64_t i = 0; i < h; i++)
+      for (int64_t kb = 0; kb < kc; kb += QRUN) {
+        const int64_t n = sdfg_min(QRUN, kc - kb);
+        sdfq_to_f32(run, src, dtype, (p0 + i) * ld + k0 + kb, n);
+        for (int64_t k = 0; k < n; k++) d[(kb + k) * h + i] = run[k];
+      }
+  }
+}
+
+static void pack_bt_quant(float *dst, const void *src, int32_t dtype, int64_t ld,
+                          int64_t N, int64_t k0, int64_t kc) {
+  float run[QRUN];
+  for (int64_t q0 = 0; q0 < N; q0 += SDFG_NR) {
+    const int64_t w = sdfg_min(SDFG_NR, N - q0);
+    float *d = dst + q0 * kc;
+    for (int64_t j = 0; j < w; j++)
+      for (int64_t kb = 0; kb < kc; kb += QRUN) {
+        const int64_t n = sdfg_min(QRUN, kc - kb);
+        sdfq_to_f32(run, src, dtype, (q0 + j) * ld + k0 + kb, n);
+        for (int64_t k = 0; k < n; k++) d[(kb + k) * w + j] = run[k];
+      }
+  }
+}
+
 void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
                  int64_t M, int64_t k0, int64_t kc) {
+  if (sdfq_is_quant(dtype)) {
+    pack_a_quant(dst, src, dtype, ld, M, k0, kc);
+    return;
+  }
 #if defined(__x86_64__) || defined(_M_X64)
   if (sdf_current_isa == SDF_ISA_AVX512) {
     sdfg_pack_a_avx512(dst, src, dtype, ld, M, k0, kc);
@@ -144,6 +183,10 @@ void sdfg_pack_a(float *dst, const void *src, int32_t dtype, int64_t ld,
 
 void sdfg_pack_bt(float *dst, const void *src, int32_t dtype, int64_t ld,
                   int64_t N, int64_t k0, int64_t kc) {
+  if (sdfq_is_quant(dtype)) {
+    pack_bt_quant(dst, src, dtype, ld, N, k0, kc);
+    return;
+  }
 #if defined(__x86_64__) || defined(_M_X64)
   if (sdf_current_isa == SDF_ISA_AVX512) {
     sdfg_pack_bt_avx512(dst, src, dtype, ld, N, k0, kc);

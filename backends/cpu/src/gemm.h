@@ -36,6 +36,7 @@
 
 #include "half.h"
 #include "kernel.h"
+#include "quant.h"
 
 #define SDFG_MR 6
 #define SDFG_NR 16
@@ -100,19 +101,30 @@ void sdfg_gemm_kb(const sdfg_kernels *ks, int64_t M, int64_t N, int64_t K,
                   int64_t i1, int64_t j0, int64_t j1, int64_t kc_max,
                   int accumulate, float *pad);
 
-/* Element i of a float tensor of dtype SDF_F32 / SDF_F16 / SDF_BF16. */
+/* Element i of a weight of dtype SDF_F32 / SDF_F16 / SDF_BF16 / SDF_Q*. */
 static inline float sdfg_load(const void *p, int32_t dtype, int64_t i) {
   if (dtype == SDF_F32) return ((const float *)p)[i];
   if (dtype == SDF_F16) return sdf_f16_to_f32(((const uint16_t *)p)[i]);
-  return sdf_bf16_to_f32(((const uint16_t *)p)[i]);
+  if (dtype == SDF_BF16) return sdf_bf16_to_f32(((const uint16_t *)p)[i]);
+  return sdfq_load1(p, dtype, i);
 }
 
+/* f32, f16 or bf16 (biases, activations' partners). */
 static inline int sdfg_is_float_dtype(int32_t dt) {
   return dt == SDF_F32 || dt == SDF_F16 || dt == SDF_BF16;
 }
 
-static inline size_t sdfg_dtype_size(int32_t dt) {
-  return dt == SDF_F32 ? 4 : 2;
+/* A weight dtype the GEMM packers and filter transforms widen: a float
+ * dtype or a block-quantized one. */
+static inline int sdfg_is_weight_dtype(int32_t dt) {
+  return sdfg_is_float_dtype(dt) || sdfq_is_quant(dt);
+}
+
+/* The address of element e of a weight (e a multiple of SDFQ_BLOCK if
+ * quantized: the start of a block). */
+static inline const void *sdfg_elem_ptr(const void *base, int32_t dt, int64_t e) {
+  if (sdfq_is_quant(dt)) return (const char *)base + sdfq_bytes(dt, e);
+  return (const char *)base + e * (dt == SDF_F32 ? 4 : 2);
 }
 
 /* ---- packing into the exact-fit format (K = kc of the block) ---- */

@@ -8,6 +8,7 @@
  * between runs (LoRA merges write them in place), so packing is per run. */
 #include <stdio.h>
 
+#include "common.h"
 #include "gemm.h"
 
 #define MM_KC 384
@@ -56,8 +57,8 @@ static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
     snprintf(err, err_len, "MATMUL x and y must be f32");
     return SDF_E_INVALID;
   }
-  if (!sdfg_is_float_dtype(w->dtype)) {
-    snprintf(err, err_len, "MATMUL weight dtype %d unsupported (f32, f16, bf16)",
+  if (!sdfg_is_weight_dtype(w->dtype)) {
+    snprintf(err, err_len, "MATMUL weight dtype %d unsupported (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)",
              w->dtype);
     return SDF_E_UNSUPPORTED;
   }
@@ -67,6 +68,11 @@ static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
     return SDF_E_INVALID;
   }
   const int64_t K = x->dims[x->ndim - 1], N = w->dims[0];
+  if (sdfq_is_quant(w->dtype) && w->dims[1] % SDFQ_BLOCK != 0) {
+    snprintf(err, err_len, "MATMUL: a %s weight's rows of %lld do not split into blocks of %d",
+             sdf_dtype_name(w->dtype), (long long)w->dims[1], SDFQ_BLOCK);
+    return SDF_E_INVALID;
+  }
   if (w->dims[1] != K) {
     snprintf(err, err_len, "MATMUL: x has K=%lld but w is [%lld,%lld]", (long long)K,
              (long long)N, (long long)w->dims[1]);
@@ -119,7 +125,7 @@ static void mm_run(const sdf_op *op, int64_t chunk, void *scratch) {
   }
   for (int64_t k0 = 0; k0 < K; k0 += p.kc) {
     const int64_t kc = sdfg_min(p.kc, K - k0);
-    const char *wrows = (const char *)w->data + n0 * K * (int64_t)sdfg_dtype_size(w->dtype);
+    const void *wrows = sdfg_elem_ptr(w->data, w->dtype, n0 * K);
     sdfg_pack_bt(bp, wrows, w->dtype, K, nc, k0, kc);
     for (int64_t ms = m0; ms < m1; ms += MM_MC) {
       const int64_t mc = sdfg_min(MM_MC, m1 - ms);

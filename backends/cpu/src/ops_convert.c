@@ -20,6 +20,13 @@ static void to_f32(float *dst, const void *src, int32_t dtype, int64_t i0, int64
   case SDF_I32:
     for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)src)[i0 + i];
     break;
+  case SDF_Q4_0:
+  case SDF_Q4_1:
+  case SDF_Q5_0:
+  case SDF_Q5_1:
+  case SDF_Q8_0:
+    sdfq_to_f32(dst, src, dtype, i0, n);
+    break;
   default:
     memcpy(dst, (const float *)src + i0, (size_t)n * sizeof(float));
     break;
@@ -54,7 +61,7 @@ const sdf_kernel sdf_kernel_copy = {SDF_OP_COPY, "copy", copy_prepare, copy_run,
 static int32_t gather_prepare(sdf_op *op, char *err, size_t len) {
   SDF_TRY(sdf_check_arity(op, "gather_rows", 2, 2, 1, err, len));
   const sdf_tensor *tab = op->in[0], *idx = op->in[1], *y = op->out[0];
-  SDF_TRY(sdf_check_float(tab, "gather_rows", "table", err, len));
+  if (!sdfq_is_quant(tab->dtype)) SDF_TRY(sdf_check_float(tab, "gather_rows", "table", err, len));
   SDF_TRY(sdf_check_f32(y, "gather_rows", "output", err, len));
   if (idx->dtype != SDF_I32)
     return sdf_fail(err, len, SDF_E_INVALID, "gather_rows: indices must be i32, got %s", sdf_dtype_name(idx->dtype));

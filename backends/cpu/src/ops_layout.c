@@ -6,6 +6,11 @@
 #include "common.h"
 
 static int32_t check_same_dtype(const sdf_op *op, const char *name, char *err, size_t len) {
+  /* Block-quantized tensors have no per-element bytes to move. */
+  for (int i = 0; i < op->n_in; i++)
+    if (sdfq_is_quant(op->in[i]->dtype))
+      return sdf_fail(err, len, SDF_E_UNSUPPORTED, "%s: input %d is %s; layout ops take element dtypes only", name, i,
+                      sdf_dtype_name(op->in[i]->dtype));
   for (int i = 0; i < op->n_in; i++)
     if (op->in[i]->dtype != op->out[0]->dtype)
       return sdf_fail(err, len, SDF_E_INVALID, "%s: input %d is %s but the output is %s", name, i,

@@ -155,8 +155,7 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
     if (binding >= p->n_bindings)
       FAIL(SDF_E_INVALID, "plan: tensor %u: binding %u out of range (plan has %u bindings)", i, binding,
            p->n_bindings);
-    size_t es = sdf_dtype_size((int32_t)dtype);
-    if (!es) FAIL(SDF_E_INVALID, "plan: tensor %u: unknown dtype %u", i, dtype);
+    if (!sdf_dtype_known((int32_t)dtype)) FAIL(SDF_E_INVALID, "plan: tensor %u: unknown dtype %u", i, dtype);
     if (ndim > SDF_MAX_DIMS) FAIL(SDF_E_INVALID, "plan: tensor %u: ndim %u exceeds %d", i, ndim, SDF_MAX_DIMS);
     t->binding = (int32_t)binding;
     t->dtype = (int32_t)dtype;
@@ -172,9 +171,14 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
         FAIL(SDF_E_INVALID, "plan: tensor %u: element count overflows", i);
       t->dims[d] = v;
     }
+    if (sdfq_is_quant((int32_t)dtype) && numel % SDFQ_BLOCK != 0)
+      FAIL(SDF_E_INVALID, "plan: tensor %u: %lld %s elements do not fill whole blocks of %d", i, (long long)numel,
+           sdf_dtype_name((int32_t)dtype), SDFQ_BLOCK);
     int64_t nbytes;
     uint64_t end;
-    if (__builtin_mul_overflow(numel, (int64_t)es, &nbytes) || __builtin_add_overflow(offset, (uint64_t)nbytes, &end))
+    if (__builtin_mul_overflow(numel, (int64_t)(sdfq_is_quant((int32_t)dtype) ? 1 : sdf_dtype_size((int32_t)dtype)),
+                               &nbytes) ||
+        __builtin_add_overflow(offset, (uint64_t)nbytes, &end))
       FAIL(SDF_E_INVALID, "plan: tensor %u: byte size overflows", i);
     t->numel = numel;
   }
@@ -332,7 +336,7 @@ static int32_t bind(sdf_plan *p, sdf_buffer *const *bindings, uint32_t n_binding
   for (uint32_t i = 0; i < p->n_tensors; i++) {
     sdf_tensor *t = &p->tensors[i];
     const sdf_buffer *buf = bindings[t->binding];
-    uint64_t bytes = (uint64_t)t->numel * sdf_dtype_size(t->dtype);
+    uint64_t bytes = sdf_dtype_bytes(t->dtype, t->numel);
     if (t->offset > buf->size || bytes > buf->size - t->offset) {
       char shape[128];
       sdf_set_error("sdf_plan_run: tensor %u %s %s needs bytes [%llu, %llu) of binding %d, but that buffer has %llu "

@@ -49,7 +49,7 @@ static int32_t filter_prepare(sdf_op *op, char *err, size_t err_len) {
   if (m < 0) return SDF_E_INVALID;
   if (op->n_in != 1 || op->n_out != 1) FAIL("WINO_FILTER takes 1 input and 1 output");
   const sdf_tensor *w = op->in[0], *u = op->out[0];
-  if (!sdfg_is_float_dtype(w->dtype)) {
+  if (!sdfg_is_weight_dtype(w->dtype)) {
     snprintf(err, err_len, "WINO_FILTER weight dtype %d unsupported", w->dtype);
     return SDF_E_UNSUPPORTED;
   }

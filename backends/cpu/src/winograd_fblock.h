@@ -2,7 +2,8 @@
  * written once for a GCC vector type; the including file defines
  *   WT        vector of FB_VL floats (winograd_tx.h already included for it)
  *   FB_VL     lanes per vector
- *   FB_WIDEN(dst, src, dtype, n)   widen n f16 / bf16 values to f32.
+ *   FB_WIDEN(dst, src, dtype, n)   widen n f16 / bf16 values to f32 (quantized
+ *   weights are dequantized by sdfq_to_f32 instead).
  * Lanes are consecutive (co, ci) pairs of a 6-row panel in its packed order
  * (pair P = c*h + i: input channel ci0 + c, output row i), so every
  * transformed value k is one contiguous vector store into plane k. The taps
@@ -26,6 +27,10 @@ static inline __attribute__((always_inline)) void fblock_m(
     if (w->dtype == SDF_F32) {
       src = (const float *)w->data + e0;
       rs = Ci * 9;
+    } else if (sdfq_is_quant(w->dtype)) {
+      for (int64_t i = 0; i < h; i++) sdfq_to_f32(wide + i * n9, w->data, w->dtype, e0 + i * Ci * 9, n9);
+      src = wide;
+      rs = n9;
     } else {
       /* The next panel's rows are fetched while this one is transformed. */
       const int64_t hn = sdfg_min(6, mb - p0 - 6);

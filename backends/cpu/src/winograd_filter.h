@@ -42,6 +42,11 @@ static inline __attribute__((always_inline)) void sdfw_filter_panel(
         const float *src = (const float *)w->data + e0;
         for (int c = 0; c < nc; c++)
           for (int a = 0; a < 9; a++) g[a][c] = src[c * 9 + a];
+      } else if (sdfq_is_quant(w->dtype)) {
+        float run[FILTER_CB * 9];
+        sdfq_to_f32(run, w->data, w->dtype, e0, nc * 9);
+        for (int c = 0; c < nc; c++)
+          for (int a = 0; a < 9; a++) g[a][c] = run[c * 9 + a];
       } else {
         for (int c = 0; c < nc; c++)
           for (int a = 0; a < 9; a++) g[a][c] = sdfg_load(w->data, w->dtype, e0 + c * 9 + a);

@@ -97,8 +97,9 @@ static int32_t wgemm_prepare(sdf_op *op, char *err, size_t err_len) {
   const int64_t AA = (int64_t)(m + 2) * (m + 2);
   int64_t Co, Ci;
   if (fused) {
-    if (!sdfg_is_float_dtype(a->dtype)) {
-      snprintf(err, err_len, "fused WINO_GEMM weight dtype %d unsupported (f32, f16, bf16)", a->dtype);
+    if (!sdfg_is_weight_dtype(a->dtype)) {
+      snprintf(err, err_len, "fused WINO_GEMM weight dtype %d unsupported (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)",
+               a->dtype);
       return SDF_E_UNSUPPORTED;
     }
     if (a->ndim != 4 || a->dims[2] != 3 || a->dims[3] != 3)
