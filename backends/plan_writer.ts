@@ -88,7 +88,9 @@ export class PlanWriter {
     if (binding >= this.nBindings) {
       throw new PlanWriterError(`tensor ${i}: binding ${binding} out of range (plan has ${this.nBindings})`);
     }
-    if (SDF_DTYPE_BYTES[dtype] === undefined && SDF_DTYPE_BLOCK[dtype] === undefined) throw new PlanWriterError(`tensor ${i}: unknown dtype ${dtype}`);
+    if (SDF_DTYPE_BYTES[dtype] === undefined && SDF_DTYPE_BLOCK[dtype] === undefined) {
+      throw new PlanWriterError(`tensor ${i}: unknown dtype ${dtype}`);
+    }
     const off = i64(offset, `tensor ${i}: offset`);
     if (off < 0n) throw new PlanWriterError(`tensor ${i}: offset ${offset} is negative`);
     if (dims.length > SDF_MAX_DIMS) {

@@ -1,7 +1,8 @@
 /**
  * GGUF (v2/v3) reader: header, metadata key/values, tensor infos, aligned data
- * section. F32/F16/BF16 tensors load as file ranges; quantized ones are listed and
- * refused when requested. GGUF stores dims fastest-first; shapes here are PyTorch order.
+ * section. F32/F16/BF16 and Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 tensors load as file ranges (the
+ * quantized ones after a check of their block scales); other types are listed and refused
+ * when requested. GGUF stores dims fastest-first; shapes here are PyTorch order.
  *
  * @example
  * ```ts
@@ -10,7 +11,8 @@
  * ```
  */
 import { CorruptHeaderError, TruncatedFileError, UnsupportedDtypeError, UnsupportedFormatError } from "./errors.ts";
-import { type RangeReader, withReader } from "./io.ts";
+import { type RangeReader, readRangeSync, withReader } from "./io.ts";
+import { firstBadScale, isQuantDType, QUANT_BLOCKS } from "./quant.ts";
 import { TensorTable } from "./table.ts";
 import {
   fmtShape,
@@ -207,7 +209,7 @@ export async function readGguf(r: RangeReader): Promise<WeightFile> {
       }
       ranges.push({ name: t.name, begin: t.offset, end: t.offset + bytes });
     }
-    const typeName = spec?.[0] ?? `type ${t.type}`;
+    const typeName = spec?.[0] ?? `type id ${t.type}`;
     tensors.set(t.name, {
       name: t.name,
       dtype: spec ? typeName.toLowerCase() as WeightDType : "unknown",
@@ -230,10 +232,34 @@ export async function readGguf(r: RangeReader): Promise<WeightFile> {
         path,
         t.name,
         t.fileDType ?? t.dtype,
-        `unsupported GGUF tensor type ${t.fileDType} for ${t.name}: sdflow loads F32/F16/BF16 GGUF files; ` +
-          `convert ${path} without quantization`,
+        t.dtype === "unknown"
+          ? `${path}: tensor ${t.name} has GGUF ${t.fileDType}, which sdflow does not know (it loads ${LOADED}); ` +
+            `the file is corrupt or from a newer ggml`
+          : `${path}: tensor ${t.name} is ${t.fileDType}, which sdflow does not load (it loads ${LOADED}); ` +
+            `convert the model with sdflow -M convert --type q8_0 (or q4_0, ..., f16)`,
       ),
+    verify: (t) => verifyScales(path, t),
   });
+}
+
+const LOADED = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0";
+
+/** Refuses a quantized tensor with a NaN or infinite block scale (read in 16 MiB runs of whole blocks). */
+function verifyScales(path: string, t: TensorInfo): void {
+  if (!isQuantDType(t.dtype) || t.source.kind !== "file") return;
+  const blockBytes = QUANT_BLOCKS[t.dtype].bytes;
+  const run = Math.floor((16 << 20) / blockBytes) * blockBytes;
+  for (let off = 0; off < t.source.bytes; off += run) {
+    const n = Math.min(run, t.source.bytes - off);
+    const bad = firstBadScale(t.dtype, readRangeSync(t.source.path, t.source.offset + off, n));
+    if (bad >= 0) {
+      throw new CorruptHeaderError(
+        path,
+        `${path}: tensor ${t.name} (${t.fileDType}) block ${off / blockBytes + bad} has a NaN or infinite scale; ` +
+          `the file is corrupt`,
+      );
+    }
+  }
 }
 
 /** Bytes of a GGUF v3 file (for tests and tools): string/number metadata, tensors of known types. */

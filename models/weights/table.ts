@@ -20,6 +20,8 @@ export interface TableInit {
   fused?: Map<string, TensorInfo[]>;
   /** Builds the error for a tensor whose dtype is not loadable (formats word it differently). */
   dtypeError?: (t: TensorInfo) => WeightFileError;
+  /** Checks a tensor's data the first time it is requested (GGUF: quantized blocks' scales); throws if bad. */
+  verify?: (t: TensorInfo) => void;
 }
 
 /** A WeightFile over an in-memory tensor table. */
@@ -31,6 +33,8 @@ export class TensorTable implements WeightFile {
   private problems: Map<string, () => WeightFileError>;
   private dtypeError: (t: TensorInfo) => WeightFileError;
   private fused: Map<string, TensorInfo[]>;
+  private verify?: (t: TensorInfo) => void;
+  private verified = new Set<string>();
 
   constructor(init: TableInit) {
     this.path = init.path;
@@ -39,6 +43,7 @@ export class TensorTable implements WeightFile {
     this.metadata = init.metadata ?? {};
     this.problems = init.problems ?? new Map();
     this.fused = init.fused ?? new Map();
+    this.verify = init.verify;
     this.dtypeError = init.dtypeError ??
       ((t) => new UnsupportedDtypeError(this.path, t.name, t.fileDType ?? t.dtype.toUpperCase()));
   }
@@ -57,6 +62,10 @@ export class TensorTable implements WeightFile {
     const t = this.table.get(name);
     if (!t) throw new MissingTensorError(this.path, name, closestName(name, this.table.keys()));
     if (!isLoadable(t.dtype)) throw this.dtypeError(t);
+    if (this.verify && !this.verified.has(name)) {
+      this.verify(t);
+      this.verified.add(name);
+    }
     return t as LoadableTensor;
   }
 

@@ -2,8 +2,17 @@
 import { bf16BitsToF32, f16BitsToF32 } from "../../backends/float16.ts";
 import { CorruptHeaderError, UnsupportedDtypeError } from "./errors.ts";
 import { readRangeSync } from "./io.ts";
+import { dequantize, isQuantDType, quantBytes } from "./quant.ts";
 import { TensorTable } from "./table.ts";
-import { DTYPE_SIZE, fmtShape, type LoadableTensor, safeNumel, type TensorInfo, type WeightFile } from "./types.ts";
+import {
+  DTYPE_SIZE,
+  fmtShape,
+  isLoadable,
+  type LoadableTensor,
+  safeNumel,
+  type TensorInfo,
+  type WeightFile,
+} from "./types.ts";
 
 /** Bytes of a tensor's source, read from its file range or viewed from memory. */
 function sourceBytes(info: TensorInfo, bytes: number): Uint8Array {
@@ -25,7 +34,7 @@ function sourceBytes(info: TensorInfo, bytes: number): Uint8Array {
 
 /**
  * A tensor's values as float32, read synchronously: for small tensors JS needs (alphas_cumprod,
- * textual-inversion embeddings). Converts f16/bf16/f64/i64/i32/i16/i8/u8/bool.
+ * textual-inversion embeddings). Converts f16/bf16/f64/i64/i32/i16/i8/u8/bool and dequantizes q4_0..q8_0.
  *
  * @example
  * ```ts
@@ -36,6 +45,10 @@ export function readTensorF32(info: TensorInfo): Float32Array {
   const size = DTYPE_SIZE[info.dtype];
   const n = safeNumel(info.shape);
   const where = info.source.kind === "file" ? info.source.path : "<memory>";
+  if (isQuantDType(info.dtype)) {
+    const n = safeNumel(info.shape);
+    return dequantize(info.dtype, sourceBytes(info, quantBytes(info.dtype, n)), n);
+  }
   const conv = ["f32", "f16", "bf16", "f64", "i64", "i32", "i16", "i8", "u8", "bool"];
   if (size === undefined || !conv.includes(info.dtype)) {
     throw new UnsupportedDtypeError(where, info.name, info.fileDType ?? info.dtype);
@@ -120,6 +133,8 @@ export function splitRows(file: WeightFile, name: string, rows: readonly number[
         kind: "data",
         data: s.data instanceof Float32Array
           ? s.data.subarray((row * rowBytes) / 4, ((row + r) * rowBytes) / 4)
+          : s.data instanceof Uint8Array
+          ? s.data.subarray(row * rowBytes, (row + r) * rowBytes)
           : (s.data as Uint16Array).subarray((row * rowBytes) / 2, ((row + r) * rowBytes) / 2),
       };
     row += r;
@@ -150,7 +165,7 @@ export function storedRows(file: WeightFile, name: string, start: number, count:
 
 /** A piece of a fused tensor, checked loadable like `get` would. */
 function probe(file: WeightFile, p: TensorInfo): LoadableTensor {
-  if (p.dtype !== "f32" && p.dtype !== "f16" && p.dtype !== "bf16") {
+  if (!isLoadable(p.dtype)) {
     throw new UnsupportedDtypeError(file.path, p.name, p.fileDType ?? p.dtype);
   }
   return p as LoadableTensor;

@@ -2,18 +2,13 @@
  * What a weight file is, once opened: a table of tensors that point into the
  * file (path, byte offset, byte length) or, rarely, into memory.
  */
-import type { ConstantSource } from "../../engine/graph.ts";
+import { type ConstantSource, isQuantDType, type QuantDType } from "../../engine/graph.ts";
 
-/** Element types the engine loads directly. */
-export type LoadableDType = "f32" | "f16" | "bf16";
+/** Element types the engine loads directly (q*: ggml blocks, from GGUF files or `--type`). */
+export type LoadableDType = "f32" | "f16" | "bf16" | QuantDType;
 
-/** GGUF block-quantized and other GGUF-only types (listed, never loaded). */
+/** GGUF block-quantized and other GGUF-only types (the q4_0..q8_0 of {@link LoadableDType} load; these are listed only). */
 export type GgufOnlyDType =
-  | "q4_0"
-  | "q4_1"
-  | "q5_0"
-  | "q5_1"
-  | "q8_0"
   | "q8_1"
   | "q2_k"
   | "q3_k"
@@ -120,7 +115,7 @@ export const DTYPE_SIZE: Readonly<Partial<Record<WeightDType, number>>> = {
 };
 
 export function isLoadable(dtype: WeightDType): dtype is LoadableDType {
-  return dtype === "f32" || dtype === "f16" || dtype === "bf16";
+  return dtype === "f32" || dtype === "f16" || dtype === "bf16" || isQuantDType(dtype);
 }
 
 /** Product of dims, or -1 if it is not a safe integer. */
