@@ -15,9 +15,11 @@ import { OpProfiler } from "./profile.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { allReporters, RunTimings } from "./timings.ts";
 import { sdcppHelp, UsageError } from "./sdcpp.ts";
+import { convertArgs, runConvert } from "./convert.ts";
 
 const HELP = `usage: sdflow gen <graph.json|graph.ts> [options]     (or: deno task gen …)
        sdflow gen -m model.safetensors -p "prompt" [stable-diffusion.cpp flags]
+       sdflow gen -M convert -m model.safetensors -o model-q8_0.gguf --type q8_0     (or: deno task convert …)
 
 Flags and the graph file may come in any order; after -- nothing is read as a flag. Relative paths
 are read from the current folder (a graph's plugins: from the graph file's folder).
@@ -82,6 +84,8 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
       console.log(HELP);
       return argv.length === 0 ? 2 : 0;
     }
+    const convert = convertArgs(argv);
+    if (convert) return await runConvert(convert);
     const { pipeline, args, notes } = await pipelineFromArgs(argv);
     verbose = args.flags.verbose === true;
     for (const n of notes) console.error(n);

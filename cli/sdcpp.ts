@@ -13,6 +13,7 @@ import { builtinRegistry } from "../dsl/validate.ts";
 import type { InputSpec, JsonSchema } from "../plugins/node.ts";
 import { randomSeed } from "../plugins/nodes/sampler.ts";
 import { LORA_APPLY_MODES } from "../plugins/nodes/lora.ts";
+import type { WeightType } from "../models/mod.ts";
 
 /** A mistake on the command line itself (exit code 2). */
 export class UsageError extends Error {
@@ -100,7 +101,16 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
     target: ["checkpoint", "prediction"],
     help: "eps | v: what the UNet predicts (default: from the file; SD 2.x: probed)",
   },
-  { names: ["M", "mode"], default: "txt2img", help: "txt2img | img2img (implied by -i) | upscale (-i IN -o OUT)" },
+  {
+    names: ["M", "mode"],
+    default: "txt2img",
+    help: "txt2img | img2img (implied by -i) | upscale (-i IN -o OUT) | convert (-m IN -o OUT.gguf --type T)",
+  },
+  {
+    names: ["type"],
+    target: ["checkpoint", "weight_type"],
+    help: "weight type: f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0 (quantized on load; with -M convert: the output's)",
+  },
   {
     names: ["taesd"],
     target: ["taesd", "path"],
@@ -159,7 +169,6 @@ const NOT_YET = [
   "clip_l",
   "clip_g",
   "t5xxl",
-  "type",
   "vae-relative-tile-size",
   "vae-on-cpu",
   "clip-on-cpu",
@@ -440,12 +449,14 @@ export function graphFromSdcppFlags(
   const embd = v<string | undefined>("checkpoint.embeddings_dir");
   const vaePath = v<string | undefined>("checkpoint.vae");
   const prediction = v<"eps" | "v" | undefined>("checkpoint.prediction");
+  const weightType = v<WeightType | undefined>("checkpoint.weight_type");
   const ckpt = g.checkpoint(
     {
       path: v<string>("checkpoint.path"),
       ...(embd === undefined ? {} : { embeddings_dir: embd }),
       ...(vaePath === undefined ? {} : { vae: vaePath }),
       ...(prediction === undefined ? {} : { prediction }),
+      ...(weightType === undefined ? {} : { weight_type: weightType }),
     },
     "checkpoint",
   );

@@ -57,7 +57,15 @@ import { buildUnet } from "./unet/unet.ts";
 import { buildVaeDecoder, buildVaeEncoder, fromImages, sampleLatent, toImages } from "./vae/vae.ts";
 import { openVaeWeights, separateVaeConfig, VaeFileError } from "./vae/file.ts";
 import { createRng } from "./sampling/rng.ts";
-import { isDiffusersFolder, openLdmWeights, readTensorF32, storedRows, type WeightFile } from "./weights/mod.ts";
+import {
+  isDiffusersFolder,
+  openLdmWeights,
+  readTensorF32,
+  storedRows,
+  type WeightFile,
+  type WeightType,
+  withWeightType,
+} from "./weights/mod.ts";
 
 export interface LoadOptions {
   /** Worker threads of the backend (default: physical cores). */
@@ -94,6 +102,11 @@ export interface LoadOptions {
   vae?: string;
   /** Called with one-line warnings (skipped embedding files, a prediction override against metadata). */
   onWarning?: (message: string) => void;
+  /**
+   * Convert the weights to this type on load (stable-diffusion.cpp's `--type`), per sd.cpp's rule of which
+   * tensors take it (models/weights/weight_type.ts); the converted weights are kept in memory.
+   */
+  weightType?: WeightType;
 }
 
 /** The weights of `file` for graph builders: whole tensors, and pieces stored separately (diffusers q/k/v). */
@@ -229,7 +242,8 @@ async function registerEmbeddings(
 
 /** Opens a checkpoint file or diffusers folder and prepares it for generation. */
 export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Promise<Checkpoint> {
-  const file = await openLdmWeights(path);
+  const opened = await openLdmWeights(path);
+  const file = opts.weightType ? withWeightType(opened, opts.weightType) : opened;
   let vaeSource: VaeSource | undefined;
   try {
     let arch: ArchInfo;

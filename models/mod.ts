@@ -30,6 +30,14 @@ export {
 export { VaeFileError } from "./vae/file.ts";
 export { PREDICTIONS } from "./arch.ts";
 export {
+  ConvertError,
+  convertModel,
+  type ConvertResult,
+  isWeightType,
+  WEIGHT_TYPES,
+  type WeightType,
+} from "./weights/mod.ts";
+export {
   type Embedding,
   type EmbeddingDir,
   EmbeddingError,

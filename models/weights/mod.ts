@@ -40,3 +40,6 @@ export {
 } from "./names.ts";
 export { readTensorF32, splitRows, storedRows } from "./tensor_data.ts";
 export { closestName, TensorTable } from "./table.ts";
+export { dequantize, firstBadScale, QUANT_TYPES, quantize } from "./quant.ts";
+export { isWeightType, takesWeightType, WEIGHT_TYPES, type WeightType, withWeightType } from "./weight_type.ts";
+export { ConvertError, convertModel, type ConvertOptions, type ConvertResult } from "./convert.ts";

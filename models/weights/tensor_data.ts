@@ -3,7 +3,6 @@ import { bf16BitsToF32, f16BitsToF32 } from "../../backends/float16.ts";
 import { CorruptHeaderError, UnsupportedDtypeError } from "./errors.ts";
 import { readRangeSync } from "./io.ts";
 import { dequantize, isQuantDType, quantBytes } from "./quant.ts";
-import { TensorTable } from "./table.ts";
 import {
   DTYPE_SIZE,
   fmtShape,
@@ -101,7 +100,7 @@ export function readTensorF32(info: TensorInfo): Float32Array {
  * ```
  */
 export function splitRows(file: WeightFile, name: string, rows: readonly number[]): LoadableTensor[] {
-  const parts = file instanceof TensorTable ? file.fusedParts(name) : undefined;
+  const parts = fusedPartsOf(file, name);
   if (parts) {
     if (parts.length !== rows.length || parts.some((p, i) => p.shape[0] !== rows[i])) {
       throw new CorruptHeaderError(
@@ -148,7 +147,7 @@ export function splitRows(file: WeightFile, name: string, rows: readonly number[
  * (slice `get(name)` then). Rows that straddle pieces are a CorruptHeaderError.
  */
 export function storedRows(file: WeightFile, name: string, start: number, count: number): LoadableTensor | undefined {
-  const parts = file instanceof TensorTable ? file.fusedParts(name) : undefined;
+  const parts = fusedPartsOf(file, name);
   if (!parts) return undefined;
   let row = 0;
   for (const p of parts) {
@@ -161,6 +160,12 @@ export function storedRows(file: WeightFile, name: string, start: number, count:
       parts.map((p) => p.shape[0]).join("+")
     } rows)`,
   );
+}
+
+/** The stored pieces of a fused tensor, from a {@link TensorTable} or a view that forwards them. */
+export function fusedPartsOf(file: WeightFile, name: string): readonly TensorInfo[] | undefined {
+  const f = file as WeightFile & { fusedParts?: (n: string) => readonly TensorInfo[] | undefined };
+  return typeof f.fusedParts === "function" ? f.fusedParts(name) : undefined;
 }
 
 /** A piece of a fused tensor, checked loadable like `get` would. */

@@ -3,7 +3,7 @@
 import { fileURLToPath } from "node:url";
 import { defineNode, NodeInputError, type NodeValues, type RunSettings } from "../node.ts";
 import { loadBackendFromManifest } from "../../backends/mod.ts";
-import { type LoadOptions, makeTinyCheckpoint, PREDICTIONS } from "../../models/mod.ts";
+import { type LoadOptions, makeTinyCheckpoint, PREDICTIONS, WEIGHT_TYPES } from "../../models/mod.ts";
 import { loadCheckpoint } from "./model_layer.ts";
 
 /**
@@ -170,6 +170,16 @@ export const checkpoint = defineNode({
         examples: ["models/vae-ft-mse-840000-ema-pruned.safetensors"],
       },
     },
+    weight_type: {
+      optional: true,
+      schema: {
+        enum: WEIGHT_TYPES,
+        description: "Convert the weights to this type when loading (stable-diffusion.cpp's --type): q8_0, q5_1, " +
+          "q5_0, q4_1 and q4_0 are ggml's block formats (less memory, slightly different pictures), f16/f32 " +
+          "plain floats. As sd.cpp, biases, norms, embeddings and the UNet's time embedding keep their type, " +
+          "and a block format only applies to weights whose rows are whole blocks of 32. Default: as stored.",
+      },
+    },
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
   fingerprint: async (values: NodeValues) => [
@@ -177,7 +187,7 @@ export const checkpoint = defineNode({
     values.embeddings_dir === undefined ? null : await folderFingerprint(values.embeddings_dir),
     values.vae === undefined ? null : await fileFingerprint(values.vae),
   ],
-  async run({ path, backend, embeddings_dir, prediction, vae }, ctx) {
+  async run({ path, backend, embeddings_dir, prediction, vae, weight_type }, ctx) {
     try {
       await Deno.stat(path);
     } catch (e) {
@@ -204,6 +214,7 @@ export const checkpoint = defineNode({
       ...(embeddings_dir === undefined ? {} : { embeddingDir: embeddings_dir }),
       ...(prediction === undefined ? {} : { prediction }),
       ...(vae === undefined ? {} : { vae }),
+      ...(weight_type === undefined ? {} : { weightType: weight_type }),
     });
     ctx.onDispose(() => ckpt.dispose());
     if (ckpt.predictionSource === "probe") {
