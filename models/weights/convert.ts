@@ -1,7 +1,8 @@
 /**
  * `-M convert`: any model sdflow reads (safetensors, ckpt, GGUF, a diffusers folder) written as a GGUF
  * file the way stable-diffusion.cpp's convert writes it: the file's tensor names (a diffusers folder's
- * as ldm names), sorted; no metadata keys; 32-byte alignment; sd.cpp's rule for which tensors take
+ * as ldm names), sorted; 32-byte alignment (sd.cpp writes no metadata keys; the input's string metadata
+ * is kept, which sd.cpp ignores); sd.cpp's rule for which tensors take
  * `--type` ({@link takesWeightType}); the training-only tensors it drops, dropped. One tensor is in
  * memory at a time, and the output is written under a temporary name and renamed when complete.
  *
@@ -156,7 +157,7 @@ export async function convertModel(input: string, output: string, opts: ConvertO
       plan.push({ info, parts: fusedPartsOf(file, name), type, shape: info.shape, bytes, offset });
       offset += Math.ceil(bytes / ALIGNMENT) * ALIGNMENT;
     }
-    const header = ggufHeader(plan);
+    const header = ggufHeader(plan, keptMetadata(file.metadata));
     const tmp = `${output}.sdflow-partial`;
     const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
     const types: Record<string, number> = {};
@@ -285,8 +286,19 @@ function encode(name: string, type: string, values: Float32Array): Uint8Array {
   }
 }
 
-/** GGUF v3 header: no keys, the tensor infos (dims innermost first, trailing 1s trimmed as ggml does), padding. */
-function ggufHeader(plan: readonly Planned[]): Uint8Array {
+/**
+ * The input's string metadata (a safetensors `__metadata__`, GGUF string keys), kept as GGUF strings:
+ * sd.cpp writes none and ignores unknown keys; sdflow reads its own (`sdflow.*`, e.g. the tiny models'
+ * head counts). `general.alignment` is the writer's own.
+ */
+function keptMetadata(metadata: Readonly<Record<string, unknown>>): [string, string][] {
+  return Object.entries(metadata)
+    .filter((e): e is [string, string] => typeof e[1] === "string" && e[0] !== "general.alignment")
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+/** GGUF v3 header: string keys, the tensor infos (dims innermost first, trailing 1s trimmed as ggml does), padding. */
+function ggufHeader(plan: readonly Planned[], metadata: readonly [string, string][]): Uint8Array {
   const te = new TextEncoder();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -304,11 +316,19 @@ function ggufHeader(plan: readonly Planned[]): Uint8Array {
   u32(0x46554747);
   u32(3);
   u64(plan.length);
-  u64(0);
+  u64(metadata.length);
+  const str = (s: string) => {
+    const b = te.encode(s);
+    u64(b.length);
+    push(b);
+  };
+  for (const [k, v] of metadata) {
+    str(k);
+    u32(8);
+    str(v);
+  }
   for (const p of plan) {
-    const name = te.encode(p.info.name);
-    u64(name.length);
-    push(name);
+    str(p.info.name);
     const ne = [...p.shape].reverse();
     let nDims = ne.length;
     while (nDims > 1 && ne[nDims - 1] === 1) nDims--;
