@@ -17,7 +17,7 @@ import { readRangeSync } from "./io.ts";
 import { openLdmWeights, openWeights } from "./open.ts";
 import { isQuantDType, QUANT_BLOCKS, quantize } from "./quant.ts";
 import { fusedPartsOf, readTensorF32 } from "./tensor_data.ts";
-import { DTYPE_SIZE, safeNumel, type TensorInfo, type WeightDType } from "./types.ts";
+import { DTYPE_SIZE, isLoadable, safeNumel, type TensorInfo, type WeightDType } from "./types.ts";
 import { takesWeightType, type WeightType } from "./weight_type.ts";
 
 /** GGUF type ids of the types a converted file holds. */
@@ -140,6 +140,8 @@ export async function convertModel(input: string, output: string, opts: ConvertO
     let offset = 0;
     for (const name of names) {
       const info = file.tensors.get(name)!;
+      // Loadable tensors go through `get`: a GGUF input's quantized blocks get their scales checked.
+      if (isLoadable(info.dtype) && !fusedPartsOf(file, name)) file.get(name);
       const stored = storedType(info.dtype);
       if (stored === undefined) {
         throw new UnsupportedDtypeError(
