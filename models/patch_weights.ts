@@ -144,6 +144,12 @@ export interface MergeJob {
 
 /** The merge of `deltas` into `info` as a {@link MergeJob} (reads only the factors, which are small). */
 export function mergeJob(info: WeightInfo, deltas: readonly WeightDelta[]): MergeJob {
+  if (!["f32", "float32", "f16", "bf16"].includes(info.dtype.toLowerCase())) {
+    throw new PatchError(
+      `${info.name ?? "weight"} is ${info.dtype}: a LoRA cannot be merged into quantized weights; ` +
+        `use --lora-apply-mode at_runtime`,
+    );
+  }
   const rows = info.shape[0];
   const inner = numel(info.shape) / rows;
   const dtype = info.dtype.toLowerCase();
