@@ -1,8 +1,8 @@
 /**
  * `-M convert`: any model sdflow reads (safetensors, ckpt, GGUF, a diffusers folder) written as a GGUF
  * file the way stable-diffusion.cpp's convert writes it: the file's tensor names (a diffusers folder's
- * as ldm names), sorted; 32-byte alignment (sd.cpp writes no metadata keys; the input's string metadata
- * is kept, which sd.cpp ignores); sd.cpp's rule for which tensors take
+ * as ldm names), sorted; 32-byte alignment; no metadata keys but sdflow's own (`sdflow.*`, which sd.cpp
+ * ignores); sd.cpp's rule for which tensors take
  * `--type` ({@link takesWeightType}); the training-only tensors it drops, dropped. One tensor is in
  * memory at a time, and the output is written under a temporary name and renamed when complete.
  *
@@ -15,7 +15,7 @@ import { f32ToF16BitsInto } from "../../backends/float16.ts";
 import { UnsupportedDtypeError, WeightFileError } from "./errors.ts";
 import { readRangeSync } from "./io.ts";
 import { openLdmWeights, openWeights } from "./open.ts";
-import { isQuantDType, QUANT_BLOCKS, quantize } from "./quant.ts";
+import { isQuantDType, QUANT_BLOCKS, quantizeRows } from "./quant.ts";
 import { fusedPartsOf, readTensorF32 } from "./tensor_data.ts";
 import { DTYPE_SIZE, isLoadable, safeNumel, type TensorInfo, type WeightDType } from "./types.ts";
 import { takesWeightType, type WeightType } from "./weight_type.ts";
@@ -201,7 +201,7 @@ async function writeAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
   for (let o = 0; o < data.length;) o += await f.write(data.subarray(o));
 }
 
-/** Elements per conversion chunk: 4 Mi (16 MiB as f32), a multiple of every block size. */
+/** Elements per conversion chunk: about 4 Mi (16 MiB as f32), rounded down to whole rows. */
 const CHUNK = 1 << 22;
 
 /**
@@ -222,16 +222,20 @@ function* tensorChunks(path: string, p: Planned): Generator<Uint8Array> {
       at += v.length;
     }
     if (at !== n) throw new WeightFileError(path, `${path}: the pieces of ${info.name} do not hold ${n} values`);
-    yield encode(info.name, type, values);
+    yield encode(info.name, type, values, info.shape[info.shape.length - 1]);
     return;
   }
   const src = info.source;
   if (src.kind !== "file") {
-    yield info.dtype === type ? rawBytes(info, p.bytes) : encode(info.name, type, readTensorF32(info));
+    const rows = info.shape.length ? info.shape[info.shape.length - 1] : 1;
+    yield info.dtype === type ? rawBytes(info, p.bytes) : encode(info.name, type, readTensorF32(info), rows);
     return;
   }
-  for (let e0 = 0; e0 < n; e0 += CHUNK) {
-    const count = Math.min(CHUNK, n - e0);
+  // Whole rows per chunk: sd.cpp's quantization weighs each block by its row's mean square.
+  const rowLength = info.shape.length ? info.shape[info.shape.length - 1] : 1;
+  const step = Math.max(1, Math.floor(CHUNK / rowLength)) * rowLength;
+  for (let e0 = 0; e0 < n; e0 += step) {
+    const count = Math.min(step, n - e0);
     const from = sourceSpan(info, e0, count);
     const piece: TensorInfo = {
       ...info,
@@ -240,7 +244,7 @@ function* tensorChunks(path: string, p: Planned): Generator<Uint8Array> {
     };
     yield info.dtype === type
       ? readRangeSync(src.path, src.offset + from.offset, from.bytes)
-      : encode(info.name, type, readTensorF32(piece));
+      : encode(info.name, type, readTensorF32(piece), rowLength);
   }
 }
 
@@ -263,8 +267,8 @@ function rawBytes(info: TensorInfo, bytes: number): Uint8Array {
   return new Uint8Array(s.data.buffer, s.data.byteOffset, bytes);
 }
 
-/** f32 values as `type`'s bytes. */
-function encode(name: string, type: string, values: Float32Array): Uint8Array {
+/** f32 values (whole rows of `rowLength`) as `type`'s bytes. */
+function encode(name: string, type: string, values: Float32Array, rowLength: number): Uint8Array {
   const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   switch (type) {
     case "f32":
@@ -283,19 +287,19 @@ function encode(name: string, type: string, values: Float32Array): Uint8Array {
       return bytes(Uint16Array.from(u32, (u) => u >>> 16));
     }
     default:
-      if (isQuantDType(type)) return quantize(type, values);
+      if (isQuantDType(type)) return quantizeRows(type, values, rowLength);
       throw new ConvertError(`${name}: cannot write type ${type}`);
   }
 }
 
 /**
- * The input's string metadata (a safetensors `__metadata__`, GGUF string keys), kept as GGUF strings:
- * sd.cpp writes none and ignores unknown keys; sdflow reads its own (`sdflow.*`, e.g. the tiny models'
- * head counts). `general.alignment` is the writer's own.
+ * sdflow's own string metadata of the input (`sdflow.*`, e.g. the tiny models' head counts), kept as GGUF
+ * strings. sd.cpp writes no metadata (and ignores unknown keys), so a real model converts to the same
+ * bytes as sd.cpp's convert writes.
  */
 function keptMetadata(metadata: Readonly<Record<string, unknown>>): [string, string][] {
   return Object.entries(metadata)
-    .filter((e): e is [string, string] => typeof e[1] === "string" && e[0] !== "general.alignment")
+    .filter((e): e is [string, string] => typeof e[1] === "string" && e[0].startsWith("sdflow."))
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
 

@@ -1,7 +1,8 @@
 /**
  * ggml's block-quantized formats q4_0, q4_1, q5_0, q5_1 and q8_0: quantization with ggml's reference
- * rounding (what `sd -M convert` writes, so files match byte for byte), dequantization, and the
- * scale check the loader runs. A block is 32 consecutive elements of the flattened tensor; every
+ * rounding (`quantize`) and with the weighted search stable-diffusion.cpp's convert and `--type` use
+ * (`quantizeRows`: what `sd -M convert` writes, byte for byte), dequantization, and the scale check the
+ * loader runs. A block is 32 consecutive elements of the flattened tensor; every
  * f32 operation is rounded like the C code (`Math.fround` after each one, no fused multiply-add).
  *
  * @example
@@ -131,6 +132,175 @@ const QUANTIZERS: Record<QuantDType, (x: Float32Array, o: number, y: Uint8Array,
     new DataView(y.buffer, y.byteOffset + p + 4, 4).setUint32(0, qh >>> 0, true);
   },
 };
+
+// ---- stable-diffusion.cpp's quantization: ggml's importance-weighted search, all weights 1 -------------
+
+/** ggml's nearest_int: round to nearest, ties to even, through the f32 add of 1.5 * 2^23. */
+const nearestInt = (v: number): number => f(v + 12582912) - 12582912;
+
+/**
+ * Quantizes `x` as stable-diffusion.cpp does when it converts or loads with `--type`: it hands ggml an
+ * importance matrix of ones, so q4_0, q4_1, q5_0 and q5_1 take ggml's weighted search (per block,
+ * weights sqrt(sigma2 + x^2), sigma2 the row's mean square) instead of the reference rounding; q8_0
+ * has no weighted form. `rowLength` is the innermost dimension (whole blocks); `x` holds whole rows.
+ */
+export function quantizeRows(type: QuantDType, x: Float32Array, rowLength: number, out?: Uint8Array): Uint8Array {
+  if (type === "q8_0") return quantize(type, x, out);
+  const { bytes } = QUANT_BLOCKS[type];
+  if (rowLength % 32 !== 0 || x.length % rowLength !== 0) {
+    throw new RangeError(`quantize ${type}: ${x.length} values are not whole rows of ${rowLength} (whole blocks)`);
+  }
+  const y = out ?? new Uint8Array((x.length / 32) * bytes);
+  const weight = new Float32Array(32), L = new Uint8Array(32), aux = new Uint8Array(32);
+  for (let r0 = 0; r0 < x.length; r0 += rowLength) {
+    let sumX2 = 0;
+    for (let j = 0; j < rowLength; j++) sumX2 = f(sumX2 + f(x[r0 + j] * x[r0 + j]));
+    const sigma2 = f(sumX2 / rowLength);
+    for (let o = r0; o < r0 + rowLength; o += 32) {
+      for (let j = 0; j < 32; j++) weight[j] = f(Math.sqrt(f(sigma2 + f(x[o + j] * x[o + j]))));
+      const p = (o / 32) * bytes;
+      if (type === "q4_0" || type === "q5_0") {
+        const nmax = type === "q4_0" ? 8 : 16;
+        setHalf(y, p, makeQxQuants(nmax, x, o, L, weight));
+        packQuants(type, L, y, p);
+      } else {
+        const [d, min] = makeQkx3Quants(type === "q4_1" ? 15 : 31, x, o, weight, L, aux);
+        setHalf(y, p, d);
+        setHalf(y, p + 2, min);
+        packQuants(type, L, y, p);
+      }
+    }
+  }
+  return y;
+}
+
+/** Codes L[0..32) (0..15 or 0..31) into a block's nibbles (and qh bits) at y[p]. */
+function packQuants(type: QuantDType, L: Uint8Array, y: Uint8Array, p: number): void {
+  const five = type === "q5_0" || type === "q5_1";
+  const qs = p + { q4_0: 2, q4_1: 4, q5_0: 6, q5_1: 8, q8_0: 2 }[type];
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    y[qs + j] = (L[j] & 15) | ((L[j + 16] & 15) << 4);
+    qh |= ((L[j] >> 4) & 1) << j;
+    qh |= ((L[j + 16] >> 4) & 1) << (j + 16);
+  }
+  if (five) new DataView(y.buffer, y.byteOffset + p + (type === "q5_0" ? 2 : 4), 4).setUint32(0, qh >>> 0, true);
+}
+
+/** ggml's make_qx_quants(32, nmax, x, L, rmse_type 1, weights): a symmetric scale searched over 19 candidates. */
+function makeQxQuants(nmax: number, x: Float32Array, o: number, L: Uint8Array, w: Float32Array): number {
+  let max = 0, amax = 0;
+  for (let i = 0; i < 32; i++) {
+    const ax = Math.abs(x[o + i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[o + i];
+    }
+  }
+  if (amax < f(1e-15)) {
+    L.fill(0);
+    return 0;
+  }
+  const clampL = (v: number) => Math.max(-nmax, Math.min(nmax - 1, nearestInt(v)));
+  let iscale = f(-nmax / max);
+  let sumlx = 0, suml2 = 0;
+  for (let i = 0; i < 32; i++) {
+    const l = clampL(f(iscale * x[o + i]));
+    L[i] = l + nmax;
+    sumlx = f(sumlx + f(f(w[i] * x[o + i]) * l));
+    suml2 = f(suml2 + f(f(w[i] * l) * l));
+  }
+  let scale = suml2 ? f(sumlx / suml2) : 0;
+  let best = f(scale * sumlx);
+  for (let is = -9; is <= 9; is++) {
+    if (is === 0) continue;
+    iscale = f(-f(nmax + f(f(0.1) * is)) / max);
+    sumlx = suml2 = 0;
+    for (let i = 0; i < 32; i++) {
+      const l = clampL(f(iscale * x[o + i]));
+      sumlx = f(sumlx + f(f(w[i] * x[o + i]) * l));
+      suml2 = f(suml2 + f(f(w[i] * l) * l));
+    }
+    if (suml2 > 0 && f(sumlx * sumlx) > f(best * suml2)) {
+      for (let i = 0; i < 32; i++) L[i] = nmax + clampL(f(iscale * x[o + i]));
+      scale = f(sumlx / suml2);
+      best = f(scale * sumlx);
+    }
+  }
+  return scale;
+}
+
+/**
+ * ggml's make_qkx3_quants(32, nmax, x, weights, L, &min, Laux, -0.9, 0.05, 36, false): scale and minimum
+ * searched over 37 candidates by weighted least squares. Returns [d, the block's minimum m].
+ */
+function makeQkx3Quants(
+  nmax: number,
+  x: Float32Array,
+  o: number,
+  w: Float32Array,
+  L: Uint8Array,
+  aux: Uint8Array,
+): [number, number] {
+  let min = x[o], max = x[o];
+  let sumW = w[0];
+  let sumX = f(sumW * x[o]);
+  for (let i = 1; i < 32; i++) {
+    const v = x[o + i];
+    if (v < min) min = v;
+    if (v > max) max = v;
+    sumW = f(sumW + w[i]);
+    sumX = f(sumX + f(w[i] * v));
+  }
+  if (min > 0) min = 0;
+  if (max <= min) {
+    L.fill(0);
+    return [0, min];
+  }
+  // `min` moves to the best candidate's as the search goes, and the next candidates scale from it.
+  let iscale = f(nmax / f(max - min));
+  let scale = f(1 / iscale);
+  let bestMad = 0;
+  for (let i = 0; i < 32; i++) {
+    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[o + i] - min)))));
+    L[i] = l;
+    const diff = f(f(f(scale * l) + min) - x[o + i]);
+    bestMad = f(bestMad + f(w[i] * f(diff * diff)));
+  }
+  for (let is = 0; is <= 36; is++) {
+    iscale = f(f(f(f(-0.9) + f(f(0.05) * is)) + nmax) / f(max - min));
+    let sumL = 0, sumL2 = 0, sumXL = 0;
+    for (let i = 0; i < 32; i++) {
+      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[o + i] - min)))));
+      aux[i] = l;
+      const wl = f(w[i] * l);
+      sumL = f(sumL + wl);
+      sumL2 = f(sumL2 + f(wl * l));
+      sumXL = f(sumXL + f(wl * x[o + i]));
+    }
+    const D = f(f(sumW * sumL2) - f(sumL * sumL));
+    if (D > 0) {
+      let thisScale = f(f(f(sumW * sumXL) - f(sumX * sumL)) / D);
+      let thisMin = f(f(f(sumL2 * sumX) - f(sumL * sumXL)) / D);
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = f(sumXL / sumL2);
+      }
+      let mad = 0;
+      for (let i = 0; i < 32; i++) {
+        const diff = f(f(f(thisScale * aux[i]) + thisMin) - x[o + i]);
+        mad = f(mad + f(w[i] * f(diff * diff)));
+      }
+      if (mad < bestMad) {
+        L.set(aux);
+        bestMad = mad;
+        scale = thisScale;
+        min = thisMin;
+      }
+    }
+  }
+  return [scale, min];
+}
 
 const half = (y: Uint8Array, o: number): number => f16BitsToF32(y[o] | (y[o + 1] << 8));
 

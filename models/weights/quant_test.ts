@@ -3,15 +3,16 @@
  *
  * - quantize: on x[j] = j - 16 every format's block is worked out by hand from ggml's reference
  *   formulas (in the comments) and compared byte for byte; dequantize gives back the values stated;
- * - round trip on ggml's own test data (0.1 + 2 cos(i), 4096 values): RMSE as ggml's test-quantize-fns
- *   computes it (sqrt(sum d^2) / n) below its bound 0.002, and dequantize(quantize(x)) re-quantizes to
- *   the same bytes;
+ * - round trip on ggml's own test data (0.1 + 2 cos(i), 4096 values), for the reference rounding and
+ *   for sd.cpp's weighted search (`quantizeRows`; its bytes are checked against sd.cpp's own output in
+ *   sdcpp_convert_test.ts): RMSE as ggml's test-quantize-fns computes it (sqrt(sum d^2) / n) below its
+ *   bound 0.002, and dequantize(quantize(x)) re-quantizes to values that decode the same;
  * - GGUF: quantized tensors load and read back as dequantize says; a NaN/Inf block scale, rows that are
  *   not whole blocks and a truncated data section are one-line errors.
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { CorruptHeaderError, encodeGguf, openWeights, readTensorF32, TruncatedFileError } from "./mod.ts";
-import { dequantize, QUANT_TYPES, quantize } from "./quant.ts";
+import { dequantize, QUANT_TYPES, quantize, quantizeRows } from "./quant.ts";
 import { tempFile } from "./test_util.ts";
 
 const ramp = Float32Array.from({ length: 32 }, (_, j) => j - 16);
@@ -60,13 +61,14 @@ Deno.test("quantize: hand-worked blocks of x[j] = j - 16, and their dequantizati
 Deno.test("quantize: ggml's round-trip test data stays under ggml's error bound; requantizing is stable", () => {
   const n = 32 * 128;
   const x = Float32Array.from({ length: n }, (_, i) => Math.fround(0.1 + 2 * Math.cos(i)));
-  for (const type of QUANT_TYPES) {
-    const blocks = quantize(type, x);
+  for (const [type, rows] of QUANT_TYPES.flatMap((t) => [[t, 0], [t, 512]] as const)) {
+    // rows 0: ggml's reference rounding; 512: sd.cpp's weighted search over rows of 512
+    const blocks = rows ? quantizeRows(type, x, rows) : quantize(type, x);
     const y = dequantize(type, blocks, n);
     let sum = 0;
     for (let i = 0; i < n; i++) sum += (x[i] - y[i]) ** 2;
     const rmse = Math.sqrt(sum) / n;
-    assert(rmse < 0.002, `${type}: ggml's total quantization error ${rmse} >= 0.002`);
+    assert(rmse < 0.002, `${type}/${rows}: ggml's total quantization error ${rmse} >= 0.002`);
     // The dequantized values are representable: quantizing them again gives bytes that decode the same.
     assertEquals(Array.from(dequantize(type, quantize(type, y), n)), Array.from(y), `${type}: requantized`);
   }

@@ -9,7 +9,7 @@
  * ```
  */
 import { f32ToF16BitsInto } from "../../backends/float16.ts";
-import { isQuantDType, QUANT_BLOCKS, type QuantDType, quantize } from "./quant.ts";
+import { isQuantDType, QUANT_BLOCKS, type QuantDType, quantizeRows } from "./quant.ts";
 import { fusedPartsOf, readTensorF32 } from "./tensor_data.ts";
 import type { LoadableTensor, TensorInfo, WeightFile } from "./types.ts";
 
@@ -54,11 +54,15 @@ export function takesWeightType(name: string, shape: readonly number[], type: We
   return !KEEP_CONTAINS.some((s) => name.includes(s));
 }
 
-/** `values` (f32) as `type`'s bytes / bits. */
-export function encodeAs(type: WeightType, values: Float32Array): Float32Array | Uint16Array | Uint8Array {
+/** `values` (f32, whole rows of `rowLength`) as `type`'s bytes / bits, quantized as sd.cpp does. */
+export function encodeAs(
+  type: WeightType,
+  values: Float32Array,
+  rowLength: number,
+): Float32Array | Uint16Array | Uint8Array {
   if (type === "f32") return values;
   if (type === "f16") return f32ToF16BitsInto(values);
-  return quantize(type, values);
+  return quantizeRows(type, values, rowLength);
 }
 
 /**
@@ -71,7 +75,7 @@ export function withWeightType(file: WeightFile, type: WeightType): WeightFile {
     if (t.dtype === type || !takesWeightType(t.name, t.shape, type)) return t;
     let c = converted.get(t.name);
     if (!c) {
-      const data = encodeAs(type, readTensorF32(t));
+      const data = encodeAs(type, readTensorF32(t), t.shape.length ? t.shape[t.shape.length - 1] : 1);
       c = { ...t, dtype: type, fileDType: `${t.fileDType ?? t.dtype} as ${type}`, source: { kind: "data", data } };
       converted.set(t.name, c);
     }
