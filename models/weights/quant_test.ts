@@ -6,7 +6,7 @@
  * - round trip on ggml's own test data (0.1 + 2 cos(i), 4096 values), for the reference rounding and
  *   for sd.cpp's weighted search (`quantizeRows`; its bytes are checked against sd.cpp's own output in
  *   sdcpp_convert_test.ts): RMSE as ggml's test-quantize-fns computes it (sqrt(sum d^2) / n) below its
- *   bound 0.002, and dequantize(quantize(x)) re-quantizes to values that decode the same;
+ *   bound 0.002, and (reference rounding) dequantize(quantize(x)) re-quantizes to values that decode the same;
  * - GGUF: quantized tensors load and read back as dequantize says; a NaN/Inf block scale, rows that are
  *   not whole blocks and a truncated data section are one-line errors.
  */
@@ -70,7 +70,8 @@ Deno.test("quantize: ggml's round-trip test data stays under ggml's error bound;
     const rmse = Math.sqrt(sum) / n;
     assert(rmse < 0.002, `${type}/${rows}: ggml's total quantization error ${rmse} >= 0.002`);
     // The dequantized values are representable: quantizing them again gives bytes that decode the same.
-    assertEquals(Array.from(dequantize(type, quantize(type, y), n)), Array.from(y), `${type}: requantized`);
+    // (the weighted search may pick another scale for values already on a grid: reference rounding only)
+    if (!rows) assertEquals(Array.from(dequantize(type, quantize(type, y), n)), Array.from(y), `${type}: requantized`);
   }
 });
 
