@@ -4,7 +4,7 @@
  * inside the kernels), generates a 64x64 picture (euler, 3 steps, cfg 7) compared with the f16 file's:
  *
  * - PSNR of the 8-bit pictures against the f16 picture >= the bound per format below (measured values
- *   are printed; the bounds leave ~5 dB of margin), and the relative L2 error of the final latent
+ *   are printed; the bounds leave 4-5 dB of margin), and the relative L2 error of the final latent
  *   <= the stated bound;
  * - `--type` on load (quantize in memory) gives the same picture, bit for bit, as the converted file
  *   (the same blocks reach the same kernels);
