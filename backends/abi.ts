@@ -41,7 +41,22 @@ export const SDF_STATUS_NAME: Readonly<Record<number, string>> = {
 };
 
 /** Element types, keyed by the engine's dtype names (q*: ggml's block-quantized weights). */
-export const SDF_DTYPE = { f32: 0, f16: 1, bf16: 2, i32: 3, q4_0: 4, q4_1: 5, q5_0: 6, q5_1: 7, q8_0: 8 } as const;
+export const SDF_DTYPE = {
+  f32: 0,
+  f16: 1,
+  bf16: 2,
+  i32: 3,
+  q4_0: 4,
+  q4_1: 5,
+  q5_0: 6,
+  q5_1: 7,
+  q8_0: 8,
+  q2_k: 9,
+  q3_k: 10,
+  q4_k: 11,
+  q5_k: 12,
+  q6_k: 13,
+} as const;
 export type SdfDType = keyof typeof SDF_DTYPE;
 
 /** Bytes per element of each element-sized SDF_DTYPE code. */
@@ -54,6 +69,11 @@ export const SDF_DTYPE_BLOCK: Readonly<Record<number, readonly [number, number]>
   6: [32, 22],
   7: [32, 24],
   8: [32, 34],
+  9: [256, 84],
+  10: [256, 110],
+  11: [256, 144],
+  12: [256, 176],
+  13: [256, 210],
 };
 
 /** Op codes (see the header for each op's inputs, outputs and params). */

@@ -4,7 +4,9 @@
  * ±65504) and whose quants cover every code:
  *
  *  - COPY and GATHER_ROWS dequantize bit-exactly: compared with a reference written here straight
- *    from ggml's formulas (one f32 product, one f32 add; no fused multiply-add);
+ *    from ggml's formulas (one f32 product, one f32 add; no fused multiply-add); the K-quants (q2_K..q6_K,
+ *    256-element super-blocks) too; and COPY of every format equals ggml's own dequantize_row_* on the
+ *    fixtures of models/weights/testdata/ggml_dequant/ (made with ggml);
  *  - MATMUL, CONV2D (im2col and direct), WINO_FILTER and fused WINO_GEMM with a quantized weight
  *    give bit-identical results to the same op on the dequantized weight stored as f32 (the packers
  *    and filter transforms widen to the same floats, then run the same f32 kernels), and MATMUL is
@@ -20,8 +22,23 @@ import { f16BitsToF32 } from "./float16.ts";
 const ALL = ["scalar", "avx2", "avx512"] as const;
 type Isa = typeof ALL[number];
 type Q = "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0";
+type K = "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
 const FORMATS: Q[] = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"];
-const BLOCK_BYTES: Record<Q, number> = { q4_0: 18, q4_1: 20, q5_0: 22, q5_1: 24, q8_0: 34 };
+const K_FORMATS: K[] = ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
+const BLOCK_BYTES: Record<Q | K, number> = {
+  q4_0: 18,
+  q4_1: 20,
+  q5_0: 22,
+  q5_1: 24,
+  q8_0: 34,
+  q2_k: 84,
+  q3_k: 110,
+  q4_k: 144,
+  q5_k: 176,
+  q6_k: 210,
+};
+/** Where each K-quant keeps its f16 super-scale (and minimum scale). */
+const K_SCALES: Record<K, number[]> = { q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
 
 const probe = await loadBackend("cpu", { threads: 2 });
 const ISAS: Isa[] = ALL.filter((i) => probe.info.isas.includes(i));
@@ -90,6 +107,74 @@ function refDequant(q: Q, blocks: Uint8Array, n: number): Float32Array {
   return y;
 }
 
+/** nb random K-quant blocks: random bytes, super-scales set to modest finite f16 values. */
+function randomKBlocks(k: K, nb: number, seed: number): Uint8Array {
+  const r = rng(seed);
+  const bs = BLOCK_BYTES[k];
+  const out = new Uint8Array(nb * bs);
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(r() * 256);
+  for (let b = 0; b < nb; b++) {
+    for (const at of K_SCALES[k]) {
+      const h = b % 7 === 3
+        ? EDGE_SCALES[b % EDGE_SCALES.length]
+        : (Math.floor(r() * 0x0c00) + 0x1800) | (r() < 0.5 ? 0x8000 : 0);
+      out[b * bs + at] = h & 0xff;
+      out[b * bs + at + 1] = h >>> 8;
+    }
+  }
+  return out;
+}
+
+/** ggml's dequantize_row_q*_K, element by element: element e of a 256-element super-block. */
+function refDequantK(k: K, blocks: Uint8Array, n: number): Float32Array {
+  const f = Math.fround, bs = BLOCK_BYTES[k];
+  const y = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const p = Math.floor(i / 256) * bs, e = i % 256;
+    const b = (o: number) => blocks[p + o];
+    const half = (o: number) => f16BitsToF32(b(o) | (b(o + 1) << 8));
+    if (k === "q2_k" || k === "q3_k") {
+      // 2 halves of 128; in each, 4 shifts x 2 groups of 16 (one sub-scale per group)
+      const nh = e >> 7,
+        w = e & 127,
+        j = w >> 5,
+        h = (w >> 4) & 1,
+        l = w & 15,
+        kk = 16 * h + l,
+        is = 8 * nh + 2 * j + h;
+      if (k === "q2_k") {
+        const q = (b(16 + 32 * nh + kk) >> (2 * j)) & 3;
+        const dl = f(half(80) * (b(is) & 15)), ml = f(half(82) * (b(is) >> 4));
+        y[i] = f(f(dl * q) - ml);
+      } else {
+        const lo = is < 8 ? b(96 + is) & 15 : b(96 + is - 8) >> 4;
+        const hi = (b(104 + (is % 4)) >> (2 * Math.floor(is / 4))) & 3;
+        const q = ((b(32 + 32 * nh + kk) >> (2 * j)) & 3) - ((b(kk) >> (4 * nh + j)) & 1 ? 0 : 4);
+        y[i] = f(f(half(108) * ((lo | (hi << 4)) - 32)) * q);
+      }
+    } else if (k === "q4_k" || k === "q5_k") {
+      // 4 groups of 64: the low nibbles (sub-block 2g), then the high nibbles (2g + 1), of 32 bytes
+      const g = e >> 6, upper = (e >> 5) & 1, l = e & 31, is = 2 * g + upper;
+      const sm = (j: number): [number, number] =>
+        j < 4
+          ? [b(4 + j) & 63, b(8 + j) & 63]
+          : [(b(8 + j) & 15) | ((b(j) >> 6) << 4), (b(8 + j) >> 4) | ((b(4 + j) >> 6) << 4)];
+      const [sc, m] = sm(is);
+      const byte = b((k === "q5_k" ? 48 : 16) + 32 * g + l);
+      const q = (upper ? byte >> 4 : byte & 15) + (k === "q5_k" && (b(16 + l) >> is) & 1 ? 16 : 0);
+      y[i] = f(f(f(half(0) * sc) * q) - f(half(2) * m));
+    } else {
+      // 2 halves of 128; quarter c of a half: ql low/high nibbles of bytes l or l + 32, qh bits 2c
+      const nh = e >> 7, c = (e >> 5) & 3, l = e & 31;
+      const qlb = b(64 * nh + l + (c & 1 ? 32 : 0));
+      const q = ((c < 2 ? qlb & 15 : qlb >> 4) | (((b(128 + 32 * nh + l) >> (2 * c)) & 3) << 4)) - 32;
+      const sc = (b(192 + 8 * nh + (l >> 4) + 2 * c) << 24) >> 24;
+      y[i] = f(f(half(208) * sc) * q);
+    }
+  }
+  return y;
+}
+
 // ---- plans ----------------------------------------------------------------------------------
 
 type Data = Float32Array | Int32Array | Uint8Array;
@@ -106,7 +191,7 @@ class Plan {
   private writes: [number, Data][] = [];
   t(dims: number[], dtype: keyof typeof SDF_DTYPE = "f32", data?: Data): T {
     const n = dims.reduce((a, b) => a * b, 1);
-    const bytes = dtype.startsWith("q") ? (n / 32) * BLOCK_BYTES[dtype as Q] : n * 4;
+    const bytes = dtype.startsWith("q") ? (n / (dtype.endsWith("_k") ? 256 : 32)) * BLOCK_BYTES[dtype as Q] : n * 4;
     const at = this.offset;
     this.offset += Math.ceil(bytes / 64) * 64 + 64;
     if (data) this.writes.push([at, data]);
@@ -166,6 +251,44 @@ forEachIsa("COPY and GATHER_ROWS dequantize every format bit-exactly (ggml's for
     const wantRows = new Float32Array(idx.length * D);
     idx.forEach((r, i) => wantRows.set(tw.subarray(r * D, (r + 1) * D), i * D));
     assertBitEqual(rows, wantRows, `gather_rows ${q}`);
+  }
+});
+
+forEachIsa("K-quants: COPY bit-exact (ggml's formulas), MATMUL = MATMUL on the f32 dequantization", async (b) => {
+  const r = rng(77);
+  for (const [i, k] of K_FORMATS.entries()) {
+    const n = 256 * 13;
+    const blocks = randomKBlocks(k, n / 256, 90 + i);
+    const want = refDequantK(k, blocks, n);
+    const p = new Plan();
+    const x = p.t([13, 256], k, blocks), y = p.t([13, 256]);
+    p.w.op(SDF_OP.COPY, [x.idx], [y.idx], [], [], []);
+    assertBitEqual((await p.run(b, [y]))[0], want, `copy ${k}`);
+
+    const M = 5, N = 19, K = 512;
+    const xs = randn(r, M * K);
+    const wq = randomKBlocks(k, (N * K) / 256, 190 + i);
+    const outs: Float32Array[] = [];
+    for (const [dt, data] of [[k, wq], ["f32", refDequantK(k, wq, N * K)]] as const) {
+      const m = new Plan();
+      const xt = m.t([M, K], "f32", xs), wt = m.t([N, K], dt, data), yt = m.t([M, N]);
+      m.w.op(SDF_OP.MATMUL, [xt.idx, wt.idx], [yt.idx], [], [], []);
+      outs.push((await m.run(b, [yt]))[0]);
+    }
+    assertBitEqual(outs[0], outs[1], `matmul ${k}`);
+  }
+});
+
+forEachIsa("COPY of every format = ggml's own dequantize_row_* (fixtures made with ggml)", async (b) => {
+  const dir = new URL("../models/weights/testdata/ggml_dequant/", import.meta.url);
+  for (const q of [...FORMATS, ...K_FORMATS]) {
+    const blocks = await Deno.readFile(new URL(`${q}.blocks`, dir));
+    const bytes = await Deno.readFile(new URL(`${q}.f32`, dir));
+    const want = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    const p = new Plan();
+    const x = p.t([want.length], q, blocks), y = p.t([want.length]);
+    p.w.op(SDF_OP.COPY, [x.idx], [y.idx], [], [], []);
+    assertBitEqual((await p.run(b, [y]))[0], want, `copy ${q} vs ggml`);
   }
 });
 

@@ -61,20 +61,24 @@ enum {
  *
  * SDF_Q* are ggml's block-quantized weight formats, byte for byte as in a
  * GGUF file: the tensor's elements, flattened row-major, form consecutive
- * blocks of 32 (little-endian, no padding), so a tensor of n elements takes
- * n / 32 blocks (n must be a multiple of 32) and the weight stays a plain
- * file range. Per block (d, m: IEEE f16 scale and minimum):
+ * blocks of 32 (256 for the K-quants; little-endian, no padding), so a tensor
+ * of n elements takes n / 32 blocks (n must be whole blocks) and the weight
+ * stays a plain file range. Per block (d, m: IEEE f16 scale and minimum):
  *   Q4_0 (18 B): d, qs[16]: x[j] = ((qs[j] & 15) - 8) * d, x[j+16] from qs[j] >> 4
  *   Q4_1 (20 B): d, m, qs[16]: x[j] = (qs[j] & 15) * d + m (x[j+16]: high nibble)
  *   Q5_0 (22 B): d, qh[4] (u32), qs[16]: 5-bit q = nibble | bit j (j+16 for the
  *                high half) of qh << 4; x = (q - 16) * d
  *   Q5_1 (24 B): d, m, qh[4], qs[16]: x = q * d + m
  *   Q8_0 (34 B): d, qs[32] (int8): x[j] = qs[j] * d
+ * K-quants: blocks of 256 ("super-blocks" of 16 or 8 sub-blocks with 4-8
+ * bit sub-scales), laid out as ggml's block_q2_K (84 B), block_q3_K (110 B),
+ * block_q4_K (144 B), block_q5_K (176 B), block_q6_K (210 B), dequantized
+ * with ggml's dequantize_row_q*_K arithmetic.
  * Each product and sum is one f32 operation (no fused multiply-add), so
  * dequantized values are bit-exact. Ops that take "any float dtype" weights
  * (CONV2D, WINO_FILTER, fused WINO_GEMM, MATMUL, GATHER_ROWS, COPY) take
- * these too; for CONV2D / MATMUL / GATHER_ROWS rows of the weight
- * (Ci*KH*KW, K, D elements) must be whole blocks. */
+ * these too; for CONV2D and MATMUL rows of the weight (Ci*KH*KW, K
+ * elements) must be whole blocks. */
 enum {
   SDF_F32 = 0,
   SDF_F16 = 1,
@@ -84,7 +88,12 @@ enum {
   SDF_Q4_1 = 5,
   SDF_Q5_0 = 6,
   SDF_Q5_1 = 7,
-  SDF_Q8_0 = 8
+  SDF_Q8_0 = 8,
+  SDF_Q2_K = 9,
+  SDF_Q3_K = 10,
+  SDF_Q4_K = 11,
+  SDF_Q5_K = 12,
+  SDF_Q6_K = 13
 };
 
 /*

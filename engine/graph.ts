@@ -16,8 +16,8 @@
 
 import type { BackendBuffer } from "../backends/mod.ts";
 
-/** ggml's block-quantized weight formats (blocks of 32 elements over the flattened tensor; see sdflow_backend.h). */
-export type QuantDType = "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0";
+/** ggml's block-quantized weight formats (blocks of 32, K-quants 256, elements over the flattened tensor; see sdflow_backend.h). */
+export type QuantDType = "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
 
 /** Element types of graph tensors: activations are f32; constants (weights) may be any. */
 export type DType = "f32" | "f16" | "bf16" | "i32" | QuantDType;
@@ -107,6 +107,11 @@ export const QUANT_BLOCKS: Readonly<Record<QuantDType, { readonly elems: number;
   q5_0: { elems: 32, bytes: 22 },
   q5_1: { elems: 32, bytes: 24 },
   q8_0: { elems: 32, bytes: 34 },
+  q2_k: { elems: 256, bytes: 84 },
+  q3_k: { elems: 256, bytes: 110 },
+  q4_k: { elems: 256, bytes: 144 },
+  q5_k: { elems: 256, bytes: 176 },
+  q6_k: { elems: 256, bytes: 210 },
 };
 
 export function isQuantDType(dtype: string): dtype is QuantDType {

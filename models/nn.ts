@@ -72,6 +72,11 @@ export function graphDType(dtype: string, tensorName: string): DType {
     case "q5_0":
     case "q5_1":
     case "q8_0":
+    case "q2_k":
+    case "q3_k":
+    case "q4_k":
+    case "q5_k":
+    case "q6_k":
       return dtype.toLowerCase() as DType;
     default:
       throw new WeightError(`tensor "${tensorName}": dtype ${dtype} cannot be used as a graph constant`);

@@ -15,7 +15,7 @@ import { f32ToF16BitsInto } from "../../backends/float16.ts";
 import { UnsupportedDtypeError, WeightFileError } from "./errors.ts";
 import { readRangeSync } from "./io.ts";
 import { openLdmWeights, openWeights } from "./open.ts";
-import { isQuantDType, QUANT_BLOCKS, quantizeRows } from "./quant.ts";
+import { isQuantDType, QUANT_BLOCKS, QUANT_TYPES, quantizeRows, type QuantizeType } from "./quant.ts";
 import { fusedPartsOf, readTensorF32 } from "./tensor_data.ts";
 import { DTYPE_SIZE, isLoadable, safeNumel, type TensorInfo, type WeightDType } from "./types.ts";
 import { takesWeightType, type WeightType } from "./weight_type.ts";
@@ -29,6 +29,11 @@ const GGUF_TYPE_ID: Readonly<Record<string, number>> = {
   q5_0: 6,
   q5_1: 7,
   q8_0: 8,
+  q2_k: 10,
+  q3_k: 11,
+  q4_k: 12,
+  q5_k: 13,
+  q6_k: 14,
   i8: 24,
   i16: 25,
   i32: 26,
@@ -287,7 +292,9 @@ function encode(name: string, type: string, values: Float32Array, rowLength: num
       return bytes(Uint16Array.from(u32, (u) => u >>> 16));
     }
     default:
-      if (isQuantDType(type)) return quantizeRows(type, values, rowLength);
+      if ((QUANT_TYPES as readonly string[]).includes(type)) {
+        return quantizeRows(type as QuantizeType, values, rowLength);
+      }
       throw new ConvertError(`${name}: cannot write type ${type}`);
   }
 }

@@ -1,6 +1,6 @@
 /**
  * GGUF (v2/v3) reader: header, metadata key/values, tensor infos, aligned data
- * section. F32/F16/BF16 and Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 tensors load as file ranges (the
+ * section. F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q2_K..Q6_K tensors load as file ranges (the
  * quantized ones after a check of their block scales); other types are listed and refused
  * when requested. GGUF stores dims fastest-first; shapes here are PyTorch order.
  *
@@ -242,7 +242,7 @@ export async function readGguf(r: RangeReader): Promise<WeightFile> {
   });
 }
 
-const LOADED = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0";
+const LOADED = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K..Q6_K";
 
 /** Refuses a quantized tensor with a NaN or infinite block scale (read in 16 MiB runs of whole blocks). */
 function verifyScales(path: string, t: TensorInfo): void {

@@ -34,14 +34,14 @@ Deno.test("gguf: metadata, shapes in PyTorch order, aligned data offsets", async
   assertEquals([f.get("q").dtype, [...readTensorF32(f.get("q"))].every((v) => v === 0)], ["q4_0", true]);
 });
 
-Deno.test("gguf: K-quants and unknown type ids are refused in one line naming the tensor", async () => {
+Deno.test("gguf: IQ formats and unknown type ids are refused in one line naming the tensor", async () => {
   const bytes = encodeGguf({}, [
-    { name: "k", type: 12, shape: [1, 256], data: new Uint8Array(144) },
+    { name: "k", type: 20, shape: [1, 32], data: new Uint8Array(18) },
     { name: "x", type: 99, shape: [4], data: new Uint8Array(0) },
   ]);
   const f = await openWeights(await tempFile(bytes, "k.gguf"));
   const k = assertThrows(() => f.get("k"), UnsupportedDtypeError);
-  assertMatch(k.message, /k\.gguf: tensor k is Q4_K, which sdflow does not load \(it loads F32, F16, BF16, Q4_0/);
+  assertMatch(k.message, /k\.gguf: tensor k is IQ4_NL, which sdflow does not load \(it loads F32, F16, BF16, Q4_0/);
   const x = assertThrows(() => f.get("x"), UnsupportedDtypeError);
   assertMatch(x.message, /k\.gguf: tensor x has GGUF type id 99, which sdflow does not know/);
   assertEquals(k.message.includes("\n") || x.message.includes("\n"), false);

@@ -16,8 +16,9 @@ import { isQuantDType, QUANT_BLOCKS, type QuantDType } from "../../engine/graph.
 
 export { isQuantDType, QUANT_BLOCKS, type QuantDType };
 
-/** The formats `--type` accepts, in sd.cpp's spelling. */
-export const QUANT_TYPES: readonly QuantDType[] = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"];
+/** The formats sdflow quantizes to (`--type`), in sd.cpp's spelling; the K-quants are read only. */
+export type QuantizeType = "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0";
+export const QUANT_TYPES: readonly QuantizeType[] = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"];
 
 const f = Math.fround;
 const FLT_MAX = 3.4028234663852886e38;
@@ -28,7 +29,7 @@ export function quantBytes(type: QuantDType, n: number): number {
 }
 
 /** Quantizes `x` (length a multiple of 32) into ggml blocks of `type`, into `out` if given. */
-export function quantize(type: QuantDType, x: Float32Array, out?: Uint8Array): Uint8Array {
+export function quantize(type: QuantizeType, x: Float32Array, out?: Uint8Array): Uint8Array {
   const { elems, bytes } = QUANT_BLOCKS[type];
   if (x.length % elems !== 0) throw new RangeError(`quantize ${type}: ${x.length} values are not whole blocks`);
   const nb = x.length / elems;
@@ -69,7 +70,7 @@ function minMax(x: Float32Array, o: number): [number, number] {
   return [min, max];
 }
 
-const QUANTIZERS: Record<QuantDType, (x: Float32Array, o: number, y: Uint8Array, p: number) => void> = {
+const QUANTIZERS: Record<QuantizeType, (x: Float32Array, o: number, y: Uint8Array, p: number) => void> = {
   q8_0(x, o, y, p) {
     let amax = 0;
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[o + j]));
@@ -144,7 +145,7 @@ const nearestInt = (v: number): number => f(v + 12582912) - 12582912;
  * weights sqrt(sigma2 + x^2), sigma2 the row's mean square) instead of the reference rounding; q8_0
  * has no weighted form. `rowLength` is the innermost dimension (whole blocks); `x` holds whole rows.
  */
-export function quantizeRows(type: QuantDType, x: Float32Array, rowLength: number, out?: Uint8Array): Uint8Array {
+export function quantizeRows(type: QuantizeType, x: Float32Array, rowLength: number, out?: Uint8Array): Uint8Array {
   if (type === "q8_0") return quantize(type, x, out);
   const { bytes } = QUANT_BLOCKS[type];
   if (rowLength % 32 !== 0 || x.length % rowLength !== 0) {
@@ -175,7 +176,7 @@ export function quantizeRows(type: QuantDType, x: Float32Array, rowLength: numbe
 }
 
 /** Codes L[0..32) (0..15 or 0..31) into a block's nibbles (and qh bits) at y[p]. */
-function packQuants(type: QuantDType, L: Uint8Array, y: Uint8Array, p: number): void {
+function packQuants(type: QuantizeType, L: Uint8Array, y: Uint8Array, p: number): void {
   const five = type === "q5_0" || type === "q5_1";
   const qs = p + { q4_0: 2, q4_1: 4, q5_0: 6, q5_1: 8, q8_0: 2 }[type];
   let qh = 0;
@@ -311,7 +312,11 @@ export function dequantize(type: QuantDType, blocks: Uint8Array, n: number, out?
     throw new RangeError(`dequantize ${type}: ${n} values need ${(n / elems) * bytes} bytes of whole blocks`);
   }
   const y = out ?? new Float32Array(n);
-  for (let b = 0, p = 0, o = 0; o < n; b++, p += bytes, o += 32) {
+  if (elems === 256) {
+    for (let p = 0, o = 0; o < n; p += bytes, o += 256) dequantizeK(type, blocks, p, y, o);
+    return y;
+  }
+  for (let p = 0, o = 0; o < n; p += bytes, o += 32) {
     const d = half(blocks, p);
     if (type === "q8_0") {
       for (let j = 0; j < 32; j++) y[o + j] = f(((blocks[p + 2 + j] << 24) >> 24) * d);
@@ -342,17 +347,114 @@ export function dequantize(type: QuantDType, blocks: Uint8Array, n: number, out?
   return y;
 }
 
+/** The 6-bit scale and minimum j of a q4_K / q5_K block's 12 scale bytes at b[s]. */
+function scaleMinK4(j: number, b: Uint8Array, s: number): [number, number] {
+  if (j < 4) return [b[s + j] & 63, b[s + j + 4] & 63];
+  return [(b[s + j + 4] & 15) | ((b[s + j - 4] >> 6) << 4), (b[s + j + 4] >> 4) | ((b[s + j] >> 6) << 4)];
+}
+
+/** One 256-element K-quant block at b[p] into y[o..o+256), with ggml's dequantize_row_q*_K arithmetic. */
+function dequantizeK(type: QuantDType, b: Uint8Array, p: number, y: Float32Array, o: number): void {
+  switch (type) {
+    case "q2_k": { // scales[16], qs[64], d, dmin
+      const d = half(b, p + 80), min = half(b, p + 82);
+      let is = 0;
+      for (let n = 0; n < 2; n++) {
+        const q = p + 16 + 32 * n;
+        for (let shift = 0; shift < 8; shift += 2) {
+          for (let h = 0; h < 2; h++, is++) {
+            const dl = f(d * (b[p + is] & 15)), ml = f(min * (b[p + is] >> 4));
+            for (let l = 0; l < 16; l++) y[o++] = f(f(dl * ((b[q + l + 16 * h] >> shift) & 3)) - ml);
+          }
+        }
+      }
+      return;
+    }
+    case "q3_k": { // hmask[32], qs[64], scales[12], d
+      const d = half(b, p + 108), s = p + 96;
+      let m = 1, is = 0;
+      for (let n = 0; n < 2; n++) {
+        const q = p + 32 + 32 * n;
+        for (let shift = 0; shift < 8; shift += 2, m <<= 1) {
+          for (let h = 0; h < 2; h++, is++) {
+            const lo = is < 8 ? b[s + is] & 15 : b[s + is - 8] >> 4;
+            const hi = (b[s + 8 + (is % 4)] >> (2 * Math.floor(is / 4))) & 3;
+            const dl = f(d * ((lo | (hi << 4)) - 32));
+            for (let l = 0; l < 16; l++) {
+              const k = l + 16 * h;
+              y[o++] = f(dl * (((b[q + k] >> shift) & 3) - ((b[p + k] & m) ? 0 : 4)));
+            }
+          }
+        }
+      }
+      return;
+    }
+    case "q4_k":
+    case "q5_k": { // d, dmin, scales[12], (q5_K: qh[32]), qs[128]
+      const five = type === "q5_k";
+      const d = half(b, p), min = half(b, p + 2);
+      for (let j = 0, is = 0; j < 256; j += 64, is += 2) {
+        const q = p + (five ? 48 : 16) + j / 2;
+        const [s1, m1] = scaleMinK4(is, b, p + 4), [s2, m2] = scaleMinK4(is + 1, b, p + 4);
+        const d1 = f(d * s1), dm1 = f(min * m1), d2 = f(d * s2), dm2 = f(min * m2);
+        const u1 = 1 << (j / 32), u2 = 2 << (j / 32);
+        for (let l = 0; l < 32; l++) {
+          y[o++] = f(f(d1 * ((b[q + l] & 15) + (five && (b[p + 16 + l] & u1) ? 16 : 0))) - dm1);
+        }
+        for (let l = 0; l < 32; l++) {
+          y[o++] = f(f(d2 * ((b[q + l] >> 4) + (five && (b[p + 16 + l] & u2) ? 16 : 0))) - dm2);
+        }
+      }
+      return;
+    }
+    case "q6_k": { // ql[128], qh[64], scales[16] (int8), d
+      const d = half(b, p + 208);
+      for (let n = 0; n < 2; n++) {
+        const ql = p + 64 * n, qh = p + 128 + 32 * n, sc = p + 192 + 8 * n, yo = o + 128 * n;
+        const s8 = (i: number) => (b[sc + i] << 24) >> 24;
+        for (let l = 0; l < 32; l++) {
+          const is = l >> 4;
+          const q1 = ((b[ql + l] & 15) | (((b[qh + l] >> 0) & 3) << 4)) - 32;
+          const q2 = ((b[ql + l + 32] & 15) | (((b[qh + l] >> 2) & 3) << 4)) - 32;
+          const q3 = ((b[ql + l] >> 4) | (((b[qh + l] >> 4) & 3) << 4)) - 32;
+          const q4 = ((b[ql + l + 32] >> 4) | (((b[qh + l] >> 6) & 3) << 4)) - 32;
+          y[yo + l] = f(f(d * s8(is)) * q1);
+          y[yo + l + 32] = f(f(d * s8(is + 2)) * q2);
+          y[yo + l + 64] = f(f(d * s8(is + 4)) * q3);
+          y[yo + l + 96] = f(f(d * s8(is + 6)) * q4);
+        }
+      }
+      return;
+    }
+    default:
+      throw new RangeError(`dequantize: ${type} is not a K-quant`);
+  }
+}
+
+/** Byte offsets of each format's f16 super-scales (and minimums) within a block. */
+const SCALE_OFFSETS: Record<QuantDType, readonly number[]> = {
+  q4_0: [0],
+  q4_1: [0, 2],
+  q5_0: [0],
+  q5_1: [0, 2],
+  q8_0: [0],
+  q2_k: [80, 82],
+  q3_k: [108],
+  q4_k: [0, 2],
+  q5_k: [0, 2],
+  q6_k: [208],
+};
+
 /**
  * The index of the first block of `blocks` whose f16 scale (or minimum) is NaN or ±Infinity, or -1.
  * Such a block turns every product it enters into NaN, so the loader refuses it.
  */
 export function firstBadScale(type: QuantDType, blocks: Uint8Array): number {
   const { bytes } = QUANT_BLOCKS[type];
-  const withMin = type === "q4_1" || type === "q5_1";
+  const offsets = SCALE_OFFSETS[type];
   for (let b = 0, p = 0; p + bytes <= blocks.length; b++, p += bytes) {
     // f16 exponent all ones (0x7c00) = Inf or NaN.
-    if ((blocks[p + 1] & 0x7c) === 0x7c) return b;
-    if (withMin && (blocks[p + 3] & 0x7c) === 0x7c) return b;
+    for (const s of offsets) if ((blocks[p + s + 1] & 0x7c) === 0x7c) return b;
   }
   return -1;
 }

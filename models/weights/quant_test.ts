@@ -1,6 +1,9 @@
 /**
  * ggml's block formats in TypeScript (quant.ts) and in GGUF files:
  *
+ * - dequantize: bit-identical to ggml's dequantize_row_* on random blocks (scales include 0, -0,
+ *   subnormals, ±65504), for the five block formats and the K-quants: testdata/ggml_dequant/, made by
+ *   ggml itself (make_fixtures.ts);
  * - quantize: on x[j] = j - 16 every format's block is worked out by hand from ggml's reference
  *   formulas (in the comments) and compared byte for byte; dequantize gives back the values stated;
  * - round trip on ggml's own test data (0.1 + 2 cos(i), 4096 values), for the reference rounding and
@@ -12,8 +15,22 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { CorruptHeaderError, encodeGguf, openWeights, readTensorF32, TruncatedFileError } from "./mod.ts";
-import { dequantize, QUANT_TYPES, quantize, quantizeRows } from "./quant.ts";
+import { dequantize, QUANT_TYPES, type QuantDType, quantize, quantizeRows } from "./quant.ts";
 import { tempFile } from "./test_util.ts";
+
+const GGML_FIXTURES = new URL("./testdata/ggml_dequant/", import.meta.url);
+const ALL_QUANT: QuantDType[] = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
+
+Deno.test("dequantize: bit-identical to ggml's own dequantize_row_* (fixtures made with ggml) for every format", async () => {
+  for (const type of ALL_QUANT) {
+    const blocks = await Deno.readFile(new URL(`${type}.blocks`, GGML_FIXTURES));
+    const bytes = await Deno.readFile(new URL(`${type}.f32`, GGML_FIXTURES));
+    const want = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    const got = new Uint32Array(dequantize(type, blocks, want.length).buffer);
+    const at = got.findIndex((v, i) => v !== want[i]);
+    assertEquals(at, -1, `${type}: first element differing from ggml`);
+  }
+});
 
 const ramp = Float32Array.from({ length: 32 }, (_, j) => j - 16);
 

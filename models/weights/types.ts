@@ -10,11 +10,6 @@ export type LoadableDType = "f32" | "f16" | "bf16" | QuantDType;
 /** GGUF block-quantized and other GGUF-only types (the q4_0..q8_0 of {@link LoadableDType} load; these are listed only). */
 export type GgufOnlyDType =
   | "q8_1"
-  | "q2_k"
-  | "q3_k"
-  | "q4_k"
-  | "q5_k"
-  | "q6_k"
   | "q8_k"
   | "iq2_xxs"
   | "iq2_xs"

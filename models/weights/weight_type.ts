@@ -9,12 +9,12 @@
  * ```
  */
 import { f32ToF16BitsInto } from "../../backends/float16.ts";
-import { isQuantDType, QUANT_BLOCKS, type QuantDType, quantizeRows } from "./quant.ts";
+import { isQuantDType, QUANT_BLOCKS, quantizeRows, type QuantizeType } from "./quant.ts";
 import { fusedPartsOf, readTensorF32 } from "./tensor_data.ts";
 import type { LoadableTensor, TensorInfo, WeightFile } from "./types.ts";
 
 /** The types `--type` takes (sd.cpp's spelling). */
-export type WeightType = QuantDType | "f16" | "f32";
+export type WeightType = QuantizeType | "f16" | "f32";
 export const WEIGHT_TYPES: readonly WeightType[] = ["f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"];
 
 export function isWeightType(s: string): s is WeightType {

@@ -79,7 +79,7 @@ SDF_API const char *sdf_backend_info(void) {
   snprintf(info_json, sizeof info_json,
            "{\"name\":\"cpu\",\"abi\":%d,\"isa\":\"%s\",\"isas\":[%s],\"threads\":%d,"
            "\"physical_cores\":%d,\"initialized\":%s,"
-           "\"dtypes\":[\"f32\",\"f16\",\"bf16\",\"i32\",\"q4_0\",\"q4_1\",\"q5_0\",\"q5_1\",\"q8_0\"],\"ops\":%s}",
+           "\"dtypes\":[\"f32\",\"f16\",\"bf16\",\"i32\",\"q4_0\",\"q4_1\",\"q5_0\",\"q5_1\",\"q8_0\",\"q2_K\",\"q3_K\",\"q4_K\",\"q5_K\",\"q6_K\"],\"ops\":%s}",
            SDF_ABI_VERSION, sdf_isa_name(isa), isas, threads, sdf_physical_cores(),
            sdf_initialized ? "true" : "false", ops);
   return info_json;

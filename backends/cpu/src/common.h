@@ -41,7 +41,7 @@ static inline size_t sdf_dtype_size(int32_t dtype) {
 /* Whether a plan may declare dtype (element-sized or block-quantized). */
 static inline int sdf_dtype_known(int32_t dtype) { return sdf_dtype_size(dtype) != 0 || sdfq_is_quant(dtype); }
 
-/* Bytes of numel elements of dtype (numel a multiple of SDFQ_BLOCK if quantized). */
+/* Bytes of numel elements of dtype (numel whole blocks if quantized). */
 static inline uint64_t sdf_dtype_bytes(int32_t dtype, int64_t numel) {
   return sdfq_is_quant(dtype) ? sdfq_bytes(dtype, numel) : (uint64_t)numel * sdf_dtype_size(dtype);
 }
@@ -66,6 +66,16 @@ static inline const char *sdf_dtype_name(int32_t dtype) {
     return "q5_1";
   case SDF_Q8_0:
     return "q8_0";
+  case SDF_Q2_K:
+    return "q2_K";
+  case SDF_Q3_K:
+    return "q3_K";
+  case SDF_Q4_K:
+    return "q4_K";
+  case SDF_Q5_K:
+    return "q5_K";
+  case SDF_Q6_K:
+    return "q6_K";
   default:
     return "?";
   }

@@ -97,9 +97,9 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
     return SDF_E_UNSUPPORTED;
   }
   if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4) CFAIL("CONV2D tensors must be rank 4");
-  if (sdfq_is_quant(w->dtype) && (w->dims[1] * w->dims[2] * w->dims[3]) % SDFQ_BLOCK != 0)
+  if (sdfq_is_quant(w->dtype) && (w->dims[1] * w->dims[2] * w->dims[3]) % sdfq_block_elems(w->dtype) != 0)
     CFAIL("CONV2D: a %s weight's rows (Ci*KH*KW = %lld) do not split into blocks of %d", sdf_dtype_name(w->dtype),
-          (long long)(w->dims[1] * w->dims[2] * w->dims[3]), SDFQ_BLOCK);
+          (long long)(w->dims[1] * w->dims[2] * w->dims[3]), (int)sdfq_block_elems(w->dtype));
   if (w->dims[1] != x->dims[1])
     CFAIL("CONV2D: x has %lld channels, w expects %lld (groups unsupported)",
           (long long)x->dims[1], (long long)w->dims[1]);

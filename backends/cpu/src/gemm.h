@@ -120,7 +120,7 @@ static inline int sdfg_is_weight_dtype(int32_t dt) {
   return sdfg_is_float_dtype(dt) || sdfq_is_quant(dt);
 }
 
-/* The address of element e of a weight (e a multiple of SDFQ_BLOCK if
+/* The address of element e of a weight (e whole blocks if
  * quantized: the start of a block). */
 static inline const void *sdfg_elem_ptr(const void *base, int32_t dt, int64_t e) {
   if (sdfq_is_quant(dt)) return (const char *)base + sdfq_bytes(dt, e);

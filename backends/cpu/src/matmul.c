@@ -68,9 +68,9 @@ static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
     return SDF_E_INVALID;
   }
   const int64_t K = x->dims[x->ndim - 1], N = w->dims[0];
-  if (sdfq_is_quant(w->dtype) && w->dims[1] % SDFQ_BLOCK != 0) {
+  if (sdfq_is_quant(w->dtype) && w->dims[1] % sdfq_block_elems(w->dtype) != 0) {
     snprintf(err, err_len, "MATMUL: a %s weight's rows of %lld do not split into blocks of %d",
-             sdf_dtype_name(w->dtype), (long long)w->dims[1], SDFQ_BLOCK);
+             sdf_dtype_name(w->dtype), (long long)w->dims[1], (int)sdfq_block_elems(w->dtype));
     return SDF_E_INVALID;
   }
   if (w->dims[1] != K) {

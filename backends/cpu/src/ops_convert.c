@@ -25,6 +25,11 @@ static void to_f32(float *dst, const void *src, int32_t dtype, int64_t i0, int64
   case SDF_Q5_0:
   case SDF_Q5_1:
   case SDF_Q8_0:
+  case SDF_Q2_K:
+  case SDF_Q3_K:
+  case SDF_Q4_K:
+  case SDF_Q5_K:
+  case SDF_Q6_K:
     sdfq_to_f32(dst, src, dtype, i0, n);
     break;
   default:

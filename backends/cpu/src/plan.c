@@ -171,9 +171,9 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
         FAIL(SDF_E_INVALID, "plan: tensor %u: element count overflows", i);
       t->dims[d] = v;
     }
-    if (sdfq_is_quant((int32_t)dtype) && numel % SDFQ_BLOCK != 0)
+    if (sdfq_is_quant((int32_t)dtype) && numel % sdfq_block_elems((int32_t)dtype) != 0)
       FAIL(SDF_E_INVALID, "plan: tensor %u: %lld %s elements do not fill whole blocks of %d", i, (long long)numel,
-           sdf_dtype_name((int32_t)dtype), SDFQ_BLOCK);
+           sdf_dtype_name((int32_t)dtype), (int)sdfq_block_elems((int32_t)dtype));
     int64_t nbytes;
     uint64_t end;
     if (__builtin_mul_overflow(numel, (int64_t)(sdfq_is_quant((int32_t)dtype) ? 1 : sdf_dtype_size((int32_t)dtype)),

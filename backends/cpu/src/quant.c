@@ -16,9 +16,99 @@ static inline float f16_at(const uint8_t *p) {
   return sdf_f16_to_f32(h);
 }
 
+/* The 6-bit scale and minimum j of a q4_K / q5_K block's 12 scale bytes. */
+static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+/* One 256-element K-quant block. */
+static void kblock(int32_t dtype, float *y, const uint8_t *b) {
+  switch (dtype) {
+  case SDF_Q2_K: { /* scales[16], qs[64], d, dmin */
+    const float d = f16_at(b + 80), min = f16_at(b + 82);
+    const uint8_t *sc = b, *q = b + 16;
+    for (int n = 0, is = 0; n < 256; n += 128, q += 32)
+      for (int shift = 0; shift < 8; shift += 2)
+        for (int half = 0; half < 2; half++, is++) {
+          const float dl = d * (float)(sc[is] & 0xF), ml = min * (float)(sc[is] >> 4);
+          for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+        }
+    break;
+  }
+  case SDF_Q3_K: { /* hmask[32], qs[64], scales[12], d */
+    const float d = f16_at(b + 108);
+    const uint8_t *hm = b, *q = b + 32, *s = b + 96;
+    int8_t scales[16];
+    for (int j = 0; j < 16; j++) {
+      /* 6-bit scales: low 4 bits from bytes 0..7 (nibble j / 8), high 2 bits from bytes 8..11 */
+      const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+      const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+      scales[j] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+    uint8_t m = 1;
+    for (int n = 0, is = 0; n < 256; n += 128, q += 32)
+      for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+        for (int half = 0; half < 2; half++, is++) {
+          const float dl = d * (float)scales[is];
+          for (int l = 0; l < 16; l++) {
+            const int k = l + 16 * half;
+            *y++ = dl * (float)(((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+          }
+        }
+    break;
+  }
+  case SDF_Q4_K:
+  case SDF_Q5_K: { /* d, dmin, scales[12], (q5_K: qh[32]), qs[128] */
+    const int five = dtype == SDF_Q5_K;
+    const float d = f16_at(b), min = f16_at(b + 2);
+    const uint8_t *sc = b + 4, *qh = b + 16, *q = b + (five ? 48 : 16);
+    for (int j = 0, is = 0; j < 256; j += 64, q += 32, is += 2) {
+      int s1, m1, s2, m2;
+      scale_min_k4(is, sc, &s1, &m1);
+      scale_min_k4(is + 1, sc, &s2, &m2);
+      const float d1 = d * (float)s1, dm1 = min * (float)m1, d2 = d * (float)s2, dm2 = min * (float)m2;
+      const int u1 = 1 << (j / 32), u2 = 2 << (j / 32);
+      for (int l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - dm1;
+      for (int l = 0; l < 32; l++) *y++ = d2 * (float)((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - dm2;
+    }
+    break;
+  }
+  case SDF_Q6_K: { /* ql[128], qh[64], scales[16] (int8), d */
+    const float d = f16_at(b + 208);
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+      for (int l = 0; l < 32; l++) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * (float)sc[is] * (float)q1;
+        y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+        y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+        y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+      }
+    break;
+  }
+  default:
+    for (int j = 0; j < 256; j++) y[j] = 0.0f;
+  }
+}
+
 void sdfq_blocks_scalar(int32_t dtype, float *dst, const uint8_t *src, int64_t nb) {
   const size_t bs = sdfq_block_bytes(dtype);
-  for (int64_t b = 0; b < nb; b++, src += bs, dst += SDFQ_BLOCK) {
+  if (dtype >= SDF_Q2_K) {
+    for (int64_t b = 0; b < nb; b++) kblock(dtype, dst + b * 256, src + b * bs);
+    return;
+  }
+  for (int64_t b = 0; b < nb; b++, src += bs, dst += 32) {
     const float d = f16_at(src);
     switch (dtype) {
     case SDF_Q8_0: {
@@ -80,22 +170,23 @@ static void blocks(int32_t dtype, float *dst, const uint8_t *src, int64_t nb) {
 void sdfq_to_f32(float *dst, const void *base, int32_t dtype, int64_t e0, int64_t n) {
   if (n <= 0) return;
   const size_t bs = sdfq_block_bytes(dtype);
+  const int64_t be = sdfq_block_elems(dtype);
   const uint8_t *p = (const uint8_t *)base;
-  int64_t b = e0 / SDFQ_BLOCK;
-  const int64_t head = e0 % SDFQ_BLOCK;
-  float tmp[SDFQ_BLOCK];
+  int64_t b = e0 / be;
+  const int64_t head = e0 % be;
+  float tmp[SDFQ_MAX_BLOCK];
   if (head) { /* a partial first block */
     blocks(dtype, tmp, p + (size_t)b * bs, 1);
-    const int64_t take = n < SDFQ_BLOCK - head ? n : SDFQ_BLOCK - head;
+    const int64_t take = n < be - head ? n : be - head;
     memcpy(dst, tmp + head, (size_t)take * sizeof(float));
     dst += take;
     n -= take;
     b++;
   }
-  const int64_t whole = n / SDFQ_BLOCK;
+  const int64_t whole = n / be;
   if (whole) blocks(dtype, dst, p + (size_t)b * bs, whole);
-  dst += whole * SDFQ_BLOCK;
-  n -= whole * SDFQ_BLOCK;
+  dst += whole * be;
+  n -= whole * be;
   b += whole;
   if (n) { /* a partial last block */
     blocks(dtype, tmp, p + (size_t)b * bs, 1);

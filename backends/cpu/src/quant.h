@@ -13,9 +13,12 @@
 
 #include "../../sdflow_backend.h"
 
-#define SDFQ_BLOCK 32 /* elements per block of every supported format */
+#define SDFQ_MAX_BLOCK 256 /* elements per block: 32, or 256 for the K-quants */
 
-static inline int sdfq_is_quant(int32_t dtype) { return dtype >= SDF_Q4_0 && dtype <= SDF_Q8_0; }
+static inline int sdfq_is_quant(int32_t dtype) { return dtype >= SDF_Q4_0 && dtype <= SDF_Q6_K; }
+
+/* Elements per block of a quantized dtype. */
+static inline int64_t sdfq_block_elems(int32_t dtype) { return dtype >= SDF_Q2_K ? 256 : 32; }
 
 /* Bytes per block of a quantized dtype, 0 if it is not one. */
 static inline size_t sdfq_block_bytes(int32_t dtype) {
@@ -25,13 +28,18 @@ static inline size_t sdfq_block_bytes(int32_t dtype) {
   case SDF_Q5_0: return 22;
   case SDF_Q5_1: return 24;
   case SDF_Q8_0: return 34;
+  case SDF_Q2_K: return 84;
+  case SDF_Q3_K: return 110;
+  case SDF_Q4_K: return 144;
+  case SDF_Q5_K: return 176;
+  case SDF_Q6_K: return 210;
   default: return 0;
   }
 }
 
-/* Bytes of n elements of a quantized dtype (n a multiple of SDFQ_BLOCK). */
+/* Bytes of n elements of a quantized dtype (n whole blocks). */
 static inline uint64_t sdfq_bytes(int32_t dtype, int64_t n) {
-  return (uint64_t)(n / SDFQ_BLOCK) * sdfq_block_bytes(dtype);
+  return (uint64_t)(n / sdfq_block_elems(dtype)) * sdfq_block_bytes(dtype);
 }
 
 /* Elements [e0, e0 + n) of the flattened quantized tensor at base, as f32.
@@ -42,7 +50,7 @@ void sdfq_to_f32(float *dst, const void *base, int32_t dtype, int64_t e0, int64_
 /* Element i (slow; for the direct reference paths and small tensors). */
 float sdfq_load1(const void *base, int32_t dtype, int64_t i);
 
-/* nb whole blocks at src into dst (nb * SDFQ_BLOCK floats). */
+/* nb whole blocks at src into dst (nb * sdfq_block_elems(dtype) floats). */
 void sdfq_blocks_scalar(int32_t dtype, float *dst, const uint8_t *src, int64_t nb);
 #if defined(__x86_64__) || defined(_M_X64)
 /* Q8_0 / Q4_0 with AVX-512 (returns 0 if dtype has no AVX-512 path). */
