@@ -6,9 +6,10 @@
  * against the f16 result (sd.cpp's picture from the f16 file, which sdflow's f16 run matches at >= 40 dB,
  * tests/sd15_reference_test.ts) is printed.
  *
- * Bounds: q8_0 >= 35 dB (measured 43.7 dB). q4_0 >= 15 dB (measured 19.1 dB): this checkpoint's weights
- * are random, so a 4-bit rounding of every linear layer moves the picture far more than on a trained
- * model; the bound only catches a broken format (a wrong nibble order or scale gives noise, < 10 dB).
+ * Bounds: q8_0 >= 35 dB (measured 43.7 dB). q4_0 >= 17 dB (measured 20.5 dB; sd.cpp's own q4_0 picture is
+ * 20.7 dB from its f16 one, and sdflow's is 40.2 dB from sd.cpp's): this checkpoint's weights are random,
+ * so a 4-bit rounding of every linear layer moves the picture far more than on a trained model; the bound
+ * only catches a broken format (a wrong nibble order or scale gives noise, < 10 dB).
  * The converted file is written to a temporary folder and removed.
  *
  * @module
@@ -22,7 +23,7 @@ import { ensureSd15Checkpoint, SD15_CHECKPOINT, SD15_CHECKPOINT_SHARED } from ".
 import { sharedTest, sharedUrl } from "./shared.ts";
 
 const REFERENCE_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
-const MIN_PSNR_DB = { q8_0: 35, q4_0: 15 } as const;
+const MIN_PSNR_DB = { q8_0: 35, q4_0: 17 } as const;
 
 Deno.test({
   ...sharedTest(
