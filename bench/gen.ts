@@ -1,6 +1,7 @@
 /**
  * `deno task bench gen [--arch sd15|sd21|sdxl] [--sizes 256,512] [--steps 4] [--threads N]
- *   [--model PATH] [--lora PATH [--lora-mode merge|runtime]] [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
+ *   [--model PATH] [--type q8_0|q4_0|…] [--lora PATH [--lora-mode merge|runtime]] [--sdcpp PATH/sd-cli] [--repeat N]
+ *   [--json]`
  *
  * Times what users run: sdflow's own CLI (`deno run -A cli/gen.ts`, the command behind `deno task
  * gen`) in a subprocess per size, with stable-diffusion.cpp's flags (`-m … -p "a lovely cat" -s 42
@@ -18,6 +19,9 @@
  * time is in the text encoding and the first step. `--repeat N` runs each size N times (the engines alternating) and reports the
  * spread of the step and decode times.
  *
+ * `--type T` converts the weights on load in both engines (sd.cpp's flag); a quantized GGUF file as `--model`
+ * (e.g. from `deno task convert`) runs as it is.
+ *
  * The model: `--model PATH`, else `$SDFLOW_<ARCH>_MODEL` (e.g. SDFLOW_SDXL_MODEL), else
  * `.cache/<arch>-random-f16.safetensors`, made on demand with ../shared/tools/make_random_sd.py
  * (python3 + numpy), as tests/sd15_reference_test.ts does.
@@ -31,6 +35,7 @@ import { parseArgs } from "node:util";
 import type { TimingsReport } from "../cli/timings.ts";
 import { median } from "../cli/progress.ts";
 import { comparePngFiles } from "../tools/psnr.ts";
+import { isWeightType, WEIGHT_TYPES, type WeightType } from "../models/mod.ts";
 import { runSdcpp, type SdcppRun, txt2imgArgs, type Txt2ImgFlags } from "./sdcpp.ts";
 import { fmt, textTable, times } from "./table.ts";
 
@@ -64,6 +69,8 @@ export interface GenOptions {
   readonly repeat: number;
   /** A LoRA file and how it is applied. */
   readonly lora?: { readonly path: string; readonly mode: "merge" | "runtime" };
+  /** `--type`: both engines convert the weights on load (a quantized GGUF file needs none). */
+  readonly weightType?: WeightType;
 }
 
 /** A mistake on the benchmark's command line (exit code 2). */
@@ -100,6 +107,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
         repeat: { type: "string", default: "1" },
         lora: { type: "string" },
         "lora-mode": { type: "string", default: "merge" },
+        type: { type: "string" },
       },
     });
   } catch (e) {
@@ -120,6 +128,9 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
   if (values.sdcpp === "") throw new BenchUsageError("--sdcpp expects the path of an sd-cli binary");
   if (values.model === "") throw new BenchUsageError("--model expects a checkpoint path");
   if (values.lora === "") throw new BenchUsageError("--lora expects a LoRA file");
+  if (values.type !== undefined && !isWeightType(values.type)) {
+    throw new BenchUsageError(`--type must be one of ${WEIGHT_TYPES.join(", ")}, got "${values.type}"`);
+  }
   const loraMode = values["lora-mode"]!;
   if (loraMode !== "merge" && loraMode !== "runtime") {
     throw new BenchUsageError(`--lora-mode must be merge or runtime, got "${loraMode}"`);
@@ -135,6 +146,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
     isa: values.isa!,
     repeat: positiveInt("--repeat", values.repeat!),
     ...(values.lora === undefined ? {} : { lora: { path: values.lora, mode: loraMode } }),
+    ...(values.type === undefined ? {} : { weightType: values.type as WeightType }),
   };
 }
 
@@ -322,6 +334,7 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
           threads,
           output: `${scratch}/${engine}-${size}.png`,
           lora,
+          ...(opts.weightType ? { weightType: opts.weightType } : {}),
         });
         const cpu0 = systemCpu();
         say(`${label}: sdflow… (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before)`);
@@ -490,7 +503,8 @@ export function genNotes(rows: readonly GenRow[]): string[] {
 /** The title line of a run. */
 export function genTitle(opts: GenOptions, threads: number, isa: string): string {
   const lora = opts.lora ? `, LoRA ${opts.lora.path} (${opts.lora.mode})` : "";
-  return `${ARCHS[opts.arch].title} txt2img "a lovely cat"${lora}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
+  const type = opts.weightType ? `, weights --type ${opts.weightType}` : "";
+  return `${ARCHS[opts.arch].title} txt2img "a lovely cat"${lora}${type}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
     `${threads} thread(s), isa ${isa}, through sdflow's CLI (cli/gen.ts)` +
     (opts.sdcpp ? ` and ${opts.sdcpp} in the same run` : "");
 }

@@ -126,6 +126,7 @@ Deno.test("bench gen: arguments", () => {
   assertEquals(parseGenArgs(["readme", "--threads=1", "--json"]).threads, 1);
   assertEquals(parseGenArgs(["--lora", "x.safetensors"]).lora, { path: "x.safetensors", mode: "merge" });
   assertEquals(parseGenArgs(["--lora", "x", "--lora-mode", "runtime"]).lora, { path: "x", mode: "runtime" });
+  assertEquals(parseGenArgs(["--type", "q4_0"]).weightType, "q4_0");
   const bad: [string[], RegExp][] = [
     [["--arch", "sd3"], /--arch must be one of sd15, sd21, sdxl, got "sd3"/],
     [["--sizes", "256,500"], /multiples of 64/],
@@ -133,6 +134,7 @@ Deno.test("bench gen: arguments", () => {
     [["--steps", "0"], /--steps expects a positive integer/],
     [["--repeat", "0"], /--repeat expects a positive integer/],
     [["--lora", "x", "--lora-mode", "fast"], /--lora-mode must be merge or runtime, got "fast"/],
+    [["--type", "q3_k"], /--type must be one of f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0, got "q3_k"/],
     [["--steps", "2.5"], /--steps expects a positive integer/],
     [["--threads", "x"], /--threads expects a positive integer/],
     [["--sdcpp="], /--sdcpp expects the path/],

@@ -111,6 +111,8 @@ export interface Txt2ImgFlags {
   readonly output: string;
   /** A LoRA file, applied with strength 1 through sd.cpp's `<lora:name:1>` prompt tag. */
   readonly lora?: { readonly path: string; readonly mode: "immediately" | "at_runtime" };
+  /** sd.cpp's `--type`: convert the weights on load (q8_0, q4_0, f16, …). */
+  readonly weightType?: string;
 }
 
 /** sd.cpp's command-line flags for a run; sdflow's `gen` accepts the very same list. */
@@ -142,6 +144,7 @@ export function txt2imgArgs(f: Txt2ImgFlags): string[] {
     f.sampler,
     "--steps",
     String(f.steps),
+    ...(f.weightType ? ["--type", f.weightType] : []),
     "-o",
     f.output,
   ];
