@@ -4,7 +4,8 @@
  * - a safetensors file to q8_0: exit 0, the output loads, tensors typed by sd.cpp's rule, values of the
  *   kept tensors unchanged; that q8_0 GGUF converted again to f16; a PyTorch checkpoint (the ckpt
  *   fixture, with f32/f16/bf16/i64 tensors and a scalar) to GGUF with each tensor's values unchanged
- *   (i64 stored as i32, as sd.cpp does); a diffusers folder to GGUF (ldm names);
+ *   (i64 stored as i32, as sd.cpp does); an SD 2.x diffusers folder to GGUF: ldm names, q/k/v pieces
+ *   joined into the fused in_proj, each tensor equal to the single file's conversion;
  * - bad input (an unsupported --type, a truncated GGUF, rows that are not whole blocks, an unknown
  *   type id, a NaN block scale, a .safetensors output): exit code 2 (command line) or 1 (model), ONE
  *   line on stderr naming the problem, and nothing written (no output, no partial file).
@@ -12,7 +13,17 @@
 
 import { assert, assertEquals, assertMatch } from "../tests/assert.ts";
 import { makeTinyCheckpoint } from "../models/mod.ts";
-import { encodeGguf, openWeights, quantize, readTensorF32, takesWeightType } from "../models/weights/mod.ts";
+import { TINY_SD2, tinyCheckpointBytes } from "../models/tiny/mod.ts";
+import { parseSafetensors } from "../models/testdata/helpers.ts";
+import {
+  encodeGguf,
+  encodeSafetensors,
+  ldmToDiffusersNames,
+  openWeights,
+  quantize,
+  readTensorF32,
+  takesWeightType,
+} from "../models/weights/mod.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -99,6 +110,66 @@ Deno.test("convert: a PyTorch checkpoint to GGUF keeps every value (i64 as i32, 
   } finally {
     src.close();
     g.close();
+  }
+});
+
+Deno.test("convert: a diffusers folder (SD 2.x: q/k/v pieces) to GGUF = the single file's tensors", async () => {
+  // The tiny SD 2.x checkpoint in the diffusers layout (as models/tiny/sd2_diffusers_test.ts writes it).
+  const ckpt = parseSafetensors(tinyCheckpointBytes({ seed: 5, arch: "sd2" }));
+  const lastLayer = `cond_stage_model.model.transformer.resblocks.${TINY_SD2.clip.layers - 1}.`;
+  const parts = new Map<string, { name: string; dtype: string; shape: number[]; data: Uint8Array }[]>();
+  const put = (full: string, shape: number[], data: Float32Array) => {
+    const [component, ...rest] = full.split(".");
+    const list = parts.get(component) ?? [];
+    list.push({
+      name: rest.join("."),
+      dtype: "F32",
+      shape,
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
+    parts.set(component, list);
+  };
+  for (const t of ckpt.tensors) {
+    if (t.dtype !== "F32" || t.name.startsWith(lastLayer)) continue;
+    const names = ldmToDiffusersNames(t.name, "sd2");
+    const values = ckpt.f32(t.name);
+    const per = values.length / names.length;
+    names.forEach((n, j) =>
+      put(n, [t.shape[0] / names.length, ...t.shape.slice(1)], values.slice(j * per, (j + 1) * per))
+    );
+  }
+  const folder = `${dir}/sd2-diffusers`;
+  await Deno.mkdir(folder);
+  await Deno.writeTextFile(`${folder}/model_index.json`, JSON.stringify({ _class_name: "StableDiffusionPipeline" }));
+  for (
+    const [component, file] of [["unet", "diffusion_pytorch_model"], ["vae", "diffusion_pytorch_model"], [
+      "text_encoder",
+      "model",
+    ]]
+  ) {
+    await Deno.mkdir(`${folder}/${component}`);
+    await Deno.writeFile(`${folder}/${component}/${file}.safetensors`, encodeSafetensors(parts.get(component)!));
+  }
+  const single = `${dir}/sd2.safetensors`;
+  await Deno.writeFile(single, tinyCheckpointBytes({ seed: 5, arch: "sd2" }));
+  for (const [input, out] of [[folder, `${dir}/sd2-folder.gguf`], [single, `${dir}/sd2-single.gguf`]]) {
+    const r = await convert("-m", input, "-o", out, "--type", "q8_0");
+    assertEquals(r.code, 0, r.stderr);
+  }
+  const a = await openWeights(`${dir}/sd2-folder.gguf`), b = await openWeights(`${dir}/sd2-single.gguf`);
+  try {
+    let fused = 0;
+    for (const [name, t] of a.tensors) {
+      const u = b.tensors.get(name);
+      assert(u, `${name} is not in the single file's conversion`);
+      assertEquals([t.dtype, t.shape], [u.dtype, u.shape], name);
+      assertEquals(readTensorF32(t), readTensorF32(u), name);
+      if (name.endsWith("attn.in_proj_weight")) fused++;
+    }
+    assertEquals(fused, TINY_SD2.clip.layers - 1, "the text encoder's fused in_proj weights, from q/k/v pieces");
+  } finally {
+    a.close();
+    b.close();
   }
 });
 
