@@ -115,6 +115,19 @@ Deno.test("gguf: quantized tensors load; NaN/Inf scales, partial blocks and trun
     assertEquals(Array.from(readTensorF32(t)), Array.from(dequantize(type, quantize(type, x), 64)), type);
   }
 
+  // A K-quant tensor (q4_K, GGUF type 12): 2 rows of one 256-element super-block each, from ggml's fixture.
+  const kBlocks = (await Deno.readFile(new URL("q4_k.blocks", GGML_FIXTURES))).subarray(0, 2 * 144);
+  const kWant = await Deno.readFile(new URL("q4_k.f32", GGML_FIXTURES));
+  const kf = await openWeights(
+    await tempFile(encodeGguf({}, [{ name: "k", type: 12, shape: [2, 256], data: kBlocks }]), "k.gguf"),
+  );
+  assertEquals(kf.get("k").dtype, "q4_k");
+  assertEquals(
+    new Uint8Array(readTensorF32(kf.get("k")).buffer),
+    kWant.subarray(0, 2 * 256 * 4),
+    "q4_K tensor read back as ggml dequantizes it",
+  );
+
   for (const [what, d] of [["NaN", 0x7e00], ["Inf", 0x7c00], ["-Inf", 0xfc00]] as const) {
     const bytes = encodeGguf({}, [{
       name: "bad",
