@@ -1,5 +1,6 @@
 /**
- * `-M convert` through the CLI (`deno run -A cli/gen.ts -M convert …`, what `deno task convert` runs):
+ * `-M convert` through the CLI (`deno run -A cli/gen.ts -M convert …`, what `deno task convert` runs; in a
+ * subprocess for a conversion and a refused --type, the other cases through gen's `main` in this process):
  *
  * - a safetensors file to q8_0: exit 0, the output loads, tensors typed by sd.cpp's rule, values of the
  *   kept tensors unchanged; that q8_0 GGUF converted again to f16; a PyTorch checkpoint (the ckpt
@@ -12,6 +13,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../tests/assert.ts";
+import { main as genMain } from "./gen.ts";
 import { makeTinyCheckpoint } from "../models/mod.ts";
 import { TINY_SD2, tinyCheckpointBytes } from "../models/tiny/mod.ts";
 import { parseSafetensors } from "../models/testdata/helpers.ts";
@@ -31,7 +33,8 @@ const dir = await Deno.makeTempDir({ prefix: "sdflow-convert-test-" });
 const tiny = await makeTinyCheckpoint(`${dir}/tiny.safetensors`, { seed: 3, dtype: "f16" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
-async function convert(...args: string[]): Promise<{ code: number; stderr: string }> {
+/** `deno run -A cli/gen.ts -M convert …` in a subprocess: exit code and stderr. */
+async function convertCli(...args: string[]): Promise<{ code: number; stderr: string }> {
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "cli/gen.ts", "-M", "convert", ...args],
     cwd: root,
@@ -39,6 +42,22 @@ async function convert(...args: string[]): Promise<{ code: number; stderr: strin
     stderr: "piped",
   }).output();
   return { code: r.code, stderr: dec.decode(r.stderr) };
+}
+
+/**
+ * The same command through gen's `main` in this process (what cli/gen.ts runs, minus the process start):
+ * its return value is the exit code, its console.error lines the stderr.
+ */
+async function convert(...args: string[]): Promise<{ code: number; stderr: string }> {
+  const lines: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => lines.push(a.map(String).join(" "));
+  try {
+    const code = await genMain(["-M", "convert", ...args]);
+    return { code, stderr: lines.map((l) => l + "\n").join("") };
+  } finally {
+    console.error = error;
+  }
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -60,7 +79,7 @@ async function assertRefused(r: { code: number; stderr: string }, code: number, 
 
 Deno.test("convert: safetensors -> q8_0 -> f16 GGUF, tensors typed by sd.cpp's rule", async () => {
   const q8 = `${dir}/tiny-q8_0.gguf`;
-  const r = await convert("-m", tiny, "-o", q8, "--type", "q8_0");
+  const r = await convertCli("-m", tiny, "-o", q8, "--type", "q8_0");
   assertEquals(r.code, 0, r.stderr);
   assertMatch(r.stderr, /wrote .*tiny-q8_0\.gguf: \d+ tensors \(\d+ f16, \d+ q8_0\)/);
   const src = await openWeights(tiny), out = await openWeights(q8);
@@ -176,7 +195,7 @@ Deno.test("convert: a diffusers folder (SD 2.x: q/k/v pieces) to GGUF = the sing
 Deno.test("convert: bad input is one line, exit 1 or 2, and nothing is written", async () => {
   const out = `${dir}/bad.gguf`;
   await assertRefused(
-    await convert("-m", tiny, "-o", out, "--type", "q3_k"),
+    await convertCli("-m", tiny, "-o", out, "--type", "q3_k"),
     2,
     /^error: --type must be one of f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0, got "q3_k"$/,
     out,
