@@ -275,8 +275,12 @@ Deno.test("plan validation: each malformed plan names its problem", async () => 
     /tensor 0: binding 3/,
   );
   await assertBackendError(
+    compile(rawPlan({ nBindings: 1, tensors: [t2([2], 0, 0, 99)], ops: [] })),
+    /tensor 0: unknown dtype 99/,
+  );
+  await assertBackendError(
     compile(rawPlan({ nBindings: 1, tensors: [t2([2], 0, 0, 9)], ops: [] })),
-    /tensor 0: unknown dtype 9/,
+    /tensor 0: 2 q2_K elements do not fill whole blocks of 256/,
   );
   await assertBackendError(
     compile(rawPlan({ nBindings: 1, tensors: [t2([2, 0, 3])], ops: [] })),
