@@ -9,12 +9,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 src="$here/../src"
 out="${OUT_DIR:-$here/build}"
 mkdir -p "$out"
-base="-O3 -std=c11 -fPIC -Wall -Wextra -pthread"
+base="-O3 -std=c11 -fPIC -Wall -Wextra -pthread -D_GNU_SOURCE"
 objs=()
 cc="${CC:-gcc}"
 arch=$($cc -dumpmachine | cut -d- -f1)
 for f in gemm gemm_scalar gemm_avx512 gemm_avx2 gemm_neon matmul conv conv_avx512 winograd winograd_gemm \
-         winograd_avx512 winograd_avx2 winograd_neon; do
+         winograd_avx512 winograd_avx2 winograd_neon quant quant_avx512; do
   [ -f "$src/$f.c" ] || continue
   flags=""
   case "$f" in
