@@ -231,9 +231,9 @@ export class Engine {
     if (!hit) {
       throw new RequestError(
         404,
-        `unknown model ${JSON.stringify(name)} (${label}, looked for in ${
-          MODEL_KINDS[kind].subdirs.map((d) => `${d}/`).join(" or ")
-        }); available: ${all.map((m) => m.name).join(", ") || "none"}`,
+        `unknown model ${JSON.stringify(name)} (${label}); available: ${
+          all.map((m) => m.name).join(", ") || "none"
+        } (looked for in ${MODEL_KINDS[kind].subdirs.map((d) => `${d}/`).join(" or ")})`,
       );
     }
     return hit;
