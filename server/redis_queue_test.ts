@@ -22,6 +22,8 @@ const STALL_MS = 6000;
 /** A `deno task worker` subprocess; its stdout lines are collected. */
 class TestWorker {
   readonly lines: string[] = [];
+  /** When each line arrived (ms). */
+  readonly times = new Map<string, number>();
   readonly #waiters: (() => void)[] = [];
   readonly proc: Deno.ChildProcess;
   readonly reading: Promise<void>;
@@ -50,6 +52,7 @@ class TestWorker {
         const parts = (rest + chunk).split("\n");
         rest = parts.pop()!;
         this.lines.push(...parts);
+        for (const part of parts) this.times.set(part, performance.now());
         for (const w of this.#waiters.splice(0)) w();
       }
     })();
@@ -88,14 +91,14 @@ class TestWorker {
   }
 }
 
-function graph(seed: number, steps: number) {
+function graph(seed: number, steps: number, size = 64) {
   return {
     version: 1,
     nodes: {
       checkpoint: { type: "tiny_checkpoint", inputs: {} },
       positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a cat" } },
       negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-      latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
+      latent: { type: "empty_latent", inputs: { width: size, height: size } },
       sampler: {
         type: "sampler",
         inputs: {
@@ -114,8 +117,11 @@ function graph(seed: number, steps: number) {
   };
 }
 
-async function submit(base: string, seed: number, steps: number, query = ""): Promise<string> {
-  const r = await fetch(`${base}/v1/graphs${query}`, { method: "POST", body: JSON.stringify(graph(seed, steps)) });
+async function submit(base: string, seed: number, steps: number, query = "", size = 64): Promise<string> {
+  const r = await fetch(`${base}/v1/graphs${query}`, {
+    method: "POST",
+    body: JSON.stringify(graph(seed, steps, size)),
+  });
   const body = await r.json();
   assert.equal(r.status, 202, JSON.stringify(body));
   return body.id;
@@ -185,13 +191,15 @@ Deno.test({
   ignore: !HAVE_REDIS,
   fn: async () => {
     await withRedisServer(async ({ server, base, tmp, redis }) => {
+      // One-step jobs, and one of 200 steps at 128x128 (several seconds on the tiny model) among them: the
+      // worker running it is killed mid-job. All are queued before the workers start.
+      const ids: string[] = [];
+      for (let i = 0; i < 50; i++) {
+        ids.push(await submit(base, 1000 + i, i === 10 ? 200 : 1, "", i === 10 ? 128 : 64));
+      }
       const a = new TestWorker(redis.url, join(tmp, "a"));
       const b = new TestWorker(redis.url, join(tmp, "b"));
       try {
-        // One-step jobs, and one of 300 steps (seconds on the tiny model) among them: the worker running it is
-        // killed mid-job.
-        const ids: string[] = [];
-        for (let i = 0; i < 50; i++) ids.push(await submit(base, 1000 + i, i === 10 ? 300 : 1));
         const victim = ids[10];
         // The worker running it now: its latest line is the victim's start. (Under heavy load a busy worker's
         // job can be handed on when its lock renewal comes late, so a start line alone does not say who runs it.)
@@ -202,7 +210,16 @@ Deno.test({
           killed = [a, b].find((w) => latest(w) === `active ${victim}`);
           if (!killed) await new Promise((r) => setTimeout(r, 20));
         }
-        assert.ok(killed, `no worker is running ${victim}: a: ${a.lines.join(" | ")}\nb: ${b.lines.join(" | ")}`);
+        assert.ok(
+          killed,
+          `no worker is running ${victim}: ${
+            [a, b].map((w) =>
+              `${w.times.get(`completed ${victim}`)! - w.times.get(`active ${victim}`)!} ms; ${w.proc.pid}: ${
+                w.lines.join(" | ")
+              }`
+            ).join("\n")
+          }`,
+        );
         const survivor = killed === a ? b : a;
         killed.proc.kill("SIGKILL");
         await killed.proc.status;
@@ -220,7 +237,7 @@ Deno.test({
           assert.deepEqual(files, [`${id}_out.png`]);
           // The picture came back through Redis into the server's own folder.
           const png = await Deno.readFile(join(tmp, "server", files[0]));
-          assert.equal(decodePngImage(png).image.width, 64);
+          assert.equal(decodePngImage(png).image.width, id === victim ? 128 : 64);
         }
         // Each worker keeps its loaded model between jobs: only its first job (and the killed worker's
         // last, re-run elsewhere) loads the checkpoint; the others take it from the worker's cache.
