@@ -74,3 +74,30 @@ Deno.test("queue: higher priorities run first, equal ones in order; a job past i
     await Deno.remove(outputDir, { recursive: true });
   }
 });
+
+Deno.test("queue: worker and serve command lines: help, missing or bad --queue, an unreachable Redis", async () => {
+  const run = async (script: string, args: string[]) => {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL(script, import.meta.url).pathname, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: o.code, out: new TextDecoder().decode(o.stdout), err: new TextDecoder().decode(o.stderr).trim() };
+  };
+  const help = await run("./worker.ts", ["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /--stall-ms/);
+  const cases: [string, string[], number, RegExp][] = [
+    ["./worker.ts", [], 2, /--queue redis:\/\/HOST:PORT is required/],
+    ["./worker.ts", ["--queue", "redis://127.0.0.1:1", "--stall-ms", "10"], 2, /--stall-ms expects/],
+    ["./worker.ts", ["--queue", "redis://127.0.0.1:1"], 1, /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/],
+    ["./main.ts", ["--queue", "rabbitmq://x"], 2, /--queue expects "memory" or redis:\/\/HOST:PORT/],
+    ["./main.ts", ["--port", "0", "--queue", "redis://127.0.0.1:1"], 1, /cannot reach Redis/],
+  ];
+  for (const [script, args, code, re] of cases) {
+    const r = await run(script, args);
+    assert.equal(r.code, code, `${script} ${args.join(" ")}: ${r.err}`);
+    assert.equal(r.err.split("\n").length, 1, r.err);
+    assert.match(r.err, re);
+  }
+});
