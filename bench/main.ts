@@ -1,5 +1,5 @@
 /**
- * `deno task bench <conv|attention|gemm|gen|readme|decoders> [options]`
+ * `deno task bench <conv|attention|gemm|gen|readme|decoders|serve> [options]`
  *
  * - conv, attention, gemm: `[--threads N] [--runs N] [--json] [--only TEXT] [--isa NAME]`; conv also
  *   `[--dtype f16|f32|bf16]` (weights; default f16, as real checkpoints hold them) and
@@ -7,6 +7,8 @@
  * - gen: whole generations through sdflow's CLI, optionally next to stable-diffusion.cpp (bench/gen.ts).
  * - readme: the README's speed table from a `gen` run, with the machine (bench/readme.ts).
  * - decoders: VAE vs TAESD decode, whole vs tiled, ESRGAN (bench/decoders.ts).
+ * - serve: N concurrent clients against `deno task serve` on the tiny model, in-process and Redis queues
+ *   side by side: throughput, p50/p99 latency, peak RSS (bench/serve.ts).
  *
  * Op suites print medians measured in one process with one thread count, so ratios within a run are
  * comparable even on a noisy shared machine.
@@ -22,6 +24,7 @@ import { benchGen } from "./gen.ts";
 import { useCallerFolder } from "../cli/common.ts";
 import { benchReadme } from "./readme.ts";
 import { benchDecoders } from "./decoders.ts";
+import { benchServe } from "./serve.ts";
 import { loadOnnxruntime, onnxNote } from "./onnxruntime.ts";
 
 const OPTIONS = {
@@ -206,6 +209,7 @@ const suites: Record<string, (b: Backend) => Promise<number | void>> = {
   gen: (b) => benchGen(b, Deno.args),
   readme: (b) => benchReadme(b, Deno.args),
   decoders: () => benchDecoders(),
+  serve: () => benchServe(Deno.args),
 };
 
 const run = suites[suite];

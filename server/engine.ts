@@ -23,9 +23,38 @@ const CHECKPOINT_SUBDIRS = ["", "Stable-diffusion", "checkpoints"];
 /** LoRA files and their conventional subfolders (sd-webui's `Lora`, ComfyUI's `loras`). */
 const LORA_EXT = /\.(safetensors|ckpt|pt|bin)$/i;
 const LORA_SUBDIRS = ["Lora", "loras"];
-/** ControlNet files: sd-webui's `ControlNet` (its extension's `models` folder is elsewhere), ComfyUI's `controlnet`. */
-const CONTROLNET_EXT = /\.(safetensors|pth|gguf)$/i;
-const CONTROLNET_SUBDIRS = ["ControlNet", "controlnet"];
+
+/** The other model files a graph may name, each kind only in its conventional subfolders (sd-webui, ComfyUI). */
+export const MODEL_KINDS = {
+  lora: { label: "LoRA", subdirs: LORA_SUBDIRS, ext: LORA_EXT },
+  controlnet: {
+    label: "ControlNet",
+    subdirs: ["ControlNet", "controlnet"],
+    ext: /\.(safetensors|pth|gguf|ckpt|bin)$/i,
+  },
+  upscaler: {
+    label: "upscaler",
+    subdirs: ["ESRGAN", "RealESRGAN", "upscale_models"],
+    ext: /\.(safetensors|pth|gguf|pt|bin)$/i,
+  },
+  vae: { label: "VAE", subdirs: ["VAE", "vae"], ext: /\.(safetensors|pt|ckpt|gguf|bin)$/i },
+  taesd: {
+    label: "TAESD",
+    subdirs: ["VAE-approx", "vae_approx", "VAE-taesd", "taesd"],
+    ext: /\.(safetensors|pth|gguf)$/i,
+  },
+} as const;
+export type ModelKind = keyof typeof MODEL_KINDS;
+
+/** The node inputs that name a model file of the models folder, and its kind. */
+const FILE_INPUTS: Readonly<Record<string, Readonly<Record<string, ModelKind>>>> = {
+  lora: { path: "lora" },
+  controlnet: { path: "controlnet" },
+  upscale_model_loader: { path: "upscaler" },
+  vae_loader: { path: "vae" },
+  taesd: { path: "taesd" },
+  checkpoint: { vae: "vae" },
+};
 /**
  * The node types a graph from the network may use. Each input that names a file is confined below; a node
  * type added to the catalog later is refused until it is reviewed here.
@@ -41,9 +70,14 @@ const NETWORK_NODE_TYPES = new Set([
   "sampler",
   "vae_decode",
   "save_image",
+  // Files only from their --models subfolders (FILE_INPUTS); no file inputs at all for canny/inpaint/upscale.
   "controlnet",
   "canny",
   "inpaint_encode",
+  "upscale_model_loader",
+  "upscale",
+  "vae_loader",
+  "taesd",
 ]);
 
 /** A request the server refuses; `status` is the HTTP status (400 bad input, 404 unknown name). */
@@ -100,12 +134,22 @@ export class Engine {
 
   /** The LoRA files of the models folder, in `Lora/` or `loras/` (a flat file there is a checkpoint). */
   async loras(): Promise<ModelEntry[]> {
-    return await this.#files(LORA_SUBDIRS, LORA_EXT, new Set());
+    return await this.files("lora");
   }
 
   /** The ControlNet files of the models folder, in `ControlNet/` or `controlnet/`. */
   async controlnets(): Promise<ModelEntry[]> {
-    return await this.#files(CONTROLNET_SUBDIRS, CONTROLNET_EXT, new Set());
+    return await this.files("controlnet");
+  }
+
+  /** A ControlNet by file name, with or without extension. */
+  async controlnet(name: string): Promise<ModelEntry> {
+    return await this.file("controlnet", name);
+  }
+
+  /** The files of one kind, from its subfolders of the models folder. */
+  async files(kind: ModelKind): Promise<ModelEntry[]> {
+    return await this.#files(MODEL_KINDS[kind].subdirs, MODEL_KINDS[kind].ext, new Set());
   }
 
   async #files(subdirs: readonly string[], ext: RegExp, seen: Set<string>): Promise<ModelEntry[]> {
@@ -170,24 +214,26 @@ export class Engine {
 
   /** A LoRA by file name, with or without extension (looked up in the listing, like {@link Engine.model}). */
   async lora(name: string): Promise<ModelEntry> {
-    return this.#named("LoRA", name, await this.loras(), LORA_EXT);
+    return await this.file("lora", name);
   }
 
-  /** A ControlNet by file name, with or without extension. */
-  async controlnet(name: string): Promise<ModelEntry> {
-    return this.#named("ControlNet", name, await this.controlnets(), CONTROLNET_EXT);
-  }
-
-  /** The entry of `all` a client names (plain file name, with or without extension), or a 400/404 naming the kind. */
-  #named(kind: string, name: string, all: readonly ModelEntry[], ext: RegExp): ModelEntry {
+  /** A model file of one kind by file name, with or without extension, looked up in its subfolders' listing. */
+  async file(kind: ModelKind, name: string): Promise<ModelEntry> {
+    const { label, ext } = MODEL_KINDS[kind];
     if (!isPlainName(name)) {
-      throw new RequestError(400, `${kind} name must be a file name in the models folder, got ${JSON.stringify(name)}`);
+      throw new RequestError(
+        400,
+        `${label} name must be a file name in the models folder, got ${JSON.stringify(name)}`,
+      );
     }
+    const all = await this.files(kind);
     const hit = all.find((m) => m.name === name) ?? all.find((m) => m.name.replace(ext, "") === name);
     if (!hit) {
       throw new RequestError(
         404,
-        `unknown model ${JSON.stringify(name)} (${kind}); available: ${all.map((m) => m.name).join(", ") || "none"}`,
+        `unknown model ${JSON.stringify(name)} (${label}); available: ${
+          all.map((m) => m.name).join(", ") || "none"
+        } (looked for in ${MODEL_KINDS[kind].subdirs.map((d) => `${d}/`).join(" or ")})`,
       );
     }
     return hit;
@@ -263,7 +309,10 @@ export class Engine {
       return v;
     };
     for (const [input, v] of Object.entries(inputs)) {
-      if (v && typeof v === "object" && ["path", "embeddings_dir", "backend", "preview_path"].includes(input)) {
+      if (
+        v && typeof v === "object" &&
+        (["path", "embeddings_dir", "backend", "preview_path"].includes(input) || FILE_INPUTS[type]?.[input])
+      ) {
         bad(input, "may not be wired from another node in a graph sent to the server");
       }
     }
@@ -280,8 +329,18 @@ export class Engine {
       }
       return;
     }
-    if ((type === "checkpoint" || type === "tiny_checkpoint") && inputs.backend !== undefined) {
-      if (inputs.backend !== "cpu") bad("backend", `only "cpu" is allowed in a graph sent to the server`);
+    if (inputs.backend !== undefined && inputs.backend !== "cpu") {
+      bad("backend", `only "cpu" is allowed in a graph sent to the server`);
+    }
+    for (const [input, kind] of Object.entries(FILE_INPUTS[type] ?? {})) {
+      const n = name(input);
+      if (n === undefined) continue;
+      try {
+        inputs[input] = (await this.file(kind, n)).path!;
+      } catch (e) {
+        if (e instanceof RequestError) bad(input, e.message);
+        else throw e;
+      }
     }
     if (type === "checkpoint") {
       if (inputs.embeddings_dir !== undefined) bad("embeddings_dir", "not allowed in a graph sent to the server");
@@ -291,19 +350,6 @@ export class Engine {
           const m = await this.model(n);
           if (!m.path) bad("path", `"${TINY_MODEL}" is the tiny_checkpoint node, not a file`);
           else inputs.path = m.path;
-        } catch (e) {
-          if (e instanceof RequestError) bad("path", e.message);
-          else throw e;
-        }
-      }
-    } else if (type === "lora" || type === "controlnet") {
-      if (type === "controlnet" && inputs.backend !== undefined && inputs.backend !== "cpu") {
-        bad("backend", `only "cpu" is allowed in a graph sent to the server`);
-      }
-      const n = name("path");
-      if (n !== undefined) {
-        try {
-          inputs.path = (await (type === "lora" ? this.lora(n) : this.controlnet(n))).path!;
         } catch (e) {
           if (e instanceof RequestError) bad("path", e.message);
           else throw e;

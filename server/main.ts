@@ -1,6 +1,7 @@
 /**
- * `sdflow serve [--port 7860] [--host 127.0.0.1] [--models DIR] [--outputs DIR] [--api-key KEY]`
- * (or `deno task serve …`): the HTTP server, with the in-process job queue.
+ * `sdflow serve [--port 7860] [--host 127.0.0.1] [--models DIR] [--outputs DIR] [--api-key KEY]
+ * [--queue memory|redis://HOST:PORT]` (or `deno task serve …`): the HTTP server, with the in-process job
+ * queue or BullMQ on Redis (then `deno task worker` processes run the jobs).
  *
  * @module
  */
@@ -19,24 +20,58 @@ options:
   --api-key KEY     require this key (Authorization: Bearer KEY, or HTTP Basic auth's password);
                     also read from SDFLOW_API_KEY
   --cors ORIGIN     allow browser pages from ORIGIN (or *) to call the server
+  --queue Q         memory (default: jobs run in this process) or redis://HOST:PORT (BullMQ on Redis;
+                    jobs run in \`deno task worker --queue redis://HOST:PORT\` processes, on any machine)
+  --redis-prefix P  Redis key prefix (default bull), as the workers'
   --max-queue N     jobs that may wait before requests get 429 (default 16)
+  --job-timeout S   a running job taking longer than S seconds fails (default: no limit; a request's
+                    ?timeout=S sets its own)
   --max-body-mb N   largest request body in MiB (default 32; more gets 413)
   -h, --help        this text
 
 Endpoints:
   web UI    GET / (the pages; see the README's "Web UI")
   native    POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
-            GET /v1/outputs, GET /v1/schema, POST /v1/uploads
+            GET /v1/outputs, GET /v1/schema, POST /v1/uploads, POST /v1/graphs/from-comfy
   sd-webui  POST /sdapi/v1/{txt2img,img2img,interrupt,options}
-            GET /sdapi/v1/{sd-models,samplers,schedulers,progress,options}
-  OpenAI    POST /v1/images/generations, GET /v1/models`;
+            GET /sdapi/v1/{sd-models,samplers,schedulers,loras,progress,options}
+  OpenAI    POST /v1/images/generations, /v1/images/edits, GET /v1/models
+  ComfyUI   POST /prompt, GET /history[/:id], GET /view?filename=…, POST /upload/image, GET /queue,
+            POST /interrupt, GET /ws?clientId=… (websocket)
+Requests that queue a job take ?priority=-100..100 (higher first) and ?timeout=SECONDS.`;
 
-const FLAGS = ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb", "help", "h"];
+const FLAGS = [
+  "port",
+  "host",
+  "models",
+  "outputs",
+  "api-key",
+  "cors",
+  "max-queue",
+  "max-body-mb",
+  "queue",
+  "redis-prefix",
+  "job-timeout",
+  "help",
+  "h",
+];
 
 /** Runs `serve`; returns the exit code once the server stops (Ctrl-C). */
 export async function main(argv: readonly string[]): Promise<number> {
   const args = parse([...argv], {
-    string: ["port", "host", "models", "outputs", "api-key", "cors", "max-queue", "max-body-mb"],
+    string: [
+      "port",
+      "host",
+      "models",
+      "outputs",
+      "api-key",
+      "cors",
+      "max-queue",
+      "max-body-mb",
+      "queue",
+      "redis-prefix",
+      "job-timeout",
+    ],
     boolean: ["help", "h"],
     configuration: { "camel-case-expansion": false },
   });
@@ -61,7 +96,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const port = count("port", 7860, 0, 65535);
   const maxQueued = count("max-queue", 16, 0, 100000);
   const maxBodyMb = count("max-body-mb", 32, 1, 4096);
-  if (port === undefined || maxQueued === undefined || maxBodyMb === undefined) return 2;
+  const jobTimeout = args["job-timeout"] === undefined ? 0 : count("job-timeout", 0, 1, 86400);
+  if (port === undefined || maxQueued === undefined || maxBodyMb === undefined || jobTimeout === undefined) return 2;
+  const queue = (args.queue as string | undefined) ?? "memory";
+  if (queue !== "memory" && !/^rediss?:\/\//.test(queue)) {
+    console.error(`error: --queue expects "memory" or redis://HOST:PORT, got "${queue}"`);
+    return 2;
+  }
   const modelsDir = args.models as string | undefined;
   if (modelsDir !== undefined) {
     try {
@@ -78,18 +119,29 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.error("error: --api-key is empty");
     return 2;
   }
-  const server = await startServer({
-    port,
-    hostname: (args.host as string | undefined) ?? "127.0.0.1",
-    modelsDir,
-    outputDir: args.outputs as string | undefined,
-    apiKey,
-    corsOrigin: args.cors as string | undefined,
-    maxQueued,
-    maxBodyBytes: maxBodyMb * 1024 * 1024,
-    onListen: (a) =>
-      console.error(`sdflow serving on http://${a.hostname}:${a.port}/${apiKey ? " (API key required)" : ""}`),
-  });
+  let server;
+  try {
+    server = await startServer({
+      port,
+      hostname: (args.host as string | undefined) ?? "127.0.0.1",
+      modelsDir,
+      outputDir: args.outputs as string | undefined,
+      apiKey,
+      corsOrigin: args.cors as string | undefined,
+      maxQueued,
+      maxBodyBytes: maxBodyMb * 1024 * 1024,
+      queue,
+      redisPrefix: args["redis-prefix"] as string | undefined,
+      jobTimeoutMs: jobTimeout ? jobTimeout * 1000 : undefined,
+      onListen: (a) =>
+        console.error(
+          `sdflow serving on http://${a.hostname}:${a.port}/ (queue: ${queue})${apiKey ? " (API key required)" : ""}`,
+        ),
+    });
+  } catch (e) {
+    console.error(`error: ${(e as Error).message.split("\n")[0]}`);
+    return 1;
+  }
   const stop = () => void server.shutdown();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const sig of signals) Deno.addSignalListener(sig, stop);

@@ -6,6 +6,7 @@
 import { didYouMean } from "../dsl/errors.ts";
 import { SAMPLE_METHOD_LABELS, SAMPLE_METHODS } from "../models/sampling/samplers.ts";
 import { SCHEDULE_LABELS, SCHEDULERS } from "../plugins/nodes/sampler.ts";
+import type { Image } from "../models/types.ts";
 import { type ModelEntry, RequestError } from "./engine.ts";
 
 /** A txt2img request as the sd-webui API takes it (the fields sdflow honours). */
@@ -169,19 +170,32 @@ export function openaiParams(body: Record<string, unknown>): { params: Txt2ImgPa
 export interface Img2ImgInit {
   /** File name of the decoded init image inside the output folder. */
   readonly image: string;
+  /** File name of a mask picture (same size; white is repainted, black kept) inside the output folder. */
+  readonly mask?: string;
   /** sd-webui's denoising_strength: 1 replaces the picture, 0 keeps it. */
   readonly denoise: number;
 }
 
-/** Reads an sd-webui img2img body's own fields: the one init image (base64, data URL allowed) and the strength. */
-export function img2imgFields(body: Record<string, unknown>): { png: string; denoise: number } {
-  if (body.mask !== undefined && body.mask !== null) throw bad("mask", "inpainting (a mask) is not supported yet");
+/**
+ * Reads an sd-webui img2img body's own fields: the one init image (base64, data URL allowed), the strength,
+ * and the inpainting mask (base64 PNG, white repainted; `inpainting_mask_invert: 1` swaps).
+ */
+export function img2imgFields(
+  body: Record<string, unknown>,
+): { png: string; denoise: number; mask?: string; invertMask: boolean } {
+  let mask: string | undefined;
+  if (body.mask !== undefined && body.mask !== null) {
+    if (typeof body.mask !== "string") throw bad("mask", "expected a base64 PNG");
+    mask = body.mask.replace(/^data:image\/[a-z]+;base64,/i, "");
+  }
+  const invert = body.inpainting_mask_invert ?? 0;
+  if (invert !== 0 && invert !== 1) throw bad("inpainting_mask_invert", "expected 0 or 1");
   const init = body.init_images;
   if (!Array.isArray(init) || init.length === 0) throw bad("init_images", "expected an array with one base64 PNG");
   if (init.length > 1) throw bad("init_images", "one init image is supported (got several)");
   if (typeof init[0] !== "string") throw bad("init_images", "expected a base64 string");
   const denoise = num(body, "denoising_strength", 0.75, 0, 1);
-  return { png: init[0].replace(/^data:image\/[a-z]+;base64,/i, ""), denoise };
+  return { png: init[0].replace(/^data:image\/[a-z]+;base64,/i, ""), denoise, mask, invertMask: invert === 1 };
 }
 
 /** The graph of iteration `iter` of a txt2img (or, with `init`, img2img) request; seeds advance by the batch size. */
@@ -196,7 +210,22 @@ export function txt2imgGraph(
     : { type: "tiny_checkpoint", inputs: {} };
   const seed = p.seed + iter * p.batch_size;
   // img2img samples the VAE posterior with the sampler's seed, as stable-diffusion.cpp and `sdflow gen -i` do.
-  const start = init
+  const start = init?.mask !== undefined
+    ? {
+      image: { type: "load_image", inputs: { path: init.image } },
+      mask: { type: "load_image", inputs: { path: init.mask } },
+      latent: {
+        type: "inpaint_encode",
+        inputs: {
+          model: { from: "checkpoint.model" },
+          vae: { from: "checkpoint.vae" },
+          image: { from: "image.image" },
+          mask: { from: "mask.image" },
+          // The posterior's mean (as ComfyUI encodes): the kept part does not change with the seed.
+        },
+      },
+    }
+    : init
     ? {
       image: { type: "load_image", inputs: { path: init.image } },
       latent: { type: "vae_encode", inputs: { vae: { from: "checkpoint.vae" }, image: { from: "image.image" }, seed } },
@@ -228,4 +257,38 @@ export function txt2imgGraph(
       save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: `iter${iter}.png` } },
     },
   };
+}
+
+/**
+ * A mask picture (white repainted, black kept) from a client's mask: by `alpha` (OpenAI's edits: transparent,
+ * alpha < 128, is repainted) or by `grey` level (sd-webui: white, grey >= 128, is repainted); `invert` swaps.
+ */
+export function maskImage(src: Image, by: "alpha" | "grey", invert = false): Image {
+  const n = src.width * src.height;
+  const data = new Uint8Array(n * 3);
+  for (let p = 0; p < n; p++) {
+    const at = p * src.channels;
+    let repaint = by === "alpha"
+      ? src.channels === 4 && src.data[at + 3] < 128
+      : (src.data[at] + src.data[at + 1] + src.data[at + 2]) / 3 >= 128;
+    if (invert) repaint = !repaint;
+    data[p * 3] = data[p * 3 + 1] = data[p * 3 + 2] = repaint ? 255 : 0;
+  }
+  return { width: src.width, height: src.height, channels: 3, data };
+}
+
+/** Whether a picture has a pixel that {@link maskImage} by alpha would repaint. */
+export function hasTransparency(src: Image): boolean {
+  if (src.channels !== 4) return false;
+  for (let i = 3; i < src.data.length; i += 4) if (src.data[i] < 128) return true;
+  return false;
+}
+
+/** The picture without its alpha channel (what the VAE encodes). */
+export function rgbOf(src: Image): Image {
+  if (src.channels === 3) return src;
+  const n = src.width * src.height;
+  const data = new Uint8Array(n * 3);
+  for (let p = 0; p < n; p++) for (let k = 0; k < 3; k++) data[p * 3 + k] = src.data[p * 4 + k];
+  return { width: src.width, height: src.height, channels: 3, data };
 }

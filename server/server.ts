@@ -7,24 +7,36 @@
 import { timingSafeEqual } from "node:crypto";
 import { join } from "node:path";
 import { formatDiagnostic } from "../dsl/errors.ts";
-import type { Pipeline } from "../dsl/validate.ts";
-import type { Latent } from "../models/types.ts";
-import type { LivePreviewInfo } from "../plugins/node.ts";
-import { decodePngImage } from "../plugins/image/png.ts";
+import type { Image } from "../models/types.ts";
+import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { Engine, RequestError } from "./engine.ts";
-import { type Job, JobQueue, QueueFullError } from "./jobs.ts";
 import {
+  type GraphJobResult,
+  type GraphJobSpec,
+  type GraphQueue,
+  type Job,
+  MAX_PRIORITY,
+  MemoryGraphQueue,
+  QueueFullError,
+  type SubmitOptions,
+} from "./jobs.ts";
+import { QueueUnavailableError, RedisGraphQueue } from "./redis_queue.ts";
+import { comfyRoutes } from "./comfy_api.ts";
+import { isUiPath, OutputLister, PreviewRenderer, schemaJson, storeUpload, uiFile } from "./ui_api.ts";
+import {
+  hasTransparency,
   img2imgFields,
   type Img2ImgInit,
+  maskImage,
   modelList,
   openaiParams,
+  rgbOf,
   samplerList,
   schedulerList,
   txt2imgGraph,
   type Txt2ImgParams,
   txt2imgParams,
 } from "./sdapi.ts";
-import { isUiPath, OutputLister, PreviewRenderer, schemaJson, storeUpload, uiFile } from "./ui_api.ts";
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {
@@ -43,13 +55,23 @@ export interface ServerOptions {
   corsOrigin?: string;
   /** Called with the bound address once listening. */
   onListen?: (addr: Deno.NetAddr) => void;
+  /** "memory" (default: in this process) or `redis://HOST:PORT` (BullMQ; run `deno task worker` processes). */
+  queue?: string;
+  /** Redis key prefix (default "bull"). */
+  redisPrefix?: string;
+  /** How long a request waits for an unanswering Redis before a 503 (ms, default 10000). */
+  redisAnswerMs?: number;
+  /** Time limit of a running job unless the request's `timeout` query parameter says otherwise. */
+  jobTimeoutMs?: number;
+  /** More routes (e.g. a web UI's), tried after the built-in ones. */
+  routes?: readonly Route[];
 }
 
 /** A running server. */
 export interface SdflowServer {
   readonly addr: Deno.NetAddr;
   readonly engine: Engine;
-  readonly queue: JobQueue;
+  readonly queue: GraphQueue;
   readonly finished: Promise<void>;
   /** Stops listening and releases the loaded models. */
   shutdown(): Promise<void>;
@@ -72,8 +94,8 @@ async function readBody(req: Request, max: number): Promise<string> {
   return new TextDecoder().decode(await readBytes(req, max));
 }
 
-/** Reads the body's bytes, refusing more than `max` (see {@link readBody}). */
-async function readBytes(req: Request, max: number): Promise<Uint8Array> {
+/** Reads the body, refusing more than `max` bytes (413). */
+async function readBytes(req: Request, max: number): Promise<Uint8Array<ArrayBuffer>> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (Number.isFinite(declared) && declared > max) throw new BodyTooLarge();
   if (!req.body) return new Uint8Array();
@@ -96,6 +118,25 @@ async function readBytes(req: Request, max: number): Promise<Uint8Array> {
   return all;
 }
 
+/** The content type of an output file by its extension. */
+function contentType(file: string): string {
+  return /\.png$/i.test(file)
+    ? "image/png"
+    : /\.jpe?g$/i.test(file)
+    ? "image/jpeg"
+    : /\.webp$/i.test(file)
+    ? "image/webp"
+    : "application/octet-stream";
+}
+
+/** Waits for a job; its files, or the error (409 when cancelled). */
+async function finished(job: Job<GraphJobResult>): Promise<string[]> {
+  await job.done;
+  if (job.status === "cancelled") throw new RequestError(409, `job ${job.id} was cancelled`);
+  if (job.status !== "succeeded") throw new Error(job.error ?? `job ${job.status}`);
+  return job.result!.files;
+}
+
 /** Base64 of bytes (btoa over 32 KiB slices: a spread of megabytes would overflow the stack). */
 export function encodeBase64(bytes: Uint8Array): string {
   let bin = "";
@@ -104,23 +145,26 @@ export function encodeBase64(bytes: Uint8Array): string {
 }
 
 /** Bytes of base64 text, or a 400 naming the field. */
-function decodeBase64(b64: string): Uint8Array {
+function decodeBase64(b64: string, field = "init_images"): Uint8Array {
   try {
     return Uint8Array.from(atob(b64.replace(/\s+/g, "")), (c) => c.charCodeAt(0));
   } catch {
-    throw new RequestError(400, 'field "init_images": not valid base64');
+    throw new RequestError(400, `field "${field}": not valid base64`);
+  }
+}
+
+/** Decodes a PNG from a client, or a 400 naming the field. */
+function decodeClientPng(bytes: Uint8Array, field: string): Image {
+  try {
+    return decodePngImage(bytes).image;
+  } catch (e) {
+    throw new RequestError(400, `field "${field}": not a PNG image: ${(e as Error).message.slice(0, 200)}`);
   }
 }
 
 /** Checks that an init image is a PNG whose size agrees with the request's width/height (when given). */
-function decodeInitImage(b64: string, body: Record<string, unknown>): { width: number; height: number } {
-  let image;
-  try {
-    image = decodePngImage(decodeBase64(b64)).image;
-  } catch (e) {
-    if (e instanceof RequestError) throw e;
-    throw new RequestError(400, `field "init_images": not a PNG image: ${(e as Error).message.slice(0, 200)}`);
-  }
+function decodeInitImage(b64: string, body: Record<string, unknown>): Image {
+  const image = decodeClientPng(decodeBase64(b64), "init_images");
   for (const [field, v] of [["width", image.width], ["height", image.height]] as const) {
     if (body[field] !== undefined && body[field] !== v) {
       throw new RequestError(
@@ -130,7 +174,7 @@ function decodeInitImage(b64: string, body: Record<string, unknown>): { width: n
       );
     }
   }
-  return { width: image.width, height: image.height };
+  return image;
 }
 
 /** Parses a JSON object body, or throws a 400 naming the problem. */
@@ -172,63 +216,95 @@ function presentedKey(req: Request): string | undefined {
   return req.headers.get("x-api-key") ?? undefined;
 }
 
+/** What a route handler gets. */
+export interface RouteContext {
+  readonly req: Request;
+  readonly url: URL;
+  /** Named parts of the route's pattern (`/v1/jobs/:id` → `params.id`), URL-decoded. */
+  readonly params: Record<string, string>;
+  readonly engine: Engine;
+  readonly queue: GraphQueue;
+  /** The body as a JSON object, or a 400/413. */
+  json(): Promise<Record<string, unknown>>;
+  /** The raw body, at most the server's body limit (413 beyond). */
+  bytes(): Promise<Uint8Array<ArrayBuffer>>;
+  /** Queues graphs as one job, with the request's `priority`/`timeout` query parameters (400 if bad, 429 if full). */
+  submit(spec: GraphJobSpec, id?: string): Promise<Job<GraphJobResult>>;
+}
+
+/** One route: a method, a path pattern (`/v1/jobs/:id`), and what answers it. */
+export interface Route {
+  readonly method: string;
+  readonly path: string;
+  readonly handler: (ctx: RouteContext) => Promise<Response> | Response;
+}
+
+/** Reads the `priority` (-100..100) and `timeout` (seconds) query parameters of a job-creating request. */
+function submitOptions(url: URL, defaultTimeoutMs?: number): SubmitOptions {
+  const opts: SubmitOptions = { timeoutMs: defaultTimeoutMs };
+  const p = url.searchParams.get("priority");
+  if (p !== null) {
+    if (!/^-?\d+$/.test(p) || Math.abs(Number(p)) > MAX_PRIORITY) {
+      throw new RequestError(400, `query "priority": expected an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`);
+    }
+    opts.priority = Number(p);
+  }
+  const t = url.searchParams.get("timeout");
+  if (t !== null) {
+    if (!/^\d+(\.\d+)?$/.test(t) || Number(t) <= 0 || Number(t) > 86400) {
+      throw new RequestError(400, `query "timeout": expected seconds, more than 0 and at most 86400`);
+    }
+    opts.timeoutMs = Number(t) * 1000;
+  }
+  return opts;
+}
+
+/** Validates each graph as the runner will (on a copy: the engine rewrites file names in place). */
+async function validateGraphs(engine: Engine, graphs: readonly unknown[], id: string): Promise<void> {
+  for (const g of graphs) await engine.pipelineFromNetwork(structuredClone(g), id);
+}
+
 /** Starts the server; resolves once it listens. */
-export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
+export async function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   const engine = new Engine({ modelsDir: opts.modelsDir, outputDir: opts.outputDir ?? "outputs" });
-  const queue = new JobQueue(opts.maxQueued ?? 16);
-  const maxBody = opts.maxBodyBytes ?? 32 * 1024 * 1024;
+  const maxQueued = opts.maxQueued ?? 16;
   const outputs = new OutputLister(engine.outputDir);
   const previews = new PreviewRenderer(engine.modelsDir, encodeBase64);
+  const queue: GraphQueue = opts.queue === undefined || opts.queue === "memory"
+    ? new MemoryGraphQueue(engine, maxQueued, (latent, family) => previews.render(latent, family))
+    : await RedisGraphQueue.open({
+      url: opts.queue,
+      engine,
+      maxQueued,
+      prefix: opts.redisPrefix,
+      answerMs: opts.redisAnswerMs,
+    });
+  const maxBody = opts.maxBodyBytes ?? 32 * 1024 * 1024;
 
-  /** Queues a graph job; a full queue is a 429. */
-  function submit<R>(kind: string, work: (job: string, report: JobReporter) => Promise<R>, id?: string): Job<R> {
-    return queue.submit(kind, (ctx) =>
-      work(ctx.id, {
-        nodeStart: (node, type) => ctx.node(node, type),
-        progress: (node, done, total, unit) => ctx.progress({ node, done, total, unit }),
-        // Live previews are rendered only while someone watches the job's event stream.
-        preview: async (node, latent, info) => {
-          if (!ctx.watched) return;
-          let shown;
-          try {
-            shown = await previews.render(latent, info.family);
-          } catch {
-            return; // A preview that cannot be drawn (an unusual latent) must not fail the job.
-          }
-          ctx.preview({ node, ...info, ...shown });
-        },
-      }), id);
-  }
-
-  /** Runs a txt2img request to the end (n_iter runs, one job): the pictures as PNG bytes with their infotexts. */
+  /** Runs a txt2img request to the end (n_iter graphs, one job): the pictures' file names and the job. */
   async function txt2img(
+    ctx: RouteContext,
     p: Txt2ImgParams,
     init?: Img2ImgInit,
     id: string = crypto.randomUUID(),
-  ): Promise<{ files: string[]; job: Job<{ files: string[] }> }> {
+  ): Promise<{ files: string[]; job: Job<GraphJobResult> }> {
     const model = await engine.modelOrDefault(p.model);
-    // Validate every iteration's graph before queueing: a bad request is a 400, not a failed job.
-    const pipelines: Pipeline[] = [];
-    for (let i = 0; i < p.n_iter; i++) {
-      pipelines.push(await engine.pipelineFromNetwork(txt2imgGraph(p, model, i, init), id));
+    const graphs = Array.from({ length: p.n_iter }, (_, i) => txt2imgGraph(p, model, i, init));
+    // Validated before queueing: a bad request is a 400, not a failed job.
+    await validateGraphs(engine, graphs, id);
+    const job = await ctx.submit({ kind: init ? "img2img" : "txt2img", graphs }, id);
+    return { files: await finished(job), job };
+  }
+
+  async function pngs(files: readonly string[]): Promise<{ b64: string[]; infotexts: string[] }> {
+    const b64: string[] = [];
+    const infotexts: string[] = [];
+    for (const f of files) {
+      const bytes = await Deno.readFile((await engine.outputPath(f))!);
+      b64.push(encodeBase64(bytes));
+      infotexts.push(decodePngImage(bytes).parameters ?? "");
     }
-    const job = submit(init ? "img2img" : "txt2img", async (jobId, report) => {
-      const files: string[] = [];
-      const executed: string[][] = [];
-      const cached: string[][] = [];
-      for (const pl of pipelines) {
-        const r = await engine.run(pl, jobId, report);
-        files.push(...r.files);
-        executed.push([...r.executed]);
-        cached.push([...r.cached]);
-      }
-      // Per iteration: which nodes ran and which came from the cache.
-      return { files: [...new Set(files)], executed, cached };
-    }, id);
-    await job.done;
-    if (job.status === "cancelled") throw new RequestError(409, `job ${job.id} was cancelled`);
-    if (job.status !== "succeeded") throw new Error(job.error ?? `job ${job.status}`);
-    return { files: job.result!.files, job };
+    return { b64, infotexts };
   }
 
   /** sd-webui's `info` (a JSON string in the answer): seeds, sizes, infotexts. */
@@ -266,183 +342,335 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     };
   }
 
-  async function pngs(files: readonly string[]): Promise<{ b64: string[]; infotexts: string[] }> {
-    const b64: string[] = [];
-    const infotexts: string[] = [];
-    for (const f of files) {
-      const bytes = await Deno.readFile((await engine.outputPath(f))!);
-      b64.push(encodeBase64(bytes));
-      infotexts.push(decodePngImage(bytes).parameters ?? "");
-    }
-    return { b64, infotexts };
+  /** Writes a job's init picture (and mask) into the output folder; returns the names and a cleanup. */
+  async function writeInit(id: string, image: Image, mask?: Image) {
+    await Deno.mkdir(engine.outputDir, { recursive: true });
+    const names = { image: `init-${id}.png`, mask: mask ? `init-${id}-mask.png` : undefined };
+    await Deno.writeFile(join(engine.outputDir, names.image), encodePngImage(rgbOf(image)));
+    if (mask) await Deno.writeFile(join(engine.outputDir, names.mask!), encodePngImage(mask));
+    return {
+      ...names,
+      remove: async () => {
+        for (const n of [names.image, names.mask]) {
+          if (n) await Deno.remove(join(engine.outputDir, n)).catch(() => {});
+        }
+      },
+    };
   }
 
-  async function route(req: Request, url: URL): Promise<Response> {
-    const path = url.pathname;
-    const method = req.method;
-    let m: RegExpExecArray | null;
-
-    if (method === "GET" && path === "/health") return json({ ok: true, name: "sdflow" });
-    if (method === "GET" && path === "/v1/schema") {
-      return new Response(schemaJson(), { headers: { "content-type": "application/schema+json; charset=utf-8" } });
-    }
-    if (method === "GET" && path === "/v1/outputs") {
-      const limit = Number(url.searchParams.get("limit") ?? 100);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
-        throw new RequestError(400, 'query "limit": expected an integer from 1 to 1000');
+  const sdapiImages = async (ctx: RouteContext): Promise<Response> => {
+    const body = await ctx.json();
+    const id = crypto.randomUUID();
+    let init: Img2ImgInit | undefined;
+    let remove = async () => {};
+    if (ctx.url.pathname === "/sdapi/v1/img2img") {
+      const fields = img2imgFields(body);
+      const image = decodeInitImage(fields.png, body);
+      let mask: Image | undefined;
+      if (fields.mask !== undefined) {
+        const m = decodeClientPng(decodeBase64(fields.mask, "mask"), "mask");
+        if (m.width !== image.width || m.height !== image.height) {
+          throw new RequestError(
+            400,
+            `field "mask": it is ${m.width}x${m.height}, the init image ${image.width}x${image.height}`,
+          );
+        }
+        mask = maskImage(m, "grey", fields.invertMask);
       }
-      return json({ outputs: await outputs.list(limit) });
+      // The picture's own size unless the request names one (sd-webui sends its defaults: they must agree).
+      Object.assign(body, { width: image.width, height: image.height });
+      const written = await writeInit(id, image, mask);
+      remove = written.remove;
+      init = { image: written.image, mask: written.mask, denoise: fields.denoise };
     }
-    if (method === "POST" && path === "/v1/uploads") {
-      return json(await storeUpload(engine.outputDir, await readBytes(req, maxBody)), 201);
+    try {
+      const p = txt2imgParams(body);
+      const { files, job } = await txt2img(ctx, p, init, id);
+      const { b64, infotexts } = await pngs(files);
+      return json({
+        images: b64,
+        parameters: body,
+        info: JSON.stringify(await info(p, files, infotexts, job, body)),
+      });
+    } finally {
+      await remove();
     }
+  };
+
+  /** OpenAI's `images/edits`: a picture, an optional mask (transparent = repaint), a prompt; multipart. */
+  const openaiEdits = async (ctx: RouteContext): Promise<Response> => {
+    const bytes = await ctx.bytes();
+    let form: FormData;
+    try {
+      form = await new Response(bytes, { headers: { "content-type": ctx.req.headers.get("content-type") ?? "" } })
+        .formData();
+    } catch {
+      throw new RequestError(400, 'expected a multipart/form-data body with "image" and "prompt"');
+    }
+    const files = [...form.getAll("image"), ...form.getAll("image[]")];
+    if (files.length !== 1 || !(files[0] instanceof File)) {
+      throw new RequestError(400, `field "image": expected one PNG file, got ${files.length}`);
+    }
+    const image = decodeClientPng(new Uint8Array(await (files[0] as File).arrayBuffer()), "image");
+    if (image.width % 8 || image.height % 8) {
+      throw new RequestError(400, `field "image": it is ${image.width}x${image.height}; sides must be multiples of 8`);
+    }
+    const maskFile = form.get("mask");
+    let mask: Image;
+    if (maskFile instanceof File) {
+      const m = decodeClientPng(new Uint8Array(await maskFile.arrayBuffer()), "mask");
+      if (m.width !== image.width || m.height !== image.height) {
+        throw new RequestError(
+          400,
+          `field "mask": it is ${m.width}x${m.height}, the image ${image.width}x${image.height}`,
+        );
+      }
+      // A mask with an alpha channel: its transparent part is repainted (OpenAI); without one: its white part.
+      mask = maskImage(m, m.channels === 4 ? "alpha" : "grey");
+    } else if (maskFile !== null) {
+      throw new RequestError(400, 'field "mask": expected a PNG file');
+    } else if (hasTransparency(image)) mask = maskImage(image, "alpha");
+    else {
+      throw new RequestError(
+        400,
+        'field "image": without a "mask" the image must have transparent pixels (the part to repaint)',
+      );
+    }
+    // The text fields as JSON values (numbers where OpenAI's are numbers), then the generations parser.
+    const body: Record<string, unknown> = {};
+    for (const [k, v] of form.entries()) {
+      if (typeof v !== "string" || k === "image" || k === "image[]" || k === "mask") continue;
+      body[k] = ["n", "steps", "seed"].includes(k) && /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    const size = `${image.width}x${image.height}`;
+    if (body.size !== undefined && body.size !== size) {
+      throw new RequestError(400, `field "size": sdflow edits at the image's own size (${size}), got ${body.size}`);
+    }
+    const { params, format } = openaiParams({ ...body, size });
+    const id = crypto.randomUUID();
+    const written = await writeInit(id, image, mask);
+    try {
+      const { files: out } = await txt2img(ctx, params, { image: written.image, mask: written.mask, denoise: 1 }, id);
+      return json({ created: Math.floor(Date.now() / 1000), data: await openaiData(out, format, ctx.url) });
+    } finally {
+      await written.remove();
+    }
+  };
+
+  /** The job of a `/v1/jobs/:id` route, or a 404. */
+  const jobOf = (ctx: RouteContext): Job => {
+    const job = queue.get(ctx.params.id);
+    if (!job) throw new RequestError(404, `no job ${JSON.stringify(ctx.params.id.slice(0, 80))}`);
+    return job;
+  };
+
+  const routes: Route[] = [
+    { method: "GET", path: "/health", handler: () => json({ ok: true, name: "sdflow", queue: queue.description }) },
+    {
+      method: "GET",
+      path: "/v1/schema",
+      handler: () =>
+        new Response(schemaJson(), { headers: { "content-type": "application/schema+json; charset=utf-8" } }),
+    },
+    {
+      method: "GET",
+      path: "/v1/outputs",
+      handler: async (ctx) => {
+        const limit = Number(ctx.url.searchParams.get("limit") ?? 100);
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+          throw new RequestError(400, 'query "limit": expected an integer from 1 to 1000');
+        }
+        return json({ outputs: await outputs.list(limit) });
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/uploads",
+      handler: async (ctx) => json(await storeUpload(engine.outputDir, await ctx.bytes()), 201),
+    },
 
     // Native API.
-    if (method === "POST" && path === "/v1/graphs") {
-      const body = parseObject(await readBody(req, maxBody));
-      const id = crypto.randomUUID();
-      const pipeline = await engine.pipelineFromNetwork(body, id);
-      const job = submit("graph", (jobId, report) => engine.run(pipeline, jobId, report), id);
-      return json({ id: job.id, status: job.status, url: `/v1/jobs/${job.id}` }, 202);
-    }
-    if ((m = /^\/v1\/jobs\/([^/]+)$/.exec(path))) {
-      const job = queue.get(decodeURIComponent(m[1]));
-      if (!job) return errorResponse(404, `no job ${JSON.stringify(m[1].slice(0, 80))}`);
-      if (method === "GET") return json(job.toJSON());
-      if (method === "DELETE") {
-        const r = queue.cancel(job.id);
+    {
+      method: "POST",
+      path: "/v1/graphs",
+      handler: async (ctx) => {
+        const body = await ctx.json();
+        const id = crypto.randomUUID();
+        await validateGraphs(engine, [body], id);
+        const job = await ctx.submit({ kind: "graph", graphs: [body] }, id);
+        return json({ id: job.id, status: job.status, url: `/v1/jobs/${job.id}` }, 202);
+      },
+    },
+    { method: "GET", path: "/v1/jobs/:id", handler: (ctx) => json(jobOf(ctx).toJSON()) },
+    {
+      method: "DELETE",
+      path: "/v1/jobs/:id",
+      handler: async (ctx) => {
+        const job = jobOf(ctx);
+        const r = await queue.cancel(job.id);
         if (r === "cancelled") return json(job.toJSON());
         if (r === "cancelling") return json({ ...job.toJSON(), cancelling: true }, 202);
         return errorResponse(409, `the job has finished (${job.status})`);
-      }
-    }
-    if (method === "GET" && (m = /^\/v1\/jobs\/([^/]+)\/events$/.exec(path))) {
-      const job = queue.get(decodeURIComponent(m[1]));
-      if (!job) return errorResponse(404, `no job ${JSON.stringify(m[1].slice(0, 80))}`);
-      return events(job);
-    }
-    if (method === "GET" && (m = /^\/v1\/outputs\/([^/]+)$/.exec(path))) {
-      let name: string;
-      try {
-        name = decodeURIComponent(m[1]);
-      } catch {
-        return errorResponse(400, "bad file name");
-      }
-      const file = await engine.outputPath(name);
-      if (!file) return errorResponse(404, `no output ${JSON.stringify(name.slice(0, 80))}`);
-      const type = /\.png$/i.test(file)
-        ? "image/png"
-        : /\.jpe?g$/i.test(file)
-        ? "image/jpeg"
-        : /\.webp$/i.test(file)
-        ? "image/webp"
-        : "application/octet-stream";
-      return new Response(await Deno.readFile(file), { headers: { "content-type": type } });
-    }
+      },
+    },
+    { method: "GET", path: "/v1/jobs/:id/events", handler: (ctx) => events(jobOf(ctx)) },
+    {
+      method: "GET",
+      path: "/v1/outputs/:file",
+      handler: async (ctx) => {
+        const name = ctx.params.file;
+        const file = await engine.outputPath(name);
+        if (!file) return errorResponse(404, `no output ${JSON.stringify(name.slice(0, 80))}`);
+        return new Response(await Deno.readFile(file), { headers: { "content-type": contentType(file) } });
+      },
+    },
 
     // sd-webui API.
-    if (method === "GET" && path === "/sdapi/v1/sd-models") return json(modelList(await engine.models()));
-    if (method === "GET" && path === "/sdapi/v1/samplers") return json(samplerList());
-    if (method === "GET" && path === "/sdapi/v1/loras") {
-      return json((await engine.loras()).map((l) => ({
-        name: l.name.replace(/\.[^.]+$/, ""),
-        alias: l.name.replace(/\.[^.]+$/, ""),
-        path: l.path,
-        metadata: {},
-      })));
-    }
+    { method: "GET", path: "/sdapi/v1/sd-models", handler: async () => json(modelList(await engine.models())) },
+    { method: "GET", path: "/sdapi/v1/samplers", handler: () => json(samplerList()) },
+    { method: "GET", path: "/sdapi/v1/schedulers", handler: () => json(schedulerList()) },
     // As sd-webui's ControlNet extension lists them.
-    if (method === "GET" && path === "/controlnet/model_list") {
-      return json({ model_list: (await engine.controlnets()).map((c) => c.name.replace(/\.[^.]+$/, "")) });
-    }
-    if (method === "GET" && path === "/sdapi/v1/schedulers") return json(schedulerList());
-    if (path === "/sdapi/v1/interrupt" && method === "POST") {
-      const running = queue.running;
-      if (running) queue.cancel(running.id);
-      return json(null);
-    }
-    if (path === "/sdapi/v1/options" && method === "GET") {
-      return json({ sd_model_checkpoint: (await engine.modelOrDefault(undefined)).name });
-    }
-    if (path === "/sdapi/v1/options" && method === "POST") {
-      const body = parseObject(await readBody(req, maxBody));
-      const unknown = Object.keys(body).filter((k) => k !== "sd_model_checkpoint");
-      if (unknown.length) {
-        throw new RequestError(
-          400,
-          `option "${unknown[0].slice(0, 80)}" is not supported; only sd_model_checkpoint is`,
-        );
-      }
-      const name = body.sd_model_checkpoint;
-      if (typeof name !== "string") throw new RequestError(400, 'field "sd_model_checkpoint": expected a model name');
-      engine.selectedModel = (await engine.model(name)).name;
-      return json(null);
-    }
-    if (method === "GET" && path === "/sdapi/v1/progress") {
-      const job = queue.running;
-      return json({
-        progress: job?.progress.fraction ?? 0,
-        eta_relative: 0,
-        state: {
-          job: job?.id ?? "",
-          job_count: (job ? 1 : 0) + queue.waiting,
-          sampling_step: job?.progress.done ?? 0,
-          sampling_steps: job?.progress.total ?? 0,
-          interrupted: false,
-          skipped: false,
-        },
-        current_image: null,
-        textinfo: job ? `${job.progress.node ?? ""}` : null,
-      });
-    }
-    if (method === "POST" && (path === "/sdapi/v1/txt2img" || path === "/sdapi/v1/img2img")) {
-      const body = parseObject(await readBody(req, maxBody));
-      const id = crypto.randomUUID();
-      let init: Img2ImgInit | undefined;
-      let initFile: string | undefined;
-      if (path === "/sdapi/v1/img2img") {
-        const fields = img2imgFields(body);
-        const { width, height } = decodeInitImage(fields.png, body);
-        // The picture's own size unless the request names one (sd-webui sends its defaults: they must agree).
-        Object.assign(body, { width, height });
-        initFile = `init-${id}.png`;
-        await Deno.mkdir(engine.outputDir, { recursive: true });
-        await Deno.writeFile(join(engine.outputDir, initFile), decodeBase64(fields.png));
-        init = { image: initFile, denoise: fields.denoise };
-      }
-      try {
-        const p = txt2imgParams(body);
-        const { files, job } = await txt2img(p, init, id);
-        const { b64, infotexts } = await pngs(files);
+    {
+      method: "GET",
+      path: "/controlnet/model_list",
+      handler: async () =>
+        json({ model_list: (await engine.controlnets()).map((c) => c.name.replace(/\.[^.]+$/, "")) }),
+    },
+    {
+      method: "GET",
+      path: "/sdapi/v1/loras",
+      handler: async () =>
+        json((await engine.loras()).map((l) => ({
+          name: l.name.replace(/\.[^.]+$/, ""),
+          alias: l.name.replace(/\.[^.]+$/, ""),
+          path: l.path,
+          metadata: {},
+        }))),
+    },
+    {
+      method: "POST",
+      path: "/sdapi/v1/interrupt",
+      handler: async () => {
+        const running = queue.running;
+        if (running) await queue.cancel(running.id);
+        return json(null);
+      },
+    },
+    {
+      method: "GET",
+      path: "/sdapi/v1/options",
+      handler: async () => json({ sd_model_checkpoint: (await engine.modelOrDefault(undefined)).name }),
+    },
+    {
+      method: "POST",
+      path: "/sdapi/v1/options",
+      handler: async (ctx) => {
+        const body = await ctx.json();
+        const unknown = Object.keys(body).filter((k) => k !== "sd_model_checkpoint");
+        if (unknown.length) {
+          throw new RequestError(
+            400,
+            `option "${unknown[0].slice(0, 80)}" is not supported; only sd_model_checkpoint is`,
+          );
+        }
+        const name = body.sd_model_checkpoint;
+        if (typeof name !== "string") throw new RequestError(400, 'field "sd_model_checkpoint": expected a model name');
+        engine.selectedModel = (await engine.model(name)).name;
+        return json(null);
+      },
+    },
+    {
+      method: "GET",
+      path: "/sdapi/v1/progress",
+      handler: () => {
+        const job = queue.running;
         return json({
-          images: b64,
-          parameters: body,
-          info: JSON.stringify(await info(p, files, infotexts, job, body)),
+          progress: job?.progress.fraction ?? 0,
+          eta_relative: 0,
+          state: {
+            job: job?.id ?? "",
+            job_count: (job ? 1 : 0) + queue.waiting,
+            sampling_step: job?.progress.done ?? 0,
+            sampling_steps: job?.progress.total ?? 0,
+            interrupted: false,
+            skipped: false,
+          },
+          current_image: null,
+          textinfo: job ? `${job.progress.node ?? ""}` : null,
         });
-      } finally {
-        if (initFile) await Deno.remove(join(engine.outputDir, initFile)).catch(() => {});
-      }
-    }
+      },
+    },
+    { method: "POST", path: "/sdapi/v1/txt2img", handler: sdapiImages },
+    { method: "POST", path: "/sdapi/v1/img2img", handler: sdapiImages },
 
     // OpenAI images API.
-    if (method === "POST" && path === "/v1/images/generations") {
-      const body = parseObject(await readBody(req, maxBody));
-      const { params, format } = openaiParams(body);
-      const { files } = await txt2img(params);
-      const data = format === "url"
-        ? files.map((f) => ({ url: new URL(`/v1/outputs/${encodeURIComponent(f)}`, url).href }))
-        : (await pngs(files)).b64.map((b64_json) => ({ b64_json }));
-      return json({ created: Math.floor(Date.now() / 1000), data });
+    {
+      method: "POST",
+      path: "/v1/images/generations",
+      handler: async (ctx) => {
+        const { params, format } = openaiParams(await ctx.json());
+        const { files } = await txt2img(ctx, params);
+        return json({ created: Math.floor(Date.now() / 1000), data: await openaiData(files, format, ctx.url) });
+      },
+    },
+    { method: "POST", path: "/v1/images/edits", handler: openaiEdits },
+    {
+      method: "GET",
+      path: "/v1/models",
+      handler: async () =>
+        json({ object: "list", data: (await engine.models()).map((mm) => ({ id: mm.name, object: "model" })) }),
+    },
+    ...comfyRoutes(),
+    ...(opts.routes ?? []),
+  ];
+
+  async function openaiData(files: readonly string[], format: "b64_json" | "url", url: URL) {
+    return format === "url"
+      ? files.map((f) => ({ url: new URL(`/v1/outputs/${encodeURIComponent(f)}`, url).href }))
+      : (await pngs(files)).b64.map((b64_json) => ({ b64_json }));
+  }
+
+  const table = routes.map((r) => ({ ...r, pattern: new URLPattern({ pathname: r.path }) }));
+
+  async function route(req: Request, url: URL): Promise<Response> {
+    let allowed = false;
+    for (const r of table) {
+      const m = r.pattern.exec({ pathname: url.pathname });
+      if (!m) continue;
+      if (r.method !== req.method) {
+        allowed = true;
+        continue;
+      }
+      const params: Record<string, string> = {};
+      for (const [k, v] of Object.entries(m.pathname.groups)) {
+        try {
+          params[k] = decodeURIComponent(v ?? "");
+        } catch {
+          throw new RequestError(400, `bad URL part ${JSON.stringify(String(v).slice(0, 80))}`);
+        }
+      }
+      const ctx: RouteContext = {
+        req,
+        url,
+        params,
+        engine,
+        queue,
+        json: async () => parseObject(await readBody(req, maxBody)),
+        bytes: () => readBytes(req, maxBody),
+        submit: (spec, id = crypto.randomUUID()) => queue.submitGraphs(spec, id, submitOptions(url, opts.jobTimeoutMs)),
+      };
+      return await r.handler(ctx);
     }
-    if (method === "GET" && path === "/v1/models") {
-      return json({ object: "list", data: (await engine.models()).map((mm) => ({ id: mm.name, object: "model" })) });
-    }
-    return errorResponse(404, `no route ${method} ${path.slice(0, 200)}`);
+    return errorResponse(
+      allowed ? 405 : 404,
+      `${allowed ? "method not allowed:" : "no route"} ${req.method} ${url.pathname.slice(0, 200)}`,
+    );
   }
 
   async function handler(req: Request): Promise<Response> {
     const res = await answer(req);
-    if (opts.corsOrigin === undefined) return res;
+    // A websocket upgrade's answer cannot be changed.
+    if (opts.corsOrigin === undefined || res.status === 101) return res;
     res.headers.set("access-control-allow-origin", opts.corsOrigin);
     if (opts.corsOrigin !== "*") res.headers.append("vary", "origin");
     return res;
@@ -479,6 +707,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     } catch (e) {
       if (e instanceof BodyTooLarge) return errorResponse(413, `request body larger than ${maxBody} bytes`);
       if (e instanceof QueueFullError) return errorResponse(429, e.message);
+      if (e instanceof QueueUnavailableError) return errorResponse(503, e.message);
       if (e instanceof RequestError) {
         return errorResponse(
           e.status,
@@ -503,7 +732,7 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
   }, handler);
   const addr = server.addr as Deno.NetAddr;
   opts.onListen?.(addr);
-  return Promise.resolve({
+  return {
     addr,
     engine,
     queue,
@@ -511,17 +740,11 @@ export function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
     async shutdown() {
       abort.abort();
       await server.finished;
+      await queue.close();
       engine.close();
       await previews.close();
     },
-  });
-}
-
-/** What {@link Engine.run} reports through. */
-interface JobReporter {
-  nodeStart(node: string, type: string): void;
-  progress(node: string, done: number, total: number, unit?: string): void;
-  preview(node: string, latent: Latent, info: LivePreviewInfo): Promise<void>;
+  };
 }
 
 /**

@@ -5,10 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+import OpenAI, { toFile } from "openai";
 import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { tinyCheckpointPath } from "../plugins/nodes/checkpoint.ts";
 import { encodeBase64, type SdflowServer, startServer } from "./server.ts";
+import type { MemoryGraphQueue } from "./jobs.ts";
 
 const API_KEY = "test-key-3f9a";
 const auth = { authorization: `Bearer ${API_KEY}` };
@@ -172,7 +173,7 @@ Deno.test("serve: /v1/graphs runs a graph with SSE progress; a seed change re-ru
   await withServer(async (base, server) => {
     // The engine is held until the stream is open, so that no event can pass before it.
     let release!: () => void;
-    server.queue.submit("hold", () => new Promise<void>((r) => release = r));
+    (server.queue as MemoryGraphQueue).submit("hold", () => new Promise<void>((r) => release = r));
     const first = await post(base, "/v1/graphs", DEMO_GRAPH);
     assert.deepEqual(first.status, 202, JSON.stringify(first.json));
     const id = first.json.id as string;
@@ -233,7 +234,7 @@ Deno.test("serve: a queued job can be cancelled; a full queue answers 429", asyn
     // Hold the engine with a job that waits on a promise we control.
     let release!: () => void;
     const gate = new Promise<void>((r) => release = r);
-    server.queue.submit("hold", () => gate);
+    (server.queue as MemoryGraphQueue).submit("hold", () => gate);
     const queued = await post(base, "/v1/graphs", DEMO_GRAPH);
     assert.deepEqual(queued.status, 202);
     const full = await post(base, "/v1/graphs", DEMO_GRAPH);
@@ -301,14 +302,14 @@ Deno.test("serve: bad input gets a 4xx JSON error and the server keeps serving",
         /embeddings_dir/,
       ],
       [
-        "a node type not reviewed for the network",
+        "an upscaler named by a path outside --models",
         () => {
           const g = structuredClone(DEMO_GRAPH) as { nodes: Record<string, unknown> };
           g.nodes.up = { type: "upscale_model_loader", inputs: { path: "/etc/passwd" } };
           return post(base, "/v1/graphs", g);
         },
         400,
-        /not available to graphs sent to the server/,
+        /nodes\/up\/inputs\/path|must be a file name without folders/,
       ],
       [
         "traversal save path",
@@ -435,8 +436,8 @@ Deno.test("serve: a model from --models by file name without extension stays res
     const second = await ask(2);
     assert.deepEqual(second.status, 200, JSON.stringify(second.json));
     const job = await (await fetch(`${base}/v1/jobs/${JSON.parse(second.json.info as string).sdflow_job}`)).json();
-    assert.deepEqual(job.result.executed, [["sampler", "decode", "save"]]);
-    assert.ok(job.result.cached[0].includes("checkpoint"));
+    assert.deepEqual(job.result.runs.map((r: { executed: string[] }) => r.executed), [["sampler", "decode", "save"]]);
+    assert.ok(job.result.runs[0].cached.includes("checkpoint"));
     // sd-webui clients switch the model through the options.
     const opts0 = await (await fetch(`${base}/sdapi/v1/options`)).json();
     assert.equal(opts0.sd_model_checkpoint, "mini.safetensors");
@@ -512,6 +513,12 @@ Deno.test("serve: command line: --help, a bad flag and a missing models folder e
   assert.match(models.text, /no such folder/);
 });
 
+function rgb(width: number, height: number, value: number, channels: 3 | 4 = 3, alpha = 255) {
+  const data = new Uint8Array(width * height * channels).fill(value);
+  if (channels === 4) { for (let i = 3; i < data.length; i += 4) data[i] = alpha; }
+  return { width, height, channels, data };
+}
+
 Deno.test("serve: sd-webui img2img starts from the init image; bad init images are 400s", async () => {
   await withServer(async (base, server) => {
     const flat = encodeBase64(
@@ -538,12 +545,26 @@ Deno.test("serve: sd-webui img2img starts from the init image; bad init images a
     // Same seed and prompt, different init images: different pictures (the init image is used).
     assert.notDeepEqual(a.image.data, b.image.data);
     assert.match(a.parameters ?? "", /Denoising strength: 0\.5/);
+    // An inpainting mask: all black keeps the whole picture (whatever the seed); inverted, all is repainted.
+    const black = encodeBase64(encodePngImage(rgb(64, 64, 0)));
+    const kept = await Promise.all([5, 6].map((seed) => ask(flat, { mask: black, seed, denoising_strength: 1 })));
+    for (const k of kept) assert.equal(k.status, 200, JSON.stringify(k.json));
+    const keptPictures = kept.map((k) => decodePngImage(decodeB64((k.json.images as string[])[0])).image.data);
+    assert.deepEqual(keptPictures[0], keptPictures[1]);
+    const repainted = await Promise.all(
+      [5, 6].map((seed) => ask(flat, { mask: black, inpainting_mask_invert: 1, seed, denoising_strength: 1 })),
+    );
+    const repaintedPictures = repainted.map((k) =>
+      decodePngImage(decodeB64((k.json.images as string[])[0])).image.data
+    );
+    assert.notDeepEqual(repaintedPictures[0], repaintedPictures[1]);
 
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ init_images: [btoa("GIF89a not a png")] }, /not a PNG image/],
       [{ init_images: ["%%%"] }, /not valid base64/],
       [{ init_images: [flat], width: 128 }, /does not resize/],
-      [{ init_images: [flat], mask: flat }, /mask/],
+      [{ init_images: [flat], mask: "%%%" }, /field "mask": not valid base64/],
+      [{ init_images: [flat], mask: encodeBase64(encodePngImage(rgb(32, 32, 0))) }, /field "mask": it is 32x32/],
       [{ init_images: [] }, /init_images/],
     ];
     for (const [extra, error] of cases) {
@@ -613,5 +634,62 @@ Deno.test("serve: DELETE stops a running job at its next sampler step", async ()
     assert.equal(interrupt.status, 200);
     const next = await post(base, "/sdapi/v1/txt2img", { prompt: "x", steps: 1, width: 64, height: 64, seed: 1 }, {});
     assert.equal(next.status, 200, JSON.stringify(next.json));
+  });
+});
+
+Deno.test("serve: OpenAI SDK images.edit repaints the mask's transparent part; bad edits are 400s", async () => {
+  await withServer(async (base) => {
+    const client = new OpenAI({ apiKey: "unused", baseURL: `${base}/v1`, maxRetries: 0 });
+    const picture = encodePngImage(rgb(64, 64, 120));
+    const edit = async (mask: Uint8Array | undefined, seed: number, image = picture) => {
+      const params = {
+        image: await toFile(image, "picture.png", { type: "image/png" }),
+        ...(mask ? { mask: await toFile(mask, "mask.png", { type: "image/png" }) } : {}),
+        prompt: "a red door",
+        n: 1,
+        size: "64x64" as "256x256",
+        response_format: "b64_json" as const,
+        // sdflow's extensions, passed through by the SDK.
+        steps: 2,
+        seed,
+      };
+      const r = await client.images.edit(params as OpenAI.ImageEditParamsNonStreaming);
+      return decodePngImage(decodeB64(r.data![0].b64_json!)).image;
+    };
+    // All transparent: everything is repainted, so the seed matters.
+    const clear = encodePngImage(rgb(64, 64, 0, 4, 0));
+    const a = await edit(clear, 1);
+    const b = await edit(clear, 2);
+    assert.deepEqual([a.width, a.height], [64, 64]);
+    assert.notDeepEqual(a.data, b.data);
+    // All opaque: nothing is repainted; the picture is kept whatever the seed.
+    const opaque = encodePngImage(rgb(64, 64, 0, 4, 255));
+    assert.deepEqual((await edit(opaque, 1)).data, (await edit(opaque, 2)).data);
+    // Without a mask, the picture's own transparent pixels are the mask.
+    const own = await edit(undefined, 1, encodePngImage(rgb(64, 64, 120, 4, 0)));
+    assert.deepEqual(own.data, a.data);
+
+    const bad = async (form: FormData, re: RegExp) => {
+      const r = await fetch(`${base}/v1/images/edits`, { method: "POST", body: form });
+      const body = await r.json();
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.match(body.error, re);
+    };
+    const form = (fields: Record<string, string | Uint8Array>) => {
+      const f = new FormData();
+      for (const [k, v] of Object.entries(fields)) {
+        f.append(k, typeof v === "string" ? v : new File([new Uint8Array(v)], `${k}.png`, { type: "image/png" }));
+      }
+      return f;
+    };
+    await bad(form({ image: picture, prompt: "x" }), /must have transparent pixels/);
+    await bad(form({ image: new TextEncoder().encode("GIF89a"), prompt: "x" }), /field "image": not a PNG/);
+    await bad(form({ image: picture, mask: encodePngImage(rgb(32, 32, 0, 4, 0)), prompt: "x" }), /field "mask"/);
+    await bad(form({ image: encodePngImage(rgb(60, 64, 0, 4, 0)), prompt: "x" }), /multiples of 8/);
+    await bad(form({ image: clear, prompt: "x", size: "128x128" }), /field "size"/);
+    await bad(form({ prompt: "x" }), /field "image"/);
+    const notForm = await fetch(`${base}/v1/images/edits`, { method: "POST", body: "{}" });
+    assert.equal(notForm.status, 400);
+    await notForm.body?.cancel();
   });
 });
