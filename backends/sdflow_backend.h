@@ -126,6 +126,10 @@ enum {
  *   (out-of-range indices are an error)
  * COPY: in: x out: y (same element count); converts dtype to f32
  * SLICE: in: x  out: y   p: axis, start (y is x restricted along axis)
+ * MERGE_LOW_RANK: a weight with a low-rank delta added (LoRA merge)
+ *   in: w[R,I] f32|f16|bf16, up[R,K] f32, down[K,I] f32, (optional) dense[R,I]
+ *   f32   out: y[R,I] of w's dtype, y = w + (up @ down + dense), the delta
+ *   summed in f32 and the sum rounded once to nearest even
  */
 enum {
   SDF_OP_CONV2D = 1,
@@ -149,7 +153,8 @@ enum {
   SDF_OP_PERMUTE = 19,
   SDF_OP_GATHER_ROWS = 20,
   SDF_OP_COPY = 21,
-  SDF_OP_SLICE = 22
+  SDF_OP_SLICE = 22,
+  SDF_OP_MERGE_LOW_RANK = 23
 };
 
 enum {
