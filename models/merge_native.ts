@@ -176,6 +176,8 @@ async function runGroup(
     temporary.push(factors);
     for (const p of hostParts) factors.write(p.offset, p.data);
     out = backend.alloc(outBytes);
+    // Written once, front to back: huge pages spare most of the first-touch page faults.
+    out.adviseHugePages();
     bindings.push(factors, out);
     for (const [path, span] of fileSpans) {
       const mapped = backend.fromFile(path, span.start, span.end - span.start);
