@@ -36,6 +36,10 @@ const DTYPES: Readonly<Record<string, number>> = {
   bf16: SDF_DTYPE.bf16,
 };
 
+/** Bytes of a weight of a mergeable dtype (f32, f16, bf16). */
+const storedBytes = (info: WeightInfo): number =>
+  numel(info.shape) * (DTYPES[info.dtype.toLowerCase()] === SDF_DTYPE.f32 ? 4 : 2);
+
 /** The merge of one weight as the op's operands: up [R, K], down [K, I], optional dense [R, I]. */
 interface Operands {
   readonly rows: number;
@@ -74,12 +78,6 @@ function operands(item: MergeItem): Operands {
     k0 += k;
   }
   return { rows, inner, rank, up, down, dense };
-}
-
-/** Where W lies for the plan: a binding slot and a byte offset in it. */
-interface Located {
-  readonly binding: number;
-  readonly offset: number;
 }
 
 /**
@@ -139,7 +137,7 @@ async function runGroup(
   let outBytes = 0;
   const outOffsets = group.map(({ item }) => {
     const o = outBytes;
-    const size = numel(item.info.shape) * (DTYPES[item.info.dtype.toLowerCase()] === SDF_DTYPE.f32 ? 4 : 2);
+    const size = storedBytes(item.info);
     outBytes = alignUp(o + size);
     return o;
   });
@@ -154,21 +152,22 @@ async function runGroup(
   const slotOf = new Map<string | BackendBuffer, number>();
   let out: BackendBuffer | undefined;
   try {
-    const places: Located[] = [];
+    /** W's byte offset in its binding (the host buffer, its file's mapping, or its own buffer). */
+    const wOffsets: number[] = [];
     const factorOffsets = group.map(({ item, ops }) => {
       const s = item.info.source;
-      const wBytes = numel(item.info.shape) * (DTYPES[item.info.dtype.toLowerCase()] === SDF_DTYPE.f32 ? 4 : 2);
+      const wBytes = storedBytes(item.info);
       if (s.kind === "data") {
         if (s.data.byteLength < wBytes) {
           throw new PatchError(`${item.name}: ${s.data.byteLength} bytes, needs ${wBytes}`);
         }
-        places.push({ binding: 0, offset: host(new Uint8Array(s.data.buffer, s.data.byteOffset, wBytes)) });
+        wOffsets.push(host(new Uint8Array(s.data.buffer, s.data.byteOffset, wBytes)));
       } else if (s.kind === "file") {
         if (s.bytes < wBytes) throw new PatchError(`${item.name}: ${s.bytes} bytes in ${s.path}, needs ${wBytes}`);
-        places.push({ binding: -1, offset: s.offset - fileSpans.get(s.path)!.start });
+        wOffsets.push(s.offset - fileSpans.get(s.path)!.start);
       } else {
         if (s.bytes < wBytes) throw new PatchError(`${item.name}: ${s.bytes} bytes in its buffer, needs ${wBytes}`);
-        places.push({ binding: -1, offset: s.offset });
+        wOffsets.push(s.offset);
       }
       return { up: host(ops.up), down: host(ops.down), dense: ops.dense ? host(ops.dense) : -1 };
     });
@@ -198,7 +197,7 @@ async function runGroup(
       const s = item.info.source;
       const binding = s.kind === "file" ? slotOf.get(s.path)! : s.kind === "buffer" ? slotOf.get(s.buffer)! : 0;
       const f = factorOffsets[i];
-      const w = plan.tensor(binding, dtype, places[i].offset, [ops.rows, ops.inner]);
+      const w = plan.tensor(binding, dtype, wOffsets[i], [ops.rows, ops.inner]);
       const up = plan.tensor(0, SDF_DTYPE.f32, f.up, [ops.rows, ops.rank]);
       const down = plan.tensor(0, SDF_DTYPE.f32, f.down, [ops.rank, ops.inner]);
       const ins = [w, up, down];
@@ -215,7 +214,7 @@ async function runGroup(
     const merged = out;
     out = undefined;
     group.forEach(({ item }, i) => {
-      const size = numel(item.info.shape) * (DTYPES[item.info.dtype.toLowerCase()] === SDF_DTYPE.f32 ? 4 : 2);
+      const size = storedBytes(item.info);
       done(item.name, {
         name: item.name,
         dtype: item.info.dtype,

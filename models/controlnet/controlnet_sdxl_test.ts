@@ -155,6 +155,18 @@ Deno.test("ControlNet.load: SD 1.x (original layout) and SDXL (original and diff
         ControlNetError,
         "needs the vector conditioning y",
       );
+      // An inpainting UNet's 9-channel input is not what this ControlNet takes: said, not run.
+      await assertRejects(
+        () =>
+          net.residuals({
+            x: { shape: [1, 9, 8, 8], data: new Float32Array(9 * 64) },
+            timesteps: new Float32Array(1),
+            context: { shape: [1, 77, 80], data: new Float32Array(77 * 80) },
+            y: new Float32Array(1584),
+          }, { shape: [1, 32, 8, 8], data: new Float32Array(32 * 64) }),
+        ControlNetError,
+        "takes 4-channel latents, this UNet's input has 9",
+      );
     } finally {
       net.dispose();
     }

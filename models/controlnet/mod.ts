@@ -142,6 +142,13 @@ export class ControlNet {
         `ControlNet: hint of ${guidedHint.shape[3]}x${guidedHint.shape[2]} for a ${w}x${h} latent`,
       );
     }
+    if (call.x.shape[1] !== this.unet.inChannels) {
+      throw new ControlNetError(
+        `ControlNet ${this.path} takes ${this.unet.inChannels}-channel latents, this UNet's input has ${
+          call.x.shape[1]
+        }`,
+      );
+    }
     const key = `${b}x${h}x${w}/${tokens}`;
     if (this.#controlProgram?.key !== key) {
       this.#controlProgram?.program.dispose();
