@@ -2,7 +2,8 @@
  * MERGE_LOW_RANK (y = w + up @ down + dense, rounded once to w's dtype) against a float64
  * TypeScript reference, under every ISA this CPU has, on shapes that leave partial row, column
  * and rank blocks: R = 100, I = 1100, K = 300 (blocks of 84 rows, 512 columns, rank 256), and
- * R = 30, I = 9000, K = 8 (rows so wide that a block is the minimum of 12 rows).
+ * R = 30, I = 9000, K = 8 (rows so wide that a block is the minimum of 12 rows), and R = 1000, I = 5,
+ * K = 3 (rows so narrow that a block is the maximum of 384 rows).
  *
  * Bound per element: the float64 value's rounding to the dtype can flip next to a rounding
  * boundary, and ΔW's float32 sum over K terms errs by at most K·2⁻²⁴·Σ|terms| (the classic
@@ -75,7 +76,7 @@ async function merge(
 }
 
 Deno.test("MERGE_LOW_RANK matches float64 w + up@down + dense, rounded to f32 / f16 / bf16", async (t) => {
-  for (const [R, I, K] of [[100, 1100, 300], [30, 9000, 8]]) {
+  for (const [R, I, K] of [[100, 1100, 300], [30, 9000, 8], [1000, 5, 3]]) {
     const r = rng(7);
     const w32 = randn(r, R * I);
     const up = randn(r, R * K, -0.05, 0.05);

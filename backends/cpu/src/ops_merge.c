@@ -17,6 +17,7 @@
 #include "ops_merge.h"
 
 #define MRG_ROW_FLOATS (48 * 2048) /* float32 scratch of a block of rows (384 KiB) */
+#define MRG_MAX_ROWS 384            /* rows of a chunk at most */
 #define MRG_NB 512                  /* columns per gemm call */
 #define MRG_KC 256                  /* rank block */
 
@@ -28,8 +29,9 @@ static void mrg_shape_of(const sdf_op *op, mrg_shape *s) {
   s->R = op->in[0]->dims[0];
   s->I = op->in[0]->dims[1];
   s->K = op->in[1]->dims[1];
-  /* Rows per chunk: a multiple of 12 (whole AVX-512 tiles), as many as the scratch holds, 12 at least. */
-  s->mb = sdfg_max(12, (MRG_ROW_FLOATS / s->I) / 12 * 12);
+  /* Rows per chunk: a multiple of 12 (whole AVX-512 tiles), as many as the scratch holds, 12 at least and
+   * MRG_MAX_ROWS at most (the packed up factor takes kc floats per row). */
+  s->mb = sdfg_min(MRG_MAX_ROWS, sdfg_max(12, (MRG_ROW_FLOATS / s->I) / 12 * 12));
   s->nm = sdfg_cdiv(s->R, s->mb);
   s->kc = sdfg_max(1, sdfg_min(s->K, MRG_KC));
 }
