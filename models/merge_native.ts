@@ -102,7 +102,10 @@ export async function mergeOnBackend(
     for (const item of items) {
       const dtype = DTYPES[item.info.dtype.toLowerCase()];
       if (dtype === undefined) {
-        throw new PatchError(`${item.name}: dtype ${item.info.dtype} cannot be merged (use the runtime LoRA mode)`);
+        throw new PatchError(
+          `${item.name} is ${item.info.dtype}: a LoRA cannot be merged into quantized weights; ` +
+            `use --lora-apply-mode at_runtime`,
+        );
       }
       const ops = operands(item);
       group.push({ item, ops });

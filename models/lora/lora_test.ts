@@ -12,7 +12,7 @@
 
 import { loadBackend } from "../../backends/mod.ts";
 import { compile, Graph, type Tensor } from "../../engine/mod.ts";
-import { assert, assertEquals, assertInstanceOf, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertInstanceOf, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { addRuntimeDeltas, conv2d, createWeightLookup, linear, type WeightInfo } from "../nn.ts";
 import { hostWeight, PatchError, type WeightDelta, type WeightPatch } from "../patch.ts";
 import { mergeWeight, PatchedWeights, readWeightF32 } from "../patch_weights.ts";
@@ -388,4 +388,20 @@ Deno.test("two LoRAs on one weight add up: deltas of scale 0.1 and 0.3 merge as 
   for (let i = 0; i < got.length; i++) {
     assert(Math.abs(got[i] - expect[i]) <= ulp16(expect[i]), `[${i}]: ${got[i]} vs numpy ${expect[i]}`);
   }
+});
+
+Deno.test("merging into a weight of a dtype the merge does not handle (quantized) is one PatchError", async () => {
+  const backend = await loadBackend("cpu", { threads: 1 });
+  const w = t("lin.w");
+  const quantized: WeightInfo = { ...w, dtype: "q8_0" };
+  const patch: WeightPatch = { kind: "weights", label: "q", deltas: [DELTAS.lin] };
+  const source = new PatchedWeights(
+    { get: () => quantized },
+    new Map([["lin.weight", w.shape]]),
+    [patch],
+    backend,
+    "x",
+  );
+  await assertRejects(() => source.prepare(), PatchError, "a LoRA cannot be merged into quantized weights");
+  source.dispose();
 });
