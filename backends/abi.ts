@@ -100,6 +100,7 @@ export const SDF_OP = {
   GATHER_ROWS: 20,
   COPY: 21,
   SLICE: 22,
+  MERGE_LOW_RANK: 23,
 } as const;
 export type SdfOpName = keyof typeof SDF_OP;
 

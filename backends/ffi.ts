@@ -80,6 +80,7 @@ const SYMBOLS = {
   sdf_plan_profile: { parameters: ["pointer", "buffer", "u32"], result: "u32" },
   sdf_plan_last_error: { parameters: ["pointer"], result: "pointer", optional: true },
   sdf_buffer_evict: { parameters: ["pointer"], result: "i32", optional: true },
+  sdf_buffer_advise: { parameters: ["pointer", "i32"], result: "i32", optional: true },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -370,6 +371,16 @@ export class BackendBuffer {
   evict(): void {
     const sym = this.backend.symbols.sdf_buffer_evict;
     if (sym) this.backend.check(sym(this.pointer), "sdf_buffer_evict");
+  }
+
+  /**
+   * Hints that the buffer is large and about to be written through once (merged weights): the CPU
+   * backend backs it with huge pages where the OS offers them. A no-op for backends without
+   * `sdf_buffer_advise`.
+   */
+  adviseHugePages(): void {
+    const sym = this.backend.symbols.sdf_buffer_advise;
+    if (sym) this.backend.check(sym(this.pointer, 1), "sdf_buffer_advise");
   }
 
   /** Copies `data` into the buffer at byte `offset`. */

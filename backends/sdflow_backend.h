@@ -157,6 +157,10 @@ enum {
  *   (out-of-range indices are an error)
  * COPY: in: x out: y (same element count); converts dtype to f32
  * SLICE: in: x  out: y   p: axis, start (y is x restricted along axis)
+ * MERGE_LOW_RANK: a weight with a low-rank delta added (LoRA merge)
+ *   in: w[R,I] f32|f16|bf16, up[R,K] f32, down[K,I] f32, (optional) dense[R,I]
+ *   f32   out: y[R,I] of w's dtype, y = w + (up @ down + dense), the delta
+ *   summed in f32 and the sum rounded once to nearest even
  */
 enum {
   SDF_OP_CONV2D = 1,
@@ -180,7 +184,8 @@ enum {
   SDF_OP_PERMUTE = 19,
   SDF_OP_GATHER_ROWS = 20,
   SDF_OP_COPY = 21,
-  SDF_OP_SLICE = 22
+  SDF_OP_SLICE = 22,
+  SDF_OP_MERGE_LOW_RANK = 23
 };
 
 enum {
@@ -281,6 +286,11 @@ SDF_API const char *sdf_plan_last_error(const sdf_plan *plan);
  * page cache, shrinking the process's RSS; they fault back in when next read).
  * Contents are unchanged as far as the caller can tell. */
 SDF_API int32_t sdf_buffer_evict(sdf_buffer *buf);
+/* Optional: a usage hint for a buffer from sdf_buffer_alloc. SDF_ADVICE_HUGE_PAGES: it is large and
+ * about to be written through once; a backend may back it with huge pages. Contents unchanged;
+ * SDF_OK when the hint cannot be followed, SDF_E_INVALID for an unknown advice. */
+enum { SDF_ADVICE_HUGE_PAGES = 1 };
+SDF_API int32_t sdf_buffer_advise(sdf_buffer *buf, int32_t advice);
 
 #ifdef __cplusplus
 }

@@ -1,20 +1,29 @@
 /**
- * ControlNet through the sd.cpp flags, on the tiny checkpoint and the tiny ControlNet: a run with
- * --canny and a control image of another size (resized, and said so in one line), and bad input —
- * a ControlNet for another model, a corrupt file, flags without their partner — each one clear line.
+ * ControlNet through the sd.cpp flags, on the tiny checkpoints and the tiny ControlNets: a run with
+ * --canny and a control image of another size (resized, and said so in one line), an SDXL run with a
+ * diffusers-layout SDXL ControlNet, and bad input — a ControlNet for another model, an SD 1 ControlNet on
+ * SDXL, a corrupt file, flags without their partner — each one clear line.
  */
 
 import { assert, assertEquals } from "../tests/assert.ts";
-import { loadTinyReference } from "../models/testdata/reference.ts";
-import { tinyControlNetBytes } from "../models/controlnet/testdata/tiny_controlnet.ts";
+import { loadTinyReference, loadTinySdxlReference } from "../models/testdata/reference.ts";
+import {
+  controlNetFileBytes,
+  tinyControlNetBytes,
+  tinySdxlControlNetTensors,
+} from "../models/controlnet/testdata/tiny_controlnet.ts";
 import { encodePngImage } from "../plugins/image/png.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const STACK = /^\s+at .+:\d+:\d+/m;
 
 async function gen(dir: string, ...extra: string[]) {
+  return await genWith(`${dir}/tiny.safetensors`, dir, ...extra);
+}
+
+async function genWith(model: string, dir: string, ...extra: string[]) {
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/gen.ts", "-m", `${dir}/tiny.safetensors`, "-p", "a cat", "-W", "64", "-H", "64"]
+    args: ["run", "-A", "cli/gen.ts", "-m", model, "-p", "a cat", "-W", "64", "-H", "64"]
       .concat(["--steps", "1", "-t", "2", "-o", `${dir}/out.png`, ...extra]),
     cwd: root,
     stdout: "piped",
@@ -69,6 +78,34 @@ Deno.test("CLI ControlNet: --canny with a resized control image runs; bad Contro
       assert(b.error.test(lines[0]), lines[0]);
       assert(!STACK.test(r.stderr), r.stderr);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("CLI ControlNet on SDXL: a diffusers-layout SDXL ControlNet runs; an SD 1 ControlNet is one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sdflow-cn-xl-cli-" });
+  try {
+    const model = `${dir}/tiny-xl.safetensors`;
+    Deno.writeFileSync(model, loadTinySdxlReference().ckptBytes);
+    Deno.writeFileSync(`${dir}/cn-xl.safetensors`, controlNetFileBytes(tinySdxlControlNetTensors(), "diffusers"));
+    Deno.writeFileSync(`${dir}/cn-sd1.safetensors`, tinyControlNetBytes());
+    const data = new Uint8Array(64 * 64 * 3).map((_, i) => ((i / 3) % 64) > 30 ? 255 : 0);
+    Deno.writeFileSync(`${dir}/control.png`, encodePngImage({ width: 64, height: 64, channels: 3, data }));
+    const image = ["--control-image", `${dir}/control.png`];
+    const plain = await genWith(model, dir, "-o", `${dir}/plain.png`);
+    assertEquals(plain.code, 0, plain.stderr);
+    const ok = await genWith(model, dir, "--control-net", `${dir}/cn-xl.safetensors`, ...image, "-o", `${dir}/cn.png`);
+    assertEquals(ok.code, 0, ok.stderr);
+    // The residuals reach the UNet: the picture changes.
+    const a = Deno.readFileSync(`${dir}/plain.png`), b = Deno.readFileSync(`${dir}/cn.png`);
+    assert(a.length !== b.length || a.some((v, i) => v !== b[i]), "the ControlNet changed nothing");
+    const bad = await genWith(model, dir, "--control-net", `${dir}/cn-sd1.safetensors`, ...image);
+    assertEquals(bad.code, 1, bad.stderr);
+    const lines = bad.stderr.trim().split("\n").filter((l) => /error/i.test(l));
+    assertEquals(lines.length, 1, bad.stderr);
+    assert(/does not fit this model/.test(lines[0]), lines[0]);
+    assert(!STACK.test(bad.stderr), bad.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -3,13 +3,14 @@
  * its graph builder reads (merged weights) and the deltas its layers add at
  * run time (`runtime` mode, see nn.ts `addRuntimeDeltas`).
  *
- * Merging never copies the model into JavaScript: only the patched weights are
- * read, one at a time per worker thread (merge_worker.ts), before the network
- * first runs; W + ΔW is computed row by row in float32, rounded to the
- * weight's dtype (ties to even, as sd.cpp's add into an f16 tensor), and
- * uploaded into a backend buffer that every program of the network then binds
- * (a `buffer` constant). The unpatched weights stay memory-mapped from the
- * checkpoint file.
+ * Merging never copies the model into JavaScript: before the network first
+ * runs, the backend merges each patched weight once (merge_native.ts: a
+ * MERGE_LOW_RANK op per weight, ΔW summed in float32 and W + ΔW rounded to the
+ * weight's dtype, ties to even, as sd.cpp's add into an f16 tensor) into a
+ * backend buffer that every program of the network then binds (a `buffer`
+ * constant). The unpatched weights stay memory-mapped from the checkpoint
+ * file. A backend without that op merges here in JavaScript instead, row by
+ * row on worker threads (merge_worker.ts), to the same rounding.
  */
 
 import type { Backend, BackendBuffer } from "../backends/mod.ts";
@@ -17,46 +18,13 @@ import { f16BitsTable, f32ToBf16BitsInto, f32ToF16BitsInto } from "../backends/f
 import { readRangeSync } from "./weights/io.ts";
 import type { WeightInfo, WeightSource } from "./nn.ts";
 import { deltaMismatch, type ModelPatch, PatchError, type WeightDelta, type WeightPatch } from "./patch.ts";
+import { MERGE_OP_NAME, mergeOnBackend } from "./merge_native.ts";
+import { readWeightF32, weightBytes } from "./weight_values.ts";
+
+export { readWeightF32 } from "./weight_values.ts";
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const fmt = (s: readonly number[]): string => `[${s.join(", ")}]`;
-
-/** The raw bytes of a weight (one read of its file range, a view of memory, or a copy out of a backend buffer). */
-function weightBytes(info: WeightInfo, bytes: number): Uint8Array {
-  const s = info.source;
-  if (s.kind === "file") {
-    if (s.bytes < bytes) {
-      throw new PatchError(`${info.name ?? "weight"}: ${s.bytes} bytes in ${s.path}, needs ${bytes}`);
-    }
-    return readRangeSync(s.path, s.offset, bytes);
-  }
-  if (s.kind === "buffer") return s.buffer.read(s.offset, bytes);
-  if (s.data.byteLength < bytes) {
-    throw new PatchError(`${info.name ?? "weight"}: ${s.data.byteLength} bytes, needs ${bytes}`);
-  }
-  return new Uint8Array(s.data.buffer, s.data.byteOffset, bytes);
-}
-
-/** A weight's values as float32 (f32, f16 or bf16 storage). */
-export function readWeightF32(info: WeightInfo): Float32Array {
-  const n = numel(info.shape);
-  const dtype = info.dtype.toLowerCase();
-  const size = dtype === "f32" || dtype === "float32" ? 4 : dtype === "f16" || dtype === "bf16" ? 2 : 0;
-  if (size === 0) throw new PatchError(`${info.name ?? "weight"}: dtype ${info.dtype} cannot be patched`);
-  let b = weightBytes(info, n * size);
-  if (b.byteOffset % 4 !== 0) b = b.slice();
-  if (size === 4) return new Float32Array(b.buffer, b.byteOffset, n).slice();
-  const u16 = new Uint16Array(b.buffer, b.byteOffset, n);
-  const out = new Float32Array(n);
-  if (dtype === "f16") {
-    const t = f16BitsTable();
-    for (let i = 0; i < n; i++) out[i] = t[u16[i]];
-  } else {
-    const o32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) o32[i] = u16[i] << 16;
-  }
-  return out;
-}
 
 /** The low-rank factors of one delta as float32, ready for the row loop: up pre-scaled. */
 export interface PreparedDelta {
@@ -316,10 +284,11 @@ export class PatchedWeights implements WeightSource {
   }
 
   /**
-   * Merges every weight with merge-mode deltas that is not merged yet, one at a time, each into
-   * its own backend buffer. Call before building a graph from this source.
+   * Merges every weight with merge-mode deltas that is not merged yet, each once, into backend
+   * buffers. Call before building a graph from this source. `inJs` forces the JavaScript merge
+   * (for tests comparing the two).
    */
-  async prepare(): Promise<void> {
+  async prepare(opts: { inJs?: boolean } = {}): Promise<void> {
     const todo = [...this.#merge].filter(([name]) => !this.#merged.has(name));
     if (todo.length === 0) return;
     const infos = todo.map(([name]) => {
@@ -327,6 +296,12 @@ export class PatchedWeights implements WeightSource {
       if (!info) throw new PatchError(`missing weight "${name}"`);
       return info;
     });
+    if (!opts.inJs && this.#backend.info.ops.includes(MERGE_OP_NAME)) {
+      const items = todo.map(([name, deltas], i) => ({ name, info: infos[i], deltas }));
+      const buffers = await mergeOnBackend(this.#backend, items, (name, merged) => this.#merged.set(name, merged));
+      this.#buffers.push(...buffers);
+      return;
+    }
     const jobs = todo.map(([, deltas], i) => mergeJob(infos[i], deltas));
     await runMergeJobs(jobs, this.#threads, (i, values) => {
       const [name] = todo[i];

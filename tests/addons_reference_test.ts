@@ -24,29 +24,15 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { assert } from "./assert.ts";
-import { decodePngImage } from "../plugins/image/png.ts";
-import { compareImages } from "../tools/psnr.ts";
 import { SHARED_DIR, sharedTest } from "./shared.ts";
+import { CACHE_DIR, ensureMadeFile, genAndCompare, REPO, run, tail } from "./reference_helpers.ts";
+import { ensureSd15Checkpoint, SD15_CHECKPOINT as CHECKPOINT } from "./sd15_checkpoint.ts";
 
 const SHARED = SHARED_DIR;
 const ADDONS = new URL("reference/addons/", SHARED);
 const ADDONS_README = new URL("README.md", ADDONS);
-const SD_README = new URL("reference/README.md", SHARED);
-const REPO = new URL("../", import.meta.url);
-const CACHE = new URL(".cache/", REPO);
-const CHECKPOINT = new URL("sd15-random-f16.safetensors", CACHE);
-const PYTHON = Deno.env.get("SDFLOW_PYTHON") || "/usr/bin/python3";
-
-function exists(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const MAKE_RANDOM_ADDONS = new URL("tools/make_random_addons.py", SHARED);
 
 /** What every test here needs of the shared folder: the READMEs, sd.cpp's pictures, the tools. */
 const NEEDS = [
@@ -56,26 +42,6 @@ const NEEDS = [
   "tools/make_random_addons.py",
   "tools/make_random_sd.py",
 ];
-
-async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
-  const r = await new Deno.Command(cmd, { args, cwd: REPO, stdout: "piped", stderr: "piped" }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: (dec.decode(r.stdout) + dec.decode(r.stderr)).trim() };
-}
-
-const tail = (text: string, n = 25) => text.split("\n").slice(-n).join("\n");
-
-async function sha256File(path: URL): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buf = new Uint8Array(8 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
-}
 
 /** Splits a command line into words (double quotes). */
 function words(line: string): string[] {
@@ -101,60 +67,11 @@ function readme(text: string) {
   };
 }
 
-/** Makes `file` with `make` unless present (written under a temporary name first), then checks its sha256. */
-async function ensureFile(file: URL, sha256: string, make: (partial: string) => string[]): Promise<void> {
-  if (!exists(file)) {
-    const probe = await run(PYTHON, ["-c", "import numpy"]).catch(() => ({ code: -1, out: "not found" }));
-    if (probe.code !== 0) {
-      throw new Error(`${PYTHON} with numpy is needed to make ${file.pathname} (${tail(probe.out, 1)})`);
-    }
-    await Deno.mkdir(new URL(".", file), { recursive: true });
-    const partial = `${file.pathname}.partial-${Deno.pid}`;
-    try {
-      const r = await run(PYTHON, make(partial));
-      if (r.code !== 0) throw new Error(`making ${file.pathname} failed:\n${tail(r.out)}`);
-      await Deno.rename(partial, file);
-    } finally {
-      await Deno.remove(partial).catch(() => {});
-    }
-  }
-  const got = await sha256File(file);
-  if (got !== sha256) {
-    throw new Error(`${file.pathname}: sha256 ${got}, the README expects ${sha256}; delete it to have it made again`);
-  }
-}
-
 async function addonFile(kind: "taesd" | "esrgan", facts: ReturnType<typeof readme>): Promise<URL> {
   const name = `random-${kind}-f16.safetensors`;
-  const file = new URL(`addons/${name}`, CACHE);
-  const tool = new URL("tools/make_random_addons.py", SHARED).pathname;
-  await ensureFile(file, facts.sha256(name), (partial) => [tool, kind, "--out", partial]);
+  const file = new URL(`addons/${name}`, CACHE_DIR);
+  await ensureMadeFile(file, MAKE_RANDOM_ADDONS, [kind], facts.sha256(name), `random ${kind}`);
   return file;
-}
-
-async function ensureCheckpoint(): Promise<void> {
-  const sha = /Expected sha256 of that file:\s*`([0-9a-f]{64})`/.exec(await Deno.readTextFile(SD_README));
-  if (!sha) throw new Error(`${SD_README.pathname}: no checkpoint sha256`);
-  const tool = new URL("tools/make_random_sd.py", SHARED).pathname;
-  await ensureFile(CHECKPOINT, sha[1], (partial) => [tool, "--out", partial, "--dtype", "f16"]);
-}
-
-/** Runs `deno task gen` with `args` and compares its output with sd.cpp's `picture`. */
-async function genAndCompare(args: string[], out: string, picture: string | URL, bound: number): Promise<void> {
-  console.log(`deno task gen ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
-  const t0 = performance.now();
-  const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args]);
-  if (r.code !== 0) throw new Error(`deno task gen exited with ${r.code}:\n${tail(r.out)}`);
-  const ours = decodePngImage(await Deno.readFile(out)).image;
-  const theirs = decodePngImage(await Deno.readFile(typeof picture === "string" ? new URL(picture, ADDONS) : picture))
-    .image;
-  const c = compareImages(ours, theirs);
-  const name = typeof picture === "string" ? picture : picture.pathname.split("/").pop();
-  console.log(
-    `${name}: PSNR ${c.psnr.toFixed(2)} dB (bound ${bound} dB), max |diff| ${c.maxAbs}, ` +
-      `run ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-  );
-  assert(c.psnr >= bound, `${name}: PSNR ${c.psnr.toFixed(2)} dB < ${bound} dB against sd.cpp's picture`);
 }
 
 /** Replaces file names of the README's commands with their paths here. */
@@ -167,7 +84,7 @@ Deno.test({
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
     const taesd = await addonFile("taesd", facts);
-    await ensureCheckpoint();
+    await ensureSd15Checkpoint();
     const dir = await Deno.makeTempDir({ prefix: "sdflow-addons-" });
     try {
       const out = `${dir}/taesd.png`;
@@ -176,7 +93,7 @@ Deno.test({
         "random-taesd-f16.safetensors": taesd.pathname,
       };
       const args = localize([...facts.base, ...facts.command("taesd_256_euler_4.png")], files);
-      await genAndCompare([...args, "-o", out], out, "taesd_256_euler_4.png", 40);
+      await genAndCompare([...args, "-o", out], out, new URL("taesd_256_euler_4.png", ADDONS), 40);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -198,14 +115,14 @@ Deno.test({
     try {
       const out = `${dir}/x4.png`;
       const args = ["-M", "upscale", "-i", input, "--upscale-model", esrgan.pathname, "-t", "2", "-o", out];
-      await genAndCompare(args, out, "esrgan_256_euler_4_x4.png", 35);
+      await genAndCompare(args, out, new URL("esrgan_256_euler_4_x4.png", ADDONS), 35);
       // The txt2img form of the README's command upscales the decoded image: its graph, checked without running.
       const files = {
         "sd15-random-f16.safetensors": CHECKPOINT.pathname,
         "random-esrgan-f16.safetensors": esrgan.pathname,
       };
       const full = localize([...facts.base, ...facts.command("esrgan_256_euler_4_x4.png")], files);
-      const dry = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...full, "-o", out, "--dry-run"]);
+      const dry = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...full, "-o", out, "--dry-run"], REPO);
       assert(dry.code === 0, `--dry-run failed:\n${tail(dry.out)}`);
       assert(/upscale \(upscale\)\s+stage \d+, after (upscaler, decode|decode, upscaler)/.test(dry.out), dry.out);
     } finally {
@@ -221,7 +138,7 @@ Deno.test({
   ),
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
-    await ensureCheckpoint();
+    await ensureSd15Checkpoint();
     const input = new URL("reference/sd15-random/a_256_euler_4.png", SHARED).pathname;
     const dir = await Deno.makeTempDir({ prefix: "sdflow-addons-" });
     try {
@@ -244,7 +161,7 @@ Deno.test({
   async fn() {
     const facts = readme(await Deno.readTextFile(ADDONS_README));
     const taesd = await addonFile("taesd", facts);
-    await ensureCheckpoint();
+    await ensureSd15Checkpoint();
     const input = new URL("reference/sd15-random/a_256_euler_4.png", SHARED).pathname;
     const dir = await Deno.makeTempDir({ prefix: "sdflow-addons-" });
     try {

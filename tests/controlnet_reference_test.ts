@@ -18,7 +18,7 @@ import { assert } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { compareImages } from "../tools/psnr.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
-import { CACHE_DIR, ensureMadeFile, REPO, run, shellWords, withFlag } from "./reference_helpers.ts";
+import { CACHE_DIR, ensureMadeFile, genAndCompare, shellWords, withFlag } from "./reference_helpers.ts";
 import { ensureSd15Checkpoint, SD15_CHECKPOINT as CHECKPOINT } from "./sd15_checkpoint.ts";
 
 const ADDONS = sharedUrl("reference/addons/");
@@ -66,20 +66,9 @@ Deno.test({
       args = withFlag(args, "--control-net", CONTROLNET.pathname);
       args = withFlag(args, "--control-image", new URL("edges_synthetic_256.png", ADDONS).pathname);
       args = [...args, "-o", out]; // the add-ons README command names no output
-      console.log(`deno task gen ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
-      const t0 = performance.now();
-      const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
-      if (r.code !== 0) {
-        throw new Error(`deno task gen exited with ${r.code}:\n${r.out.split("\n").slice(-25).join("\n")}`);
-      }
-      const got = decodePngImage(await Deno.readFile(out)).image;
-      const c = compareImages(got, decodePngImage(await Deno.readFile(new URL(PICTURE, ADDONS))).image);
-      const plain = compareImages(got, decodePngImage(await Deno.readFile(PLAIN_PNG)).image);
-      console.log(
-        `PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}; ` +
-          `vs the plain picture ${plain.psnr.toFixed(2)} dB; run ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-      );
-      assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
+      const { decoded } = await genAndCompare(args, out, new URL(PICTURE, ADDONS), MIN_PSNR_DB);
+      const plain = compareImages(decoded.image, decodePngImage(await Deno.readFile(PLAIN_PNG)).image);
+      console.log(`vs the plain picture: ${plain.psnr.toFixed(2)} dB`);
       assert(plain.psnr < 30, `the ControlNet changed little: ${plain.psnr.toFixed(2)} dB from the plain picture`);
     } finally {
       await Deno.remove(outDir, { recursive: true });
@@ -107,15 +96,7 @@ Deno.test({
         .concat(["-t", "2", "-W", "256", "-H", "256", "--sampling-method", "euler", "--steps", "4"])
         .concat(["--control-net", CONTROLNET.pathname, "--control-image", PLAIN_PNG.pathname, "--canny"])
         .concat(["--control-strength", "0.9", "-o", out]);
-      const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
-      if (r.code !== 0) {
-        throw new Error(`deno task gen exited with ${r.code}:\n${r.out.split("\n").slice(-25).join("\n")}`);
-      }
-      const got = decodePngImage(await Deno.readFile(out)).image;
-      const fixture = new URL("fixtures/sdcpp/cn_canny_256_euler_4.png", import.meta.url);
-      const c = compareImages(got, decodePngImage(await Deno.readFile(fixture)).image);
-      console.log(`PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}`);
-      assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
+      await genAndCompare(args, out, new URL("fixtures/sdcpp/cn_canny_256_euler_4.png", import.meta.url), MIN_PSNR_DB);
     } finally {
       await Deno.remove(outDir, { recursive: true });
     }

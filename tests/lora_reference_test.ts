@@ -18,15 +18,8 @@
 
 import { assert } from "./assert.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
-import {
-  ensureSd15Checkpoint,
-  PYTHON,
-  SD15_CHECKPOINT,
-  SD15_CHECKPOINT_SHARED,
-  sha256File,
-} from "./sd15_checkpoint.ts";
-import { decodePngImage } from "../plugins/image/png.ts";
-import { compareImages } from "../tools/psnr.ts";
+import { CACHE_DIR, ensureMadeFile, genAndCompare } from "./reference_helpers.ts";
+import { ensureSd15Checkpoint, SD15_CHECKPOINT, SD15_CHECKPOINT_SHARED } from "./sd15_checkpoint.ts";
 
 const SHARED_PATHS = [
   ...SD15_CHECKPOINT_SHARED,
@@ -37,28 +30,10 @@ const SHARED_PATHS = [
 const [ADDONS_README, REFERENCE_PNG, MAKE_RANDOM_ADDONS] = SHARED_PATHS.slice(SD15_CHECKPOINT_SHARED.length).map(
   sharedUrl,
 );
-const REPO = new URL("../", import.meta.url);
 const CHECKPOINT = SD15_CHECKPOINT;
-const LORA_DIR = new URL(".cache/lora/", REPO);
+const LORA_DIR = new URL("lora/", CACHE_DIR);
 const LORA = new URL("random-lora-f16.safetensors", LORA_DIR);
 const MIN_PSNR_DB = 40;
-
-function exists(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function run(cmd: string, args: string[], cwd?: URL): Promise<{ code: number; out: string }> {
-  const r = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: (dec.decode(r.stdout) + dec.decode(r.stderr)).trim() };
-}
-
-const tail = (text: string, lines = 25): string => text.split("\n").slice(-lines).join("\n");
 
 /** The add-ons README's facts: the LoRA's sha256, BASE and the LoRA command's own flags. */
 function addonsFacts(text: string): { loraSha256: string; base: string; prompt: string } {
@@ -71,26 +46,6 @@ function addonsFacts(text: string): { loraSha256: string; base: string; prompt: 
   return { loraSha256: sha[1], base: baseText[1].replace(/\s+/g, " "), prompt: cmd[1] };
 }
 
-async function ensureLora(expectedSha256: string): Promise<void> {
-  if (!exists(LORA)) {
-    await Deno.mkdir(LORA_DIR, { recursive: true });
-    const partial = new URL(`random-lora-f16.partial-${Deno.pid}.safetensors`, LORA_DIR);
-    try {
-      const r = await run(PYTHON, [MAKE_RANDOM_ADDONS.pathname, "lora", "--out", partial.pathname]);
-      if (r.code !== 0) {
-        throw new Error(`make_random_addons.py lora exited with ${r.code} (needs python3 + numpy):\n${tail(r.out)}`);
-      }
-      await Deno.rename(partial, LORA);
-    } finally {
-      await Deno.remove(partial).catch(() => {});
-    }
-  }
-  const sha = await sha256File(LORA);
-  if (sha !== expectedSha256) {
-    throw new Error(`${LORA.pathname}: sha256 ${sha}, the add-ons README expects ${expectedSha256}; delete it`);
-  }
-}
-
 for (const mode of ["immediately", "at_runtime"] as const) {
   Deno.test({
     ...sharedTest(
@@ -100,22 +55,15 @@ for (const mode of ["immediately", "at_runtime"] as const) {
     async fn() {
       const facts = addonsFacts(await Deno.readTextFile(ADDONS_README));
       await ensureSd15Checkpoint();
-      await ensureLora(facts.loraSha256);
+      await ensureMadeFile(LORA, MAKE_RANDOM_ADDONS, ["lora"], facts.loraSha256, "random SD 1.5 LoRA");
       const outDir = await Deno.makeTempDir({ prefix: "sdflow-lora-ref-" });
       try {
         const out = `${outDir}/lora_256_euler_4.png`;
         const base = facts.base.split(" ").map((a) => (a === "sd15-random-f16.safetensors" ? CHECKPOINT.pathname : a));
         const args = [...base, "-p", facts.prompt, "--lora-model-dir", LORA_DIR.pathname, "-o", out];
         if (mode === "at_runtime") args.push("--lora-apply-mode", mode);
-        console.log(`deno task gen ${args.map((a) => (/[\s<>]/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
-        const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
-        if (r.code !== 0) throw new Error(`deno task gen exited with ${r.code}:\n${tail(r.out)}`);
-        assert(!/unused lora|incompatible/.test(r.out), `every LoRA tensor should be used:\n${tail(r.out)}`);
-        const decoded = decodePngImage(await Deno.readFile(out));
-        const reference = decodePngImage(await Deno.readFile(REFERENCE_PNG)).image;
-        const c = compareImages(decoded.image, reference);
-        console.log(`PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}`);
-        assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
+        const { decoded, output } = await genAndCompare(args, out, REFERENCE_PNG, MIN_PSNR_DB);
+        assert(!/unused lora|incompatible/.test(output), `every LoRA tensor should be used:\n${output}`);
         // The tag is gone from the prompt that was encoded and recorded.
         const params = decoded.parameters ?? "";
         assert(params.startsWith("a lovely cat\n") || params.startsWith("a lovely cat"), params);

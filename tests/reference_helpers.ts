@@ -1,14 +1,19 @@
 /**
- * What the end-to-end reference tests (sd15_reference_test.ts, sdxl_reference_test.ts) share: reading a
- * section of ../shared/reference/README.md (checkpoint sha256, pixel sha256, the sd-cli command), making a
- * random checkpoint with ../shared/tools/make_random_sd.py into .cache/ (under a temporary name, renamed
- * when complete, then checked against its sha256), and running `deno task gen` with the README's flags.
+ * What the end-to-end reference tests (sd15, sdxl, LoRA, ControlNet, add-ons) share: reading a section of
+ * ../shared/reference/README.md (checkpoint sha256, pixel sha256, the sd-cli command), making a random
+ * checkpoint or add-on file with a python tool into .cache/ (under a temporary name, renamed when complete,
+ * then checked against its sha256), and running `deno task gen` with the README's flags and comparing its
+ * picture with sd.cpp's ({@link genAndCompare}).
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
+import { assert } from "./assert.ts";
 import { sharedUrl } from "./shared.ts";
+import { type DecodedImage, decodePngImage } from "../plugins/image/png.ts";
+import { compareImages, type ImageComparison } from "../tools/psnr.ts";
+import type { Image } from "../models/types.ts";
 
 export const README = sharedUrl("reference/README.md");
 export const MAKE_RANDOM_SD = sharedUrl("tools/make_random_sd.py");
@@ -171,4 +176,48 @@ export async function ensureMadeFile(
         `changed and the reference data must be regenerated.`,
     );
   }
+}
+
+/** What {@link genAndCompare} found: the comparison with sd.cpp's picture and the decoded output. */
+export interface GenComparison {
+  readonly comparison: ImageComparison;
+  /** The PNG written (its `parameters` chunk for further checks). */
+  readonly decoded: DecodedImage;
+  /** What the command printed (stdout, then stderr). */
+  readonly output: string;
+}
+
+/**
+ * Runs `deno task gen` (cli/gen.ts in the repository) with `args`, which write the PNG `out`; compares it
+ * with sd.cpp's `reference` (a PNG file, or decoded pixels) over the RGB samples (tools/psnr.ts); logs the
+ * PSNR, max |diff|, mean RGB and run time; fails when the PSNR is under `minPsnrDb`.
+ */
+export async function genAndCompare(
+  args: readonly string[],
+  out: string,
+  reference: URL | Image,
+  minPsnrDb: number,
+): Promise<GenComparison> {
+  console.log(`deno task gen ${args.map((a) => (/[\s<>]/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
+  const t0 = performance.now();
+  const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
+  if (r.code !== 0) throw new Error(`deno task gen exited with ${r.code}:\n${tail(r.out)}`);
+  const decoded = decodePngImage(await Deno.readFile(out));
+  const theirs = reference instanceof URL ? decodePngImage(await Deno.readFile(reference)).image : reference;
+  const c = compareImages(decoded.image, theirs);
+  const m = (v: number[]) => v.map((x) => x.toFixed(3)).join(", ");
+  const name = reference instanceof URL ? `${reference.pathname.split("/").pop()}: ` : "";
+  console.log(
+    `${name}PSNR ${c.psnr.toFixed(2)} dB (bound ${minPsnrDb} dB), max |diff| ${c.maxAbs}, ` +
+      `mean RGB ${m(c.meanA)} vs sd.cpp ${m(c.meanB)}, run ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  assert(c.psnr >= minPsnrDb, `${name}PSNR ${c.psnr.toFixed(2)} dB < ${minPsnrDb} dB against sd.cpp's picture`);
+  return { comparison: c, decoded, output: r.out };
+}
+
+/** The PNG's `parameters` chunk records the README command's prompt, steps and seed (sd-webui format). */
+export function assertReadmeParameters(decoded: DecodedImage): void {
+  const params = decoded.parameters ?? "";
+  assert(params.startsWith("a lovely cat"), `parameters chunk: ${JSON.stringify(params)}`);
+  assert(/Steps: 4\b/.test(params) && /Seed: 42\b/.test(params), `parameters chunk: ${JSON.stringify(params)}`);
 }

@@ -22,17 +22,15 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { decodePngImage } from "../plugins/image/png.ts";
-import { compareImages } from "../tools/psnr.ts";
 import {
+  assertReadmeParameters,
   CACHE_DIR,
   ensureCheckpoint,
+  genAndCompare,
   pixelsSha256,
   README,
   readmeFacts,
   readmeSection,
-  REPO,
-  run,
-  tail,
   withFlag,
 } from "./reference_helpers.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
@@ -69,22 +67,8 @@ Deno.test({
     try {
       const out = `${outDir}/a_256_euler_4.png`;
       const args = withFlag(withFlag(facts.args, "-m", CHECKPOINT.pathname), "-o", out);
-      console.log(`deno task gen ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
-      const t0 = performance.now();
-      const r = await run(Deno.execPath(), ["run", "-A", "cli/gen.ts", ...args], REPO);
-      if (r.code !== 0) throw new Error(`deno task gen exited with ${r.code}:\n${tail(r.out)}`);
-
-      const decoded = decodePngImage(await Deno.readFile(out));
-      const c = compareImages(decoded.image, reference);
-      const m = (v: number[]) => v.map((x) => x.toFixed(3)).join(", ");
-      console.log(
-        `PSNR ${c.psnr.toFixed(2)} dB (bound ${MIN_PSNR_DB} dB), max |diff| ${c.maxAbs}, ` +
-          `mean RGB ${m(c.meanA)} vs sd.cpp ${m(c.meanB)}, run ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-      );
-      assert(c.psnr >= MIN_PSNR_DB, `PSNR ${c.psnr.toFixed(2)} dB < ${MIN_PSNR_DB} dB against sd.cpp's picture`);
-      const params = decoded.parameters ?? "";
-      assert(params.startsWith("a lovely cat"), `parameters chunk: ${JSON.stringify(params)}`);
-      assert(/Steps: 4\b/.test(params) && /Seed: 42\b/.test(params), `parameters chunk: ${JSON.stringify(params)}`);
+      const { decoded } = await genAndCompare(args, out, reference, MIN_PSNR_DB);
+      assertReadmeParameters(decoded);
     } finally {
       await Deno.remove(outDir, { recursive: true });
     }

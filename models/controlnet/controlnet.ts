@@ -11,11 +11,12 @@
  *   s2, SiLU, conv 256->model_channels (all 3x3, padding 1; no activation at the
  *   end). Input "hint" [1, 3, H, W] f32 in [0, 1]; output "guided_hint"
  *   [1, model_channels, H/8, W/8].
- * - control: time embedding as the UNet's; h = input_blocks.0.0(x) + guided_hint;
+ * - control: time embedding as the UNet's (SDXL: + label_emb(y)); h = input_blocks.0.0(x) + guided_hint;
  *   output k = zero_convs.k.0(h) after input block k (ResBlock [+ SpatialTransformer]
  *   or downsample); after the middle block, middle_block_out.0(h). Inputs "x",
  *   "timesteps", "context" as the UNet's and "guided_hint" (batch 1, broadcast
- *   over the batch); outputs "control_0" .. "control_12".
+ *   over the batch), for SDXL "y" [B, admInChannels] as the UNet's; outputs "control_0" .. "control_12"
+ *   (SD 1.x/2.x; 10 for SDXL's three levels).
  *
  * Weight names are the UNet's without its prefix (`input_blocks.1.0.in_layers.0.weight`),
  * plus `input_hint_block.{0,2,..,14}`, `zero_convs.{k}.0`, `middle_block_out.0`; the
@@ -75,11 +76,18 @@ export function buildControlNet(g: Graph, w: WeightLookup, cfg: UnetConfig, opts
   const timesteps = g.input("timesteps", [B]);
   const context = g.input("context", [B, opts.contextTokens, cfg.contextDim]);
   const hint = g.input("guided_hint", [1, mc, H, W]);
+  const y = cfg.admInChannels ? g.input("y", [B, cfg.admInChannels]) : undefined;
   const E = cfg.timeEmbedDim;
-  const emb = g.scope("time_embed", () => {
+  let emb = g.scope("time_embed", () => {
     const t = g.timestepEmbedding(timesteps, mc, { flipSinToCos: true });
     return linear(g, w, "time_embed.2", g.silu(linear(g, w, "time_embed.0", t, E)), E);
   });
+  if (y) {
+    emb = g.scope(
+      "label_emb",
+      () => g.add(emb, linear(g, w, "label_emb.0.2", g.silu(linear(g, w, "label_emb.0.0", y, E)), E)),
+    );
+  }
   const embSilu = g.silu(emb);
   const outs: Tensor[] = [];
   const zeroConv = (name: string, h: Tensor) => g.scope(name, () => conv2d(g, w, name, h, h.shape[1], 1));

@@ -23,15 +23,15 @@ import type { UnetConfig } from "../arch.ts";
 import { createWeightLookup, type WeightLookup } from "../nn.ts";
 import { fitImage } from "../preprocess/resize.ts";
 import type { Conditioning, Denoiser, HostTensor, Image } from "../types.ts";
-import { openWeights, type WeightFile } from "../weights/mod.ts";
+import { openWeights, type TensorInfo, type WeightFile } from "../weights/mod.ts";
+import { sdxlVector } from "../unet/sdxl.ts";
 import { buildControlHint, buildControlNet } from "./controlnet.ts";
+import { controlNetConfig, ControlNetError } from "./detect.ts";
+import { controlNetLayout, controlNetTensors } from "./names.ts";
 
 export { buildControlHint, buildControlNet, controlCount } from "./controlnet.ts";
-
-/** A ControlNet file that cannot be used (not a ControlNet, unreadable, made for another model). */
-export class ControlNetError extends Error {
-  override name = "ControlNetError";
-}
+export { controlNetConfig, ControlNetError } from "./detect.ts";
+export { controlNetLayout, diffusersControlNetName } from "./names.ts";
 
 export interface ControlNetLoadOptions {
   /** Backend name or library path (default "cpu"). */
@@ -44,6 +44,8 @@ export interface UnetCall {
   readonly x: HostTensor;
   readonly timesteps: Float32Array;
   readonly context: HostTensor;
+  /** SDXL's vector conditioning [N, admInChannels], as the UNet's. */
+  readonly y?: Float32Array;
 }
 
 /** A loaded ControlNet bound to a UNet configuration. */
@@ -54,8 +56,10 @@ export class ControlNet {
   private constructor(
     readonly path: string,
     private readonly file: WeightFile,
-    private readonly prefix: string,
+    /** The file's tensors by original name (no prefix). */
+    private readonly weights: ReadonlyMap<string, TensorInfo>,
     private readonly backend: Backend,
+    /** The ControlNet's own configuration (read from its weights; encoder shaped as the UNet's). */
     readonly unet: UnetConfig,
   ) {}
 
@@ -73,18 +77,23 @@ export class ControlNet {
       throw new ControlNetError(`${path}: not a readable ControlNet file: ${(e as Error).message}`);
     }
     try {
-      const prefix = file.has("control_model.input_hint_block.0.weight") ? "control_model." : "";
-      if (!file.has(`${prefix}input_hint_block.0.weight`)) {
+      const found = controlNetLayout(file.tensors.keys());
+      if (!found) {
         throw new ControlNetError(
-          `${path} is not a ControlNet: no input_hint_block tensors (diffusers-format ControlNets are not supported; ` +
-            `use the original single-file layout, control_model.*)`,
+          `${path} is not a ControlNet: no input_hint_block (original layout) or controlnet_cond_embedding ` +
+            `(diffusers layout) tensors`,
         );
       }
-      if (unet.admInChannels) {
-        throw new ControlNetError(`${path}: ControlNets for SDXL models are not supported yet (SD 1.x and 2.x are)`);
+      let weights: Map<string, TensorInfo>;
+      try {
+        weights = controlNetTensors(file.tensors, found.layout, found.prefix);
+      } catch (e) {
+        throw new ControlNetError(`${path}: ${(e as Error).message}`);
       }
+      const shapes = new Map([...weights].map(([n, t]) => [n, t.shape] as const));
+      const config = controlNetConfig(shapes, unet, path);
       const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
-      const net = new ControlNet(path, file, prefix, backend, unet);
+      const net = new ControlNet(path, file, weights, backend, config);
       net.#check();
       return net;
     } catch (e) {
@@ -94,8 +103,8 @@ export class ControlNet {
   }
 
   #lookup(g: Graph): WeightLookup {
-    const file = this.file, prefix = this.prefix;
-    return createWeightLookup(g, { get: (n) => file.get(prefix + n) });
+    const weights = this.weights;
+    return createWeightLookup(g, { get: (n) => weights.get(n) });
   }
 
   /** Builds both graphs at a small size: every weight is looked up and its shape checked. */
@@ -133,6 +142,13 @@ export class ControlNet {
         `ControlNet: hint of ${guidedHint.shape[3]}x${guidedHint.shape[2]} for a ${w}x${h} latent`,
       );
     }
+    if (call.x.shape[1] !== this.unet.inChannels) {
+      throw new ControlNetError(
+        `ControlNet ${this.path} takes ${this.unet.inChannels}-channel latents, this UNet's input has ${
+          call.x.shape[1]
+        }`,
+      );
+    }
     const key = `${b}x${h}x${w}/${tokens}`;
     if (this.#controlProgram?.key !== key) {
       this.#controlProgram?.program.dispose();
@@ -147,11 +163,16 @@ export class ControlNet {
       this.#controlProgram = { key, program, shapes: outs.map((t) => [...t.shape]) };
     }
     const { program, shapes } = this.#controlProgram;
+    const adm = this.unet.admInChannels;
+    if (adm !== undefined && call.y?.length !== b * adm) {
+      throw new ControlNetError(`ControlNet for SDXL: needs the vector conditioning y [${b}, ${adm}]`);
+    }
     const out = await program.run({
       x: call.x.data,
       timesteps: call.timesteps,
       context: call.context.data,
       guided_hint: guidedHint.data,
+      ...(adm !== undefined ? { y: call.y! } : {}),
     });
     return shapes.map((shape, i) => ({ shape, data: out[`control_${i}`] }));
   }
@@ -221,7 +242,10 @@ export function withControlNet(base: Denoiser, spec: ControlSpec): Denoiser {
         }
         cached = { key, hint: await spec.net.guidedHint(hintTensor(fitImage(image, width, height))) };
       }
-      const own = await spec.net.residuals({ x, timesteps, context: cond.context }, cached.hint);
+      const y = spec.net.unet.admInChannels === undefined
+        ? undefined
+        : sdxlLabel(cond, x.shape[0], h, w, spec.net.unet);
+      const own = await spec.net.residuals({ x, timesteps, context: cond.context, y }, cached.hint);
       if (control && control.length !== own.length) {
         throw new ControlNetError(`ControlNet: ${control.length} residuals to add to ${own.length}`);
       }
@@ -237,4 +261,16 @@ export function withControlNet(base: Denoiser, spec: ControlSpec): Denoiser {
       return base.predict(x, timesteps, cond, sum);
     },
   };
+}
+
+/**
+ * SDXL's y for a batch of `b` at latent size h x w, as the UNet gets it (sd.cpp hands the ControlNet
+ * the same c_vector): the pooled rows and the size embeddings (original = target = the image size).
+ */
+function sdxlLabel(cond: Conditioning, b: number, h: number, w: number, cfg: UnetConfig): Float32Array {
+  if (!cond.pooled || cond.pooled.shape[0] !== b) {
+    throw new ControlNetError(`ControlNet for SDXL: batch ${b} needs a pooled text embedding per entry`);
+  }
+  const size = { originalHeight: 8 * h, originalWidth: 8 * w, targetHeight: 8 * h, targetWidth: 8 * w };
+  return sdxlVector(cond.pooled.data, b, size, cfg.admInChannels!);
 }

@@ -12,7 +12,7 @@
 
 import { loadBackend } from "../../backends/mod.ts";
 import { compile, Graph, type Tensor } from "../../engine/mod.ts";
-import { assert, assertEquals, assertInstanceOf, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertInstanceOf, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { addRuntimeDeltas, conv2d, createWeightLookup, linear, type WeightInfo } from "../nn.ts";
 import { hostWeight, PatchError, type WeightDelta, type WeightPatch } from "../patch.ts";
 import { mergeWeight, PatchedWeights, readWeightF32 } from "../patch_weights.ts";
@@ -310,7 +310,7 @@ Deno.test("sniffFormat: a safetensors header of 640 bytes (0x80 0x02 …) is not
   assertEquals(sniffFormat(new Uint8Array([0x80, 0x02, 0x7d, 0x71, 0x00, 0x28, 0x58, 0x01, 0x00])), "ckpt");
 });
 
-Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as mergeWeight", async () => {
+Deno.test("PatchedWeights.prepare({ inJs }) merges on worker threads to the same bits as mergeWeight", async () => {
   const backend = await loadBackend("cpu", { threads: 2 });
   const cases = ["lin", "conv", "rows", "dense", "wide"];
   const base = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`)]));
@@ -318,7 +318,7 @@ Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as m
   const patch: WeightPatch = { kind: "weights", label: "threads", deltas: cases.map((c) => DELTAS[c]) };
   const source = new PatchedWeights({ get: (n) => base.get(n) }, shapes, [patch], backend, "test");
   try {
-    await source.prepare();
+    await source.prepare({ inJs: true });
     for (const c of cases) {
       const merged = source.get(`${c}.weight`)!;
       const want = mergeWeight(t(`${c}.w`), [DELTAS[c]]);
@@ -326,6 +326,44 @@ Deno.test("PatchedWeights.prepare merges on worker threads to the same bits as m
       assert(src.kind === "buffer");
       const got = src.buffer.read(src.offset, src.bytes);
       assertEquals([...got], [...new Uint8Array(want.buffer, want.byteOffset, want.byteLength)], c);
+    }
+  } finally {
+    source.dispose();
+  }
+});
+
+Deno.test("PatchedWeights.prepare merges on the backend (MERGE_LOW_RANK) as numpy does, from files and memory", async () => {
+  const backend = await loadBackend("cpu", { threads: 2 });
+  assert(backend.info.ops.includes("merge_low_rank"), "the CPU backend lists merge_low_rank");
+  const cases = ["lin", "conv", "rows", "dense", "wide"];
+  // "wide" comes from memory (a plugin's host weight), the others from the fixture file's ranges.
+  const inMemory = (c: string): WeightInfo => {
+    const w = t(`${c}.w`);
+    const bytes = w.source.kind === "file" ? Deno.readFileSync(w.source.path).slice(w.source.offset) : undefined;
+    return bytes
+      ? { ...w, source: { kind: "data", data: new Uint16Array(bytes.buffer, 0, w.shape[0] * w.shape[1]) } }
+      : w;
+  };
+  const base = new Map(cases.map((c) => [`${c}.weight`, c === "wide" ? inMemory(c) : t(`${c}.w`)]));
+  const shapes = new Map(cases.map((c) => [`${c}.weight`, t(`${c}.w`).shape]));
+  const one = DELTAS.lin as Extract<WeightDelta, { kind: "low_rank" }>;
+  // lin: two LoRAs of scale 0.1 and 0.3 on one weight add up to the fixture's 0.4.
+  const deltas = cases.map((c) => DELTAS[c]).filter((d) => d !== one);
+  deltas.push({ ...one, scale: 0.1 }, { ...one, scale: 0.3 });
+  const patch: WeightPatch = { kind: "weights", label: "backend", deltas };
+  const source = new PatchedWeights({ get: (n) => base.get(n) }, shapes, [patch], backend, "test");
+  try {
+    await source.prepare();
+    for (const c of cases) {
+      const merged = source.get(`${c}.weight`)!;
+      assert(merged.source.kind === "buffer", c);
+      const got = readWeightF32(merged);
+      const expect = values(`${c}.merged`);
+      assertEquals(got.length, expect.length, `${c}: length`);
+      for (let i = 0; i < got.length; i++) {
+        const bound = merged.dtype === "f16" ? ulp16(expect[i]) : 1e-6 * Math.max(1, Math.abs(expect[i]));
+        assert(Math.abs(got[i] - expect[i]) <= bound, `${c}[${i}]: ${got[i]} vs numpy ${expect[i]} (bound ${bound})`);
+      }
     }
   } finally {
     source.dispose();
@@ -350,4 +388,20 @@ Deno.test("two LoRAs on one weight add up: deltas of scale 0.1 and 0.3 merge as 
   for (let i = 0; i < got.length; i++) {
     assert(Math.abs(got[i] - expect[i]) <= ulp16(expect[i]), `[${i}]: ${got[i]} vs numpy ${expect[i]}`);
   }
+});
+
+Deno.test("merging into a weight of a dtype the merge does not handle (quantized) is one PatchError", async () => {
+  const backend = await loadBackend("cpu", { threads: 1 });
+  const w = t("lin.w");
+  const quantized: WeightInfo = { ...w, dtype: "q8_0" };
+  const patch: WeightPatch = { kind: "weights", label: "q", deltas: [DELTAS.lin] };
+  const source = new PatchedWeights(
+    { get: () => quantized },
+    new Map([["lin.weight", w.shape]]),
+    [patch],
+    backend,
+    "x",
+  );
+  await assertRejects(() => source.prepare(), PatchError, "a LoRA cannot be merged into quantized weights");
+  source.dispose();
 });

@@ -19,9 +19,10 @@ export const controlnet = defineNode({
   type: "controlnet",
   category: "conditioning",
   description:
-    "Loads a ControlNet (original single-file layout, `control_model.*`, for SD 1.x; SD 2.x ones untested) and applies " +
-    "it to a model: every UNet evaluation then adds strength times the ControlNet's 13 residuals (as " +
-    "stable-diffusion.cpp's --control-net). Chain several controlnet nodes to add several ControlNets.",
+    "Loads a ControlNet (SD 1.x or SDXL, SD 2.x ones untested; original `control_model.*` or diffusers layout) and " +
+    "applies it to a model: every UNet evaluation then adds strength times the ControlNet's residuals (13 for " +
+    "SD 1.x, 10 for SDXL; as stable-diffusion.cpp's --control-net). Chain several controlnet nodes to add several " +
+    "ControlNets.",
   inputs: {
     model: { type: "MODEL", description: "The model to control (a checkpoint's model, or another controlnet's)." },
     path: {

@@ -16,7 +16,7 @@ extern const sdf_kernel sdf_kernel_conv2d WEAK, sdf_kernel_wino_filter WEAK, sdf
 extern const sdf_kernel sdf_kernel_bmm, sdf_kernel_attention, sdf_kernel_group_norm, sdf_kernel_layer_norm,
     sdf_kernel_unary, sdf_kernel_geglu, sdf_kernel_softmax, sdf_kernel_binary, sdf_kernel_scale, sdf_kernel_concat,
     sdf_kernel_upsample_nearest, sdf_kernel_timestep_embedding, sdf_kernel_permute, sdf_kernel_gather_rows,
-    sdf_kernel_copy, sdf_kernel_slice;
+    sdf_kernel_copy, sdf_kernel_slice, sdf_kernel_merge_low_rank;
 
 static const sdf_kernel *const table[] = {
     &sdf_kernel_conv2d,      &sdf_kernel_wino_filter,     &sdf_kernel_wino_input,
@@ -26,7 +26,7 @@ static const sdf_kernel *const table[] = {
     &sdf_kernel_softmax,     &sdf_kernel_binary,          &sdf_kernel_scale,
     &sdf_kernel_concat,      &sdf_kernel_upsample_nearest, &sdf_kernel_timestep_embedding,
     &sdf_kernel_permute,     &sdf_kernel_gather_rows,     &sdf_kernel_copy,
-    &sdf_kernel_slice,
+    &sdf_kernel_slice,       &sdf_kernel_merge_low_rank,
 };
 
 #define N_KERNELS (sizeof table / sizeof table[0])
