@@ -1,0 +1,131 @@
+/* Tiled GEMM with local memory: C[z] = alpha * A[z] @ B[z] (+ bias).
+ * A(m, k) = a[z*a_bs + m*a_rs + k*a_cs], B(k, n) = b[z*b_bs + k*b_rs + n*b_cs]
+ * (any float dtype each), C(m, n) = c[z*c_bs + m*ldc + n] (f32).
+ * A 16 x 16 work-group computes a 64 x 64 tile, 4 x 4 values per work-item,
+ * over K in steps of 16 staged in local memory. bias_mode: 0 none, 1 per
+ * column (Linear), 2 per row (conv output channel).
+ * conv_igemm is the same product with B the implicit im2col matrix of x
+ * (never materialised): B(k, p) = x[z, ci, oy*sh - ph + kh, ox*sw - pw + kw]. */
+#define TS 64
+#define TK 16
+#define WPT 4
+#define RTS 16
+
+#define GEMM_BODY(LOAD_A, LOAD_B, A_KFAST, B_KFAST)                                                  \
+  const int tx = get_local_id(0), ty = get_local_id(1), lid = ty * RTS + tx;                         \
+  const long n0 = (long)get_group_id(0) * TS, m0 = (long)get_group_id(1) * TS;                       \
+  const long z = get_group_id(2);                                                                    \
+  __local float As[TK][TS + 1];                                                                      \
+  __local float Bs[TK][TS + 1];                                                                      \
+  float acc[WPT][WPT];                                                                               \
+  for (int i = 0; i < WPT; i++)                                                                      \
+    for (int j = 0; j < WPT; j++) acc[i][j] = 0.0f;                                                  \
+  for (long k0 = 0; k0 < K; k0 += TK) {                                                              \
+    for (int e = lid; e < TS * TK; e += RTS * RTS) {                                                 \
+      int mm, kk;                                                                                    \
+      if (A_KFAST) { mm = e / TK; kk = e % TK; } else { kk = e / TS; mm = e % TS; }                  \
+      const long m = m0 + mm, k = k0 + kk;                                                           \
+      As[kk][mm] = (m < M && k < K) ? (LOAD_A) : 0.0f;                                               \
+    }                                                                                                \
+    for (int e = lid; e < TS * TK; e += RTS * RTS) {                                                 \
+      int nn, kk;                                                                                    \
+      if (B_KFAST) { nn = e / TK; kk = e % TK; } else { kk = e / TS; nn = e % TS; }                  \
+      const long n = n0 + nn, k = k0 + kk;                                                           \
+      Bs[kk][nn] = (n < N && k < K) ? (LOAD_B) : 0.0f;                                               \
+    }                                                                                                \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                    \
+    for (int kk = 0; kk < TK; kk++) {                                                                \
+      float av[WPT], bv[WPT];                                                                        \
+      for (int i = 0; i < WPT; i++) av[i] = As[kk][ty + RTS * i];                                    \
+      for (int j = 0; j < WPT; j++) bv[j] = Bs[kk][tx + RTS * j];                                    \
+      for (int i = 0; i < WPT; i++)                                                                  \
+        for (int j = 0; j < WPT; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);                      \
+    }                                                                                                \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                    \
+  }
+
+__kernel __attribute__((reqd_work_group_size(RTS, RTS, 1))) void gemm(
+    __global const uchar *ab, ulong ao, int a_dt, long a_bs, long a_rs, long a_cs,
+    __global const uchar *bb, ulong bo, int b_dt, long b_bs, long b_rs, long b_cs,
+    __global uchar *cb, ulong co, long c_bs, long ldc,
+    __global const uchar *biasb, ulong biaso, int bias_dt, int bias_mode,
+    long M, long N, long K, float alpha) {
+  __global const uchar *a = ab + ao, *b = bb + bo;
+  const int a_kfast = a_cs == 1, b_kfast = b_rs == 1;
+  GEMM_BODY(ldw(a, a_dt, z * a_bs + m * a_rs + k * a_cs), ldw(b, b_dt, z * b_bs + k * b_rs + n * b_cs), a_kfast,
+            b_kfast)
+  __global float *c = PTR(float, cb, co) + z * c_bs;
+  __global const uchar *bias = biasb + biaso;
+  for (int i = 0; i < WPT; i++) {
+    const long m = m0 + ty + RTS * i;
+    if (m >= M) continue;
+    for (int j = 0; j < WPT; j++) {
+      const long n = n0 + tx + RTS * j;
+      if (n >= N) continue;
+      float v = alpha * acc[i][j];
+      if (bias_mode == 1) v += ldw(bias, bias_dt, n);
+      else if (bias_mode == 2) v += ldw(bias, bias_dt, m);
+      c[m * ldc + n] = v;
+    }
+  }
+}
+
+/* Element (k, p) of the im2col matrix of image `base` (0 outside the image). */
+inline float conv_tap(__global const float *x, long base, long k, long p, long KK, long KW, long OW, long sh, long sw,
+                      long ph, long pw, long H, long W) {
+  const long ci = k / KK, r = k % KK, kh = r / KW, kw = r % KW;
+  const long oy = p / OW, ox = p % OW;
+  const long iy = oy * sh - ph + kh, ix = ox * sw - pw + kw;
+  return (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[base + (ci * H + iy) * W + ix] : 0.0f;
+}
+
+/* y[z] (Co x OH*OW) = W (Co x Ci*KH*KW) @ im2col(x[z]) + b. */
+__kernel __attribute__((reqd_work_group_size(RTS, RTS, 1))) void conv_igemm(
+    __global const uchar *xb, ulong xo, __global const uchar *wb, ulong wo, int w_dt,
+    __global const uchar *biasb, ulong biaso, int bias_dt, int has_bias, __global uchar *yb, ulong yo,
+    long Ci, long H, long W, long KH, long KW, long OW, long sh, long sw, long ph, long pw,
+    long M, long N, long K) {
+  __global const float *x = CPTR(float, xb, xo);
+  __global const uchar *w = wb + wo;
+  const long KK = KH * KW, HW = H * W;
+  GEMM_BODY(ldw(w, w_dt, m * K + k), conv_tap(x, z * Ci * HW, k, n, KK, KW, OW, sh, sw, ph, pw, H, W), 1, 0)
+  __global float *y = PTR(float, yb, yo) + z * M * N;
+  __global const uchar *bias = biasb + biaso;
+  for (int i = 0; i < WPT; i++) {
+    const long m = m0 + ty + RTS * i;
+    if (m >= M) continue;
+    const float bv = has_bias ? ldw(bias, bias_dt, m) : 0.0f;
+    for (int j = 0; j < WPT; j++) {
+      const long n = n0 + tx + RTS * j;
+      if (n < N) y[m * N + n] = acc[i][j] + bv;
+    }
+  }
+}
+
+/* Direct convolution (CONV2D algo 1): one output value per work-item,
+ * accumulated in acc_t (double where available, as the CPU reference path).
+ * Global size (OH*OW, Co, N). */
+__kernel void conv_direct(__global const uchar *xb, ulong xo, __global const uchar *wb, ulong wo, int w_dt,
+                          __global const uchar *biasb, ulong biaso, int bias_dt, int has_bias, __global uchar *yb,
+                          ulong yo, long Ci, long H, long W, long Co, long KH, long KW, long OH, long OW, long sh,
+                          long sw, long ph, long pw) {
+  const long p = get_global_id(0), co = get_global_id(1), n = get_global_id(2);
+  if (p >= OH * OW) return;
+  __global const float *x = CPTR(float, xb, xo);
+  __global const uchar *w = wb + wo;
+  const long oy = p / OW, ox = p % OW;
+  acc_t acc = has_bias ? (acc_t)ldw(biasb + biaso, bias_dt, co) : (acc_t)0;
+  for (long ci = 0; ci < Ci; ci++) {
+    __global const float *xp = x + (n * Ci + ci) * H * W;
+    for (long kh = 0; kh < KH; kh++) {
+      const long iy = oy * sh - ph + kh;
+      if (iy < 0 || iy >= H) continue;
+      for (long kw = 0; kw < KW; kw++) {
+        const long ix = ox * sw - pw + kw;
+        if (ix < 0 || ix >= W) continue;
+        acc += (acc_t)ldw(w, w_dt, ((co * Ci + ci) * KH + kh) * KW + kw) * (acc_t)xp[iy * W + ix];
+      }
+    }
+  }
+  PTR(float, yb, yo)[(n * Co + co) * OH * OW + p] = (float)acc;
+}
