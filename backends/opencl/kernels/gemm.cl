@@ -1,48 +1,73 @@
 /* Tiled GEMM with local memory: C[z] = alpha * A[z] @ B[z] (+ bias).
  * A(m, k) = a[z*a_bs + m*a_rs + k*a_cs], B(k, n) = b[z*b_bs + k*b_rs + n*b_cs]
  * (any float dtype each), C(m, n) = c[z*c_bs + m*ldc + n] (f32).
- * A 16 x 16 work-group computes a 64 x 64 tile, 4 x 4 values per work-item,
- * over K in steps of 16 staged in local memory. bias_mode: 0 none, 1 per
+ * An 8 x 8 work-group computes a 64 x 64 tile, 8 x 8 values per work-item in
+ * float8 accumulators (explicit vectors: CPU devices such as POCL do not have
+ * to vectorise across work-items), over K in steps of 16 staged in local memory. bias_mode: 0 none, 1 per
  * column (Linear), 2 per row (conv output channel).
  * conv_igemm is the same product with B the implicit im2col matrix of x
  * (never materialised): B(k, p) = x[z, ci, oy*sh - ph + kh, ox*sw - pw + kw]. */
-#define TS 64
-#define TK 16
-#define WPT 4
-#define RTS 16
+#define TS 64 /* output tile: TS x TS */
+#define TK 32 /* K step staged in local memory */
+#define RTS 8 /* work-group RTS x RTS; each work-item computes 8 rows x 8 columns (float8 accumulators) */
 
 #define GEMM_BODY(LOAD_A, LOAD_B, A_KFAST, B_KFAST)                                                  \
   const int tx = get_local_id(0), ty = get_local_id(1), lid = ty * RTS + tx;                         \
   const long n0 = (long)get_group_id(0) * TS, m0 = (long)get_group_id(1) * TS;                       \
   const long z = get_group_id(2);                                                                    \
-  __local float As[TK][TS + 1];                                                                      \
-  __local float Bs[TK][TS + 1];                                                                      \
-  float acc[WPT][WPT];                                                                               \
-  for (int i = 0; i < WPT; i++)                                                                      \
-    for (int j = 0; j < WPT; j++) acc[i][j] = 0.0f;                                                  \
+  __local float As[TK * TS];                                                                         \
+  __local float Bs[TK * TS];                                                                         \
+  float8 acc[8];                                                                                     \
+  for (int i = 0; i < 8; i++) acc[i] = (float8)(0.0f);                                               \
   for (long k0 = 0; k0 < K; k0 += TK) {                                                              \
     for (int e = lid; e < TS * TK; e += RTS * RTS) {                                                 \
       int mm, kk;                                                                                    \
       if (A_KFAST) { mm = e / TK; kk = e % TK; } else { kk = e / TS; mm = e % TS; }                  \
       const long m = m0 + mm, k = k0 + kk;                                                           \
-      As[kk][mm] = (m < M && k < K) ? (LOAD_A) : 0.0f;                                               \
+      As[kk * TS + mm] = (m < M && k < K) ? (LOAD_A) : 0.0f;                                         \
     }                                                                                                \
     for (int e = lid; e < TS * TK; e += RTS * RTS) {                                                 \
       int nn, kk;                                                                                    \
       if (B_KFAST) { nn = e / TK; kk = e % TK; } else { kk = e / TS; nn = e % TS; }                  \
       const long n = n0 + nn, k = k0 + kk;                                                           \
-      Bs[kk][nn] = (n < N && k < K) ? (LOAD_B) : 0.0f;                                               \
+      Bs[kk * TS + nn] = (n < N && k < K) ? (LOAD_B) : 0.0f;                                         \
     }                                                                                                \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                    \
-    for (int kk = 0; kk < TK; kk++) {                                                                \
-      float av[WPT], bv[WPT];                                                                        \
-      for (int i = 0; i < WPT; i++) av[i] = As[kk][ty + RTS * i];                                    \
-      for (int j = 0; j < WPT; j++) bv[j] = Bs[kk][tx + RTS * j];                                    \
-      for (int i = 0; i < WPT; i++)                                                                  \
-        for (int j = 0; j < WPT; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);                      \
+    {                                                                                                \
+      /* plain locals, not the array: kept in registers through the kk loop */                       \
+      float8 c0 = acc[0], c1 = acc[1], c2 = acc[2], c3 = acc[3];                                      \
+      float8 c4 = acc[4], c5 = acc[5], c6 = acc[6], c7 = acc[7];                                      \
+      __local const float *ap = As + 8 * ty, *bp = Bs + 8 * tx;                                      \
+      for (int kk = 0; kk < TK; kk++) {                                                              \
+        const float8 av = vload8(0, ap + kk * TS), bv = vload8(0, bp + kk * TS);                    \
+        c0 = fma((float8)(av.s0), bv, c0);                                                           \
+        c1 = fma((float8)(av.s1), bv, c1);                                                           \
+        c2 = fma((float8)(av.s2), bv, c2);                                                           \
+        c3 = fma((float8)(av.s3), bv, c3);                                                           \
+        c4 = fma((float8)(av.s4), bv, c4);                                                           \
+        c5 = fma((float8)(av.s5), bv, c5);                                                           \
+        c6 = fma((float8)(av.s6), bv, c6);                                                           \
+        c7 = fma((float8)(av.s7), bv, c7);                                                           \
+      }                                                                                              \
+      acc[0] = c0, acc[1] = c1, acc[2] = c2, acc[3] = c3;                                            \
+      acc[4] = c4, acc[5] = c5, acc[6] = c6, acc[7] = c7;                                            \
     }                                                                                                \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                    \
   }
+
+/* acc[i] lane j is C(m0 + 8*ty + i, n0 + 8*tx + j). */
+inline float lane8(float8 v, int j) {
+  switch (j) {
+  case 0: return v.s0;
+  case 1: return v.s1;
+  case 2: return v.s2;
+  case 3: return v.s3;
+  case 4: return v.s4;
+  case 5: return v.s5;
+  case 6: return v.s6;
+  default: return v.s7;
+  }
+}
 
 __kernel __attribute__((reqd_work_group_size(RTS, RTS, 1))) void gemm(
     __global const uchar *ab, ulong ao, int a_dt, long a_bs, long a_rs, long a_cs,
@@ -56,13 +81,13 @@ __kernel __attribute__((reqd_work_group_size(RTS, RTS, 1))) void gemm(
             b_kfast)
   __global float *c = PTR(float, cb, co) + z * c_bs;
   __global const uchar *bias = biasb + biaso;
-  for (int i = 0; i < WPT; i++) {
-    const long m = m0 + ty + RTS * i;
+  for (int i = 0; i < 8; i++) {
+    const long m = m0 + 8 * ty + i;
     if (m >= M) continue;
-    for (int j = 0; j < WPT; j++) {
-      const long n = n0 + tx + RTS * j;
+    for (int j = 0; j < 8; j++) {
+      const long n = n0 + 8 * tx + j;
       if (n >= N) continue;
-      float v = alpha * acc[i][j];
+      float v = alpha * lane8(acc[i], j);
       if (bias_mode == 1) v += ldw(bias, bias_dt, n);
       else if (bias_mode == 2) v += ldw(bias, bias_dt, m);
       c[m * ldc + n] = v;
@@ -91,13 +116,13 @@ __kernel __attribute__((reqd_work_group_size(RTS, RTS, 1))) void conv_igemm(
   GEMM_BODY(ldw(w, w_dt, m * K + k), conv_tap(x, z * Ci * HW, k, n, KK, KW, OW, sh, sw, ph, pw, H, W), 1, 0)
   __global float *y = PTR(float, yb, yo) + z * M * N;
   __global const uchar *bias = biasb + biaso;
-  for (int i = 0; i < WPT; i++) {
-    const long m = m0 + ty + RTS * i;
+  for (int i = 0; i < 8; i++) {
+    const long m = m0 + 8 * ty + i;
     if (m >= M) continue;
     const float bv = has_bias ? ldw(bias, bias_dt, m) : 0.0f;
-    for (int j = 0; j < WPT; j++) {
-      const long n = n0 + tx + RTS * j;
-      if (n < N) y[m * N + n] = acc[i][j] + bv;
+    for (int j = 0; j < 8; j++) {
+      const long n = n0 + 8 * tx + j;
+      if (n < N) y[m * N + n] = lane8(acc[i], j) + bv;
     }
   }
 }

@@ -18,7 +18,7 @@ static const char *OP_NAMES[] = {"?",          "conv2d",      "wino_filter",    
 const char *sdf_op_name(int32_t opcode) { return opcode >= 1 && opcode <= 22 ? OP_NAMES[opcode] : "?"; }
 
 #define GEMM_TS 64
-#define GEMM_WG 16
+#define GEMM_WG 8
 #define ATT_WG 64
 #define ATT_MAX_BK 32
 #define WINO_SCRATCH_CAP (64u << 20) /* bytes of transformed filter per fused block */
