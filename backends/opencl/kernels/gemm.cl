@@ -154,3 +154,118 @@ __kernel void conv_direct(__global const uchar *xb, ulong xo, __global const uch
   }
   PTR(float, yb, yo)[(n * Co + co) * OH * OW + p] = (float)acc;
 }
+
+/* ---- CPU devices -------------------------------------------------------------------------
+ * CPU OpenCL drivers (POCL) run a work-group's work-items as loops and pay dearly for
+ * barriers; these two GEMMs use neither local memory nor barriers: each work-item computes
+ * a register block straight from global memory (the caches do the tiling). Same arguments
+ * and results as gemm. */
+
+/* B contiguous along n (b_cs == 1): 8 rows x 8 columns per work-item, float8 accumulators.
+ * Global size (ceil(N/8), ceil(M/8), batch). */
+__kernel void gemm_rb(__global const uchar *ab, ulong ao, int a_dt, long a_bs, long a_rs, long a_cs,
+                      __global const uchar *bb, ulong bo, int b_dt, long b_bs, long b_rs, long b_cs,
+                      __global uchar *cb, ulong co, long c_bs, long ldc, __global const uchar *biasb, ulong biaso,
+                      int bias_dt, int bias_mode, long M, long N, long K, float alpha) {
+  const long n0 = get_global_id(0) * 8, m0 = get_global_id(1) * 8, z = get_global_id(2);
+  if (n0 >= N || m0 >= M) return;
+  __global const uchar *a = ab + ao, *b = bb + bo;
+  long ai[8];
+  for (int i = 0; i < 8; i++) ai[i] = z * a_bs + min(m0 + i, M - 1) * a_rs; /* rows past M: computed, not stored */
+  float8 c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+  const long bz = z * b_bs + n0;
+  if (a_dt == DT_F32 && b_dt == DT_F32 && n0 + 8 <= N) {
+    __global const float *af = (__global const float *)a, *bf = (__global const float *)b + bz;
+    for (long k = 0; k < K; k++) {
+      const float8 bv = vload8(0, bf + k * b_rs);
+      const long ka = k * a_cs;
+      c0 = fma((float8)(af[ai[0] + ka]), bv, c0);
+      c1 = fma((float8)(af[ai[1] + ka]), bv, c1);
+      c2 = fma((float8)(af[ai[2] + ka]), bv, c2);
+      c3 = fma((float8)(af[ai[3] + ka]), bv, c3);
+      c4 = fma((float8)(af[ai[4] + ka]), bv, c4);
+      c5 = fma((float8)(af[ai[5] + ka]), bv, c5);
+      c6 = fma((float8)(af[ai[6] + ka]), bv, c6);
+      c7 = fma((float8)(af[ai[7] + ka]), bv, c7);
+    }
+  } else {
+    for (long k = 0; k < K; k++) {
+      float bl[8];
+      for (int j = 0; j < 8; j++) bl[j] = n0 + j < N ? ldw(b, b_dt, bz + k * b_rs + j) : 0.0f;
+      const float8 bv = vload8(0, bl);
+      const long ka = k * a_cs;
+      c0 = fma((float8)(ldw(a, a_dt, ai[0] + ka)), bv, c0);
+      c1 = fma((float8)(ldw(a, a_dt, ai[1] + ka)), bv, c1);
+      c2 = fma((float8)(ldw(a, a_dt, ai[2] + ka)), bv, c2);
+      c3 = fma((float8)(ldw(a, a_dt, ai[3] + ka)), bv, c3);
+      c4 = fma((float8)(ldw(a, a_dt, ai[4] + ka)), bv, c4);
+      c5 = fma((float8)(ldw(a, a_dt, ai[5] + ka)), bv, c5);
+      c6 = fma((float8)(ldw(a, a_dt, ai[6] + ka)), bv, c6);
+      c7 = fma((float8)(ldw(a, a_dt, ai[7] + ka)), bv, c7);
+    }
+  }
+  const float8 acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+  __global float *c = PTR(float, cb, co) + z * c_bs;
+  __global const uchar *bias = biasb + biaso;
+  for (int i = 0; i < 8 && m0 + i < M; i++) {
+    const long m = m0 + i;
+    for (int j = 0; j < 8 && n0 + j < N; j++) {
+      const long n = n0 + j;
+      float v = alpha * lane8(acc[i], j);
+      if (bias_mode == 1) v += ldw(bias, bias_dt, n);
+      else if (bias_mode == 2) v += ldw(bias, bias_dt, m);
+      c[m * ldc + n] = v;
+    }
+  }
+}
+
+/* 8 consecutive elements of a float tensor of dtype dt from element i, as f32. */
+inline float8 ldw8(__global const uchar *p, int dt, long i) {
+  if (dt == DT_F32) return vload8(0, (__global const float *)p + i);
+  if (dt == DT_F16) return vload_half8(0, (__global const half *)p + i);
+  return as_float8(convert_uint8(vload8(0, (__global const ushort *)p + i)) << 16);
+}
+
+/* A and B both contiguous along k (a_cs == 1, b_rs == 1: Linear's x W^T, bmm with trans_b), A f32:
+ * 4 rows x 4 columns per work-item, float8 partial sums over k. Global size (ceil(N/4), ceil(M/4), batch). */
+__kernel void gemm_nt_rb(__global const uchar *ab, ulong ao, int a_dt, long a_bs, long a_rs, long a_cs,
+                         __global const uchar *bb, ulong bo, int b_dt, long b_bs, long b_rs, long b_cs,
+                         __global uchar *cb, ulong co, long c_bs, long ldc, __global const uchar *biasb, ulong biaso,
+                         int bias_dt, int bias_mode, long M, long N, long K, float alpha) {
+  const long n0 = get_global_id(0) * 4, m0 = get_global_id(1) * 4, z = get_global_id(2);
+  if (n0 >= N || m0 >= M) return;
+  __global const float *a = CPTR(float, ab, ao) + z * a_bs;
+  __global const uchar *b = bb + bo;
+  long ar[4], br[4];
+  for (int i = 0; i < 4; i++) {
+    ar[i] = min(m0 + i, M - 1) * a_rs;
+    br[i] = z * b_bs + min(n0 + i, N - 1) * b_cs;
+  }
+  float8 s[16];
+  for (int i = 0; i < 16; i++) s[i] = 0;
+  const long K8 = K / 8 * 8;
+  for (long k = 0; k < K8; k += 8) {
+    const float8 x0 = vload8(0, a + ar[0] + k), x1 = vload8(0, a + ar[1] + k), x2 = vload8(0, a + ar[2] + k),
+                 x3 = vload8(0, a + ar[3] + k);
+    for (int j = 0; j < 4; j++) {
+      const float8 w = ldw8(b, b_dt, br[j] + k);
+      s[j] = fma(x0, w, s[j]);
+      s[4 + j] = fma(x1, w, s[4 + j]);
+      s[8 + j] = fma(x2, w, s[8 + j]);
+      s[12 + j] = fma(x3, w, s[12 + j]);
+    }
+  }
+  __global float *c = PTR(float, cb, co) + z * c_bs;
+  __global const uchar *bias = biasb + biaso;
+  for (int i = 0; i < 4 && m0 + i < M; i++) {
+    for (int j = 0; j < 4 && n0 + j < N; j++) {
+      const float8 v8 = s[i * 4 + j];
+      float acc = ((v8.s0 + v8.s1) + (v8.s2 + v8.s3)) + ((v8.s4 + v8.s5) + (v8.s6 + v8.s7));
+      for (long k = K8; k < K; k++) acc = fma(a[ar[i] + k], ldw(b, b_dt, br[j] + k), acc);
+      float v = alpha * acc;
+      if (bias_mode == 1) v += ldw(bias, bias_dt, n0 + j);
+      else if (bias_mode == 2) v += ldw(bias, bias_dt, m0 + i);
+      c[(m0 + i) * ldc + n0 + j] = v;
+    }
+  }
+}

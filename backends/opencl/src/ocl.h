@@ -38,6 +38,7 @@ typedef struct sdf_device {
   size_t max_wg;
   cl_uint compute_units;
   int fp64;
+  int cpu; /* a CPU device: GEMMs without local memory or barriers (gemm.cl) */
   char build_options[256];
   _Atomic uint64_t in_use; /* bytes of live buffers */
 } sdf_device;

@@ -534,9 +534,9 @@ int32_t sdf_op_prepare(oop *op, char *err, size_t len) {
 }
 
 const char *const *sdf_op_kernels(const oop *op) {
-  static const char *const conv_d[] = {"conv_direct", NULL}, *const conv_g[] = {"conv_igemm", NULL},
-                           *const gemm[] = {"gemm", NULL}, *const wfilter[] = {"wino_filter", NULL},
-                           *const winput[] = {"wino_input", NULL}, *const wgemm_f[] = {"wino_filter", "gemm", NULL},
+  static const char *const conv_d[] = {"conv_direct", NULL}, *const conv_g[] = {"conv_igemm", "gemm", "gemm_rb", NULL},
+                           *const gemm[] = {"gemm", "gemm_rb", "gemm_nt_rb", NULL}, *const wfilter[] = {"wino_filter", NULL},
+                           *const winput[] = {"wino_input", NULL}, *const wgemm_f[] = {"wino_filter", "gemm", "gemm_rb", NULL},
                            *const woutput[] = {"wino_output", NULL}, *const att[] = {"attention", NULL},
                            *const gn[] = {"group_norm", NULL}, *const ln[] = {"layer_norm", NULL},
                            *const sm[] = {"softmax", NULL}, *const un[] = {"unary", NULL},
@@ -693,7 +693,13 @@ typedef struct {
 } gemm_args;
 
 static int32_t gemm(launch_ctx *L, const gemm_args *g) {
-  argb a = begin("gemm");
+  /* CPU devices: the register-blocked kernels without barriers when the layout suits them */
+  const int a_f32 = (g->a_mem ? g->a_dt : g->a->dtype) == SDF_F32;
+  const char *kname = !sdf_dev.cpu                         ? "gemm"
+                      : g->b_cs == 1                       ? "gemm_rb"
+                      : g->b_rs == 1 && g->a_cs == 1 && a_f32 ? "gemm_nt_rb"
+                                                           : "gemm";
+  argb a = begin(kname);
   if (g->a_mem) {
     A_mem(&a, g->a_mem);
     A_ul(&a, g->a_off);
@@ -714,6 +720,11 @@ static int32_t gemm(launch_ctx *L, const gemm_args *g) {
   A_i(&a, g->bias ? g->bias_mode : 0);
   A_l(&a, g->M), A_l(&a, g->N), A_l(&a, g->K);
   A_f(&a, g->alpha);
+  if (kname[4] == '_') {
+    const int64_t bs = kname[5] == 'r' ? 8 : 4;
+    size_t gws[3] = {(size_t)cdiv(g->N, bs), (size_t)cdiv(g->M, bs), (size_t)g->batch};
+    return go(L, &a, 3, gws, NULL);
+  }
   size_t gws[3] = {(size_t)cdiv(g->N, GEMM_TS) * GEMM_WG, (size_t)cdiv(g->M, GEMM_TS) * GEMM_WG, (size_t)g->batch};
   size_t lws[3] = {GEMM_WG, GEMM_WG, 1};
   return go(L, &a, 3, gws, lws);
@@ -737,6 +748,17 @@ int32_t sdf_op_enqueue(launch_ctx *L) {
     int64_t N = x->dims[0], Ci = x->dims[1], H = x->dims[2], W = x->dims[3], Co = w->dims[0], KH = w->dims[2],
             KW = w->dims[3], OH = y->dims[2], OW = y->dims[3];
     int direct = op->q[0] == 1;
+    if (!direct && KH == 1 && KW == 1 && op->p[0] == 1 && op->p[1] == 1 && op->p[2] == 0 && op->p[3] == 0) {
+      /* pointwise: y[n] = W (Co x Ci) @ x[n] (Ci x H*W), no im2col at all */
+      gemm_args g = {0};
+      int64_t P = H * W;
+      g.a = w, g.a_bs = 0, g.a_rs = Ci, g.a_cs = 1;
+      g.b = x, g.b_bs = Ci * P, g.b_rs = P, g.b_cs = 1;
+      g.c = y, g.c_bs = Co * P, g.ldc = P;
+      g.bias = b, g.bias_mode = 2;
+      g.M = Co, g.N = P, g.K = Ci, g.batch = N, g.alpha = 1.0;
+      return gemm(L, &g);
+    }
     argb a = begin(direct ? "conv_direct" : "conv_igemm");
     A_t(&a, x);
     A_t(&a, w);

@@ -194,6 +194,7 @@ static int32_t device_open(void) {
   clGetDeviceInfo(d->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL);
   clGetDeviceInfo(d->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp32, &fp32, NULL);
   D->fp64 = fp64 != 0;
+  D->cpu = (d->type & CL_DEVICE_TYPE_CPU) != 0;
   snprintf(D->build_options, sizeof D->build_options, "-cl-std=CL1.2%s",
            (fp32 & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
   D->ctx = clCreateContext(NULL, 1, &d->device, NULL, NULL, &e);
@@ -333,13 +334,13 @@ SDF_API const char *sdf_backend_info(void) {
            "\"initialized\":%s,\"device\":\"%s\",\"platform\":\"%s\",\"device_version\":\"%s\",\"devices\":%s,"
            "\"limits\":{\"global_mem_bytes\":%llu,\"max_alloc_bytes\":%llu,\"local_mem_bytes\":%llu,"
            "\"max_work_group_size\":%zu,\"compute_units\":%u},"
-           "\"capabilities\":{\"own_memory\":true,\"buffer_alignment\":4,\"out_of_order_queue\":%s,\"fp64\":%s,"
+           "\"device_type\":\"%s\",\"capabilities\":{\"own_memory\":true,\"buffer_alignment\":4,\"out_of_order_queue\":%s,\"fp64\":%s,"
            "\"conv\":[\"winograd\",\"im2col\",\"direct\"],\"winograd_m\":[2,4,6],"
            "\"weight_dtypes\":[\"f32\",\"f16\",\"bf16\"],\"activation_dtypes\":[\"f32\"]},"
            "\"dtypes\":[\"f32\",\"f16\",\"bf16\",\"i32\"],\"ops\":%s}",
            SDF_ABI_VERSION, D->ready ? D->compute_units : 0, D->ready ? "true" : "false", dn, pn, ver, list,
            (unsigned long long)D->global_mem, (unsigned long long)D->max_alloc, (unsigned long long)D->local_mem,
-           D->max_wg, D->compute_units, D->out_of_order ? "true" : "false", D->fp64 ? "true" : "false", OPS_JSON);
+           D->max_wg, D->compute_units, D->cpu ? "cpu" : "gpu", D->out_of_order ? "true" : "false", D->fp64 ? "true" : "false", OPS_JSON);
   pthread_mutex_unlock(&init_lock);
   return info_json;
 }
@@ -350,6 +351,8 @@ static const struct {
   const char *kernel, *file;
 } KERNEL_FILES[] = {
     {"gemm", "gemm.cl"},
+    {"gemm_rb", "gemm.cl"},
+    {"gemm_nt_rb", "gemm.cl"},
     {"conv_igemm", "gemm.cl"},
     {"conv_direct", "gemm.cl"},
     {"wino_filter", "winograd.cl"},
