@@ -131,3 +131,19 @@ Deno.test({
     assert.ok(e instanceof BackendError && e.code === SDF_STATUS.E_INVALID);
   },
 });
+
+Deno.test({
+  name: "opencl: the GPU kernels (tiled GEMM, attention in local memory) pass the op tests on this device too",
+  ignore: ignore || be!.info.device_type !== "cpu",
+  async fn() {
+    // On a CPU device the backend picks barrier-free kernels; SDFLOW_OPENCL_PORTABLE=1 forces the GPU ones.
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "-A", new URL("./cpu_ops_test.ts", import.meta.url).pathname, "--filter", "/attention|bmm/"],
+      env: { SDFLOW_OPENCL_PORTABLE: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.ok(r.success && /opencl \.\.\. .*ok/.test(out), out.slice(-3000));
+  },
+});

@@ -65,3 +65,47 @@ __kernel void attention(__global const uchar *qb, ulong qo, __global const uchar
     for (int c = 0; c < D; c++) o[c] *= inv;
   }
 }
+
+/* The same for CPU devices, without local memory or barriers (CPU drivers run work-items as
+ * loops; the caches hold the keys and values): one query per work-item, keys in blocks of
+ * ATT_MAX_BK for the online softmax. Global size (Nq, heads, B). */
+__kernel void attention_direct(__global const uchar *qb, ulong qo, __global const uchar *kb, ulong ko,
+                               __global const uchar *vb, ulong vo, __global uchar *ob, ulong oo, long Nq, long Nk,
+                               int D, int heads, float scale, int causal) {
+  const long i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  if (i >= Nq) return;
+  const long HD = (long)heads * D;
+  __global const float *q = CPTR(float, qb, qo) + (b * Nq + i) * HD + h * D;
+  __global const float *k = CPTR(float, kb, ko) + b * Nk * HD + h * D;
+  __global const float *v = CPTR(float, vb, vo) + b * Nk * HD + h * D;
+  __global float *o = PTR(float, ob, oo) + (b * Nq + i) * HD + h * D;
+  float mx = -INFINITY, sum = 0.0f, s[ATT_MAX_BK];
+  for (int c = 0; c < D; c++) o[c] = 0.0f;
+  const long kend = causal ? min(Nk, i + 1) : Nk;
+  for (long k0 = 0; k0 < kend; k0 += ATT_MAX_BK) {
+    const int lim = (int)min((long)ATT_MAX_BK, kend - k0);
+    float bm = -INFINITY;
+    for (int j = 0; j < lim; j++) {
+      __global const float *kr = k + (k0 + j) * HD;
+      float acc = 0.0f;
+      for (int c = 0; c < D; c++) acc = fma(q[c], kr[c], acc);
+      s[j] = acc * scale;
+      bm = fmax(bm, s[j]);
+    }
+    const float mnew = fmax(mx, bm), corr = exp(mx - mnew);
+    float bs = 0.0f;
+    for (int j = 0; j < lim; j++) {
+      s[j] = exp(s[j] - mnew);
+      bs += s[j];
+    }
+    sum = sum * corr + bs;
+    for (int c = 0; c < D; c++) {
+      float acc = o[c] * corr;
+      for (int j = 0; j < lim; j++) acc = fma(s[j], v[(k0 + j) * HD + c], acc);
+      o[c] = acc;
+    }
+    mx = mnew;
+  }
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < D; c++) o[c] *= inv;
+}

@@ -537,7 +537,7 @@ const char *const *sdf_op_kernels(const oop *op) {
   static const char *const conv_d[] = {"conv_direct", NULL}, *const conv_g[] = {"conv_igemm", "gemm", "gemm_rb", NULL},
                            *const gemm[] = {"gemm", "gemm_rb", "gemm_nt_rb", NULL}, *const wfilter[] = {"wino_filter", NULL},
                            *const winput[] = {"wino_input", NULL}, *const wgemm_f[] = {"wino_filter", "gemm", "gemm_rb", NULL},
-                           *const woutput[] = {"wino_output", NULL}, *const att[] = {"attention", NULL},
+                           *const woutput[] = {"wino_output", NULL}, *const att[] = {"attention", "attention_direct", NULL},
                            *const gn[] = {"group_norm", NULL}, *const ln[] = {"layer_norm", NULL},
                            *const sm[] = {"softmax", NULL}, *const un[] = {"unary", NULL},
                            *const gg[] = {"geglu", NULL}, *const bi[] = {"binary", NULL},
@@ -874,6 +874,16 @@ int32_t sdf_op_enqueue(launch_ctx *L) {
   case SDF_OP_ATTENTION: {
     const otensor *k = op->in[1];
     int64_t B = x->dims[0], Nq = x->dims[1], Nk = k->dims[1], heads = op->p[0], D = op->q[0], bk = op->q[1];
+    if (sdf_dev.cpu) {
+      argb a = begin("attention_direct");
+      A_t(&a, x), A_t(&a, k), A_t(&a, op->in[2]), A_t(&a, y);
+      A_l(&a, Nq), A_l(&a, Nk);
+      A_i(&a, (int32_t)D), A_i(&a, (int32_t)heads);
+      A_f(&a, op->n_f > 0 ? op->f[0] : 1.0 / sqrt((double)D));
+      A_i(&a, op->n_p > 1 && op->p[1]);
+      size_t gws[3] = {(size_t)Nq, (size_t)heads, (size_t)B};
+      return go(L, &a, 3, gws, NULL);
+    }
     argb a = begin("attention");
     size_t wg = pow2_wg(a.k, ATT_WG);
     A_t(&a, x);

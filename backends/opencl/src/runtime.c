@@ -9,6 +9,8 @@
  * platform name; default: the first GPU, else the first device.
  * SDFLOW_OPENCL_KERNEL_DIR: read the .cl files from that folder instead of the
  * copies built into the library (for kernel work without a rebuild).
+ * SDFLOW_OPENCL_PORTABLE=1: use the GPU kernels (local memory, barriers) on a
+ * CPU device too, which otherwise gets barrier-free GEMM and attention.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -194,7 +196,8 @@ static int32_t device_open(void) {
   clGetDeviceInfo(d->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL);
   clGetDeviceInfo(d->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp32, &fp32, NULL);
   D->fp64 = fp64 != 0;
-  D->cpu = (d->type & CL_DEVICE_TYPE_CPU) != 0;
+  /* SDFLOW_OPENCL_PORTABLE=1: the local-memory kernels meant for GPUs on any device (tests run them on POCL) */
+  D->cpu = (d->type & CL_DEVICE_TYPE_CPU) != 0 && !getenv("SDFLOW_OPENCL_PORTABLE");
   snprintf(D->build_options, sizeof D->build_options, "-cl-std=CL1.2%s",
            (fp32 & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
   D->ctx = clCreateContext(NULL, 1, &d->device, NULL, NULL, &e);
@@ -359,6 +362,7 @@ static const struct {
     {"wino_input", "winograd.cl"},
     {"wino_output", "winograd.cl"},
     {"attention", "attention.cl"},
+    {"attention_direct", "attention.cl"},
     {"group_norm", "norm.cl"},
     {"layer_norm", "norm.cl"},
     {"softmax", "norm.cl"},
