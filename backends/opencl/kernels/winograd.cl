@@ -91,28 +91,42 @@ inline float wino_gval(int m, int r, int c) {
   return m == 2 ? WG2[r][c] : m == 4 ? WG4[r][c] : WG6[r][c];
 }
 
+/* U = G g G^T of one filter (9 taps at w[e0..e0+8]) into u[k*plane + at], in type T. */
+#define WINO_FILTER_TX(T, MM)                                                                                \
+  {                                                                                                        \
+    const int A = MM + 2, m = MM; /* constants: the loops unroll and the zeros of G fold away */          \
+    T g[9], t[8][3];                                                                                       \
+    for (int i = 0; i < 9; i++) g[i] = (T)ldw(w, w_dt, e0 + i);                                           \
+    for (int r = 0; r < A; r++)                                                                            \
+      for (int b = 0; b < 3; b++)                                                                          \
+        t[r][b] = (T)wino_gval(m, r, 0) * g[b] + (T)wino_gval(m, r, 1) * g[3 + b] +                       \
+                  (T)wino_gval(m, r, 2) * g[6 + b];                                                        \
+    for (int r = 0; r < A; r++)                                                                            \
+      for (int q = 0; q < A; q++)                                                                          \
+        u[(r * A + q) * plane + at] = (float)(t[r][0] * (T)wino_gval(m, q, 0) +                            \
+                                              t[r][1] * (T)wino_gval(m, q, 1) + t[r][2] * (T)wino_gval(m, q, 2)); \
+  }
+
 /* U = G g G^T for output channels [co0, co0 + cb) into u[k*plane + (co-co0)*Ci + ci],
- * plane = cb*Ci. Global size (Ci, cb). */
+ * plane = cb*Ci; in acc_t (double where available, like the CPU's WINO_FILTER) when
+ * precise, else in float (the fused path, redone every run, as the CPU's fused one).
+ * Global size (Ci, cb). */
 __kernel void wino_filter(__global const uchar *wb, ulong wo, int w_dt, __global uchar *ub, ulong uo, int m, long Ci,
-                          long co0, long cb) {
+                          long co0, long cb, int precise) {
   const long ci = get_global_id(0), cl = get_global_id(1);
   if (ci >= Ci || cl >= cb) return;
-  const int A = m + 2;
   __global const uchar *w = wb + wo;
-  acc_t g[9], t[8][3];
-  for (int i = 0; i < 9; i++) g[i] = (acc_t)ldw(w, w_dt, ((co0 + cl) * Ci + ci) * 9 + i);
-  for (int r = 0; r < A; r++)
-    for (int b = 0; b < 3; b++)
-      t[r][b] = (acc_t)wino_gval(m, r, 0) * g[b] + (acc_t)wino_gval(m, r, 1) * g[3 + b] +
-                (acc_t)wino_gval(m, r, 2) * g[6 + b];
   __global float *u = PTR(float, ub, uo);
-  const long plane = cb * Ci;
-  for (int r = 0; r < A; r++)
-    for (int q = 0; q < A; q++) {
-      acc_t o = t[r][0] * (acc_t)wino_gval(m, q, 0) + t[r][1] * (acc_t)wino_gval(m, q, 1) +
-                t[r][2] * (acc_t)wino_gval(m, q, 2);
-      u[(r * A + q) * plane + cl * Ci + ci] = (float)o;
-    }
+  const long plane = cb * Ci, at = cl * Ci + ci, e0 = ((co0 + cl) * Ci + ci) * 9;
+  if (precise) {
+    if (m == 2) WINO_FILTER_TX(acc_t, 2)
+    else if (m == 4) WINO_FILTER_TX(acc_t, 4)
+    else WINO_FILTER_TX(acc_t, 6)
+  } else {
+    if (m == 2) WINO_FILTER_TX(float, 2)
+    else if (m == 4) WINO_FILTER_TX(float, 4)
+    else WINO_FILTER_TX(float, 6)
+  }
 }
 
 /* Global size (T, Ci): one tile of one channel per work-item. */

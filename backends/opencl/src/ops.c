@@ -661,6 +661,20 @@ static int32_t go(launch_ctx *L, argb *a, cl_uint dims, const size_t *gws, const
   }
   for (cl_uint d = 0; d < dims; d++)
     if (gws[d] == 0) return SDF_OK; /* nothing to do */
+  /* No local size given: up to 64 work-items along dim 0 (the kernels bound-check it), not
+   * whatever the driver picks (POCL may run millions of one-item groups). */
+  size_t g2[3], l2[3];
+  if (!lws) {
+    size_t cap = sdf_kernel_wg(a->k), l = 1;
+    if (cap == 0 || cap > 64) cap = 64;
+    while (l * 2 <= cap && l < gws[0]) l *= 2;
+    for (cl_uint d = 0; d < dims; d++) {
+      l2[d] = d == 0 ? l : 1;
+      g2[d] = d == 0 ? (gws[0] + l - 1) / l * l : gws[d];
+    }
+    gws = g2;
+    lws = l2;
+  }
   const cl_event *w = op->last ? &op->last : L->wait;
   cl_uint nw = op->last ? 1 : L->n_wait;
   cl_event ev = NULL;
@@ -789,6 +803,7 @@ int32_t sdf_op_enqueue(launch_ctx *L) {
     A_t(&a, y);
     A_i(&a, (int32_t)op->p[0]);
     A_l(&a, Ci), A_l(&a, 0), A_l(&a, Co);
+    A_i(&a, 1);
     size_t gws[2] = {(size_t)Ci, (size_t)Co};
     return go(L, &a, 2, gws, NULL);
   }
@@ -826,6 +841,7 @@ int32_t sdf_op_enqueue(launch_ctx *L) {
       A_ul(&a, 0);
       A_i(&a, (int32_t)op->p[0]);
       A_l(&a, Ci), A_l(&a, co0), A_l(&a, n);
+      A_i(&a, 0);
       size_t gws[2] = {(size_t)Ci, (size_t)n};
       TRY(go(L, &a, 2, gws, NULL));
       g.a_mem = L->plan->scratch, g.a_off = 0, g.a_dt = SDF_F32;
