@@ -1,7 +1,9 @@
 /**
  * Numerics of the CPU backend's own kernels against straightforward float64
  * TypeScript references, under every ISA this CPU has (scalar, avx2, avx512;
- * a missing one is reported, not failed), with 2 threads.
+ * a missing one is reported, not failed), with 2 threads, and of the OpenCL
+ * backend's kernels under the same bounds (step "opencl", "ignored" when this
+ * machine has no OpenCL device or cannot build the backend).
  *
  * Bounds (|got - want| <= atol + rtol * |want|, stated per op):
  *  - data movement (concat, slice, permute, upsample, gather, copy) and
@@ -15,7 +17,7 @@
 
 import assert from "node:assert";
 import { type Backend, loadBackend, PlanWriter, SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "./mod.ts";
-import { randn, rng, runOp } from "./test_helpers.ts";
+import { optionalBackend, randn, rng, runOp } from "./test_helpers.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
 import { assertClose } from "../tests/assert.ts";
 
@@ -40,9 +42,17 @@ async function be(isa: Isa, threads = 2): Promise<Backend> {
   return b;
 }
 
-function forEachIsa(name: string, fn: (b: Backend, isa: Isa) => Promise<void>): void {
+const opencl = await optionalBackend("opencl");
+if (!opencl.backend) console.log(`cpu_ops_test: opencl ignored: ${opencl.why}`);
+
+/** Runs fn on every CPU ISA, then on the OpenCL backend (same bounds) when there is one. */
+function forEachIsa(name: string, fn: (b: Backend, isa: Isa | "opencl") => Promise<void>): void {
   Deno.test(name, async (t) => {
     for (const isa of ISAS) await t.step(isa, async () => fn(await be(isa), isa));
+    await t.step("opencl", async () => {
+      if (!opencl.backend) return console.log(`ignored (${opencl.why})`);
+      await fn(opencl.backend, "opencl");
+    });
   });
 }
 
@@ -582,4 +592,12 @@ Deno.test("threads 1 and 2 give bit-identical results; the ready queue runs a wi
       assert.ok(one.every(Number.isFinite));
     });
   }
+  // The OpenCL backend maps the same DAG to events on its queue: each op waits only for its dependencies.
+  await t.step("opencl", async () => {
+    if (!opencl.backend) return console.log(`ignored (${opencl.why})`);
+    const got = await mixedPlan(opencl.backend);
+    const want = await mixedPlan(await be(ISAS[ISAS.length - 1], 2));
+    // group_norm -> attention -> 24 softmaxes summed -> bmm over K = 160: f32 rounding of two implementations
+    assertClose("mixed DAG opencl vs cpu", got, want, 1e-4, 1e-6);
+  });
 });

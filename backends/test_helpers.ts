@@ -3,7 +3,8 @@
  * single buffer, and a check of backend errors.
  */
 
-import { type Backend, BackendError, PlanWriter, SDF_DTYPE } from "./mod.ts";
+import { type Backend, type BackendConfig, BackendError, loadBackend, PlanWriter, SDF_DTYPE } from "./mod.ts";
+import { BackendBuildError } from "./build.ts";
 
 /** mulberry32: a small deterministic PRNG in [0, 1). */
 export function rng(seed: number): () => number {
@@ -88,4 +89,21 @@ export async function assertBackendError(fn: () => unknown, re: RegExp): Promise
     return e;
   }
   throw new Error(`expected a BackendError matching ${re}, nothing was thrown`);
+}
+
+/**
+ * Backend `name` for tests that run on every available backend, or the reason
+ * it is not available here (no OpenCL headers/loader to build it, no platform
+ * or device to run it): the caller prints "ignored" with it.
+ */
+export async function optionalBackend(
+  name: string,
+  config: BackendConfig = {},
+): Promise<{ backend?: Backend; why?: string }> {
+  try {
+    return { backend: await loadBackend(name, config) };
+  } catch (e) {
+    if (e instanceof BackendError || e instanceof BackendBuildError) return { why: e.message };
+    throw e;
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * `deno task bench <conv|attention|gemm|gen|readme|decoders|serve> [options]`
  *
- * - conv, attention, gemm: `[--threads N] [--runs N] [--json] [--only TEXT] [--isa NAME]`; conv also
+ * - conv, attention, gemm: `[--backend NAME] [--threads N] [--runs N] [--json] [--only TEXT] [--isa NAME]`
+ *   (`--backend`: cpu (default), opencl, or a library path); conv also
  *   `[--dtype f16|f32|bf16]` (weights; default f16, as real checkpoints hold them) and
  *   `[--vs onnxruntime]` (onnxruntime-node's convolution on the same data, in the same run).
  * - gen: whole generations through sdflow's CLI, optionally next to stable-diffusion.cpp (bench/gen.ts).
@@ -35,6 +36,7 @@ const OPTIONS = {
   dtype: { type: "string", default: "f16" },
   isa: { type: "string", default: "auto" },
   vs: { type: "string" },
+  backend: { type: "string", default: "cpu" },
 } as const;
 const suite = parseArgs({ args: Deno.args, allowPositionals: true, strict: false, options: OPTIONS }).positionals[0] ??
   "conv";
@@ -218,7 +220,10 @@ if (!run) {
   Deno.exit(2);
 }
 try {
-  const backend = await loadBackend("cpu", { threads, isa: values.isa as "auto" });
+  const backend = await loadBackend(opSuite ? String(values.backend) : "cpu", { threads, isa: values.isa as "auto" });
+  if (backend.info.name !== "cpu" && typeof backend.info.device === "string") {
+    console.log(`backend ${backend.info.name}, device ${backend.info.device}`);
+  }
   const code = await run(backend);
   if (typeof code === "number" && code !== 0) Deno.exit(code);
 } catch (e) {

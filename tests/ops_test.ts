@@ -1,8 +1,9 @@
 /**
  * Op-level tests: every case of tests/fixtures/ops (PyTorch references, see
  * tools/gen_fixtures.py) is built as a one-op graph, compiled and run on the
- * CPU backend under every ISA this machine has, and compared with the
- * reference under the bound stated for its op below.
+ * CPU backend under every ISA this machine has, and on the OpenCL backend when
+ * this machine has an OpenCL device ("ignored" otherwise), and compared with
+ * the reference under the bound stated for its op below (the same for both).
  *
  * Error measure (see compare() in conv_reference.ts), per element:
  *   |got - want| <= rel * max|want| + elem * |want|
@@ -14,6 +15,8 @@ import { chooseWinograd, compile, Graph, type InputData, type Tensor, type Unary
 import { ALL_ISAS, backendFor, type Fixture, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../backends/float16.ts";
 import { compare, indexOf, WINOGRAD_REL_BOUND } from "./conv_reference.ts";
+import type { Backend } from "../backends/mod.ts";
+import { optionalBackend } from "../backends/test_helpers.ts";
 
 // ---- bounds -------------------------------------------------------------------
 
@@ -317,9 +320,9 @@ Deno.test("fixture loader: decodes f16/bf16 and the index matches the directory"
   ) assert(ops.has(op), `no fixture for op ${op}`);
 });
 
-for (const isa of ISAS) {
-  Deno.test(`ops vs PyTorch fixtures [${isa}]`, async (t) => {
-    const backend = await backendFor(isa);
+/** Every fixture on `backend`; `isa` labels the steps. */
+async function runFixtures(t: Deno.TestContext, backend: Backend, isa: string): Promise<void> {
+  {
     for (const name of CASES) {
       const f = loadFixture(name);
       const variants = f.op === "conv2d"
@@ -347,5 +350,15 @@ for (const isa of ISAS) {
     }
     // SDFLOW_TEST_VERBOSE=1 prints every observed error (to check the bounds' margins).
     if (Deno.env.get("SDFLOW_TEST_VERBOSE")) console.log(observed.splice(0).join("\n"));
-  });
+  }
 }
+
+for (const isa of ISAS) {
+  Deno.test(`ops vs PyTorch fixtures [${isa}]`, async (t) => runFixtures(t, await backendFor(isa), isa));
+}
+
+Deno.test("ops vs PyTorch fixtures [opencl]", async (t) => {
+  const { backend, why } = await optionalBackend("opencl");
+  if (!backend) return console.log(`ignored: opencl (${why})`);
+  await runFixtures(t, backend, "opencl");
+});

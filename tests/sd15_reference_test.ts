@@ -11,6 +11,8 @@
  *   value before use.
  * - The command line is taken from the README (the `sd-cli …` block), with `-m` and `-o` replaced, and run
  *   as `deno run -A cli/gen.ts …` (what `deno task gen` runs).
+ * - `SDFLOW_REFERENCE_BACKEND=opencl` (or another backend name) runs the same command with `--backend …`
+ *   (not in CI: on POCL with 2 busy cores the OpenCL backend needs tens of minutes for it).
  * - Bound: PSNR ≥ 40 dB over the RGB samples (tools/psnr.ts). Why not bit equality: sd.cpp stores conv
  *   weights as f16 and convolves by im2col + GEMM, so its picture is itself one rounding of the ideal one.
  *
@@ -59,7 +61,9 @@ Deno.test({
     const outDir = await Deno.makeTempDir({ prefix: "sdflow-sd15-ref-" });
     try {
       const out = `${outDir}/a_256_euler_4.png`;
+      const backend = Deno.env.get("SDFLOW_REFERENCE_BACKEND");
       const args = withFlag(withFlag(facts.args, "-m", CHECKPOINT.pathname), "-o", out);
+      if (backend) args.push("--backend", backend);
       const { decoded } = await genAndCompare(args, out, reference, MIN_PSNR_DB);
       assertReadmeParameters(decoded);
     } finally {

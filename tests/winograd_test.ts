@@ -6,11 +6,14 @@
  * that are mostly not multiples of 16 (1..70, a few around 128), batch 1-3,
  * with and without bias, f32, f16 and bf16 weights, and the fused residual
  * add. Bounds: WINOGRAD_REL_BOUND in conv_reference.ts (with the reasoning).
+ * The same sweeps run on the OpenCL backend under the same bounds when this
+ * machine has an OpenCL device ("ignored" otherwise).
  */
 
 import { assert } from "./assert.ts";
 import { compile, Graph, type Program } from "../engine/mod.ts";
 import type { Backend } from "../backends/mod.ts";
+import { optionalBackend } from "../backends/test_helpers.ts";
 import { backendFor, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../backends/float16.ts";
 import {
@@ -275,3 +278,23 @@ for (const isa of ISAS.filter((i) => i !== BEST)) {
     }
   });
 }
+
+Deno.test("Winograd (hoisted and fused, f32/f16/bf16 weights, residual), direct and im2col on the opencl backend", async () => {
+  const { backend, why } = await optionalBackend("opencl");
+  if (!backend) return console.log(`ignored: opencl (${why})`);
+  // Every shape once per tile size (half with the filter transform hoisted, half fused), to keep CI time down.
+  const f16 = SHAPES.slice(0, 20).map((_, i) => makeCase(i, "f16"));
+  const bf16 = SHAPES.slice(20, 40).map((_, i) => makeCase(20 + i, "bf16"));
+  const residual = SHAPES.slice(40, 65).map((_, i) => makeCase(40 + i, "f32", true));
+  for (const m of [2, 4, 6] as const) {
+    const bound = WINOGRAD_REL_BOUND[m];
+    await sweep(backend, "opencl", F32_CASES.slice(0, 100), { winograd: m, hoisted: true }, bound);
+    await sweep(backend, "opencl", F32_CASES.slice(100), { winograd: m }, bound);
+    await sweep(backend, "opencl", [...f16, ...bf16], { winograd: m }, bound);
+    await sweep(backend, "opencl", residual, { winograd: m, hoisted: m !== 4 }, bound);
+  }
+  const fallback = [...F32_CASES.slice(100, 120), ...SHAPES.slice(140, 150).map((_, i) => makeCase(140 + i, "f16"))];
+  for (const conv of ["direct", "im2col"] as const) {
+    await sweep(backend, "opencl", fallback, { conv }, FALLBACK_REL_BOUND);
+  }
+});
