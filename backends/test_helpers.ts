@@ -3,7 +3,7 @@
  * single buffer, and a check of backend errors.
  */
 
-import { type Backend, BackendError, PlanWriter, SDF_DTYPE } from "./mod.ts";
+import { BackendError, type NativeBackend as Backend, PlanWriter, SDF_DTYPE } from "./mod.ts";
 
 /** mulberry32: a small deterministic PRNG in [0, 1). */
 export function rng(seed: number): () => number {

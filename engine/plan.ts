@@ -11,10 +11,18 @@
 
 import { SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "../backends/abi.ts";
 import { PlanWriter } from "../backends/plan_writer.ts";
-import type { BackendBuffer } from "../backends/mod.ts";
+import type { BackendBuffer, BackendCapabilities } from "../backends/backend.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
-import { type LOp, lower, type LoweredGraph, type LowerOptions, type LTensor, tensorBytes } from "./lower.ts";
-import { ARENA_ALIGN, planArena, rootOf } from "./memory.ts";
+import {
+  DEFAULT_CAPABILITIES,
+  type LOp,
+  lower,
+  type LoweredGraph,
+  type LowerOptions,
+  type LTensor,
+  tensorBytes,
+} from "./lower.ts";
+import { planArena, rootOf } from "./memory.ts";
 import { opCost } from "./cost.ts";
 
 export const SLOT_ARENA = 0;
@@ -23,6 +31,11 @@ export const SLOT_DATA = 2;
 export const SLOT_FIRST_FILE = 3;
 
 export interface PlanOptions extends LowerOptions {
+  /**
+   * Whether ops the backend lacks (by `capabilities`) may run on a fallback
+   * backend; without one such an op is an error at planning.
+   */
+  fallback?: boolean;
   /**
    * Most bytes of Winograd-transformed filters computed once and kept for the
    * program's life (default 0). Filters past the budget are transformed inside
@@ -52,8 +65,43 @@ export interface Location {
   offset: number;
 }
 
+/** Which backend runs an op: the program's own, or its fallback (the CPU backend) for ops the own one lacks. */
+export type Side = "primary" | "fallback";
+
+/** A copy of one tensor's bytes between the two backends' copies of a binding slot (same slot, same offset). */
+export interface Transfer {
+  slot: number;
+  offset: number;
+  bytes: number;
+  to: Side;
+}
+
+/** A run of consecutive ops on one backend, preceded by the transfers it needs. */
+export interface PlanSegment {
+  side: Side;
+  plan: Uint8Array;
+  before: Transfer[];
+}
+
+/**
+ * Where ops run when the backend lacks some: segments of the constant and
+ * step plans alternate between the backend and its fallback.
+ */
+export interface Placement {
+  constSegments: PlanSegment[];
+  /** After the constant plan: hoisted tensors copied to the side that reads them. */
+  afterConst: Transfer[];
+  stepSegments: PlanSegment[];
+  /** After the step plan: outputs computed on the fallback copied back. */
+  afterStep: Transfer[];
+  /** Op kinds placed on the fallback, with the reason. */
+  fallbackOps: { kind: string; label?: string; why: string }[];
+}
+
 export interface PlannedOp {
   kind: string;
+  /** "fallback" when the op runs on the fallback (CPU) backend. */
+  side?: Side;
   label?: string;
   note?: string;
   flops: number;
@@ -73,6 +121,9 @@ export interface PlanStats {
   /** Most ops that the dependency graph lets run at once. */
   maxParallelOps: number;
   criticalPathOps: number;
+  /** Step ops placed on the fallback backend, and the bytes copied between backends per run. */
+  fallbackOps: number;
+  transferBytes: number;
 }
 
 export interface CompiledPlan {
@@ -84,6 +135,8 @@ export interface CompiledPlan {
   constOps: PlannedOp[];
   stepOps: PlannedOp[];
   stats: PlanStats;
+  /** Set when some ops run on the fallback backend (then constPlan/stepPlan are not used). */
+  placement?: Placement;
 }
 
 const DEFAULT_HOIST_BUDGET = 0;
@@ -91,6 +144,8 @@ const DEFAULT_HOIST_BUDGET = 0;
 /** Plans `g`. Throws GraphError on a graph the planner cannot place. */
 export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   if (g.outputs.size === 0) throw new GraphError("graph has no outputs");
+  const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;
+  const alignUp = (n: number): number => Math.ceil(n / caps.alignment) * caps.alignment;
   const lg = lower(g, opts);
   const { tensors } = lg;
   const root = (id: number): number => rootOf(tensors, id);
@@ -217,9 +272,10 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     tensors,
     (r) => tensors[r].kind !== "constant" && !hoistedTensors.has(r),
     pinned,
+    caps.alignment,
   );
   for (const [r, offset] of arena.offsets) locations.set(r, { slot: SLOT_ARENA, offset });
-  bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, ARENA_ALIGN);
+  bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, caps.alignment);
 
   // ---- serialise -----------------------------------------------------
   const locate = (id: number): Location => {
@@ -233,13 +289,83 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     : undefined;
   const stepDeps = arena.deps.map((d) => [...d].sort((a, b) => a - b));
   const stepPlan = serialise(stepOps, stepDeps, tensors, locate, bindings.length);
+  const constOps = constOpsIdx.map((i) => lg.ops[i]);
+  const constSides = constOps.map((op) => sideOf(op, tensors, caps, opts.fallback ?? false));
+  const stepSides = stepOps.map((op) => sideOf(op, tensors, caps, opts.fallback ?? false));
+  let placement: Placement | undefined;
+  const fallbackOps: Placement["fallbackOps"] = [];
+  [...constOps, ...stepOps].forEach((op, i) => {
+    const s = i < constOps.length ? constSides[i] : stepSides[i - constOps.length];
+    if (s !== "primary") fallbackOps.push({ kind: op.kind, label: op.label, why: s.why });
+  });
+  if (fallbackOps.length > 0) {
+    const slotOf = (id: number): Location | undefined => locations.get(root(id));
+    const sideNames = (ss: (Side | { why: string })[]): Side[] =>
+      ss.map((x) => (typeof x === "string" ? x : "fallback"));
+    const valid = new Map<number, Set<Side>>();
+    for (const id of lg.inputs.values()) valid.set(root(id), new Set(["primary"]));
+    const constPart = segmentPlan(
+      constOps,
+      constDeps,
+      sideNames(constSides),
+      tensors,
+      locate,
+      slotOf,
+      valid,
+      root,
+      bindings.length,
+    );
+    // Hoisted tensors go once to whichever side reads them in the step plan.
+    const afterConst: Transfer[] = [];
+    const stepSideList = sideNames(stepSides);
+    stepOps.forEach((op, i) => {
+      for (const t of op.inputs) {
+        const r = root(t);
+        const loc = locations.get(r);
+        if (!loc || loc.slot !== SLOT_HOISTED) continue;
+        const v = valid.get(r) ?? new Set<Side>(["primary"]);
+        if (!v.has(stepSideList[i])) {
+          afterConst.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: stepSideList[i] });
+          v.add(stepSideList[i]);
+        }
+        valid.set(r, v);
+      }
+    });
+    const stepPart = segmentPlan(
+      stepOps,
+      stepDeps,
+      stepSideList,
+      tensors,
+      locate,
+      slotOf,
+      valid,
+      root,
+      bindings.length,
+    );
+    const afterStep: Transfer[] = [];
+    for (const id of lg.outputs.values()) {
+      const r = root(id);
+      const loc = locations.get(r)!;
+      if (!(valid.get(r)?.has("primary") ?? true)) {
+        afterStep.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: "primary" });
+      }
+    }
+    placement = { constSegments: constPart, afterConst, stepSegments: stepPart, afterStep, fallbackOps };
+  }
 
   const describe = (ops: LOp[], deps: number[][]): PlannedOp[] =>
     ops.map((op, i) => {
       const cost = opCost(op, tensors);
       return { kind: op.kind, label: op.label, note: op.note, flops: cost.flops, bytes: cost.bytes, deps: deps[i] };
     });
-  const planned = describe(stepOps, stepDeps).filter((_, i) => stepOps[i].kind !== "reshape");
+  const stepDescribed = describe(stepOps, stepDeps);
+  stepSides.forEach((s, i) => {
+    if (s !== "primary") {
+      stepDescribed[i].side = "fallback";
+      stepDescribed[i].note = `${stepDescribed[i].note ? stepDescribed[i].note + "; " : ""}on the CPU: ${s.why}`;
+    }
+  });
+  const planned = stepDescribed.filter((_, i) => stepOps[i].kind !== "reshape");
   const { width, depth } = parallelism(stepOps, stepDeps);
   const isConv = (op: LOp): boolean => op.kind === "conv2d";
   let constantBytes = data.bytes + bufferBytes;
@@ -250,7 +376,8 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     stepPlan,
     bindings,
     locations,
-    constOps: describe(constOpsIdx.map((i) => lg.ops[i]), constDeps),
+    constOps: describe(constOps, constDeps),
+    placement,
     stepOps: planned,
     stats: {
       arenaPeakBytes: arena.peakBytes,
@@ -263,12 +390,92 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       stepFlops: planned.reduce((a, o) => a + o.flops, 0),
       maxParallelOps: width,
       criticalPathOps: depth,
+      fallbackOps: stepSides.filter((s) => s !== "primary").length,
+      transferBytes: placement
+        ? [...placement.stepSegments.flatMap((x) => x.before), ...placement.afterStep].reduce((a, t) => a + t.bytes, 0)
+        : 0,
     },
   };
 }
 
-function alignUp(n: number): number {
-  return Math.ceil(n / ARENA_ALIGN) * ARENA_ALIGN;
+/**
+ * "primary" when the backend runs `op`, else why not. Without a fallback
+ * (`allowFallback` false) a missing op is an error naming it.
+ */
+function sideOf(
+  op: LOp,
+  tensors: readonly LTensor[],
+  caps: BackendCapabilities,
+  allowFallback: boolean,
+): "primary" | { why: string } {
+  if (op.kind === "reshape") return "primary";
+  let why: string | undefined;
+  if (!caps.ops.has(op.kind)) why = `the backend has no ${op.kind} kernel`;
+  else {
+    for (const id of [...op.inputs, ...op.outputs]) {
+      const t = tensors[id];
+      if (!caps.dtypes.has(t.dtype)) {
+        why = `the backend does not read ${t.dtype} tensors`;
+        break;
+      }
+      if (tensorBytes(t) > caps.maxTensorBytes) {
+        why = `a ${tensorBytes(t)}-byte tensor exceeds the backend's ${caps.maxTensorBytes}-byte limit`;
+        break;
+      }
+    }
+  }
+  if (why === undefined) return "primary";
+  if (!allowFallback) {
+    throw new GraphError(`${op.kind}${op.label ? ` (${op.label})` : ""}: ${why}, and no fallback backend is loaded`);
+  }
+  return { why };
+}
+
+/**
+ * Splits `ops` (with their dependency lists) into runs of one side each, and
+ * the copies each run needs first. `valid` tracks which side holds a current
+ * copy of each arena/hoisted tensor (constants in files and data are on both).
+ */
+function segmentPlan(
+  ops: LOp[],
+  deps: number[][],
+  sides: Side[],
+  tensors: readonly LTensor[],
+  locate: (id: number) => Location,
+  slotOf: (id: number) => Location | undefined,
+  valid: Map<number, Set<Side>>,
+  root: (id: number) => number,
+  nBindings: number,
+): PlanSegment[] {
+  const out: PlanSegment[] = [];
+  // A reshape stays with the op before it (it is a view and emits nothing).
+  const side = [...sides];
+  for (let i = 0; i < side.length; i++) if (ops[i].kind === "reshape" && i > 0) side[i] = side[i - 1];
+  let start = 0;
+  while (start < ops.length) {
+    let end = start + 1;
+    while (end < ops.length && side[end] === side[start]) end++;
+    const s = side[start];
+    const before: Transfer[] = [];
+    const segOps = ops.slice(start, end);
+    for (const op of segOps) {
+      for (const t of op.inputs) {
+        const r = root(t);
+        const loc = slotOf(r);
+        if (!loc || (loc.slot !== SLOT_ARENA && loc.slot !== SLOT_HOISTED)) continue;
+        const v = valid.get(r);
+        if (v && !v.has(s)) {
+          before.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: s });
+          v.add(s);
+        }
+      }
+      for (const t of op.outputs) if (op.kind !== "reshape") valid.set(root(t), new Set([s]));
+    }
+    const segDeps = deps.slice(start, end).map((d) => d.filter((x) => x >= start).map((x) => x - start));
+    out.push({ side: s, plan: serialise(segOps, segDeps, tensors, locate, nBindings), before });
+    start = end;
+  }
+  return out;
 }
 
 function rawDeps(ops: LOp[], root: (id: number) => number): number[][] {

@@ -13,6 +13,7 @@ import { assert } from "./assert.ts";
 import { chooseWinograd, compile, Graph, type InputData, type Tensor, type UnaryKind } from "../engine/mod.ts";
 import { ALL_ISAS, backendFor, type Fixture, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../backends/float16.ts";
+import { type Backend, loadBackend } from "../backends/mod.ts";
 import { compare, indexOf, WINOGRAD_REL_BOUND } from "./conv_reference.ts";
 
 // ---- bounds -------------------------------------------------------------------
@@ -213,7 +214,10 @@ export function buildFixtureGraph(f: Fixture): Built {
 // ---- the tests ----------------------------------------------------------------------
 
 /** Conv variants: the plan options and the bound that goes with each. */
-function convVariants(f: Fixture): { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] {
+function convVariants(
+  f: Fixture,
+  backend?: Backend,
+): { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] {
   const base = BOUNDS.conv2d;
   const out: { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] = [
     { name: "direct", opts: { winograd: "off", conv: "direct" }, bound: base },
@@ -223,7 +227,7 @@ function convVariants(f: Fixture): { name: string; opts: Parameters<typeof compi
   const [co, ci, kh, kw] = f.inputs[1].shape;
   const [n, , oh, ow] = f.outputs[0].shape;
   const eligible = kh === 3 && kw === 3 && f.attrs.stride === 1;
-  const m = eligible ? chooseWinograd(n, ci, co, oh, ow, "auto") : 0;
+  const m = eligible ? chooseWinograd(n, ci, co, oh, ow, "auto", backend?.capabilities) : 0;
   out.push({
     name: m ? `auto=F(${m},3)` : "auto",
     opts: { winograd: "auto" },
@@ -347,5 +351,47 @@ for (const isa of ISAS) {
     }
     // SDFLOW_TEST_VERBOSE=1 prints every observed error (to check the bounds' margins).
     if (Deno.env.get("SDFLOW_TEST_VERBOSE")) console.log(observed.splice(0).join("\n"));
+  });
+}
+
+// ---- the other backends: every fixture, the same bounds ----------------------------------
+
+/** The GPU backends available here (an absent adapter is reported, not failed). */
+const GPU_BACKENDS: { name: string; backend?: Backend; why?: string }[] = [];
+for (const name of ["webgpu"]) {
+  try {
+    GPU_BACKENDS.push({ name, backend: await loadBackend(name, { threads: 2 }) });
+  } catch (e) {
+    GPU_BACKENDS.push({ name, why: (e as Error).message });
+  }
+}
+
+for (const { name: bname, backend, why } of GPU_BACKENDS) {
+  Deno.test({
+    name: `ops vs PyTorch fixtures [${bname}]${why ? ` (ignored: ${why})` : ""}`,
+    ignore: !backend,
+    async fn(t) {
+      for (const name of CASES) {
+        const f = loadFixture(name);
+        // The backend lowers convs its own way (capabilities.conv): Winograd's bound only where it chose Winograd.
+        const variants = f.op === "conv2d"
+          ? convVariants(f, backend!).filter((v) => v.name !== "im2col")
+          : [{ name: "", opts: {} as Parameters<typeof compile>[2], bound: boundFor(f) }];
+        for (const v of variants) {
+          const label = v.name ? `${bname} ${v.name}` : bname;
+          await t.step(`${name} [${label}]`, async () => {
+            const { g, feeds } = buildFixtureGraph(f);
+            const program = compile(g, backend!, v.opts);
+            try {
+              const got = (await program.run(feeds))[f.outputs[0].name];
+              assert(got, `${name}: no output ${f.outputs[0].name}`);
+              check(f, label, got, v.bound);
+            } finally {
+              program.dispose();
+            }
+          });
+        }
+      }
+    },
   });
 }
