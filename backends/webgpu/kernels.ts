@@ -78,8 +78,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let z = wid.z;
   let m0 = wid.y * 64u; let n0 = wid.x * 64u;
   let tid = lid.y * 16u + lid.x;
-  var acc: array<f32, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+  // Four vec4 accumulators (rows lid.y + 16i, columns lid.x + 16j): registers, no indexed private array.
+  var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     for (var r = 0u; r < 4u; r++) {
       let e = tid + r * 256u;
@@ -95,16 +95,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
     for (var k = 0u; k < 16u; k++) {
-      var a: array<f32, 4>; var b: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) { a[i] = As[k * 64u + lid.y + i * 16u]; b[i] = Bs[k * 64u + lid.x + i * 16u]; }
-      for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = fma(a[i], b[j], acc[i * 4u + j]); } }
+      let ra = k * 64u + lid.y; let rb = k * 64u + lid.x;
+      let b = vec4<f32>(Bs[rb], Bs[rb + 16u], Bs[rb + 32u], Bs[rb + 48u]);
+      acc0 = fma(vec4<f32>(As[ra]), b, acc0);
+      acc1 = fma(vec4<f32>(As[ra + 16u]), b, acc1);
+      acc2 = fma(vec4<f32>(As[ra + 32u]), b, acc2);
+      acc3 = fma(vec4<f32>(As[ra + 48u]), b, acc3);
     }
     workgroupBarrier();
   }
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
   for (var i = 0u; i < 4u; i++) {
     for (var j = 0u; j < 4u; j++) {
       let m = m0 + lid.y + i * 16u; let n = n0 + lid.x + j * 16u;
-      if (m < M && n < N) { store(z, m, n, acc[i * 4u + j]); }
+      if (m < M && n < N) { store(z, m, n, accs[i][j]); }
     }
   }
 }`;

@@ -1,0 +1,142 @@
+/**
+ * Backends beyond the CPU, end to end:
+ * - the tiny SD 1.x checkpoint (models/tiny) generates on WebGPU (when an adapter is available) the same picture
+ *   as on the CPU backend: latent within 1e-4 relative to its largest value (the CPU convolves by Winograd,
+ *   WebGPU directly, and reduces in other orders: each op is within ~1e-5, tests/ops_test.ts, and a 3-step
+ *   sampler with CFG 7 amplifies that by < 10);
+ * - a third-party TypeScript backend (examples/plugins/ts-backend) with three ops runs a graph whose other ops
+ *   are placed on the CPU (the plan says which and why), with the CPU's result to 1e-6 relative.
+ * - bad input: an unknown backend, a backend without the ops and no fallback: one line naming backend and op.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { loadBackend, registerBackend } from "../backends/mod.ts";
+import { compile, Graph } from "../engine/mod.ts";
+import { plan } from "../engine/plan.ts";
+import { loadCheckpoint, makeTinyCheckpoint, sample } from "../models/mod.ts";
+import { jsBackendFactory } from "../examples/plugins/ts-backend/backend.ts";
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let err = 0, ref = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    ref = Math.max(ref, Math.abs(b[i]));
+  }
+  return err / ref;
+}
+
+const webgpu = await loadBackend("webgpu").then(() => undefined, (e: Error) => e.message);
+
+Deno.test({
+  name: `tiny SD 1.x on webgpu matches the CPU backend${webgpu ? ` (ignored: ${webgpu})` : ""}`,
+  ignore: webgpu !== undefined,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "sdflow-backends-test-" });
+    try {
+      const path = await makeTinyCheckpoint(`${dir}/tiny.safetensors`, { seed: 11 });
+      const run = async (backend: string) => {
+        const ckpt = await loadCheckpoint(path, { threads: 1, backend });
+        try {
+          const positive = await ckpt.textEncoder.encode("a lovely cat");
+          const negative = await ckpt.textEncoder.encode("");
+          const latent = { shape: [1, 4, 8, 8], data: new Float32Array(256) };
+          const out = await sample({
+            denoiser: ckpt.denoiser,
+            positive,
+            negative,
+            latent,
+            batch: 1,
+            seed: 42,
+            steps: 3,
+            cfgScale: 7,
+            method: "euler",
+            scheduler: "discrete",
+            rng: "cuda",
+          });
+          const [image] = await ckpt.vae.decode(out);
+          return { latent: out.data as Float32Array, image };
+        } finally {
+          ckpt.dispose();
+        }
+      };
+      const cpu = await run("cpu");
+      const gpu = await run("webgpu");
+      const rel = maxRelDiff(gpu.latent, cpu.latent);
+      console.log(`tiny SD latent: webgpu vs cpu max rel diff ${rel.toExponential(2)} (bound 1e-4)`);
+      assert(rel <= 1e-4, `latent differs by ${rel} relative`);
+      let maxPix = 0;
+      for (let i = 0; i < cpu.image.data.length; i++) {
+        maxPix = Math.max(maxPix, Math.abs(cpu.image.data[i] - gpu.image.data[i]));
+      }
+      assert(maxPix <= 1, `picture differs by ${maxPix} levels (bound 1: rounding of a pixel at a boundary)`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("a TypeScript backend with three ops: the rest is placed on the CPU with transfers, same result", async () => {
+  registerBackend(jsBackendFactory);
+  const js = await loadBackend("js-example", { threads: 1 });
+  assertEquals(js.fallback?.name, "cpu");
+  const cpu = await loadBackend("cpu", { threads: 1 });
+  const g = new Graph();
+  const x = g.input("x", [2, 8, 6, 6]);
+  let r = 1;
+  const rnd = () => ((r = (r * 16807) % 2147483647) / 2147483647) - 0.5;
+  const w = g.constant("w", [8, 8, 3, 3], "f32", { kind: "data", data: Float32Array.from({ length: 576 }, rnd) });
+  const gamma = g.constant("g", [8], "f32", { kind: "data", data: new Float32Array(8).fill(1) });
+  const beta = g.constant("b", [8], "f32", { kind: "data", data: new Float32Array(8) });
+  const h = g.silu(g.scale(g.input("y", [2, 8, 6, 6]), 0.5, 1));
+  const c = g.conv2d(g.add(x, h), w, undefined, { padding: 1 });
+  g.output("out", g.silu(g.groupNorm(c, gamma, beta, { groups: 4 })));
+  const compiled = plan(g, { capabilities: js.capabilities, fallback: true });
+  assert(compiled.placement, "some ops are placed on the fallback");
+  const kinds = compiled.stepOps.filter((o) => o.side === "fallback").map((o) => o.kind);
+  assertEquals(kinds.sort(), ["conv2d", "group_norm"]);
+  assert(compiled.stepOps.find((o) => o.kind === "conv2d")!.note!.includes("on the CPU: the backend has no conv2d"));
+  assert(compiled.stats.transferBytes > 0);
+  const feeds = {
+    x: Float32Array.from({ length: 576 }, rnd),
+    y: Float32Array.from({ length: 576 }, rnd),
+  };
+  const a = compile(g, js);
+  const b = compile(g, cpu);
+  try {
+    const got = (await a.run(feeds)).out;
+    const want = (await b.run(feeds)).out;
+    const rel = maxRelDiff(got, want);
+    assert(rel <= 1e-6, `js-example + cpu vs cpu: ${rel}`);
+    // A second run reuses the placed plans (constants, transfers).
+    assertEquals([...(await a.run(feeds)).out], [...got]);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+
+Deno.test("bad backends: unknown name, missing op without a fallback — one line naming backend and op", async () => {
+  await assert_rejects(() => loadBackend("no_such_backend"), /backend "no_such_backend" not found/);
+  registerBackend(jsBackendFactory);
+  const js = await loadBackend("js-example", { fallback: "none" });
+  assertEquals(js.fallback, undefined);
+  const g = new Graph();
+  g.output("y", g.softmax(g.input("x", [2, 3])));
+  let msg = "";
+  try {
+    compile(g, js);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(/softmax: the backend has no softmax kernel, and no fallback backend is loaded/.test(msg), msg);
+});
+
+async function assert_rejects(f: () => Promise<unknown>, re: RegExp): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    assert(re.test((e as Error).message), (e as Error).message);
+    return;
+  }
+  throw new Error(`expected a rejection matching ${re}`);
+}
