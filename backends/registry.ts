@@ -15,13 +15,14 @@
 import { type Backend, missingOps } from "./backend.ts";
 import { type BackendConfig, BackendError, loadNativeBackend } from "./ffi.ts";
 import { SDF_STATUS } from "./abi.ts";
+import type { WebGpuOptions } from "./webgpu/backend.ts";
 
 /** Options of `loadBackend`: the native config plus what TypeScript backends take. */
 export interface LoadBackendOptions extends BackendConfig {
   /** Where ops the backend lacks run: "cpu" (default) or "none" (a plan with such an op then fails to compile). */
   fallback?: "cpu" | "none";
-  /** WebGPU: store f16 weights as f16 when the adapter has `shader-f16` (default true). */
-  f16?: boolean;
+  /** Options of the WebGPU backend (adapter choice, GEMM kernel, …). */
+  webgpu?: WebGpuOptions;
 }
 
 /** A backend written in TypeScript, registered by name (the WebGPU backend, plugins' backends). */
@@ -66,7 +67,7 @@ function builtins(): Promise<void> {
  * lacks ops.
  */
 export async function loadBackend(nameOrPath: string, options: LoadBackendOptions = {}): Promise<Backend> {
-  const { fallback = "cpu", f16: _f16, ...native } = options;
+  const { fallback = "cpu", webgpu: _webgpu, ...native } = options;
   if (fallback !== "cpu" && fallback !== "none") {
     throw new BackendError(SDF_STATUS.E_INVALID, `fallback must be "cpu" or "none", got ${JSON.stringify(fallback)}`);
   }

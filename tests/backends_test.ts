@@ -140,3 +140,62 @@ async function assert_rejects(f: () => Promise<unknown>, re: RegExp): Promise<vo
   }
   throw new Error(`expected a rejection matching ${re}`);
 }
+
+const BROKEN_SOFTMAX = (op: string, code: string) => (op === "softmax" ? `${code}\nfn broken( {` : code);
+
+Deno.test({
+  name: `webgpu bad input: a kernel that fails to compile, a lost device, too much memory, no adapter${
+    webgpu ? ` (ignored: ${webgpu})` : ""
+  }`,
+  ignore: webgpu !== undefined,
+  async fn() {
+    const warnings: string[] = [];
+    // Asked to fall back: the softmax kernel is named once, and softmax runs on the CPU with the CPU's result.
+    const gpu = await loadBackend("webgpu", { webgpu: { patchKernel: BROKEN_SOFTMAX, warn: (l) => warnings.push(l) } });
+    assertEquals(warnings.length, 1);
+    assert(/^webgpu: the softmax kernel failed to compile: .*; softmax runs on the CPU backend$/.test(warnings[0]));
+    assert(!gpu.capabilities.ops.has("softmax"));
+    const g = new Graph();
+    g.output("y", g.softmax(g.silu(g.input("x", [3, 5]))));
+    const x = Float32Array.from({ length: 15 }, (_, i) => Math.sin(i) * 3);
+    const p = compile(g, gpu);
+    const cpu = compile(g, await loadBackend("cpu", { threads: 1 }));
+    try {
+      assertEquals(p.plan.stepOps.map((o) => o.side ?? "primary"), ["primary", "fallback"]);
+      const rel = maxRelDiff((await p.run({ x })).y, (await cpu.run({ x })).y);
+      assert(rel <= 1e-6, `softmax on the CPU after silu on webgpu: ${rel}`);
+    } finally {
+      p.dispose();
+      cpu.dispose();
+    }
+    // Not asked to fall back: creating the backend stops with that line.
+    await assert_rejects(
+      () => loadBackend("webgpu", { fallback: "none", webgpu: { patchKernel: BROKEN_SOFTMAX } }),
+      /^webgpu: the softmax kernel failed to compile: /,
+    );
+    // Out of memory: a buffer past the device's largest.
+    let msg = "";
+    try {
+      gpu.alloc(2 ** 40);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert(/^webgpu: alloc: 1099511627776 bytes exceed the device's largest buffer/.test(msg), msg);
+    // A device lost mid-session: the next run stops with one line, it does not hang or return garbage.
+    const lost = await loadBackend("webgpu");
+    const q = compile(g, lost);
+    await q.run({ x });
+    (lost as unknown as { destroy(): void }).destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    await assert_rejects(() => q.run({ x }), /^webgpu: device lost \(destroyed/);
+    // No adapter.
+    const gpuApi = (navigator as unknown as { gpu: { requestAdapter: () => Promise<unknown> } }).gpu;
+    const original = gpuApi.requestAdapter;
+    gpuApi.requestAdapter = () => Promise.resolve(null);
+    try {
+      await assert_rejects(() => loadBackend("webgpu"), /^webgpu: no WebGPU adapter/);
+    } finally {
+      gpuApi.requestAdapter = original;
+    }
+  },
+});

@@ -16,7 +16,8 @@ import { SDF_STATUS } from "../abi.ts";
 import type { Backend, BackendBuffer, BackendCapabilities, BackendInfo, BackendPlan } from "../backend.ts";
 import { BackendError } from "../ffi.ts";
 import { type ParsedPlan, readPlan } from "../plan_reader.ts";
-import { kernelFor, WEBGPU_OPS } from "./kernels.ts";
+import { type GemmVariant, kernelFor, WEBGPU_OPS } from "./kernels.ts";
+import { SELF_CHECK_KINDS, selfCheckPlan } from "./self_check.ts";
 import { PARAM_BASE, PARAM_SLOTS } from "./wgsl.ts";
 
 /** A BackendError from the WebGPU backend; `op` names the op kind when one is to blame. */
@@ -33,6 +34,17 @@ export interface WebGpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Use the software fallback adapter even when a hardware one exists. */
   forceFallbackAdapter?: boolean;
+  /** GEMM kernel: "tiled" (workgroup memory) or "registers"; default: registers on CPU-emulated adapters. */
+  gemm?: GemmVariant;
+  /**
+   * A kernel that fails to compile: "fallback" (default) leaves its op to the CPU backend with a
+   * warning naming it; "error" makes creating the backend fail.
+   */
+  onKernelError?: "fallback" | "error";
+  /** Where warnings go (default console.error). */
+  warn?: (line: string) => void;
+  /** Test seam: rewrites a kernel's WGSL before it is compiled (e.g. to check compile failures). */
+  patchKernel?: (op: string, code: string) => string;
 }
 
 const USAGE_STORAGE = 0x80; // GPUBufferUsage.STORAGE
@@ -81,7 +93,14 @@ export async function createWebGpuBackend(opts: WebGpuOptions = {}): Promise<Web
   } catch (e) {
     throw new WebGpuError(SDF_STATUS.E_UNSUPPORTED, `cannot create a device: ${(e as Error).message}`);
   }
-  return new WebGpuBackend(adapter, device);
+  const backend = new WebGpuBackend(adapter, device, opts.gemm, opts.patchKernel);
+  try {
+    await backend.selfCheck(opts.onKernelError ?? "fallback", opts.warn ?? console.error);
+  } catch (e) {
+    backend.destroy();
+    throw e;
+  }
+  return backend;
 }
 
 /** Adapter facts for `deno task backends`. */
@@ -114,14 +133,29 @@ export class WebGpuBackend implements Backend {
   /** Op kinds whose kernel failed to compile: reported, then left to the fallback. */
   readonly broken = new Map<string, string>();
 
-  constructor(adapter: GPUAdapter, device: GPUDevice) {
+  /** The GEMM kernel its convs, linears and batched products use. */
+  readonly gemm: GemmVariant;
+
+  readonly #patch?: (op: string, code: string) => string;
+  readonly #ops: Set<string>;
+
+  constructor(
+    adapter: GPUAdapter,
+    device: GPUDevice,
+    gemm?: GemmVariant,
+    patch?: (op: string, code: string) => string,
+  ) {
+    this.#patch = patch;
     this.adapter = adapter;
     this.device = device;
+    const emulated = (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
+    this.gemm = gemm ?? (emulated ? "registers" : "tiled");
     const l = device.limits;
     device.lost.then((info) => {
       this.#lost = `${info.reason ?? "unknown"}: ${info.message}`;
     });
     const ops = new Set<string>(WEBGPU_OPS);
+    this.#ops = ops;
     this.capabilities = {
       ops,
       dtypes: new Set(["f32", "f16", "bf16", "i32"]),
@@ -136,6 +170,7 @@ export class WebGpuBackend implements Backend {
     this.info = {
       name: "webgpu",
       abi: 1,
+      gemm: this.gemm,
       isa: String(d.adapter),
       isas: [],
       threads: 1,
@@ -143,6 +178,25 @@ export class WebGpuBackend implements Backend {
       ops: [...ops],
       ...d,
     };
+  }
+
+  /**
+   * Compiles every op kind's kernel on a small plan. A failure is one line
+   * naming the backend and op: with "fallback" a warning, the op then left to
+   * the CPU backend; with "error" a WebGpuError.
+   */
+  async selfCheck(onError: "fallback" | "error", warn: (line: string) => void): Promise<void> {
+    for (const kind of SELF_CHECK_KINDS) {
+      const plan = readPlan(selfCheckPlan(kind), "webgpu self-check");
+      try {
+        const call = kernelFor(0, plan.ops[0], plan.tensors, this.gemm);
+        await this.pipeline(call.code, kind);
+      } catch (e) {
+        if (onError === "error") throw e;
+        this.#ops.delete(kind);
+        warn(`${(e as Error).message}; ${kind} runs on the CPU backend`);
+      }
+    }
   }
 
   /** Throws if the device was lost (every later call would fail silently otherwise). */
@@ -228,16 +282,17 @@ export class WebGpuBackend implements Backend {
     if (this.broken.has(op)) throw new WebGpuError(SDF_STATUS.E_UNSUPPORTED, this.broken.get(op)!, op);
     this.checkDevice(`compiling the ${op} kernel`);
     this.device.pushErrorScope("validation");
-    const module = this.device.createShaderModule({ code });
+    const module = this.device.createShaderModule({ code: this.#patch ? this.#patch(op, code) : code });
     const info = await module.getCompilationInfo();
     const errors = info.messages.filter((m) => m.type === "error");
     const pipeline = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
     const scoped = await this.device.popErrorScope();
     if (errors.length || scoped) {
       const msg = errors.length
-        ? errors.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")
+        ? errors.map((m) => `line ${m.lineNum}: ${m.message.trim()}`).join("\n")
         : String(scoped?.message);
-      const text = `the ${op} kernel failed to compile: ${msg.split("\n")[0]}`;
+      const first = msg.split("\n").map((l) => l.trim()).filter((l) => l && !/^line \d+:$/.test(l))[0] ?? "no message";
+      const text = `the ${op} kernel failed to compile: ${first}`;
       this.broken.set(op, `webgpu: ${text}`);
       throw new WebGpuError(SDF_STATUS.E_UNSUPPORTED, text, op);
     }
@@ -365,7 +420,7 @@ export class WebGpuPlan implements BackendPlan {
     this.parsed = parsed;
     this.nOps = parsed.ops.length;
     // Shapes and params are checked now (synchronously), so a bad plan fails at compile as with native backends.
-    this.#calls = parsed.ops.map((op, i) => kernelFor(i, op, parsed.tensors));
+    this.#calls = parsed.ops.map((op, i) => kernelFor(i, op, parsed.tensors, backend.gemm));
   }
 
   readonly #calls: ReturnType<typeof kernelFor>[];

@@ -11,6 +11,7 @@
  */
 
 import type { BackendFactory } from "../registry.ts";
+export type { WebGpuOptions } from "./backend.ts";
 import { createWebGpuBackend, describeAdapter, requestAdapter } from "./backend.ts";
 
 export {
@@ -28,6 +29,6 @@ export { WEBGPU_OPS } from "./kernels.ts";
 export const webgpuBackendFactory: BackendFactory = {
   name: "webgpu",
   description: "WebGPU (wgpu: Vulkan, Metal, D3D12) through Deno's navigator.gpu; WGSL kernels",
-  create: () => createWebGpuBackend(),
+  create: (o) => createWebGpuBackend({ onKernelError: o.fallback === "none" ? "error" : "fallback", ...o.webgpu }),
   describe: async () => describeAdapter(await requestAdapter()),
 };
