@@ -399,8 +399,8 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
 }
 
 /**
- * "primary" when the backend runs `op`, else why not. Without a fallback
- * (`allowFallback` false) a missing op is an error naming it.
+ * "primary" when the backend runs `op` (or there is no fallback to place it
+ * on), else why not.
  */
 function sideOf(
   op: LOp,
@@ -424,10 +424,8 @@ function sideOf(
       }
     }
   }
-  if (why === undefined) return "primary";
-  if (!allowFallback) {
-    throw new GraphError(`${op.kind}${op.label ? ` (${op.label})` : ""}: ${why}, and no fallback backend is loaded`);
-  }
+  // Without a fallback the op stays where it is: the backend itself says what it lacks, at compile.
+  if (why === undefined || !allowFallback) return "primary";
   return { why };
 }
 

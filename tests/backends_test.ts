@@ -15,6 +15,7 @@ import { compile, Graph } from "../engine/mod.ts";
 import { plan } from "../engine/plan.ts";
 import { loadCheckpoint, makeTinyCheckpoint, sample } from "../models/mod.ts";
 import { jsBackendFactory } from "../examples/plugins/ts-backend/backend.ts";
+import { loadPlugin, NodeRegistry } from "../plugins/plugin.ts";
 
 function maxRelDiff(a: Float32Array, b: Float32Array): number {
   let err = 0, ref = 0;
@@ -115,6 +116,18 @@ Deno.test("a TypeScript backend with three ops: the rest is placed on the CPU wi
   }
 });
 
+Deno.test("a plugin's TypeScript backend is registered by name when the plugin loads", async () => {
+  const plugin = await loadPlugin(new URL("../examples/plugins/ts-backend/plugin.ts", import.meta.url).href, "file:///");
+  assertEquals(plugin.tsBackends.map((b) => b.name), ["js-example"]);
+  new NodeRegistry().add(plugin);
+  const be = await loadBackend("js-example");
+  assertEquals([be.name, be.fallback?.name], ["js-example", "cpu"]);
+  await assert_rejects(
+    () => loadPlugin(`data:text/javascript,export default { tsBackends: [{ name: "webgpu", create() {} }] }`, "file:///"),
+    /"tsBackends\[0\]\.name" must be a new backend name/,
+  );
+});
+
 Deno.test("bad backends: unknown name, missing op without a fallback — one line naming backend and op", async () => {
   await assert_rejects(() => loadBackend("no_such_backend"), /backend "no_such_backend" not found/);
   registerBackend(jsBackendFactory);
@@ -128,7 +141,7 @@ Deno.test("bad backends: unknown name, missing op without a fallback — one lin
   } catch (e) {
     msg = (e as Error).message;
   }
-  assert(/softmax: the backend has no softmax kernel, and no fallback backend is loaded/.test(msg), msg);
+  assert(/^js-example: op 0 \(softmax\): not implemented$/.test(msg), msg);
 });
 
 async function assert_rejects(f: () => Promise<unknown>, re: RegExp): Promise<void> {
