@@ -117,13 +117,17 @@ Deno.test("a TypeScript backend with three ops: the rest is placed on the CPU wi
 });
 
 Deno.test("a plugin's TypeScript backend is registered by name when the plugin loads", async () => {
-  const plugin = await loadPlugin(new URL("../examples/plugins/ts-backend/plugin.ts", import.meta.url).href, "file:///");
+  const plugin = await loadPlugin(
+    new URL("../examples/plugins/ts-backend/plugin.ts", import.meta.url).href,
+    "file:///",
+  );
   assertEquals(plugin.tsBackends.map((b) => b.name), ["js-example"]);
   new NodeRegistry().add(plugin);
   const be = await loadBackend("js-example");
   assertEquals([be.name, be.fallback?.name], ["js-example", "cpu"]);
   await assert_rejects(
-    () => loadPlugin(`data:text/javascript,export default { tsBackends: [{ name: "webgpu", create() {} }] }`, "file:///"),
+    () =>
+      loadPlugin(`data:text/javascript,export default { tsBackends: [{ name: "webgpu", create() {} }] }`, "file:///"),
     /"tsBackends\[0\]\.name" must be a new backend name/,
   );
 });

@@ -356,22 +356,31 @@ for (const isa of ISAS) {
 
 // ---- the other backends: every fixture, the same bounds ----------------------------------
 
-/** The GPU backends available here (an absent adapter is reported, not failed). */
-const GPU_BACKENDS: { name: string; backend?: Backend; why?: string }[] = [];
-for (const name of ["webgpu"]) {
+/**
+ * The GPU backends available here (an absent adapter is reported, not failed). WebGPU runs twice: with the
+ * kernels it picks for this adapter, and with the workgroup-memory GEMM/attention kernels of real GPUs
+ * (`tiled`, the GEMM-based ops only), so both kernel families are checked on a software device.
+ */
+const GPU_BACKENDS: { name: string; backend?: Backend; why?: string; only?: RegExp }[] = [];
+for (
+  const [name, label, opts, only] of [
+    ["webgpu", "webgpu", {}, undefined],
+    ["webgpu", "webgpu tiled", { webgpu: { gemm: "tiled" as const } }, /^(conv2d|linear|bmm|attention)_/],
+  ] as const
+) {
   try {
-    GPU_BACKENDS.push({ name, backend: await loadBackend(name, { threads: 2 }) });
+    GPU_BACKENDS.push({ name: label, backend: await loadBackend(name, { threads: 2, ...opts }), only });
   } catch (e) {
-    GPU_BACKENDS.push({ name, why: (e as Error).message });
+    GPU_BACKENDS.push({ name: label, why: (e as Error).message });
   }
 }
 
-for (const { name: bname, backend, why } of GPU_BACKENDS) {
+for (const { name: bname, backend, why, only } of GPU_BACKENDS) {
   Deno.test({
     name: `ops vs PyTorch fixtures [${bname}]${why ? ` (ignored: ${why})` : ""}`,
     ignore: !backend,
     async fn(t) {
-      for (const name of CASES) {
+      for (const name of CASES.filter((c) => !only || only.test(c))) {
         const f = loadFixture(name);
         // The backend lowers convs its own way (capabilities.conv): Winograd's bound only where it chose Winograd.
         const variants = f.op === "conv2d"

@@ -148,7 +148,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }`;
 }
 
-/** Which GEMM kernel a backend uses: workgroup-memory tiles (GPUs) or register blocks (CPU-emulated adapters). */
+/**
+ * Which kernels a backend uses: workgroup-memory tiles (GPUs) or register
+ * blocks without workgroup memory (CPU-emulated adapters), for GEMMs,
+ * convolutions and attention.
+ */
 export type GemmVariant = "tiled" | "registers";
 
 function gemm(
@@ -192,6 +196,47 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
   return r;
 }
 `;
+
+/**
+ * Flash attention for CPU-emulated adapters: one thread per query reading
+ * keys and values straight from the buffers (no workgroup memory, no
+ * barriers), online softmax as in the tiled kernel.
+ */
+function attentionDirectKernel(uses: readonly TensorUse[], d: number, causal: boolean): { code: string; wg: number } {
+  const wg = 64;
+  const code = `${prelude(uses)}
+const D = ${d}u;
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let NQ = p(${PARAM_BASE}u); let NK = p(${PARAM_BASE + 1}u); let H = p(${PARAM_BASE + 2}u);
+  let scale = pf(${PARAM_BASE + 3}u);
+  let h = wid.y; let b = wid.z;
+  let qi = wid.x * ${wg}u + lid.x;
+  if (qi >= NQ) { return; }
+  let row = H * D;
+  var q: array<f32, ${d}>;
+  var o: array<f32, ${d}>;
+  let qbase = (b * NQ + qi) * row + h * D;
+  for (var c = 0u; c < D; c++) { q[c] = ld0(qbase + c) * scale; o[c] = 0.0; }
+  var mx = -3.0e38;
+  var l = 0.0;
+  let kend = ${causal ? "min(NK, qi + 1u)" : "NK"};
+  for (var j = 0u; j < kend; j++) {
+    let kb = (b * NK + j) * row + h * D;
+    var s = 0.0;
+    for (var c = 0u; c < D; c++) { s = fma(q[c], ld1(kb + c), s); }
+    let nm = max(mx, s);
+    let corr = exp(mx - nm);
+    let w = exp(s - nm);
+    l = l * corr + w;
+    for (var c = 0u; c < D; c++) { o[c] = fma(o[c], corr, w * ld2(kb + c)); }
+    mx = nm;
+  }
+  let inv = 1.0 / l;
+  for (var c = 0u; c < D; c++) { st3(qbase + c, o[c] * inv); }
+}`;
+  return { code, wg };
+}
 
 /** Flash attention: one thread per query, keys and values staged in tiles of TK through workgroup memory. */
 function attentionKernel(uses: readonly TensorUse[], d: number, causal: boolean): { code: string; wg: number } {
@@ -288,6 +333,12 @@ export function kernelFor(
     if (a.count !== b.count) fail(index, op, `input has ${a.count} elements, output ${b.count}`);
   };
   const all = [...op.ins, ...op.outs];
+  for (const t of [...ins, ...outs]) {
+    const size = t.dtype === SDF_DTYPE.f16 || t.dtype === SDF_DTYPE.bf16 ? 2 : 4;
+    if (t.offset % size !== 0) {
+      fail(index, op, `a tensor at byte ${t.offset} is not aligned to its ${size}-byte elements`);
+    }
+  }
   const uses = [...ins.map((t) => use(t)), ...outs.map((t) => use(t, true))];
   const ew = (count: number, body: string, params: number[] = [], extra = ""): KernelCall => ({
     code: elementwise(uses, body, extra),
@@ -391,7 +442,9 @@ fn store(z: u32, m: u32, n: u32, acc: f32) { st${o}(z * ${m * n}u + m * ${n}u + 
       const d = c / heads;
       if (d > 1024) fail(index, op, `head size ${d} exceeds 1024`);
       const scale = op.f[0] ?? 1 / Math.sqrt(d);
-      const { code, wg } = attentionKernel(uses, d, causal);
+      const { code, wg } = variant === "tiled"
+        ? attentionKernel(uses, d, causal)
+        : attentionDirectKernel(uses, d, causal);
       return { code, tensors: all, params: [nq, nk, heads, f32Bits(scale)], groups: [Math.ceil(nq / wg), heads, b] };
     }
     case "group_norm": {
