@@ -88,7 +88,12 @@ Deno.test("a TypeScript backend with three ops: the rest is placed on the CPU wi
   const w = g.constant("w", [8, 8, 3, 3], "f32", { kind: "data", data: Float32Array.from({ length: 576 }, rnd) });
   const gamma = g.constant("g", [8], "f32", { kind: "data", data: new Float32Array(8).fill(1) });
   const beta = g.constant("b", [8], "f32", { kind: "data", data: new Float32Array(8) });
-  const h = g.silu(g.scale(g.input("y", [2, 8, 6, 6]), 0.5, 1));
+  // An f16 constant widened once (a hoisted copy: on the CPU, which has the op) and added on js-example.
+  const half = g.constant("h", [2, 8, 6, 6], "f16", {
+    kind: "data",
+    data: Uint16Array.from({ length: 576 }, (_, i) => 0x3c00 + (i % 64)),
+  });
+  const h = g.add(g.silu(g.scale(g.input("y", [2, 8, 6, 6]), 0.5, 1)), g.copy(half));
   const c = g.conv2d(g.add(x, h), w, undefined, { padding: 1 });
   g.output("out", g.silu(g.groupNorm(c, gamma, beta, { groups: 4 })));
   const compiled = plan(g, { capabilities: js.capabilities, fallback: true });
@@ -97,6 +102,8 @@ Deno.test("a TypeScript backend with three ops: the rest is placed on the CPU wi
   assertEquals(kinds.sort(), ["conv2d", "group_norm"]);
   assert(compiled.stepOps.find((o) => o.kind === "conv2d")!.note!.includes("on the CPU: the backend has no conv2d"));
   assert(compiled.stats.transferBytes > 0);
+  assertEquals(compiled.constOps.map((o) => o.kind), ["copy"]);
+  assertEquals(compiled.placement.afterConst.map((t) => [t.to, t.bytes]), [["primary", 576 * 4]]);
   const feeds = {
     x: Float32Array.from({ length: 576 }, rnd),
     y: Float32Array.from({ length: 576 }, rnd),
