@@ -73,10 +73,7 @@ Deno.test("plan reader: reads what the writer writes, and names what is wrong in
   assert.throws(() => readPlan(new Uint8Array([...bytes, 0])), /1 trailing bytes after the last op/);
   const bad = bytes.slice();
   new DataView(bad.buffer).setUint32(0, 0x12345678, true);
-  assert.throws(
-    () => readPlan(bad, "mine"),
-    /^BackendError: mine: not an sdflow plan \(bad magic\)$|mine: not an sdflow plan/,
-  );
+  assert.throws(() => readPlan(bad, "mine"), /mine: not an sdflow plan \(bad magic\)/);
   const badBinding = bytes.slice();
   new DataView(badBinding.buffer).setUint32(20, 7, true); // tensor 0's binding
   assert.throws(() => readPlan(badBinding), /tensor 0: binding 7 out of range \(2 bindings\)/);
