@@ -223,3 +223,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: `webgpu: a file range is uploaded once for every program that maps it${webgpu ? ` (ignored: ${webgpu})` : ""}`,
+  ignore: webgpu !== undefined,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/w.bin`;
+      const w = Float32Array.from({ length: 12 }, (_, i) => i - 5);
+      await Deno.writeFile(path, new Uint8Array(w.buffer));
+      const gpu = await loadBackend("webgpu");
+      const build = (n: number) => {
+        const g = new Graph();
+        const x = g.input("x", [n, 4]);
+        const wt = g.constant("w", [3, 4], "f32", { kind: "file", path, offset: 0, bytes: 48 });
+        g.output("y", g.linear(x, wt));
+        return g;
+      };
+      // Two shapes (two programs) of one network: one upload, and freeing one program keeps the other's weights.
+      const a = compile(build(1), gpu);
+      const b = compile(build(2), gpu);
+      const fa = (a as unknown as { buffers: { gpu: unknown }[] }).buffers.at(-1)!;
+      const fb = (b as unknown as { buffers: { gpu: unknown }[] }).buffers.at(-1)!;
+      assert(fa.gpu === fb.gpu, "the two programs bind the same device buffer");
+      a.dispose();
+      const y = (await b.run({ x: new Float32Array([1, 0, 0, 0, 0, 1, 0, 0]) })).y;
+      assertEquals([...y], [-5, -1, 3, -4, 0, 4]);
+      b.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -230,12 +230,38 @@ export class WebGpuBackend implements Backend {
     return new WebGpuBuffer(this, b, bytes, false);
   }
 
+  /**
+   * A file range in device memory. The same range of the same (unchanged) file is uploaded once and
+   * shared: each network shape compiles its own program, but the weights stay where they are.
+   */
   fromFile(path: string, offset: number, bytes: number): WebGpuBuffer {
     for (const [n, v] of [["offset", offset], ["bytes", bytes]] as const) {
       if (!Number.isSafeInteger(v) || v < 0) {
         throw new WebGpuError(SDF_STATUS.E_INVALID, `fromFile: ${n} must be a non-negative integer, got ${v}`);
       }
     }
+    let stamp: string;
+    try {
+      const st = Deno.statSync(path);
+      stamp = `${Deno.realPathSync(path)}\0${offset}\0${bytes}\0${st.size}\0${st.mtime?.getTime() ?? 0}`;
+    } catch (e) {
+      throw new WebGpuError(SDF_STATUS.E_IO, `fromFile: cannot open ${path}: ${(e as Error).message}`);
+    }
+    const shared = this.#files.get(stamp);
+    if (shared && !shared.destroyed) {
+      shared.users++;
+      return new WebGpuBuffer(this, shared.gpu, bytes, true, shared);
+    }
+    const gpu = this.#upload(path, offset, bytes);
+    const entry = { gpu, users: 1, destroyed: false };
+    this.#files.set(stamp, entry);
+    return new WebGpuBuffer(this, gpu, bytes, true, entry);
+  }
+
+  /** Shared uploads of file ranges, by path, range, size and mtime. */
+  readonly #files = new Map<string, SharedUpload>();
+
+  #upload(path: string, offset: number, bytes: number): GPUBuffer {
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { read: true });
@@ -272,7 +298,7 @@ export class WebGpuBackend implements Backend {
     } finally {
       file.close();
     }
-    return new WebGpuBuffer(this, buf.gpu, bytes, true);
+    return buf.gpu;
   }
 
   /** @internal the pipeline of a WGSL source, compiled once; a WebGpuError naming `op` if it does not compile. */
@@ -316,17 +342,26 @@ export class WebGpuBackend implements Backend {
   }
 }
 
+/** A file range uploaded once and bound by every program that maps it. */
+interface SharedUpload {
+  gpu: GPUBuffer;
+  users: number;
+  destroyed: boolean;
+}
+
 export class WebGpuBuffer implements BackendBuffer {
   readonly backend: WebGpuBackend;
   readonly size: number;
   readonly readOnly: boolean;
   #gpu: GPUBuffer | null;
+  readonly #shared?: SharedUpload;
 
-  constructor(backend: WebGpuBackend, gpu: GPUBuffer, size: number, readOnly: boolean) {
+  constructor(backend: WebGpuBackend, gpu: GPUBuffer, size: number, readOnly: boolean, shared?: SharedUpload) {
     this.backend = backend;
     this.#gpu = gpu;
     this.size = size;
     this.readOnly = readOnly;
+    this.#shared = shared;
   }
 
   get gpu(): GPUBuffer {
@@ -393,7 +428,12 @@ export class WebGpuBuffer implements BackendBuffer {
 
   free(): void {
     if (this.#gpu === null) return;
-    this.#gpu.destroy();
+    const shared = this.#shared;
+    if (!shared) this.#gpu.destroy();
+    else if (--shared.users === 0) {
+      shared.destroyed = true;
+      shared.gpu.destroy();
+    }
     this.#gpu = null;
   }
 }
