@@ -63,6 +63,8 @@ export interface BackendCapabilities {
   readonly deviceMemory: boolean;
   /** Largest single tensor it can address, in bytes (a GPU's storage binding limit); Infinity if none. */
   readonly maxTensorBytes: number;
+  /** Largest buffer it can allocate (weights of one file are bound in pieces no larger); Infinity if none. */
+  readonly maxBufferBytes: number;
 }
 
 /** A block of backend memory. */

@@ -6,7 +6,7 @@
  *   `wino_*` ops, with the CPU backend's cost model;
  * - `"winograd_tiles": [2, 4, 6]` — the F(m,3) tiles it runs;
  * - `"alignment"` (bytes, default 64), `"memory_bytes"` (default: host memory),
- *   `"device_memory"` (bool, default false), `"max_tensor_bytes"`.
+ *   `"device_memory"` (bool, default false), `"max_tensor_bytes"`, `"max_buffer_bytes"`.
  *
  * @example
  * ```ts
@@ -57,5 +57,6 @@ export function nativeCapabilities(info: BackendInfo): BackendCapabilities {
     memoryBytes: positive(info.memory_bytes, base.memoryBytes),
     deviceMemory: info.device_memory === true,
     maxTensorBytes: positive(info.max_tensor_bytes, Infinity),
+    maxBufferBytes: positive(info.max_buffer_bytes, Infinity),
   };
 }

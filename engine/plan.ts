@@ -242,13 +242,39 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       fileRanges.set(t.source.path, r);
     }
   }
+  let fileBytes = 0;
   for (const [path, r] of fileRanges) {
-    const slot = bindings.length;
-    bindings.push({ kind: "file", path, offset: r.min, bytes: r.max - r.min });
-    for (const id of r.ids) {
-      const src = tensors[id].source as { offset: number };
-      locations.set(id, { slot, offset: src.offset - r.min });
+    // One binding per file, or several where the backend's buffers are smaller than the range (a GPU's
+    // largest buffer): tensors in file order, a new binding when the next would not fit.
+    const src = (id: number) => tensors[id].source as { offset: number; bytes: number };
+    const ids = [...r.ids].sort((a, b) => src(a).offset - src(b).offset);
+    let group: number[] = [];
+    let start = 0;
+    let end = 0;
+    const flush = () => {
+      if (group.length === 0) return;
+      const slot = bindings.length;
+      bindings.push({ kind: "file", path, offset: start, bytes: end - start });
+      fileBytes += end - start;
+      for (const id of group) locations.set(id, { slot, offset: src(id).offset - start });
+      group = [];
+    };
+    for (const id of ids) {
+      const { offset, bytes } = src(id);
+      if (group.length && Math.max(end, offset + bytes) - start > caps.maxBufferBytes) flush();
+      if (group.length === 0) {
+        start = offset;
+        end = offset + bytes;
+      }
+      if (bytes > caps.maxBufferBytes) {
+        throw new GraphError(
+          `${tensors[id].name ?? `tensor ${id}`}: ${bytes} bytes exceed the backend's largest buffer (${caps.maxBufferBytes})`,
+        );
+      }
+      end = Math.max(end, offset + bytes);
+      group.push(id);
     }
+    flush();
   }
   let hoistedTop = 0;
   for (const i of constOpsIdx) {
@@ -369,7 +395,7 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   const { width, depth } = parallelism(stepOps, stepDeps);
   const isConv = (op: LOp): boolean => op.kind === "conv2d";
   let constantBytes = data.bytes + bufferBytes;
-  for (const r of fileRanges.values()) constantBytes += r.max - r.min;
+  constantBytes += fileBytes;
   return {
     lowered: lg,
     constPlan,

@@ -11,7 +11,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { loadBackend, registerBackend } from "../backends/mod.ts";
-import { compile, Graph } from "../engine/mod.ts";
+import { compile, Graph, Program } from "../engine/mod.ts";
 import { plan } from "../engine/plan.ts";
 import { loadCheckpoint, makeTinyCheckpoint, sample } from "../models/mod.ts";
 import { jsBackendFactory } from "../examples/plugins/ts-backend/backend.ts";
@@ -255,4 +255,46 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("weights of one file are bound in pieces no larger than the backend's largest buffer", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/w.bin`;
+    const w = Float32Array.from({ length: 52 }, (_, i) => (i % 7) - 3);
+    await Deno.writeFile(path, new Uint8Array(w.buffer));
+    const g = new Graph();
+    let y = g.input("x", [1, 4]);
+    // Three [4, 4] weights at bytes 0, 64 and 128 (and one more unused range after them).
+    for (let k = 0; k < 3; k++) {
+      y = g.linear(y, g.constant(`w${k}`, [4, 4], "f32", { kind: "file", path, offset: 64 * k, bytes: 64 }));
+    }
+    g.output("y", y);
+    const cpu = await loadBackend("cpu", { threads: 1 });
+    const small = plan(g, { capabilities: { ...cpu.capabilities, maxBufferBytes: 128 } });
+    assertEquals(small.bindings.filter((b) => b.kind === "file").map((b) => b.kind === "file" && [b.offset, b.bytes]), [
+      [0, 128],
+      [128, 64],
+    ]);
+    const one = plan(g, { capabilities: cpu.capabilities });
+    assertEquals(one.bindings.filter((b) => b.kind === "file").length, 1);
+    const x = new Float32Array([1, -2, 0.5, 3]);
+    const a = new Program(cpu, small);
+    const b = new Program(cpu, one);
+    try {
+      assertEquals([...(await a.run({ x })).y], [...(await b.run({ x })).y]);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+    let msg = "";
+    try {
+      plan(g, { capabilities: { ...cpu.capabilities, maxBufferBytes: 32 } });
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert(/^w0: 64 bytes exceed the backend's largest buffer \(32\)/.test(msg), msg);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -68,5 +68,6 @@ export function cpuCapabilities(
     memoryBytes: hostMemory(),
     deviceMemory: false,
     maxTensorBytes: Infinity,
+    maxBufferBytes: Infinity,
   };
 }

@@ -165,6 +165,7 @@ export class WebGpuBackend implements Backend {
       memoryBytes: l.maxBufferSize,
       deviceMemory: !(adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter,
       maxTensorBytes: l.maxStorageBufferBindingSize - Math.max(256, l.minStorageBufferOffsetAlignment),
+      maxBufferBytes: l.maxBufferSize,
     };
     const d = describeAdapter(adapter);
     this.info = {

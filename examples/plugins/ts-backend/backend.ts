@@ -149,6 +149,7 @@ export class JsBackend implements Backend {
     memoryBytes: 2 ** 30,
     deviceMemory: false,
     maxTensorBytes: Infinity,
+    maxBufferBytes: Infinity,
   };
   readonly info: BackendInfo = {
     name: this.name,
