@@ -57,7 +57,10 @@ export interface BackendCapabilities {
   readonly conv: ConvLowering;
   /** Byte alignment of every tensor the planner places in the backend's buffers (a power of two, >= 64). */
   readonly alignment: number;
-  /** Bytes of memory the backend may use (device memory, or the host's for the CPU). */
+  /**
+   * Bytes of memory the backend may use (device memory, or the host's for the CPU); Infinity when the
+   * device does not say. A plan whose activations and kept constants exceed it is refused at planning.
+   */
   readonly memoryBytes: number;
   /** Whether buffers live in the backend's own device memory (transfers cost a copy over a bus). */
   readonly deviceMemory: boolean;

@@ -15,9 +15,11 @@ function caps(c: BackendCapabilities): string[] {
     `conv: ${
       c.conv.kind === "winograd" ? `Winograd F(${c.conv.tiles.join("|")},3) by cost model, else direct` : "direct"
     }`,
-    `alignment ${c.alignment} B, memory ${(c.memoryBytes / 2 ** 30).toFixed(1)} GiB${
-      c.deviceMemory ? " (device)" : " (host)"
-    }${Number.isFinite(c.maxTensorBytes) ? `, largest tensor ${(c.maxTensorBytes / 2 ** 20).toFixed(0)} MiB` : ""}`,
+    `alignment ${c.alignment} B, memory ${
+      Number.isFinite(c.memoryBytes) ? `${(c.memoryBytes / 2 ** 30).toFixed(1)} GiB` : "not stated"
+    }${c.deviceMemory ? " (device)" : " (host)"}${
+      Number.isFinite(c.maxTensorBytes) ? `, largest tensor ${(c.maxTensorBytes / 2 ** 20).toFixed(0)} MiB` : ""
+    }${Number.isFinite(c.maxBufferBytes) ? `, largest buffer ${(c.maxBufferBytes / 2 ** 20).toFixed(0)} MiB` : ""}`,
     `dtypes ${[...c.dtypes].join(", ")}`,
     missing.length ? `ops on the CPU fallback: ${missing.join(", ")}` : "runs every op",
   ];

@@ -268,7 +268,9 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       }
       if (bytes > caps.maxBufferBytes) {
         throw new GraphError(
-          `${tensors[id].name ?? `tensor ${id}`}: ${bytes} bytes exceed the backend's largest buffer (${caps.maxBufferBytes})`,
+          `${
+            tensors[id].name ?? `tensor ${id}`
+          }: ${bytes} bytes exceed the backend's largest buffer (${caps.maxBufferBytes})`,
         );
       }
       end = Math.max(end, offset + bytes);
@@ -302,6 +304,12 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   );
   for (const [r, offset] of arena.offsets) locations.set(r, { slot: SLOT_ARENA, offset });
   bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, caps.alignment);
+  const needs = arena.peakBytes + hoistedTop + data.bytes;
+  if (needs > caps.memoryBytes) {
+    throw new GraphError(
+      `the plan needs ${needs} bytes of activations and kept constants, more than the backend's ${caps.memoryBytes}`,
+    );
+  }
 
   // ---- serialise -----------------------------------------------------
   const locate = (id: number): Location => {

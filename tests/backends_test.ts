@@ -14,7 +14,7 @@ import { loadBackend, registerBackend } from "../backends/mod.ts";
 import { compile, Graph, Program } from "../engine/mod.ts";
 import { plan } from "../engine/plan.ts";
 import { loadCheckpoint, makeTinyCheckpoint, sample } from "../models/mod.ts";
-import { jsBackendFactory } from "../examples/plugins/ts-backend/backend.ts";
+import { JsBackend, jsBackendFactory } from "../examples/plugins/ts-backend/backend.ts";
 import { loadPlugin, NodeRegistry } from "../plugins/plugin.ts";
 
 function maxRelDiff(a: Float32Array, b: Float32Array): number {
@@ -298,3 +298,20 @@ Deno.test("weights of one file are bound in pieces no larger than the backend's 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a plan past the backend's memory budget is refused at planning, saying how much it needs", () => {
+  const g = new Graph();
+  g.output("y", g.silu(g.input("x", [64, 64])));
+  const caps = { ...jsBackendFactoryCaps(), memoryBytes: 1000 };
+  let msg = "";
+  try {
+    plan(g, { capabilities: caps });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(/^the plan needs 32768 bytes of activations and kept constants, more than the backend's 1000$/.test(msg), msg);
+});
+
+function jsBackendFactoryCaps() {
+  return new JsBackend().capabilities;
+}

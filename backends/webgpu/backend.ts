@@ -162,7 +162,8 @@ export class WebGpuBackend implements Backend {
       // Direct (implicit-GEMM) 3x3 convolutions: no Winograd stages, so no transformed intermediates.
       conv: { kind: "direct" },
       alignment: Math.max(256, l.minStorageBufferOffsetAlignment),
-      memoryBytes: l.maxBufferSize,
+      // WebGPU does not say how much device memory there is: an allocation past it fails, named, at alloc.
+      memoryBytes: Infinity,
       deviceMemory: !(adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter,
       maxTensorBytes: l.maxStorageBufferBindingSize - Math.max(256, l.minStorageBufferOffsetAlignment),
       maxBufferBytes: l.maxBufferSize,
