@@ -11,7 +11,7 @@
 
 import { SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "../backends/abi.ts";
 import { PlanWriter } from "../backends/plan_writer.ts";
-import type { BackendBuffer, BackendCapabilities } from "../backends/backend.ts";
+import type { BackendBuffer } from "../backends/backend.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
 import {
   DEFAULT_CAPABILITIES,
@@ -23,6 +23,9 @@ import {
   tensorBytes,
 } from "./lower.ts";
 import { planArena, rootOf } from "./memory.ts";
+import { type Placement, segmentPlan, type Side, sideOf, type Transfer } from "./placement.ts";
+
+export type { Placement, PlanSegment, Side, Transfer } from "./placement.ts";
 import { opCost } from "./cost.ts";
 
 export const SLOT_ARENA = 0;
@@ -63,39 +66,6 @@ export type BindingSpec =
 export interface Location {
   slot: number;
   offset: number;
-}
-
-/** Which backend runs an op: the program's own, or its fallback (the CPU backend) for ops the own one lacks. */
-export type Side = "primary" | "fallback";
-
-/** A copy of one tensor's bytes between the two backends' copies of a binding slot (same slot, same offset). */
-export interface Transfer {
-  slot: number;
-  offset: number;
-  bytes: number;
-  to: Side;
-}
-
-/** A run of consecutive ops on one backend, preceded by the transfers it needs. */
-export interface PlanSegment {
-  side: Side;
-  plan: Uint8Array;
-  before: Transfer[];
-}
-
-/**
- * Where ops run when the backend lacks some: segments of the constant and
- * step plans alternate between the backend and its fallback.
- */
-export interface Placement {
-  constSegments: PlanSegment[];
-  /** After the constant plan: hoisted tensors copied to the side that reads them. */
-  afterConst: Transfer[];
-  stepSegments: PlanSegment[];
-  /** After the step plan: outputs computed on the fallback copied back. */
-  afterStep: Transfer[];
-  /** Op kinds placed on the fallback, with the reason. */
-  fallbackOps: { kind: string; label?: string; why: string }[];
 }
 
 export interface PlannedOp {
@@ -333,7 +303,11 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     if (s !== "primary") fallbackOps.push({ kind: op.kind, label: op.label, why: s.why });
   });
   if (fallbackOps.length > 0) {
-    const slotOf = (id: number): Location | undefined => locations.get(root(id));
+    const movable = (r: number): Location | undefined => {
+      const loc = locations.get(r);
+      return loc && (loc.slot === SLOT_ARENA || loc.slot === SLOT_HOISTED) ? loc : undefined;
+    };
+    const write = (o: LOp[], d: number[][]) => serialise(o, d, tensors, locate, bindings.length);
     const sideNames = (ss: (Side | { why: string })[]): Side[] =>
       ss.map((x) => (typeof x === "string" ? x : "fallback"));
     const valid = new Map<number, Set<Side>>();
@@ -343,11 +317,10 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       constDeps,
       sideNames(constSides),
       tensors,
-      locate,
-      slotOf,
+      movable,
       valid,
       root,
-      bindings.length,
+      write,
     );
     // Hoisted tensors go once to whichever side reads them in the step plan.
     const afterConst: Transfer[] = [];
@@ -370,11 +343,10 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       stepDeps,
       stepSideList,
       tensors,
-      locate,
-      slotOf,
+      movable,
       valid,
       root,
-      bindings.length,
+      write,
     );
     const afterStep: Transfer[] = [];
     for (const id of lg.outputs.values()) {
@@ -430,84 +402,6 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
         : 0,
     },
   };
-}
-
-/**
- * "primary" when the backend runs `op` (or there is no fallback to place it
- * on), else why not.
- */
-function sideOf(
-  op: LOp,
-  tensors: readonly LTensor[],
-  caps: BackendCapabilities,
-  allowFallback: boolean,
-): "primary" | { why: string } {
-  if (op.kind === "reshape") return "primary";
-  let why: string | undefined;
-  if (!caps.ops.has(op.kind)) why = `the backend has no ${op.kind} kernel`;
-  else {
-    for (const id of [...op.inputs, ...op.outputs]) {
-      const t = tensors[id];
-      if (!caps.dtypes.has(t.dtype)) {
-        why = `the backend does not read ${t.dtype} tensors`;
-        break;
-      }
-      if (tensorBytes(t) > caps.maxTensorBytes) {
-        why = `a ${tensorBytes(t)}-byte tensor exceeds the backend's ${caps.maxTensorBytes}-byte limit`;
-        break;
-      }
-    }
-  }
-  // Without a fallback the op stays where it is: the backend itself says what it lacks, at compile.
-  if (why === undefined || !allowFallback) return "primary";
-  return { why };
-}
-
-/**
- * Splits `ops` (with their dependency lists) into runs of one side each, and
- * the copies each run needs first. `valid` tracks which side holds a current
- * copy of each arena/hoisted tensor (constants in files and data are on both).
- */
-function segmentPlan(
-  ops: LOp[],
-  deps: number[][],
-  sides: Side[],
-  tensors: readonly LTensor[],
-  locate: (id: number) => Location,
-  slotOf: (id: number) => Location | undefined,
-  valid: Map<number, Set<Side>>,
-  root: (id: number) => number,
-  nBindings: number,
-): PlanSegment[] {
-  const out: PlanSegment[] = [];
-  // A reshape stays with the op before it (it is a view and emits nothing).
-  const side = [...sides];
-  for (let i = 0; i < side.length; i++) if (ops[i].kind === "reshape" && i > 0) side[i] = side[i - 1];
-  let start = 0;
-  while (start < ops.length) {
-    let end = start + 1;
-    while (end < ops.length && side[end] === side[start]) end++;
-    const s = side[start];
-    const before: Transfer[] = [];
-    const segOps = ops.slice(start, end);
-    for (const op of segOps) {
-      for (const t of op.inputs) {
-        const r = root(t);
-        const loc = slotOf(r);
-        if (!loc || (loc.slot !== SLOT_ARENA && loc.slot !== SLOT_HOISTED)) continue;
-        const v = valid.get(r);
-        if (v && !v.has(s)) {
-          before.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: s });
-          v.add(s);
-        }
-      }
-      for (const t of op.outputs) if (op.kind !== "reshape") valid.set(root(t), new Set([s]));
-    }
-    const segDeps = deps.slice(start, end).map((d) => d.filter((x) => x >= start).map((x) => x - start));
-    out.push({ side: s, plan: serialise(segOps, segDeps, tensors, locate, nBindings), before });
-    start = end;
-  }
-  return out;
 }
 
 function rawDeps(ops: LOp[], root: (id: number) => number): number[][] {
