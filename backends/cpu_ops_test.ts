@@ -16,7 +16,15 @@
  */
 
 import assert from "node:assert";
-import { type Backend, loadBackend, PlanWriter, SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "./mod.ts";
+import {
+  loadNativeBackend,
+  type NativeBackend as Backend,
+  PlanWriter,
+  SDF_BINARY,
+  SDF_DTYPE,
+  SDF_OP,
+  SDF_UNARY,
+} from "./mod.ts";
 import { optionalBackend, randn, rng, runOp } from "./test_helpers.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
 import { assertClose } from "../tests/assert.ts";
@@ -24,7 +32,7 @@ import { assertClose } from "../tests/assert.ts";
 const ALL = ["scalar", "avx2", "avx512"] as const;
 type Isa = typeof ALL[number];
 
-const probe = await loadBackend("cpu", { threads: 2 });
+const probe = await loadNativeBackend("cpu", { threads: 2 });
 const ISAS: Isa[] = ALL.filter((i) => probe.info.isas.includes(i));
 for (const i of ALL) {
   if (!ISAS.includes(i)) console.log(`note: this CPU lacks ${i}; its kernels are not tested here`);
@@ -35,7 +43,7 @@ async function be(isa: Isa, threads = 2): Promise<Backend> {
   const key = `${isa}/${threads}`;
   let b = backends.get(key);
   if (!b) {
-    b = await loadBackend("cpu", { threads, isa });
+    b = await loadNativeBackend("cpu", { threads, isa });
     assert.strictEqual(b.info.isa, isa);
     backends.set(key, b);
   }

@@ -15,7 +15,13 @@
  */
 
 import assert from "node:assert";
-import { type Backend, loadBackend, PlanWriter, SDF_DTYPE, SDF_OP } from "./mod.ts";
+import {
+  loadNativeBackend as loadBackend,
+  type NativeBackend as Backend,
+  PlanWriter,
+  SDF_DTYPE,
+  SDF_OP,
+} from "./mod.ts";
 import { assertBackendError, randn, rng } from "./test_helpers.ts";
 import { f16BitsToF32 } from "./float16.ts";
 

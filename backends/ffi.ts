@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * const be = await loadBackend("cpu", { threads: 2 });
+ * const be = await loadNativeBackend("cpu", { threads: 2 });
  * const buf = be.alloc(1024);
  * buf.write(0, new Float32Array([1, 2, 3]));
  * const plan = be.compile(planBytes);
@@ -17,6 +17,8 @@
  */
 
 import { SDF_ABI_VERSION, SDF_STATUS, SDF_STATUS_NAME } from "./abi.ts";
+import type { Backend, BackendBuffer, BackendCapabilities, BackendInfo, BackendPlan } from "./backend.ts";
+import { nativeCapabilities } from "./native_capabilities.ts";
 import { buildBackend, libraryFileName, repoRoot } from "./build.ts";
 
 /** A failure reported by (or about) a backend library. */
@@ -40,18 +42,6 @@ export interface BackendConfig {
   threads?: number;
   /** Instruction set; "auto" (default) = the best this CPU has. `SDF_ISA` in the environment applies under "auto". */
   isa?: "auto" | "avx512" | "avx2" | "neon" | "scalar";
-}
-
-/** `sdf_backend_info()`, parsed. Backends may add fields. */
-export interface BackendInfo {
-  name: string;
-  abi: number;
-  isa: string;
-  isas: string[];
-  threads: number;
-  dtypes: string[];
-  ops: string[];
-  [key: string]: unknown;
 }
 
 const SYMBOLS = {
@@ -85,7 +75,7 @@ const SYMBOLS = {
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
-/** One opened library, shared by every Backend loaded from its path. */
+/** One opened library, shared by every NativeBackend loaded from its path. */
 interface LoadedLib {
   path: string;
   lib: Lib;
@@ -207,11 +197,11 @@ function configJson(config: BackendConfig): string {
  * `backends/<name>/`, or a library path), checks its ABI version and
  * initialises it with `config`.
  */
-export async function loadBackend(nameOrPath: string, config: BackendConfig = {}): Promise<Backend> {
+export async function loadNativeBackend(nameOrPath: string, config: BackendConfig = {}): Promise<NativeBackend> {
   const key = configJson(config);
   const path = await resolveBackendPath(nameOrPath);
   const loaded = openLibrary(path);
-  const backend = new Backend(loaded, key);
+  const backend = new NativeBackend(loaded, key);
   // Wait for runs of other configurations of this library before re-initialising it.
   await loaded.queue;
   backend.activate();
@@ -219,7 +209,7 @@ export async function loadBackend(nameOrPath: string, config: BackendConfig = {}
   return backend;
 }
 
-/** Closes every library opened by loadBackend (their Backends become unusable). */
+/** Closes every library opened by loadNativeBackend (their Backends become unusable). */
 export function closeAllBackends(): void {
   for (const l of libraries.values()) {
     if (l.running > 0) throw new BackendError(SDF_STATUS.E_STATE, `${l.path}: a plan is still running`);
@@ -229,13 +219,16 @@ export function closeAllBackends(): void {
 }
 
 /** A backend library initialised with one configuration. */
-export class Backend {
+export class NativeBackend implements Backend {
   readonly path: string;
   readonly config: string;
+  /** Where ops this library lacks run (set by `loadBackend` when it lacks some). */
+  fallback?: Backend;
   #lib: LoadedLib;
   #info!: BackendInfo;
+  #capabilities?: BackendCapabilities;
 
-  /** Use loadBackend. */
+  /** Use loadNativeBackend. */
   constructor(lib: LoadedLib, config: string) {
     this.#lib = lib;
     this.path = lib.path;
@@ -253,9 +246,19 @@ export class Backend {
     return this.#lib;
   }
 
-  /** `sdf_backend_info()` as it was right after this Backend's sdf_init. */
+  /** `sdf_backend_info()` as it was right after this NativeBackend's sdf_init. */
   get info(): BackendInfo {
     return this.#info;
+  }
+
+  get name(): string {
+    return this.#info.name;
+  }
+
+  /** What the library runs, from its info (the CPU backend's cost model for Winograd). */
+  get capabilities(): BackendCapabilities {
+    this.#capabilities ??= nativeCapabilities(this.#info);
+    return this.#capabilities;
   }
 
   /** @internal */
@@ -288,7 +291,7 @@ export class Backend {
     if (rc < 0) throw new BackendError(rc, this.lastError() || `${what} failed with status ${rc}`);
   }
 
-  /** @internal makes this Backend's configuration the library's current one. */
+  /** @internal makes this NativeBackend's configuration the library's current one. */
   activate(): void {
     if (this.#lib.active === this.config) return;
     this.check(this.symbols.sdf_init(cstr(this.config)), "sdf_init");
@@ -296,7 +299,7 @@ export class Backend {
   }
 
   /** A new 64-byte aligned buffer of `bytes` bytes (contents undefined). */
-  alloc(bytes: number): BackendBuffer {
+  alloc(bytes: number): NativeBuffer {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw new BackendError(SDF_STATUS.E_INVALID, `alloc: bytes must be a non-negative integer, got ${bytes}`);
     }
@@ -304,11 +307,11 @@ export class Backend {
     if (p === null) {
       throw new BackendError(this.lastStatus(SDF_STATUS.E_NOMEM), this.lastError() || `alloc(${bytes}) failed`);
     }
-    return new BackendBuffer(this, p, bytes, false);
+    return new NativeBuffer(this, p, bytes, false);
   }
 
   /** A read-only buffer holding bytes [offset, offset+bytes) of a file (memory-mapped on the CPU backend). */
-  fromFile(path: string, offset: number, bytes: number): BackendBuffer {
+  fromFile(path: string, offset: number, bytes: number): NativeBuffer {
     for (const [n, v] of [["offset", offset], ["bytes", bytes]] as const) {
       if (!Number.isSafeInteger(v) || v < 0) {
         throw new BackendError(SDF_STATUS.E_INVALID, `fromFile: ${n} must be a non-negative integer, got ${v}`);
@@ -318,11 +321,11 @@ export class Backend {
     if (p === null) {
       throw new BackendError(this.lastStatus(SDF_STATUS.E_IO), this.lastError() || `fromFile(${path}) failed`);
     }
-    return new BackendBuffer(this, p, bytes, true);
+    return new NativeBuffer(this, p, bytes, true);
   }
 
   /** Validates and compiles a plan (bytes from PlanWriter.finish). */
-  compile(planBytes: Uint8Array): BackendPlan {
+  compile(planBytes: Uint8Array): NativePlan {
     if (this.#lib.running === 0) this.activate();
     const p = this.symbols.sdf_plan_compile(planBytes as Uint8Array<ArrayBuffer>, BigInt(planBytes.byteLength));
     if (p === null) {
@@ -332,21 +335,21 @@ export class Backend {
     const nOps = planBytes.byteLength >= 20
       ? new DataView(planBytes.buffer, planBytes.byteOffset, planBytes.byteLength).getUint32(16, true)
       : 0;
-    return new BackendPlan(this, p, nOps);
+    return new NativePlan(this, p, nOps);
   }
 }
 
 /** A block of backend memory. */
-export class BackendBuffer {
-  readonly backend: Backend;
+export class NativeBuffer implements BackendBuffer {
+  readonly backend: NativeBackend;
   readonly size: number;
   readonly readOnly: boolean;
   #ptr: Deno.PointerObject | null;
   /** @internal runs using this buffer */
   pins = 0;
 
-  /** Use Backend.alloc / Backend.fromFile. */
-  constructor(backend: Backend, ptr: Deno.PointerObject, size: number, readOnly: boolean) {
+  /** Use NativeBackend.alloc / NativeBackend.fromFile. */
+  constructor(backend: NativeBackend, ptr: Deno.PointerObject, size: number, readOnly: boolean) {
     this.backend = backend;
     this.#ptr = ptr;
     this.size = size;
@@ -410,6 +413,11 @@ export class BackendBuffer {
     return out;
   }
 
+  /** `read`, as the Backend interface has it (native buffers are readable at once). */
+  readAsync(offset: number, bytes: number): Promise<Uint8Array<ArrayBuffer>> {
+    return Promise.resolve(this.read(offset, bytes));
+  }
+
   /** Fills `target` from the buffer at byte `offset`; returns `target`. */
   readInto<T extends ArrayBufferView>(offset: number, target: T): T {
     const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength) as Uint8Array<ArrayBuffer>;
@@ -430,15 +438,15 @@ export class BackendBuffer {
 }
 
 /** A compiled plan. */
-export class BackendPlan {
-  readonly backend: Backend;
+export class NativePlan implements BackendPlan {
+  readonly backend: NativeBackend;
   /** Number of ops in the plan. */
   readonly nOps: number;
   #ptr: Deno.PointerObject | null;
   #running = false;
 
-  /** Use Backend.compile. */
-  constructor(backend: Backend, ptr: Deno.PointerObject, nOps: number) {
+  /** Use NativeBackend.compile. */
+  constructor(backend: NativeBackend, ptr: Deno.PointerObject, nOps: number) {
     this.backend = backend;
     this.#ptr = ptr;
     this.nOps = nOps;
@@ -457,12 +465,13 @@ export class BackendPlan {
    * Runs the plan with `bindings` (one buffer per binding slot) on the
    * backend's threads; JS stays free meanwhile (use `progress()`).
    */
-  async run(bindings: readonly BackendBuffer[]): Promise<void> {
+  async run(anyBindings: readonly BackendBuffer[]): Promise<void> {
     const plan = this.#p;
     if (this.#running) throw new BackendError(SDF_STATUS.E_STATE, "plan is already running");
-    const ptrs = new BigUint64Array(bindings.length);
+    const ptrs = new BigUint64Array(anyBindings.length);
+    const bindings = anyBindings as readonly NativeBuffer[];
     bindings.forEach((b, i) => {
-      if (b.backend.path !== this.backend.path) {
+      if (!(b instanceof NativeBuffer) || b.backend.path !== this.backend.path) {
         throw new BackendError(SDF_STATUS.E_INVALID, `binding ${i} belongs to another backend library`);
       }
       ptrs[i] = BigInt(Deno.UnsafePointer.value(b.pointer));
@@ -498,7 +507,7 @@ export class BackendPlan {
   }
 
   /** Runs the plan on the calling thread (blocks JS until done). */
-  runSync(bindings: readonly BackendBuffer[]): void {
+  runSync(bindings: readonly NativeBuffer[]): void {
     const plan = this.#p;
     if (this.#running) throw new BackendError(SDF_STATUS.E_STATE, "plan is already running");
     if (this.backend.loaded.running > 0) {

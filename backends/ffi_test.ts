@@ -10,7 +10,7 @@ import {
   buildBackend,
   builtLibraryPath,
   libraryFileName,
-  loadBackend,
+  loadNativeBackend,
   PlanWriter,
   PlanWriterError,
   SDF_DTYPE,
@@ -26,7 +26,7 @@ Deno.test("loading the cpu backend by name builds it and reports its info", asyn
   const path = await buildBackend("cpu");
   assert.strictEqual(path, builtLibraryPath("cpu"));
   assert.ok((await Deno.stat(path)).isFile);
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   assert.strictEqual(be.info.name, "cpu");
   assert.strictEqual(be.info.abi, 1);
   assert.strictEqual(be.info.threads, 2);
@@ -35,17 +35,17 @@ Deno.test("loading the cpu backend by name builds it and reports its info", asyn
     assert.ok(be.info.ops.includes(op), `ops lists ${op}`);
   }
   // by explicit path too
-  const again = await loadBackend(path, { threads: 1, isa: "scalar" });
+  const again = await loadNativeBackend(path, { threads: 1, isa: "scalar" });
   assert.strictEqual(again.info.isa, "scalar");
   assert.strictEqual(again.info.threads, 1);
 });
 
 Deno.test("a missing library is a BackendError naming the path", async () => {
   await assertBackendError(
-    () => loadBackend("/nonexistent/dir/libnope.so"),
+    () => loadNativeBackend("/nonexistent/dir/libnope.so"),
     /\/nonexistent\/dir\/libnope\.so.*not found/,
   );
-  await assertBackendError(() => loadBackend("no_such_backend"), /backend "no_such_backend" not found/);
+  await assertBackendError(() => loadNativeBackend("no_such_backend"), /backend "no_such_backend" not found/);
 });
 
 Deno.test("a garbage file is a BackendError naming the path, not a crash", async () => {
@@ -54,13 +54,13 @@ Deno.test("a garbage file is a BackendError naming the path, not a crash", async
     const path = `${dir}/${libraryFileName("garbage")}`;
     const r = rng(7);
     await Deno.writeFile(path, Uint8Array.from({ length: 4096 }, () => Math.floor(r() * 256)));
-    const e = await assertBackendError(() => loadBackend(path), /cannot load backend library/);
+    const e = await assertBackendError(() => loadNativeBackend(path), /cannot load backend library/);
     assert.ok(e.message.includes(path), e.message);
     // an empty file, and an ELF header followed by junk
     await Deno.writeFile(path, new Uint8Array(0));
-    await assertBackendError(() => loadBackend(path), /cannot load backend library/);
+    await assertBackendError(() => loadNativeBackend(path), /cannot load backend library/);
     await Deno.writeFile(path, Uint8Array.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, ...new Array(200).fill(0x41)]));
-    await assertBackendError(() => loadBackend(path), /cannot load backend library/);
+    await assertBackendError(() => loadNativeBackend(path), /cannot load backend library/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -80,7 +80,7 @@ Deno.test("a library of another ABI version is refused with both versions named"
     `#include <stdint.h>\n__attribute__((visibility("default"))) int32_t sdf_abi_version(void) { return 2; }\n`,
   );
   try {
-    const e = await assertBackendError(() => loadBackend(lib), /ABI version 2, this sdflow needs 1/);
+    const e = await assertBackendError(() => loadNativeBackend(lib), /ABI version 2, this sdflow needs 1/);
     assert.strictEqual(e.code, SDF_STATUS.E_UNSUPPORTED);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -93,7 +93,7 @@ Deno.test("a library with the right version but missing functions is a BackendEr
     `#include <stdint.h>\n__attribute__((visibility("default"))) int32_t sdf_abi_version(void) { return 1; }\n`,
   );
   try {
-    await assertBackendError(() => loadBackend(lib), /is incomplete/);
+    await assertBackendError(() => loadNativeBackend(lib), /is incomplete/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -130,15 +130,15 @@ Deno.test("build errors: compiler failure carries its stderr; no compiler is nam
 });
 
 Deno.test("init errors: unknown or unavailable isa, bad threads", async () => {
-  await assertBackendError(() => loadBackend("cpu", { isa: "mmx" as "auto" }), /unknown isa "mmx"/);
+  await assertBackendError(() => loadNativeBackend("cpu", { isa: "mmx" as "auto" }), /unknown isa "mmx"/);
   const otherArch = Deno.build.arch === "x86_64" ? "neon" : "avx512";
-  const e = await assertBackendError(() => loadBackend("cpu", { isa: otherArch }), /not available on this CPU/);
+  const e = await assertBackendError(() => loadNativeBackend("cpu", { isa: otherArch }), /not available on this CPU/);
   assert.strictEqual(e.code, SDF_STATUS.E_UNSUPPORTED);
-  await assertBackendError(() => loadBackend("cpu", { threads: -1 }), /threads must be/);
+  await assertBackendError(() => loadNativeBackend("cpu", { threads: -1 }), /threads must be/);
 });
 
 Deno.test("buffers: write/read round trip, bounds are checked", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const b = be.alloc(256);
   try {
     assert.strictEqual(b.size, 256);
@@ -156,7 +156,7 @@ Deno.test("buffers: write/read round trip, bounds are checked", async () => {
 });
 
 Deno.test("fromFile maps a file range at an odd offset; read-only; bounds checked", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const path = await Deno.makeTempFile();
   try {
     const bytes = Uint8Array.from({ length: 20000 }, (_, i) => (i * 7 + (i >> 8)) & 0xff);
@@ -258,7 +258,7 @@ function validPlan(): Uint8Array {
 const t2 = (dims: number[], offset = 0, binding = 0, dtype = F32) => ({ binding, dtype, offset, dims });
 
 Deno.test("plan validation: each malformed plan names its problem", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const compile = (bytes: Uint8Array) => () => be.compile(bytes).free();
   const ok = validPlan();
   be.compile(ok).free();
@@ -349,7 +349,7 @@ Deno.test("plan validation: each malformed plan names its problem", async () => 
 });
 
 Deno.test("plan validation: every truncation and random corruption is rejected cleanly", async () => {
-  const be = await loadBackend("cpu", { threads: 1 });
+  const be = await loadNativeBackend("cpu", { threads: 1 });
   const ok = validPlan();
   for (let n = 0; n < ok.length; n++) {
     await assertBackendError(() => be.compile(ok.slice(0, n)).free(), /truncated|tensor|op/);
@@ -369,7 +369,7 @@ Deno.test("plan validation: every truncation and random corruption is rejected c
 });
 
 Deno.test("run-time validation: binding count and tensor range vs buffer size", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const plan = be.compile(validPlan());
   const small = be.alloc(300);
   const big = be.alloc(384);
@@ -395,7 +395,7 @@ Deno.test("run-time validation: binding count and tensor range vs buffer size", 
 });
 
 Deno.test("a run-time kernel error (gather index out of range) reaches JS from the nonblocking run", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const w = new PlanWriter(1);
   const table = w.tensor(0, F32, 0, [10, 4]);
   const idx = w.tensor(0, SDF_DTYPE.i32, 256, [3]);
@@ -420,7 +420,7 @@ Deno.test("a run-time kernel error (gather index out of range) reaches JS from t
 });
 
 Deno.test("freeing a plan or buffer while the plan runs is refused", async () => {
-  const be = await loadBackend("cpu", { threads: 2 });
+  const be = await loadNativeBackend("cpu", { threads: 2 });
   const plan = be.compile(validPlan());
   const buf = be.alloc(384);
   const running = plan.run([buf]);

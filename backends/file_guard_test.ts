@@ -11,14 +11,22 @@
  */
 
 import assert from "node:assert/strict";
-import { type Backend, BackendError, loadBackend, PlanWriter, SDF_DTYPE, SDF_OP, SDF_STATUS } from "./mod.ts";
+import {
+  BackendError,
+  loadNativeBackend,
+  type NativeBackend as Backend,
+  PlanWriter,
+  SDF_DTYPE,
+  SDF_OP,
+  SDF_STATUS,
+} from "./mod.ts";
 
 const F32: number = SDF_DTYPE.f32;
 const I32: number = SDF_DTYPE.i32;
 const root = new URL("../", import.meta.url).pathname;
 
 let cpu: Promise<Backend> | undefined;
-const backend = () => cpu ??= loadBackend("cpu", { threads: 1 });
+const backend = () => cpu ??= loadNativeBackend("cpu", { threads: 1 });
 
 /** A plan reading `n` f32 from binding 0 (the file) and writing 2x them to binding 1. */
 function scalePlan(n: number): Uint8Array {
@@ -97,8 +105,8 @@ async function subprocess(code: string, path: string): Promise<{ code: number; s
   const script = `${dir}/child.ts`;
   await Deno.writeTextFile(
     script,
-    `import { loadBackend, PlanWriter, SDF_DTYPE, SDF_OP } from ${JSON.stringify(`${root}backends/mod.ts`)};
-const be = await loadBackend("cpu", { threads: 1 });
+    `import { loadNativeBackend, PlanWriter, SDF_DTYPE, SDF_OP } from ${JSON.stringify(`${root}backends/mod.ts`)};
+const be = await loadNativeBackend("cpu", { threads: 1 });
 const path = ${JSON.stringify(path)};
 ${code}
 `,

@@ -34,7 +34,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SDF_ABI_VERSION } from "./abi.ts";
 import { BackendBuildError, findCompiler, mtime } from "./build.ts";
-import { type Backend, type BackendConfig, loadBackend } from "./ffi.ts";
+import { type BackendConfig, loadNativeBackend, type NativeBackend } from "./ffi.ts";
 
 /** Operating systems a manifest can name (values of `Deno.build.os` sdflow supports). */
 export const MANIFEST_OSES = ["linux", "darwin", "windows"] as const;
@@ -315,7 +315,7 @@ export async function loadBackendFromManifest(
   baseDir: string | URL,
   config: BackendConfig = {},
   opts: ManifestBuildOptions = {},
-): Promise<Backend> {
+): Promise<NativeBackend> {
   const m = parseBackendManifest(manifest, `backend "${(manifest as { name?: unknown })?.name ?? "?"}"`);
   if (m.abiVersion !== undefined && m.abiVersion !== SDF_ABI_VERSION) {
     throw new BackendManifestError(
@@ -324,7 +324,7 @@ export async function loadBackendFromManifest(
     );
   }
   const path = await buildManifestLibrary(m, baseDir, opts);
-  const backend = await loadBackend(path, config);
+  const backend = await loadNativeBackend(path, config);
   if (backend.info.name !== m.name) {
     throw new BackendManifestError(
       `backend "${m.name}": library ${path} reports the name "${backend.info.name}"`,

@@ -11,7 +11,13 @@
  */
 
 import assert from "node:assert";
-import { type Backend, loadBackend, PlanWriter, SDF_DTYPE, SDF_OP } from "./mod.ts";
+import {
+  loadNativeBackend as loadBackend,
+  type NativeBackend as Backend,
+  PlanWriter,
+  SDF_DTYPE,
+  SDF_OP,
+} from "./mod.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
 import { assertBackendError, randn, rng } from "./test_helpers.ts";
 

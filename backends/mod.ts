@@ -1,6 +1,8 @@
 /**
- * Backends: the C ABI (`sdflow_backend.h`), its constants, the plan writer,
- * the loader and the builder of bundled backends.
+ * Backends: the `Backend` interface and capabilities, the C ABI
+ * (`sdflow_backend.h`), its constants, the plan writer, the loaders (native
+ * over FFI, TypeScript backends by name: `webgpu`) and the builder of bundled
+ * backends.
  *
  * @example
  * ```ts
@@ -11,15 +13,34 @@
 export * from "./abi.ts";
 export { PlanWriter, PlanWriterError } from "./plan_writer.ts";
 export {
-  Backend,
-  BackendBuffer,
+  ALL_OPS,
+  type Backend,
+  type BackendBuffer,
+  type BackendCapabilities,
+  type BackendInfo,
+  type BackendPlan,
+  type ConvLowering,
+  missingOps,
+  type WinogradTile,
+} from "./backend.ts";
+export {
   type BackendConfig,
   BackendError,
-  type BackendInfo,
-  BackendPlan,
   closeAllBackends,
-  loadBackend,
+  loadNativeBackend,
+  NativeBackend,
+  NativeBuffer,
+  NativePlan,
   resolveBackendPath,
 } from "./ffi.ts";
+export {
+  backendFactories,
+  type BackendFactory,
+  loadBackend,
+  type LoadBackendOptions,
+  registerBackend,
+} from "./registry.ts";
+export { nativeCapabilities } from "./native_capabilities.ts";
+export { CPU_BAND_BYTES, cpuCapabilities, cpuChooseWinograd } from "./cpu/capabilities.ts";
 export { BackendBuildError, buildBackend, type BuildOptions, builtLibraryPath, libraryFileName } from "./build.ts";
 export * from "./manifest.ts";

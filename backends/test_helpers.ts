@@ -3,7 +3,14 @@
  * single buffer, and a check of backend errors.
  */
 
-import { type Backend, type BackendConfig, BackendError, loadBackend, PlanWriter, SDF_DTYPE } from "./mod.ts";
+import {
+  type BackendConfig,
+  BackendError,
+  loadNativeBackend as loadBackend,
+  type NativeBackend as Backend,
+  PlanWriter,
+  SDF_DTYPE,
+} from "./mod.ts";
 import { BackendBuildError } from "./build.ts";
 
 /** mulberry32: a small deterministic PRNG in [0, 1). */

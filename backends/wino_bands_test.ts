@@ -18,21 +18,21 @@
  */
 
 import assert from "node:assert";
-import { type Backend, loadBackend, PlanWriter, SDF_DTYPE, SDF_OP } from "./mod.ts";
+import { loadNativeBackend, type NativeBackend as Backend, PlanWriter, SDF_DTYPE, SDF_OP } from "./mod.ts";
 import { assertBackendError, randn, rng } from "./test_helpers.ts";
 import { f32ToBf16Bits, f32ToF16Bits } from "./float16.ts";
 
 const ALL = ["scalar", "avx2", "avx512"] as const;
 type Isa = typeof ALL[number];
 
-const probe = await loadBackend("cpu", { threads: 2 });
+const probe = await loadNativeBackend("cpu", { threads: 2 });
 const ISAS: Isa[] = ALL.filter((i) => probe.info.isas.includes(i));
 
 const backends = new Map<Isa, Backend>();
 async function be(isa: Isa): Promise<Backend> {
   let b = backends.get(isa);
   if (!b) {
-    b = await loadBackend("cpu", { threads: 2, isa });
+    b = await loadNativeBackend("cpu", { threads: 2, isa });
     assert.strictEqual(b.info.isa, isa);
     backends.set(isa, b);
   }

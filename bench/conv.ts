@@ -55,8 +55,10 @@ export async function timeProgram(
       opTimes.push(program.profile().reduce((a, op) => a + op.ms, 0));
     }
     const wino = program.plan.lowered.ops.find((o) => o.kind === "wino_output");
-    const path = wino ? `F(${wino.attrs.m},3)` : "im2col";
-    return { ms: median(times), opMs: median(opTimes), path, output: Object.values(out)[0].slice() };
+    const path = wino ? `F(${wino.attrs.m},3)` : backend.capabilities.conv.kind === "direct" ? "direct" : "im2col";
+    // A backend that cannot time single ops (profile() all zeros: WebGPU) is timed by the whole run.
+    const opMs = median(opTimes) || median(times);
+    return { ms: median(times), opMs, path, output: Object.values(out)[0].slice() };
   } finally {
     program.dispose();
   }

@@ -1,8 +1,8 @@
 /**
  * `deno task bench <conv|attention|gemm|gen|readme|decoders|serve> [options]`
  *
- * - conv, attention, gemm: `[--backend NAME] [--threads N] [--runs N] [--json] [--only TEXT] [--isa NAME]`
- *   (`--backend`: cpu (default), opencl, or a library path); conv also
+ * - conv, attention, gemm: `[--backend cpu|opencl|webgpu|PATH] [--threads N] [--runs N] [--json] [--only TEXT]
+ *   [--isa NAME]`; on a backend that cannot time single ops (WebGPU) the op time is the whole run's. conv also
  *   `[--dtype f16|f32|bf16]` (weights; default f16, as real checkpoints hold them) and
  *   `[--vs onnxruntime]` (onnxruntime-node's convolution on the same data, in the same run).
  * - gen: whole generations through sdflow's CLI, optionally next to stable-diffusion.cpp (bench/gen.ts).
@@ -77,13 +77,18 @@ if (values.vs !== undefined && suite !== "readme" && (suite !== "conv" || values
   Deno.exit(2);
 }
 
+/** Where a suite runs: CPU threads, or the backend and its device. */
+function where(backend: Backend): string {
+  return backend.name === "cpu" ? `${backend.info.threads} thread(s)` : `${backend.name} on ${backend.info.isa}`;
+}
+
 async function benchConv(backend: Backend): Promise<void> {
   const t = backend.info.threads;
   const dtype = values.dtype as DType;
   const shapes = [...UNET_CONVS, ...VAE_DECODER_CONVS].filter((s) => !only || s.name.includes(only));
   const onnx = values.vs === "onnxruntime" ? await loadOnnxruntime() : null;
   if (!json) {
-    console.log(`conv 3x3 pad 1, ${t} thread(s), isa ${backend.info.isa}, weights ${dtype}, median of ${runs}`);
+    console.log(`conv 3x3 pad 1, ${where(backend)}, isa ${backend.info.isa}, weights ${dtype}, median of ${runs}`);
     console.log(
       "winograd: the planner's default path (filter transform fused into the products); hoisted: the transformed " +
         "filter computed once and kept; speedup and GFLOP/s (direct-conv FLOPs / time) are for the winograd column; " +
@@ -100,7 +105,15 @@ async function benchConv(backend: Backend): Promise<void> {
     );
   }
   for (const s of shapes) {
-    const row = await measureConv(backend, s, { dtype, runs, onnx: onnx?.ort });
+    // Backends that convolve directly have no Winograd/hoisted/im2col variants to compare.
+    const direct = backend.capabilities.conv.kind === "direct";
+    const row = await measureConv(backend, s, {
+      dtype,
+      runs,
+      onnx: onnx?.ort,
+      hoisted: direct ? false : undefined,
+      im2col: direct ? false : undefined,
+    });
     if (json) console.log(JSON.stringify(row));
     else {
       console.log(
@@ -120,7 +133,7 @@ async function benchConv(backend: Backend): Promise<void> {
 
 async function benchAttention(backend: Backend): Promise<void> {
   if (!json) {
-    console.log(`fused attention, ${backend.info.threads} thread(s), median of ${runs}`);
+    console.log(`fused attention, ${where(backend)}, median of ${runs}`);
     console.log(
       "run ms: program.run() as a network runs it: waking the threads, copying q/k/v in and o out, and the op; " +
         "op ms and GFLOP/s: the attention op alone (its first chunk claimed to its last done); " +
@@ -172,7 +185,7 @@ async function benchAttention(backend: Backend): Promise<void> {
 async function benchGemm(backend: Backend): Promise<void> {
   const dtypes: DType[] = ["f32", "f16", "bf16"];
   if (!json) {
-    console.log(`linear y = x W^T + b, ${backend.info.threads} thread(s), median of ${runs}; GFLOP/s per weight dtype`);
+    console.log(`linear y = x W^T + b, ${where(backend)}, median of ${runs}; GFLOP/s per weight dtype`);
     console.log("ms and GF/s: the matmul op alone (program.run() also copies x in and y out: *_run_ms in --json)");
     console.log(
       "shape".padEnd(28) + "M".padStart(6) + "K".padStart(6) + "N".padStart(7) +

@@ -32,8 +32,9 @@ options:
                                wire an input to another node's output, e.g. --set-ref sampler.latent=encode.latent
   --dry-run                    validate and print the order nodes would run in
   -t, --threads N              CPU threads for the backend
-  --backend NAME               backend to run on: cpu, a backend a plugin of the graph registers,
-                               or a library path (default: cpu, unless a loader node's backend input says)
+  --backend NAME               backend to run on: cpu, webgpu, a backend a plugin of the graph registers,
+                               or a library path (default: cpu, unless a loader node's backend input says);
+                               ops a backend lacks run on the CPU (deno task backends lists what is here)
   --concurrency N              how many independent nodes may run at once (default 2)
   --profile                    print per-op times of the networks at the end (top ops, time by op kind)
   --timings-json FILE          write load, per-step, decode, PNG write times and peak RSS as JSON (bench gen reads it)

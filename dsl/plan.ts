@@ -7,6 +7,8 @@
 import type { InputSpec, NodeEstimate, OpEstimate, ValueMeta } from "../plugins/node.ts";
 import { isSocketInput } from "../plugins/node.ts";
 import type { Pipeline } from "./validate.ts";
+import type { BackendCapabilities } from "../backends/mod.ts";
+import { withEstimateBackend } from "../plugins/nodes/model_layer.ts";
 
 /** One node of a plan. */
 export interface PlanStep {
@@ -27,8 +29,19 @@ export interface Plan {
   readonly peakBytes: number;
 }
 
-/** Estimates every node in order, passing shapes and such downstream. */
-export async function planPipeline(p: Pipeline): Promise<Plan> {
+/**
+ * Estimates every node in order, passing shapes and such downstream; with
+ * `backend`, the networks are planned for that backend (ops it lacks show as
+ * placed on the CPU).
+ */
+export function planPipeline(
+  p: Pipeline,
+  backend?: { name: string; capabilities: BackendCapabilities },
+): Promise<Plan> {
+  return withEstimateBackend(backend?.capabilities, () => estimateAll(p));
+}
+
+async function estimateAll(p: Pipeline): Promise<Plan> {
   const metas = new Map<string, Readonly<Record<string, ValueMeta>>>();
   const steps: PlanStep[] = [];
   for (const id of p.order) {

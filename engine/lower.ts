@@ -11,6 +11,8 @@
  */
 
 import { type DType, dtypeBytes, type Graph, numel, type OpKind, type Tensor } from "./graph.ts";
+import type { BackendCapabilities } from "../backends/backend.ts";
+import { cpuCapabilities } from "../backends/cpu/capabilities.ts";
 
 export interface LTensor {
   id: number;
@@ -51,20 +53,19 @@ export interface LowerOptions {
    * Most bytes of Winograd intermediates (transformed input + products) per
    * band: a conv whose intermediates exceed it runs as bands of tile rows,
    * which bounds memory and keeps each band's data closer to the caches.
-   * Default 48 MiB (8 tile rows of the VAE's 128@512² F(6,3) conv: within 3% of unbanded, 1/10 the memory); Infinity disables banding.
+   * Default: the backend's (`capabilities.conv.bandBytes`; the CPU's is 48 MiB); Infinity disables banding.
    */
   bandBytes?: number;
+  /** What the target backend runs and prefers (default: the CPU backend's). */
+  capabilities?: BackendCapabilities;
   /** Fallback conv algorithm: auto (backend decides), direct, or im2col+GEMM. */
   conv?: "auto" | "direct" | "im2col";
 }
 
 /**
  * F(m,3) tile size for a 3x3 stride-1 conv producing n images of oh x ow, or
- * 0 when Winograd does not pay. Mirrors the CPU backend's cost model
- * (`sdfw_choose_m`, fitted on Zen 5): larger tiles cut multiplications
- * (m=6: 5.1x, m=4: 4x, m=2: 2.25x) but waste work on partial edge tiles and
- * cost more transform traffic; the products run in column blocks of 16/32
- * tiles, so a tile count just past a block boundary is expensive too.
+ * 0 when Winograd should not run: the backend's own choice (its capabilities'
+ * cost model; the CPU backend's by default) unless `choice` forces one.
  */
 export function chooseWinograd(
   n: number,
@@ -73,32 +74,24 @@ export function chooseWinograd(
   oh: number,
   ow: number,
   choice: WinogradChoice,
+  capabilities: BackendCapabilities = DEFAULT_CAPABILITIES,
 ): 0 | 2 | 4 | 6 {
-  if (choice === "off") return 0;
-  if (choice !== "auto") return choice;
-  // Too few channels: the products are memory-bound and im2col (or the direct kernel) is cheaper.
-  if (ci < 16 || co < 16) return 0;
-  let best: 0 | 2 | 4 | 6 = 0;
-  let bestCost = Infinity;
-  for (const m of [6, 4, 2] as const) {
-    const t = n * Math.ceil(oh / m) * Math.ceil(ow / m);
-    const rest = t % 32;
-    const cols = t - rest + (rest === 0 ? 0 : rest <= 16 ? 16 : 32);
-    const cost = (m + 2) ** 2 * (cols * ci * co + 60 * t * (ci + co));
-    if (cost < bestCost) {
-      best = m;
-      bestCost = cost;
-    }
-  }
-  return best;
+  const conv = capabilities.conv;
+  if (choice === "off" || conv.kind !== "winograd") return 0;
+  if (choice !== "auto") return conv.tiles.includes(choice) ? choice : 0;
+  return conv.choose(n, ci, co, oh, ow);
 }
 
+/** Lowering and planning without a backend at hand (tests, estimates) assume the CPU backend's. */
+export const DEFAULT_CAPABILITIES: BackendCapabilities = cpuCapabilities();
+
 const CONV_ALGO = { auto: 0, direct: 1, im2col: 2 } as const;
-const DEFAULT_BAND_BYTES = 48 * 2 ** 20;
 
 /** Lowers `g` for a backend. Does not modify `g`. */
 export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
   const choice = opts.winograd ?? "auto";
+  const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;
+  const defaultBand = caps.conv.kind === "winograd" ? caps.conv.bandBytes : Infinity;
   const algo = CONV_ALGO[opts.conv ?? "auto"];
   const tensors: LTensor[] = g.tensors.map((t) => ({
     id: t.id,
@@ -142,10 +135,12 @@ export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
     const [co, ci, kh, kw] = w.shape;
     const a = op.attrs;
     const eligible = kh === 3 && kw === 3 && a.stride_h === 1 && a.stride_w === 1 && w.kind === "constant";
-    const m = eligible ? chooseWinograd(x.shape[0], ci, co, y.shape[2], y.shape[3], choice) : 0;
+    const m = eligible ? chooseWinograd(x.shape[0], ci, co, y.shape[2], y.shape[3], choice, caps) : 0;
     if (m === 0) {
       const why = !eligible
         ? `${kh}x${kw} stride ${a.stride_h}: not a 3x3 stride-1 conv`
+        : caps.conv.kind === "direct"
+        ? "the backend runs 3x3 convs directly"
         : `Winograd does not pay for ${ci}->${co} @${y.shape[2]}x${y.shape[3]}`;
       ops.push({
         kind: "conv2d",
@@ -181,7 +176,7 @@ export function lower(g: Graph, opts: LowerOptions = {}): LoweredGraph {
     }
     const label = op.label;
     const bytesPerRow = tile * tile * (ci + co) * n * tilesW * 4;
-    const rowsPerBand = Math.max(1, Math.min(tilesH, Math.floor((opts.bandBytes ?? DEFAULT_BAND_BYTES) / bytesPerRow)));
+    const rowsPerBand = Math.max(1, Math.min(tilesH, Math.floor((opts.bandBytes ?? defaultBand) / bytesPerRow)));
     const bands = Math.ceil(tilesH / rowsPerBand);
     const why = `F(${m},3): ${ci}->${co} @${y.shape[2]}x${y.shape[3]}, ${n * tilesH * tilesW} tiles` +
       (bands > 1 ? ` in ${bands} bands` : "") + (residual !== undefined ? ", residual add fused" : "");

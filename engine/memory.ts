@@ -11,6 +11,7 @@
 import type { LOp, LTensor } from "./lower.ts";
 import { tensorBytes } from "./lower.ts";
 
+/** Default tensor alignment (the CPU backend's); a backend may ask for more (`capabilities.alignment`). */
 export const ARENA_ALIGN = 64;
 
 export interface ArenaPlan {
@@ -30,8 +31,6 @@ interface FreedTenant extends Interval {
   touchedBy: number[];
 }
 
-const align = (n: number): number => Math.ceil(n / ARENA_ALIGN) * ARENA_ALIGN;
-
 /** Storage root of a tensor (follows reshape views). */
 export function rootOf(tensors: readonly LTensor[], id: number): number {
   let t = tensors[id];
@@ -42,14 +41,17 @@ export function rootOf(tensors: readonly LTensor[], id: number): number {
 /**
  * Plans the arena for `ops` (already in a valid order). `inArena(root)` says
  * which storage roots live in the arena; `pinned` roots (graph inputs and
- * outputs) are live for the whole run.
+ * outputs) are live for the whole run; every tensor starts at a multiple of
+ * `alignment` bytes.
  */
 export function planArena(
   ops: readonly LOp[],
   tensors: readonly LTensor[],
   inArena: (root: number) => boolean,
   pinned: ReadonlySet<number>,
+  alignment: number = ARENA_ALIGN,
 ): ArenaPlan {
+  const align = (n: number): number => Math.ceil(n / alignment) * alignment;
   const root = (id: number): number => rootOf(tensors, id);
   // Winograd bands write disjoint parts of one tensor: a root may have several producers.
   const producers = new Map<number, number[]>();

@@ -11,10 +11,21 @@
 
 import { SDF_BINARY, SDF_DTYPE, SDF_OP, SDF_UNARY } from "../backends/abi.ts";
 import { PlanWriter } from "../backends/plan_writer.ts";
-import type { BackendBuffer } from "../backends/mod.ts";
+import type { BackendBuffer } from "../backends/backend.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
-import { type LOp, lower, type LoweredGraph, type LowerOptions, type LTensor, tensorBytes } from "./lower.ts";
-import { ARENA_ALIGN, planArena, rootOf } from "./memory.ts";
+import {
+  DEFAULT_CAPABILITIES,
+  type LOp,
+  lower,
+  type LoweredGraph,
+  type LowerOptions,
+  type LTensor,
+  tensorBytes,
+} from "./lower.ts";
+import { planArena, rootOf } from "./memory.ts";
+import { type Placement, segmentPlan, type Side, sideOf, type Transfer } from "./placement.ts";
+
+export type { Placement, PlanSegment, Side, Transfer } from "./placement.ts";
 import { opCost } from "./cost.ts";
 
 export const SLOT_ARENA = 0;
@@ -23,6 +34,11 @@ export const SLOT_DATA = 2;
 export const SLOT_FIRST_FILE = 3;
 
 export interface PlanOptions extends LowerOptions {
+  /**
+   * Whether ops the backend lacks (by `capabilities`) may run on a fallback
+   * backend; without one such an op is an error at planning.
+   */
+  fallback?: boolean;
   /**
    * Most bytes of Winograd-transformed filters computed once and kept for the
    * program's life (default 0). Filters past the budget are transformed inside
@@ -54,6 +70,8 @@ export interface Location {
 
 export interface PlannedOp {
   kind: string;
+  /** "fallback" when the op runs on the fallback (CPU) backend. */
+  side?: Side;
   label?: string;
   note?: string;
   flops: number;
@@ -73,6 +91,9 @@ export interface PlanStats {
   /** Most ops that the dependency graph lets run at once. */
   maxParallelOps: number;
   criticalPathOps: number;
+  /** Step ops placed on the fallback backend, and the bytes copied between backends per run. */
+  fallbackOps: number;
+  transferBytes: number;
 }
 
 export interface CompiledPlan {
@@ -84,6 +105,8 @@ export interface CompiledPlan {
   constOps: PlannedOp[];
   stepOps: PlannedOp[];
   stats: PlanStats;
+  /** Set when some ops run on the fallback backend (then constPlan/stepPlan are not used). */
+  placement?: Placement;
 }
 
 const DEFAULT_HOIST_BUDGET = 0;
@@ -91,6 +114,8 @@ const DEFAULT_HOIST_BUDGET = 0;
 /** Plans `g`. Throws GraphError on a graph the planner cannot place. */
 export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
   if (g.outputs.size === 0) throw new GraphError("graph has no outputs");
+  const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;
+  const alignUp = (n: number): number => Math.ceil(n / caps.alignment) * caps.alignment;
   const lg = lower(g, opts);
   const { tensors } = lg;
   const root = (id: number): number => rootOf(tensors, id);
@@ -187,13 +212,41 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       fileRanges.set(t.source.path, r);
     }
   }
+  let fileBytes = 0;
   for (const [path, r] of fileRanges) {
-    const slot = bindings.length;
-    bindings.push({ kind: "file", path, offset: r.min, bytes: r.max - r.min });
-    for (const id of r.ids) {
-      const src = tensors[id].source as { offset: number };
-      locations.set(id, { slot, offset: src.offset - r.min });
+    // One binding per file, or several where the backend's buffers are smaller than the range (a GPU's
+    // largest buffer): tensors in file order, a new binding when the next would not fit.
+    const src = (id: number) => tensors[id].source as { offset: number; bytes: number };
+    const ids = [...r.ids].sort((a, b) => src(a).offset - src(b).offset);
+    let group: number[] = [];
+    let start = 0;
+    let end = 0;
+    const flush = () => {
+      if (group.length === 0) return;
+      const slot = bindings.length;
+      bindings.push({ kind: "file", path, offset: start, bytes: end - start });
+      fileBytes += end - start;
+      for (const id of group) locations.set(id, { slot, offset: src(id).offset - start });
+      group = [];
+    };
+    for (const id of ids) {
+      const { offset, bytes } = src(id);
+      if (group.length && Math.max(end, offset + bytes) - start > caps.maxBufferBytes) flush();
+      if (group.length === 0) {
+        start = offset;
+        end = offset + bytes;
+      }
+      if (bytes > caps.maxBufferBytes) {
+        throw new GraphError(
+          `${
+            tensors[id].name ?? `tensor ${id}`
+          }: ${bytes} bytes exceed the backend's largest buffer (${caps.maxBufferBytes})`,
+        );
+      }
+      end = Math.max(end, offset + bytes);
+      group.push(id);
     }
+    flush();
   }
   let hoistedTop = 0;
   for (const i of constOpsIdx) {
@@ -217,9 +270,16 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     tensors,
     (r) => tensors[r].kind !== "constant" && !hoistedTensors.has(r),
     pinned,
+    caps.alignment,
   );
   for (const [r, offset] of arena.offsets) locations.set(r, { slot: SLOT_ARENA, offset });
-  bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, ARENA_ALIGN);
+  bindings[SLOT_ARENA].bytes = Math.max(arena.peakBytes, caps.alignment);
+  const needs = arena.peakBytes + hoistedTop + data.bytes;
+  if (needs > caps.memoryBytes) {
+    throw new GraphError(
+      `the plan needs ${needs} bytes of activations and kept constants, more than the backend's ${caps.memoryBytes}`,
+    );
+  }
 
   // ---- serialise -----------------------------------------------------
   const locate = (id: number): Location => {
@@ -233,24 +293,97 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     : undefined;
   const stepDeps = arena.deps.map((d) => [...d].sort((a, b) => a - b));
   const stepPlan = serialise(stepOps, stepDeps, tensors, locate, bindings.length);
+  const constOps = constOpsIdx.map((i) => lg.ops[i]);
+  const constSides = constOps.map((op) => sideOf(op, tensors, caps, opts.fallback ?? false));
+  const stepSides = stepOps.map((op) => sideOf(op, tensors, caps, opts.fallback ?? false));
+  let placement: Placement | undefined;
+  const fallbackOps: Placement["fallbackOps"] = [];
+  [...constOps, ...stepOps].forEach((op, i) => {
+    const s = i < constOps.length ? constSides[i] : stepSides[i - constOps.length];
+    if (s !== "primary") fallbackOps.push({ kind: op.kind, label: op.label, why: s.why });
+  });
+  if (fallbackOps.length > 0) {
+    const movable = (r: number): Location | undefined => {
+      const loc = locations.get(r);
+      return loc && (loc.slot === SLOT_ARENA || loc.slot === SLOT_HOISTED) ? loc : undefined;
+    };
+    const write = (o: LOp[], d: number[][]) => serialise(o, d, tensors, locate, bindings.length);
+    const sideNames = (ss: (Side | { why: string })[]): Side[] =>
+      ss.map((x) => (typeof x === "string" ? x : "fallback"));
+    const valid = new Map<number, Set<Side>>();
+    for (const id of lg.inputs.values()) valid.set(root(id), new Set(["primary"]));
+    const constPart = segmentPlan(
+      constOps,
+      constDeps,
+      sideNames(constSides),
+      tensors,
+      movable,
+      valid,
+      root,
+      write,
+    );
+    // Hoisted tensors go once to whichever side reads them in the step plan.
+    const afterConst: Transfer[] = [];
+    const stepSideList = sideNames(stepSides);
+    stepOps.forEach((op, i) => {
+      for (const t of op.inputs) {
+        const r = root(t);
+        const loc = locations.get(r);
+        if (!loc || loc.slot !== SLOT_HOISTED) continue;
+        const v = valid.get(r) ?? new Set<Side>(["primary"]);
+        if (!v.has(stepSideList[i])) {
+          afterConst.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: stepSideList[i] });
+          v.add(stepSideList[i]);
+        }
+        valid.set(r, v);
+      }
+    });
+    const stepPart = segmentPlan(
+      stepOps,
+      stepDeps,
+      stepSideList,
+      tensors,
+      movable,
+      valid,
+      root,
+      write,
+    );
+    const afterStep: Transfer[] = [];
+    for (const id of lg.outputs.values()) {
+      const r = root(id);
+      const loc = locations.get(r)!;
+      if (!(valid.get(r)?.has("primary") ?? true)) {
+        afterStep.push({ slot: loc.slot, offset: loc.offset, bytes: tensorBytes(tensors[r]), to: "primary" });
+      }
+    }
+    placement = { constSegments: constPart, afterConst, stepSegments: stepPart, afterStep, fallbackOps };
+  }
 
   const describe = (ops: LOp[], deps: number[][]): PlannedOp[] =>
     ops.map((op, i) => {
       const cost = opCost(op, tensors);
       return { kind: op.kind, label: op.label, note: op.note, flops: cost.flops, bytes: cost.bytes, deps: deps[i] };
     });
-  const planned = describe(stepOps, stepDeps).filter((_, i) => stepOps[i].kind !== "reshape");
+  const stepDescribed = describe(stepOps, stepDeps);
+  stepSides.forEach((s, i) => {
+    if (s !== "primary") {
+      stepDescribed[i].side = "fallback";
+      stepDescribed[i].note = `${stepDescribed[i].note ? stepDescribed[i].note + "; " : ""}on the CPU: ${s.why}`;
+    }
+  });
+  const planned = stepDescribed.filter((_, i) => stepOps[i].kind !== "reshape");
   const { width, depth } = parallelism(stepOps, stepDeps);
   const isConv = (op: LOp): boolean => op.kind === "conv2d";
   let constantBytes = data.bytes + bufferBytes;
-  for (const r of fileRanges.values()) constantBytes += r.max - r.min;
+  constantBytes += fileBytes;
   return {
     lowered: lg,
     constPlan,
     stepPlan,
     bindings,
     locations,
-    constOps: describe(constOpsIdx.map((i) => lg.ops[i]), constDeps),
+    constOps: describe(constOps, constDeps),
+    placement,
     stepOps: planned,
     stats: {
       arenaPeakBytes: arena.peakBytes,
@@ -263,12 +396,12 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       stepFlops: planned.reduce((a, o) => a + o.flops, 0),
       maxParallelOps: width,
       criticalPathOps: depth,
+      fallbackOps: stepSides.filter((s) => s !== "primary").length,
+      transferBytes: placement
+        ? [...placement.stepSegments.flatMap((x) => x.before), ...placement.afterStep].reduce((a, t) => a + t.bytes, 0)
+        : 0,
     },
   };
-}
-
-function alignUp(n: number): number {
-  return Math.ceil(n / ARENA_ALIGN) * ARENA_ALIGN;
 }
 
 function rawDeps(ops: LOp[], root: (id: number) => number): number[][] {

@@ -4,10 +4,19 @@
  * plan (and, the first time, the constant plan) and returns the outputs.
  */
 
-import type { Backend, BackendBuffer, BackendPlan } from "../backends/mod.ts";
+import type { Backend, BackendBuffer, BackendPlan } from "../backends/backend.ts";
 import { type Graph, GraphError, numel } from "./graph.ts";
 import { rootOf } from "./memory.ts";
-import { type CompiledPlan, plan, type PlannedOp, type PlanOptions, SLOT_ARENA } from "./plan.ts";
+import {
+  type BindingSpec,
+  type CompiledPlan,
+  plan,
+  type PlannedOp,
+  type PlanOptions,
+  type Side,
+  SLOT_ARENA,
+  type Transfer,
+} from "./plan.ts";
 
 export type InputData = Float32Array | Int32Array;
 
@@ -18,6 +27,7 @@ export type InputData = Float32Array | Int32Array;
  */
 export class SharedArena {
   #buffer?: BackendBuffer;
+  #fallbackArena?: SharedArena;
   constructor(private readonly backend: Backend) {}
 
   /** The arena, grown (contents discarded) if it is smaller than `bytes`. */
@@ -30,6 +40,13 @@ export class SharedArena {
     return this.#buffer;
   }
 
+  /** The matching arena on the backend's fallback (for programs with ops placed there). */
+  get fallback(): SharedArena | undefined {
+    if (!this.backend.fallback) return undefined;
+    this.#fallbackArena ??= new SharedArena(this.backend.fallback);
+    return this.#fallbackArena;
+  }
+
   get bytes(): number {
     return this.#buffer?.size ?? 0;
   }
@@ -37,7 +54,17 @@ export class SharedArena {
   dispose(): void {
     this.#buffer?.free();
     this.#buffer = undefined;
+    this.#fallbackArena?.dispose();
   }
+}
+
+/** Compiled segments of a program whose ops are split between its backend and the fallback. */
+interface PlacedRun {
+  fallbackBuffers: BackendBuffer[];
+  constSegments: { side: Side; plan: BackendPlan; before: Transfer[] }[];
+  stepSegments: { side: Side; plan: BackendPlan; before: Transfer[] }[];
+  /** Slots bound to a caller's buffer on the primary backend: copied to the fallback on the first run. */
+  bufferSlots: number[];
 }
 
 export interface ProgramOptions extends PlanOptions {
@@ -56,7 +83,8 @@ export class Program {
   private readonly buffers: BackendBuffer[];
   private readonly sharedArena?: SharedArena;
   private readonly constPlan?: BackendPlan;
-  private readonly stepPlan: BackendPlan;
+  private readonly stepPlan?: BackendPlan;
+  private readonly placed?: PlacedRun;
   private constantsReady = false;
   private disposed = false;
 
@@ -79,14 +107,56 @@ export class Program {
           }
         }
       }
-      this.constPlan = compiled.constPlan ? backend.compile(compiled.constPlan) : undefined;
-      this.stepPlan = backend.compile(compiled.stepPlan);
+      if (compiled.placement) {
+        this.placed = this.#place(backend, compiled, arena);
+      } else {
+        this.constPlan = compiled.constPlan ? backend.compile(compiled.constPlan) : undefined;
+        this.stepPlan = backend.compile(compiled.stepPlan);
+      }
     } catch (e) {
       for (const [i, b] of buffers.entries()) if (this.#owns(compiled, i, arena)) b.free();
       this.constPlan?.free();
       throw e;
     }
     this.buffers = buffers;
+  }
+
+  /** Buffers and plans on the fallback backend for the ops placed there. */
+  #place(backend: Backend, compiled: CompiledPlan, arena?: SharedArena): PlacedRun {
+    const fb = backend.fallback;
+    if (!fb) throw new GraphError(`internal: ops placed on a fallback, but ${backend.name} has none`);
+    const placement = compiled.placement!;
+    const run: PlacedRun = { fallbackBuffers: [], constSegments: [], stepSegments: [], bufferSlots: [] };
+    try {
+      compiled.bindings.forEach((b: BindingSpec, i) => {
+        let buf: BackendBuffer;
+        if (b.kind === "arena" && arena?.fallback) buf = arena.fallback.acquire(b.bytes);
+        else if (b.kind === "file") buf = fb.fromFile(b.path, b.offset, b.bytes);
+        else buf = fb.alloc(Math.max(b.bytes, 64));
+        run.fallbackBuffers.push(buf);
+        if (b.kind === "data") {
+          for (const part of b.parts) {
+            const src = compiled.lowered.tensors[part.tensor].source;
+            if (src?.kind === "data") buf.write(part.offset, src.data);
+          }
+        }
+        if (b.kind === "buffer") run.bufferSlots.push(i);
+      });
+      const compileSeg = (s: { side: Side; plan: Uint8Array; before: Transfer[] }) => ({
+        side: s.side,
+        plan: (s.side === "primary" ? backend : fb).compile(s.plan),
+        before: s.before,
+      });
+      run.constSegments = placement.constSegments.map(compileSeg);
+      run.stepSegments = placement.stepSegments.map(compileSeg);
+      return run;
+    } catch (e) {
+      for (const s of [...run.constSegments, ...run.stepSegments]) s.plan.free();
+      run.fallbackBuffers.forEach((b, i) => {
+        if (!(i === SLOT_ARENA && arena)) b.free();
+      });
+      throw e;
+    }
   }
 
   /** Whether binding `i` is this program's to free (not a shared arena, not a caller's buffer). */
@@ -125,25 +195,61 @@ export class Program {
       const loc = locations.get(rootOf(lowered.tensors, id));
       if (loc) arena.write(loc.offset, data);
     }
-    if (!this.constantsReady && this.constPlan) {
-      await this.constPlan.run(this.buffers);
+    if (this.placed) await this.#runPlaced(this.placed);
+    else {
+      if (!this.constantsReady && this.constPlan) await this.constPlan.run(this.buffers);
+      this.constantsReady = true;
+      await this.stepPlan!.run(this.buffers);
     }
-    this.constantsReady = true;
-    await this.stepPlan.run(this.buffers);
     const out: Record<string, Float32Array> = {};
     for (const [name, id] of lowered.outputs) {
       const loc = locations.get(rootOf(lowered.tensors, id));
       if (!loc) throw new GraphError(`internal: output "${name}" has no location`);
       const n = numel(lowered.tensors[id].shape);
-      const bytes = this.buffers[loc.slot].read(loc.offset, n * 4);
+      const bytes = await this.buffers[loc.slot].readAsync(loc.offset, n * 4);
       out[name] = new Float32Array(bytes.buffer, bytes.byteOffset, n);
     }
     return out;
   }
 
+  /** Runs the segments in order, copying tensors between the backends where the placement says. */
+  async #runPlaced(placed: PlacedRun): Promise<void> {
+    const placement = this.plan.placement!;
+    const sides = { primary: this.buffers, fallback: placed.fallbackBuffers };
+    if (this.sharedArena?.fallback) {
+      placed.fallbackBuffers[SLOT_ARENA] = this.sharedArena.fallback.acquire(this.plan.bindings[SLOT_ARENA].bytes);
+    }
+    const copy = async (transfers: readonly Transfer[]): Promise<void> => {
+      for (const t of transfers) {
+        const from = t.to === "primary" ? sides.fallback : sides.primary;
+        const data = await from[t.slot].readAsync(t.offset, t.bytes);
+        sides[t.to][t.slot].write(t.offset, data);
+      }
+    };
+    if (!this.constantsReady) {
+      for (const slot of placed.bufferSlots) {
+        const src = this.buffers[slot];
+        placed.fallbackBuffers[slot].write(0, await src.readAsync(0, src.size));
+      }
+      for (const s of placed.constSegments) {
+        await copy(s.before);
+        await s.plan.run(sides[s.side]);
+      }
+      await copy(placement.afterConst);
+      this.constantsReady = true;
+    }
+    for (const s of placed.stepSegments) {
+      await copy(s.before);
+      await s.plan.run(sides[s.side]);
+    }
+    await copy(placement.afterStep);
+  }
+
   /** Per-op wall times of the last run of the step plan. */
   profile(): OpProfile[] {
-    const ns = this.stepPlan.profile();
+    const ns = this.stepPlan
+      ? this.stepPlan.profile()
+      : BigUint64Array.from(this.placed!.stepSegments.flatMap((s) => [...s.plan.profile()]));
     return this.plan.stepOps.map((op, i) => ({ ...op, ms: Number(ns[i] ?? 0) / 1e6 }));
   }
 
@@ -160,23 +266,41 @@ export class Program {
 
   /** Ops of the step plan completed by the run in progress. */
   progress(): number {
-    return this.stepPlan.progress();
+    if (this.stepPlan) return this.stepPlan.progress();
+    // Segments run in order: those before the running one are complete.
+    let done = 0;
+    for (const s of this.placed!.stepSegments) {
+      const p = s.plan.progress();
+      done += p;
+      if (p < s.plan.nOps) break;
+    }
+    return done;
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.constPlan?.free();
-    this.stepPlan.free();
+    this.stepPlan?.free();
     for (const [i, b] of this.buffers.entries()) if (this.#owns(this.plan, i, this.sharedArena)) b.free();
+    if (this.placed) {
+      for (const s of [...this.placed.constSegments, ...this.placed.stepSegments]) s.plan.free();
+      this.placed.fallbackBuffers.forEach((b, i) => {
+        if (!(i === SLOT_ARENA && this.sharedArena)) b.free();
+      });
+    }
   }
 
   get backendName(): string {
-    return this.backend.info.name;
+    return this.backend.name;
   }
 }
 
-/** Plans `g` and binds it to `backend`. */
+/**
+ * Plans `g` for `backend` (its capabilities choose the conv lowering and the
+ * alignment; ops it lacks go to its fallback) and binds it.
+ */
 export function compile(g: Graph, backend: Backend, opts: ProgramOptions = {}): Program {
-  return new Program(backend, plan(g, opts), opts.arena);
+  const compiled = plan(g, { capabilities: backend.capabilities, fallback: backend.fallback !== undefined, ...opts });
+  return new Program(backend, compiled, opts.arena);
 }

@@ -5,6 +5,7 @@
  */
 
 import { Graph, plan } from "../engine/mod.ts";
+import type { BackendCapabilities } from "../backends/mod.ts";
 import { detectArch, detectVaeConfig } from "./arch.ts";
 import { buildTextEncoder } from "./clip/text_encoder.ts";
 import { createWeightLookup } from "./nn.ts";
@@ -23,6 +24,8 @@ export interface NetworkEstimateOptions {
   imageShape?: readonly number[];
   /** Prompt tokens (text_encoder, and the UNet's context); default 77. */
   tokens?: number;
+  /** Plan for this backend (default: the CPU's); ops it lacks are shown as placed on the CPU. */
+  capabilities?: BackendCapabilities;
 }
 
 /** One compute op (or group of identical ops) a network or node lowers to. */
@@ -84,11 +87,18 @@ export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOp
       const [n, h, wd] = need(opts.imageShape, "image shape");
       buildVaeEncoder(g, w, need(arch.vae, "VAE"), { batch: n, height: h, width: wd });
     }
-    const plans = graphs.map((g) => plan(g, { hoistBudgetBytes: kind === "unet" ? undefined : 0 }));
+    const plans = graphs.map((g) =>
+      plan(g, {
+        hoistBudgetBytes: kind === "unet" ? undefined : 0,
+        capabilities: opts.capabilities,
+        fallback: opts.capabilities !== undefined,
+      })
+    );
     const groups = new Map<string, { count: number; flops: number; bytes: number }>();
     for (const op of plans.flatMap((p) => p.stepOps)) {
       const wino = op.note?.match(/^F\(\d,3\)/)?.[0];
-      const key = `${kind}.${op.kind}${wino && op.kind === "wino_gemm" ? ` (${wino})` : ""}`;
+      const where = op.side === "fallback" ? " on the CPU" : "";
+      const key = `${kind}.${op.kind}${wino && op.kind === "wino_gemm" ? ` (${wino})` : ""}${where}`;
       const e = groups.get(key) ?? { count: 0, flops: 0, bytes: 0 };
       e.count++;
       e.flops += op.flops;
@@ -100,7 +110,17 @@ export async function estimateNetwork(kind: NetworkKind, opts: NetworkEstimateOp
       count: e.count,
       flops: e.flops / e.count,
       bytes: e.bytes,
+      ...(op.endsWith(" on the CPU") ? { note: "the backend lacks it: runs on the CPU backend" } : {}),
     }));
+    const transfers = plans.reduce((a, p) => a + p.stats.transferBytes, 0);
+    if (transfers > 0) {
+      out.push({
+        op: `${kind}.transfers`,
+        flops: 0,
+        bytes: transfers,
+        note: "copies between the backend and the CPU backend per evaluation",
+      });
+    }
     out.push({
       op: `${kind}.activation_arena`,
       flops: 0,

@@ -179,7 +179,7 @@ async function runGroup(
     for (const p of hostParts) factors.write(p.offset, p.data);
     out = backend.alloc(outBytes);
     // Written once, front to back: huge pages spare most of the first-touch page faults.
-    out.adviseHugePages();
+    out.adviseHugePages?.();
     bindings.push(factors, out);
     for (const [path, span] of fileSpans) {
       const mapped = backend.fromFile(path, span.start, span.end - span.start);

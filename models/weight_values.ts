@@ -19,7 +19,14 @@ export function weightBytes(info: WeightInfo, bytes: number): Uint8Array {
     }
     return readRangeSync(s.path, s.offset, bytes);
   }
-  if (s.kind === "buffer") return s.buffer.read(s.offset, bytes);
+  if (s.kind === "buffer") {
+    if (!s.buffer.read) {
+      throw new PatchError(
+        `${info.name ?? "weight"}: held in ${s.buffer.backend.name} device memory, cannot be re-patched`,
+      );
+    }
+    return s.buffer.read(s.offset, bytes);
+  }
   if (s.data.byteLength < bytes) {
     throw new PatchError(`${info.name ?? "weight"}: ${s.data.byteLength} bytes, needs ${bytes}`);
   }

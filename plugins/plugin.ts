@@ -13,6 +13,7 @@
 import { isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { type BackendManifest, BackendManifestError, parseBackendManifest } from "../backends/manifest.ts";
+import { type BackendFactory, registerBackend } from "../backends/registry.ts";
 import { type AnyNodeDef, IDENT, type InputSpec, isSocketInput, SOCKET_NAME } from "./node.ts";
 
 /**
@@ -25,6 +26,8 @@ export type { BackendManifest };
 export interface PluginModule {
   readonly nodes?: readonly AnyNodeDef[];
   readonly backends?: readonly BackendManifest[];
+  /** Backends written in TypeScript (`backends/backend.ts`'s `Backend`), registered by name when the plugin loads. */
+  readonly tsBackends?: readonly BackendFactory[];
 }
 
 /** A plugin after loading: where it came from and what it provides. */
@@ -36,6 +39,7 @@ export interface LoadedPlugin {
   readonly nodes: readonly AnyNodeDef[];
   /** Manifests with library and source paths resolved to absolute URLs. */
   readonly backends: readonly BackendManifest[];
+  readonly tsBackends: readonly BackendFactory[];
 }
 
 /** A problem with a plugin or a node definition. `path` says which part (e.g. `nodes[0].inputs.x`). */
@@ -111,13 +115,25 @@ export function checkPluginModule(mod: unknown): asserts mod is PluginModule {
   }
   const m = mod as Record<string, unknown>;
   for (const key of Object.keys(m)) {
-    if (key !== "nodes" && key !== "backends") {
-      throw new PluginError(`unknown key "${key}" in the default export (expected "nodes" and/or "backends")`);
+    if (key !== "nodes" && key !== "backends" && key !== "tsBackends") {
+      throw new PluginError(`unknown key "${key}" in the default export (expected "nodes", "backends", "tsBackends")`);
     }
   }
   if (m.nodes !== undefined) {
     if (!Array.isArray(m.nodes)) throw new PluginError(`"nodes" must be an array of node definitions`);
     m.nodes.forEach((n, i) => checkNodeDef(n, `nodes[${i}]`));
+  }
+  if (m.tsBackends !== undefined) {
+    if (!Array.isArray(m.tsBackends)) throw new PluginError(`"tsBackends" must be an array of backend factories`);
+    m.tsBackends.forEach((b, i) => {
+      const f = b as Record<string, unknown>;
+      if (f === null || typeof f !== "object" || typeof f.name !== "string" || typeof f.create !== "function") {
+        throw new PluginError(`"tsBackends[${i}]" must be { name: string, create(options): Promise<Backend> }`);
+      }
+      if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(f.name) || f.name === "cpu" || f.name === "webgpu") {
+        throw new PluginError(`"tsBackends[${i}].name" must be a new backend name, got ${JSON.stringify(f.name)}`);
+      }
+    });
   }
   if (m.backends !== undefined) {
     if (!Array.isArray(m.backends)) throw new PluginError(`"backends" must be an array of backend manifests`);
@@ -183,7 +199,7 @@ export async function loadPlugin(spec: string, base: string | URL): Promise<Load
     libraries: Object.fromEntries(Object.entries(b.libraries).map(([k, lib]) => [k, resolveAgainst(lib!, url)])),
     ...(b.sources ? { sources: b.sources.map((s) => resolveAgainst(s, url)) } : {}),
   }));
-  return { spec, url: url.href, nodes: m.nodes ?? [], backends };
+  return { spec, url: url.href, nodes: m.nodes ?? [], backends, tsBackends: m.tsBackends ?? [] };
 }
 
 /** The node types available to a graph: the built-in catalog plus its plugins'. */
@@ -218,6 +234,8 @@ export class NodeRegistry {
       }
       this.#backends.push(b);
     }
+    // `loadBackend(name)` (and so `--backend name`, a loader's `backend` input) finds them by name.
+    for (const f of plugin.tsBackends) registerBackend(f);
   }
 
   get(type: string): AnyNodeDef | undefined {

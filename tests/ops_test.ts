@@ -14,8 +14,8 @@ import { assert } from "./assert.ts";
 import { chooseWinograd, compile, Graph, type InputData, type Tensor, type UnaryKind } from "../engine/mod.ts";
 import { ALL_ISAS, backendFor, type Fixture, listFixtures, loadFixture, machineIsas, toF32 } from "./fixtures.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../backends/float16.ts";
+import { type Backend, loadBackend } from "../backends/mod.ts";
 import { compare, indexOf, WINOGRAD_REL_BOUND } from "./conv_reference.ts";
-import type { Backend } from "../backends/mod.ts";
 import { optionalBackend } from "../backends/test_helpers.ts";
 
 // ---- bounds -------------------------------------------------------------------
@@ -216,7 +216,10 @@ export function buildFixtureGraph(f: Fixture): Built {
 // ---- the tests ----------------------------------------------------------------------
 
 /** Conv variants: the plan options and the bound that goes with each. */
-function convVariants(f: Fixture): { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] {
+function convVariants(
+  f: Fixture,
+  backend?: Backend,
+): { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] {
   const base = BOUNDS.conv2d;
   const out: { name: string; opts: Parameters<typeof compile>[2]; bound: Bound }[] = [
     { name: "direct", opts: { winograd: "off", conv: "direct" }, bound: base },
@@ -226,7 +229,7 @@ function convVariants(f: Fixture): { name: string; opts: Parameters<typeof compi
   const [co, ci, kh, kw] = f.inputs[1].shape;
   const [n, , oh, ow] = f.outputs[0].shape;
   const eligible = kh === 3 && kw === 3 && f.attrs.stride === 1;
-  const m = eligible ? chooseWinograd(n, ci, co, oh, ow, "auto") : 0;
+  const m = eligible ? chooseWinograd(n, ci, co, oh, ow, "auto", backend?.capabilities) : 0;
   out.push({
     name: m ? `auto=F(${m},3)` : "auto",
     opts: { winograd: "auto" },
@@ -362,3 +365,54 @@ Deno.test("ops vs PyTorch fixtures [opencl]", async (t) => {
   if (!backend) return console.log(`ignored: opencl (${why})`);
   await runFixtures(t, backend, "opencl");
 });
+
+// ---- the other backends: every fixture, the same bounds ----------------------------------
+
+/**
+ * The GPU backends available here (an absent adapter is reported, not failed). WebGPU runs twice: with the
+ * kernels it picks for this adapter, and with the workgroup-memory GEMM/attention kernels of real GPUs
+ * (`tiled`, the GEMM-based ops only), so both kernel families are checked on a software device.
+ */
+const GPU_BACKENDS: { name: string; backend?: Backend; why?: string; only?: RegExp }[] = [];
+for (
+  const [name, label, opts, only] of [
+    ["webgpu", "webgpu", {}, undefined],
+    ["webgpu", "webgpu tiled", { webgpu: { gemm: "tiled" as const } }, /^(conv2d|linear|bmm|attention)_/],
+  ] as const
+) {
+  try {
+    GPU_BACKENDS.push({ name: label, backend: await loadBackend(name, { threads: 2, ...opts }), only });
+  } catch (e) {
+    GPU_BACKENDS.push({ name: label, why: (e as Error).message });
+  }
+}
+
+for (const { name: bname, backend, why, only } of GPU_BACKENDS) {
+  Deno.test({
+    name: `ops vs PyTorch fixtures [${bname}]${why ? ` (ignored: ${why})` : ""}`,
+    ignore: !backend,
+    async fn(t) {
+      for (const name of CASES.filter((c) => !only || only.test(c))) {
+        const f = loadFixture(name);
+        // The backend lowers convs its own way (capabilities.conv): Winograd's bound only where it chose Winograd.
+        const variants = f.op === "conv2d"
+          ? convVariants(f, backend!).filter((v) => v.name !== "im2col")
+          : [{ name: "", opts: {} as Parameters<typeof compile>[2], bound: boundFor(f) }];
+        for (const v of variants) {
+          const label = v.name ? `${bname} ${v.name}` : bname;
+          await t.step(`${name} [${label}]`, async () => {
+            const { g, feeds } = buildFixtureGraph(f);
+            const program = compile(g, backend!, v.opts);
+            try {
+              const got = (await program.run(feeds))[f.outputs[0].name];
+              assert(got, `${name}: no output ${f.outputs[0].name}`);
+              check(f, label, got, v.bound);
+            } finally {
+              program.dispose();
+            }
+          });
+        }
+      }
+    },
+  });
+}

@@ -324,7 +324,7 @@ Deno.test("PatchedWeights.prepare({ inJs }) merges on worker threads to the same
       const want = mergeWeight(t(`${c}.w`), [DELTAS[c]]);
       const src = merged.source;
       assert(src.kind === "buffer");
-      const got = src.buffer.read(src.offset, src.bytes);
+      const got = await src.buffer.readAsync(src.offset, src.bytes);
       assertEquals([...got], [...new Uint8Array(want.buffer, want.byteOffset, want.byteLength)], c);
     }
   } finally {

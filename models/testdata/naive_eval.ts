@@ -67,7 +67,7 @@ function constantValue(t: Tensor): Value {
       f.close();
     }
   }
-  if (src.kind === "buffer") return decode(t, src.buffer.read(src.offset, src.bytes).buffer);
+  if (src.kind === "buffer") return decode(t, src.buffer.read!(src.offset, src.bytes).buffer);
   const d = src.data;
   return decode(t, d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength) as ArrayBuffer);
 }

@@ -2,7 +2,8 @@
  * A graph's plugins can register a backend (examples/plugins/backend-plugin: the portable C reference
  * backend `sdflow-ref-example`, built from its sources when its library is missing or stale), and the
  * loader nodes' `backend` input — or `deno task gen --backend NAME` — picks it by name. That backend
- * implements no convolution, so a graph with conv2d must fail with its own clear message.
+ * implements no convolution: the planner places the convs on the CPU backend (issue 9), so a graph with conv2d
+ * runs, and gives the picture it gives on the CPU.
  */
 
 import assert from "node:assert/strict";
@@ -11,7 +12,6 @@ import { validateGraph } from "../../dsl/validate.ts";
 
 const PLUGIN = new URL("../../examples/plugins/backend-plugin/plugin.ts", import.meta.url).href;
 const root = new URL("../../", import.meta.url).pathname;
-const CONV_MISSING = /sdflow-ref-example does not implement conv2d .*it implements matmul/;
 
 /** Decodes an empty latent with the tiny model's VAE: the decoder starts with a 3x3 conv2d. */
 const decodeGraph = (backend?: string) => ({
@@ -30,16 +30,22 @@ Deno.test("a graph listing the example backend plugin validates and registers it
   assert.deepEqual(p.nodes.get("checkpoint")!.values.backend, "sdflow-ref-example");
 });
 
-Deno.test("selecting the plugin's backend by name for a graph with conv2d gives its 'does not implement conv2d' error", async () => {
-  const p = await validateGraph(decodeGraph("sdflow-ref-example"));
-  await assert.rejects(() => runPipeline(p), (e: Error) => {
-    assert.match(e.message, /^node "decode" \(vae_decode\): /);
-    assert.match(e.message, CONV_MISSING);
-    return true;
-  });
+Deno.test("the plugin's backend, selected by name, runs a graph with conv2d: the convs go to the CPU", async () => {
+  const decode = async (backend?: string) => {
+    const p = await validateGraph(decodeGraph(backend));
+    const r = await runPipeline(p);
+    const image = r.outputs.get("decode")!.image as { data: Uint8Array } | { data: Uint8Array }[];
+    return Array.isArray(image) ? image[0].data : image.data;
+  };
+  const mine = await decode("sdflow-ref-example");
+  const cpu = await decode();
+  let worst = 0;
+  for (let i = 0; i < cpu.length; i++) worst = Math.max(worst, Math.abs(mine[i] - cpu[i]));
+  // Other kernels (the reference backend's portable C) in another order: at most one level off after rounding.
+  assert(worst <= 1, `pixels differ by ${worst} levels`);
 });
 
-Deno.test("gen --backend NAME picks a backend that the graph's plugins register", async () => {
+Deno.test("gen --backend NAME picks a backend that the graph's plugins register (its missing ops on the CPU)", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/graph.json`, JSON.stringify(decodeGraph()));
@@ -51,11 +57,8 @@ Deno.test("gen --backend NAME picks a backend that the graph's plugins register"
       env: { NO_COLOR: "1" },
     }).output();
     const stderr = new TextDecoder().decode(r.stderr);
-    assert.equal(r.code, 1, stderr);
-    const errors = stderr.split("\n").filter((l) => l.startsWith("error: "));
-    assert.equal(errors.length, 1, stderr);
-    assert.match(errors[0], CONV_MISSING);
-    assert.doesNotMatch(stderr, /^\s+at .+:\d+:\d+/m);
+    assert.equal(r.code, 0, stderr);
+    assert.doesNotMatch(stderr, /^error: /m);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -119,9 +119,9 @@ export const BACKEND_INPUT = {
   schema: {
     type: "string",
     minLength: 1,
-    description: "Backend to run the networks on: `cpu`, the name of a backend that a plugin in this graph's " +
-      "`plugins` registers, or a library path. Default: --backend, else cpu.",
-    examples: ["cpu"],
+    description: "Backend to run the networks on: `cpu`, `webgpu`, the name of a backend that a plugin in this " +
+      "graph's `plugins` registers, or a library path; ops it lacks run on the CPU. Default: --backend, else cpu.",
+    examples: ["cpu", "webgpu"],
   },
 } as const;
 

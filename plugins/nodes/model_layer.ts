@@ -18,6 +18,7 @@ import {
   sample,
   type SampleOptions,
 } from "../../models/mod.ts";
+import type { BackendCapabilities } from "../../backends/mod.ts";
 import type { OpEstimate } from "../node.ts";
 
 export {
@@ -34,6 +35,23 @@ export {
   type SampleOptions,
 };
 
+let estimateTarget: BackendCapabilities | undefined;
+
+/**
+ * Runs `fn` (a pipeline's estimates) planning for a backend with these
+ * capabilities (`deno task plan --backend NAME`), so the plan shows the ops
+ * placed on the CPU.
+ */
+export async function withEstimateBackend<T>(caps: BackendCapabilities | undefined, fn: () => Promise<T>): Promise<T> {
+  const before = estimateTarget;
+  estimateTarget = caps;
+  try {
+    return await fn();
+  } finally {
+    estimateTarget = before;
+  }
+}
+
 /** The networks `estimateNetwork` prices, one evaluation each. */
 export type NetworkKind = Parameters<typeof estimateModelNetwork>[0];
 /** What `estimateNetwork` is told about one evaluation (checkpoint path, input shape, tokens). */
@@ -49,7 +67,7 @@ export async function estimateNetwork(
   opts: NetworkEstimateOptions,
 ): Promise<{ ops?: readonly OpEstimate[]; note?: string }> {
   try {
-    return { ops: await estimateModelNetwork(kind, opts) };
+    return { ops: await estimateModelNetwork(kind, { capabilities: estimateTarget, ...opts }) };
   } catch (e) {
     return { note: `${kind} cost unknown: ${(e as Error).message}` };
   }

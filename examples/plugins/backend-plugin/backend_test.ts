@@ -11,13 +11,13 @@
 
 import assert from "node:assert/strict";
 import {
-  type Backend,
   type BackendManifest,
   BackendManifestError,
   buildManifestLibrary,
   loadBackend,
   loadBackendFromManifest,
   loadBackendManifest,
+  type NativeBackend,
   PlanWriter,
   SDF_DTYPE,
   SDF_OP,
@@ -37,8 +37,8 @@ const IMPLEMENTED = ["matmul", "binary", "unary", "scale", "softmax", "layer_nor
 // The plugin API's manifest type is accepted as is by the loader (type-level check).
 const _compatible = (m: PluginBackendManifest): BackendManifest => m;
 
-let cached: Promise<Backend> | undefined;
-function ref(): Promise<Backend> {
+let cached: Promise<NativeBackend> | undefined;
+function ref(): Promise<NativeBackend> {
   cached ??= loadBackendManifest(MANIFEST).then(({ manifest, baseDir }) =>
     loadBackendFromManifest(manifest, baseDir, { threads: 1 })
   );
