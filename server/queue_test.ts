@@ -3,31 +3,10 @@
 import assert from "node:assert/strict";
 import type { MemoryGraphQueue } from "./jobs.ts";
 import { startServer } from "./server.ts";
+import { tinyGraph } from "./test_graphs.ts";
 
 function graph(seed: number, steps: number) {
-  return {
-    version: 1,
-    nodes: {
-      checkpoint: { type: "tiny_checkpoint", inputs: {} },
-      positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a cat" } },
-      negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-      latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
-      sampler: {
-        type: "sampler",
-        inputs: {
-          model: { from: "checkpoint.model" },
-          positive: { from: "positive.conditioning" },
-          negative: { from: "negative.conditioning" },
-          latent: { from: "latent.latent" },
-          seed,
-          steps,
-          sampler: "euler",
-        },
-      },
-      decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
-      save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "out.png" } },
-    },
-  };
+  return tinyGraph({ seed, steps });
 }
 
 Deno.test("queue: higher priorities run first, equal ones in order; a job past its timeout fails", async () => {

@@ -10,6 +10,7 @@ import { Redis } from "ioredis";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { haveRedisServer, LocalRedis } from "./local_redis.ts";
 import { type SdflowServer, startServer } from "./server.ts";
+import { tinyGraph } from "./test_graphs.ts";
 
 const HAVE_REDIS = await haveRedisServer();
 const WORKER = new URL("./worker.ts", import.meta.url).pathname;
@@ -92,29 +93,7 @@ class TestWorker {
 }
 
 function graph(seed: number, steps: number, size = 64) {
-  return {
-    version: 1,
-    nodes: {
-      checkpoint: { type: "tiny_checkpoint", inputs: {} },
-      positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a cat" } },
-      negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-      latent: { type: "empty_latent", inputs: { width: size, height: size } },
-      sampler: {
-        type: "sampler",
-        inputs: {
-          model: { from: "checkpoint.model" },
-          positive: { from: "positive.conditioning" },
-          negative: { from: "negative.conditioning" },
-          latent: { from: "latent.latent" },
-          seed,
-          steps,
-          sampler: "euler",
-        },
-      },
-      decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
-      save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "out.png" } },
-    },
-  };
+  return tinyGraph({ seed, steps, size });
 }
 
 async function submit(base: string, seed: number, steps: number, query = "", size = 64): Promise<string> {

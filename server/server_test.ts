@@ -10,6 +10,7 @@ import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { tinyCheckpointPath } from "../plugins/nodes/checkpoint.ts";
 import { encodeBase64, type SdflowServer, startServer } from "./server.ts";
 import type { MemoryGraphQueue } from "./jobs.ts";
+import { tinyGraph } from "./test_graphs.ts";
 
 const API_KEY = "test-key-3f9a";
 const auth = { authorization: `Bearer ${API_KEY}` };
@@ -41,29 +42,7 @@ function decodeB64(s: string): Uint8Array {
   return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 }
 
-const DEMO_GRAPH = {
-  version: 1,
-  nodes: {
-    checkpoint: { type: "tiny_checkpoint", inputs: {} },
-    positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a cat" } },
-    negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-    latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
-    sampler: {
-      type: "sampler",
-      inputs: {
-        model: { from: "checkpoint.model" },
-        positive: { from: "positive.conditioning" },
-        negative: { from: "negative.conditioning" },
-        latent: { from: "latent.latent" },
-        seed: 42,
-        steps: 2,
-        sampler: "euler",
-      },
-    },
-    decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
-    save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "out/demo.png" } },
-  },
-};
+const DEMO_GRAPH = tinyGraph({ path: "out/demo.png" });
 
 /** Reads a job's SSE stream to its end; returns the events as [name, data]. */
 async function readEvents(

@@ -15,6 +15,7 @@ import { validateGraph } from "../dsl/validate.ts";
 import type { GraphFile } from "../dsl/format.ts";
 import { startServer } from "./server.ts";
 import * as uiGraphs from "./ui/graphs.js";
+import { tinyGraph } from "./test_graphs.ts";
 
 type GraphDoc = { nodes: Record<string, { type: string; inputs: Record<string, unknown> }> };
 /** The UI's graph builders (plain JS, typed here). */
@@ -24,29 +25,7 @@ const clientGraph = uiGraphs.clientGraph as unknown as (g: GraphDoc) => GraphDoc
 const KEY = "ui-key-51c";
 const auth = { authorization: `Bearer ${KEY}` };
 
-const GRAPH = {
-  version: 1,
-  nodes: {
-    checkpoint: { type: "tiny_checkpoint", inputs: {} },
-    positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a kite" } },
-    negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-    latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
-    sampler: {
-      type: "sampler",
-      inputs: {
-        model: { from: "checkpoint.model" },
-        positive: { from: "positive.conditioning" },
-        negative: { from: "negative.conditioning" },
-        latent: { from: "latent.latent" },
-        seed: 3,
-        steps: 3,
-        sampler: "euler",
-      },
-    },
-    decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
-    save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "kite.png" } },
-  },
-};
+const GRAPH = tinyGraph({ prompt: "a kite", seed: 3, steps: 3, path: "kite.png" });
 
 /** The TAESD of the add-on fixtures (4 latent channels, as the tiny model's), as a safetensors file. */
 function taesdFile(): Uint8Array {

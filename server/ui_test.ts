@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { chromium, type Page } from "playwright-core";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { type SdflowServer, startServer } from "./server.ts";
+import { tinyGraph } from "./test_graphs.ts";
 
 const CHROMIUM = Deno.env.get("SDFLOW_CHROMIUM") ?? "/usr/bin/chromium";
 const haveChromium = (() => {
@@ -22,29 +23,7 @@ const haveChromium = (() => {
 const SHOTS = new URL("../out/ui/", import.meta.url);
 const KEY = "ui-test-key-7d2";
 
-const GRAPH = {
-  version: 1,
-  nodes: {
-    checkpoint: { type: "tiny_checkpoint", inputs: {} },
-    positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "a dropped graph" } },
-    negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
-    latent: { type: "empty_latent", inputs: { width: 64, height: 64 } },
-    sampler: {
-      type: "sampler",
-      inputs: {
-        model: { from: "checkpoint.model" },
-        positive: { from: "positive.conditioning" },
-        negative: { from: "negative.conditioning" },
-        latent: { from: "latent.latent" },
-        seed: 5,
-        steps: 2,
-        sampler: "euler",
-      },
-    },
-    decode: { type: "vae_decode", inputs: { vae: { from: "checkpoint.vae" }, latent: { from: "sampler.latent" } } },
-    save: { type: "save_image", inputs: { images: { from: "decode.image" }, path: "dropped.png" } },
-  },
-};
+const GRAPH = tinyGraph({ prompt: "a dropped graph", seed: 5, path: "dropped.png" });
 
 /** ComfyUI's default workflow in its API format, small. */
 const COMFY = {
