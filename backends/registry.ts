@@ -51,6 +51,9 @@ export async function backendFactories(): Promise<BackendFactory[]> {
   return [...factories.values()];
 }
 
+/** Names of the bundled TypeScript backends (registered by {@link builtins}). */
+const BUILTIN_NAMES = new Set(["webgpu"]);
+
 let builtinsLoaded: Promise<void> | undefined;
 /** The bundled TypeScript backends register on first use (their modules load only then). */
 function builtins(): Promise<void> {
@@ -71,7 +74,8 @@ export async function loadBackend(nameOrPath: string, options: LoadBackendOption
   if (fallback !== "cpu" && fallback !== "none") {
     throw new BackendError(SDF_STATUS.E_INVALID, `fallback must be "cpu" or "none", got ${JSON.stringify(fallback)}`);
   }
-  await builtins();
+  // Only a bundled TypeScript backend's name loads its module: a CPU or OpenCL run never imports WebGPU's kernels.
+  if (BUILTIN_NAMES.has(nameOrPath)) await builtins();
   const factory = factories.get(nameOrPath);
   const backend = factory ? await factory.create(options) : await loadNativeBackend(nameOrPath, native);
   if (fallback === "none" || backend.fallback || backend.name === "cpu") return backend;
