@@ -1,7 +1,7 @@
 /**
  * `deno task bench gen [--arch sd15|sd21|sdxl] [--sizes 256,512] [--steps 4] [--threads N]
- *   [--model PATH] [--type q8_0|q4_0|…] [--lora PATH [--lora-mode merge|runtime]] [--sdcpp PATH/sd-cli] [--repeat N]
- *   [--json]`
+ *   [--model PATH] [--type q8_0|q4_0|…] [--quantized q8_0,q4_0] [--lora PATH [--lora-mode merge|runtime]]
+ *   [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
  *
  * Times what users run: sdflow's own CLI (`deno run -A cli/gen.ts`, the command behind `deno task
  * gen`) in a subprocess per size, with stable-diffusion.cpp's flags (`-m … -p "a lovely cat" -s 42
@@ -22,6 +22,11 @@
  * `--type T` converts the weights on load in both engines (sd.cpp's flag); a quantized GGUF file as `--model`
  * (e.g. from `deno task convert`) runs as it is.
  *
+ * `--quantized q8_0,q4_0` converts the model to each type first (`gen -M convert`, timed, with its peak RSS: the
+ * conversion figures) and then, at each size, runs sdflow on each converted file right after the as-stored run,
+ * printing them side by side: per-step time and peak RSS against the as-stored weights, and the PSNR of each
+ * picture against the as-stored one.
+ *
  * The model: `--model PATH`, else `$SDFLOW_<ARCH>_MODEL` (e.g. SDFLOW_SDXL_MODEL), else
  * `.cache/<arch>-random-f16.safetensors`, made on demand with ../shared/tools/make_random_sd.py
  * (python3 + numpy), as tests/sd15_reference_test.ts does.
@@ -36,7 +41,16 @@ import type { TimingsReport } from "../cli/timings.ts";
 import { median } from "../cli/progress.ts";
 import { comparePngFiles } from "../tools/psnr.ts";
 import { isWeightType, WEIGHT_TYPES, type WeightType } from "../models/mod.ts";
-import { runSdcpp, type SdcppRun, txt2imgArgs, type Txt2ImgFlags } from "./sdcpp.ts";
+import {
+  GNU_TIME,
+  isFile,
+  parseTimeV,
+  pollPeakRss,
+  runSdcpp,
+  type SdcppRun,
+  txt2imgArgs,
+  type Txt2ImgFlags,
+} from "./sdcpp.ts";
 import { fmt, textTable, times } from "./table.ts";
 
 const REPO = new URL("../", import.meta.url);
@@ -71,6 +85,8 @@ export interface GenOptions {
   readonly lora?: { readonly path: string; readonly mode: "merge" | "runtime" };
   /** `--type`: both engines convert the weights on load (a quantized GGUF file needs none). */
   readonly weightType?: WeightType;
+  /** `--quantized`: types the model is converted to and run at each size beside the as-stored weights. */
+  readonly quantized: readonly WeightType[];
 }
 
 /** A mistake on the benchmark's command line (exit code 2). */
@@ -108,6 +124,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
         lora: { type: "string" },
         "lora-mode": { type: "string", default: "merge" },
         type: { type: "string" },
+        quantized: { type: "string" },
       },
     });
   } catch (e) {
@@ -128,6 +145,16 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
   if (values.sdcpp === "") throw new BenchUsageError("--sdcpp expects the path of an sd-cli binary");
   if (values.model === "") throw new BenchUsageError("--model expects a checkpoint path");
   if (values.lora === "") throw new BenchUsageError("--lora expects a LoRA file");
+  const quantized = values.quantized === undefined ? [] : values.quantized.split(",").map((t) => t.trim());
+  for (const t of quantized) {
+    if (!isWeightType(t)) {
+      throw new BenchUsageError(`--quantized takes types from ${WEIGHT_TYPES.join(", ")}, got "${t}"`);
+    }
+  }
+  if (new Set(quantized).size !== quantized.length) throw new BenchUsageError("--quantized names a type twice");
+  if (quantized.length && values.type !== undefined) {
+    throw new BenchUsageError("--quantized compares converted files with the as-stored weights: drop --type");
+  }
   if (values.type !== undefined && !isWeightType(values.type)) {
     throw new BenchUsageError(`--type must be one of ${WEIGHT_TYPES.join(", ")}, got "${values.type}"`);
   }
@@ -147,6 +174,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
     repeat: positiveInt("--repeat", values.repeat!),
     ...(values.lora === undefined ? {} : { lora: { path: values.lora, mode: loraMode } }),
     ...(values.type === undefined ? {} : { weightType: values.type as WeightType }),
+    quantized: quantized as WeightType[],
   };
 }
 
@@ -163,6 +191,26 @@ export interface Ratios {
   readonly decode: number | null;
   readonly total: number | null;
   readonly rss: number | null;
+}
+
+/** The model converted to one type (`--quantized`), with the conversion's figures. */
+export interface ConvertedModel {
+  readonly type: WeightType;
+  readonly path: string;
+  /** File sizes: the converted file and the model it came from. */
+  readonly bytes: number;
+  readonly source_bytes: number;
+  /** Wall seconds of `gen -M convert`, process start to exit. */
+  readonly convert_s: number;
+  /** Its peak RSS (GNU time -v, else VmHWM polling). */
+  readonly convert_peak_rss_bytes: number | null;
+}
+
+/** sdflow on a converted file at one size. */
+export interface QuantizedRun extends ConvertedModel {
+  readonly sdflow: SdflowRun;
+  /** PSNR (dB, RGB) of its picture against the as-stored weights' picture. */
+  readonly psnr_vs_stored_db: number;
 }
 
 /** One size of a `bench gen` run (one JSON line under `--json`). */
@@ -184,6 +232,8 @@ export interface GenRow {
   readonly cpu_busy_before: number | null;
   /** CPU seconds other processes used while this size's runs ran (system busy − the runs' own). */
   readonly others_cpu_s: number | null;
+  /** `--quantized`: sdflow on each converted file, right after the as-stored run. */
+  readonly quantized: readonly QuantizedRun[];
 }
 
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
@@ -304,6 +354,46 @@ export async function runSdflow(flags: Txt2ImgFlags, scratch: string, isa: strin
   return { ...report, total_s: totalS };
 }
 
+/** Converts `model` to `type` with sdflow's convert mode into `scratch`, timing it and measuring its peak RSS. */
+export async function convertForBench(model: string, type: WeightType, scratch: string): Promise<ConvertedModel> {
+  const path = `${scratch}/model-${type}.gguf`;
+  const timeFile = `${scratch}/convert-${type}.time.txt`;
+  const args = ["run", "-A", new URL("cli/gen.ts", REPO).pathname, "-M", "convert", "-m", model, "-o", path];
+  args.push("--type", type);
+  const viaTime = isFile(GNU_TIME);
+  const io = { cwd: REPO, stdin: "null", stdout: "piped", stderr: "piped" } as const;
+  const cmd = viaTime
+    ? new Deno.Command(GNU_TIME, { args: ["-v", "-o", timeFile, Deno.execPath(), ...args], ...io })
+    : new Deno.Command(Deno.execPath(), { args, ...io });
+  const t0 = performance.now();
+  const child = cmd.spawn();
+  const polled = viaTime ? null : pollPeakRss(child.pid, child.status);
+  const out = await child.output();
+  const convertS = round((performance.now() - t0) / 1000, 3);
+  if (out.code !== 0) {
+    const text = new TextDecoder().decode(out.stderr) + "\n" + new TextDecoder().decode(out.stdout);
+    throw new Error(`sdflow's convert to ${type} exited with ${out.code}: ${errorLine(text)}`);
+  }
+  const peak = viaTime ? parseTimeV(await Deno.readTextFile(timeFile)).peak_rss_bytes : await polled;
+  return {
+    type,
+    path,
+    bytes: (await Deno.stat(path)).size,
+    source_bytes: await pathBytes(model),
+    convert_s: convertS,
+    convert_peak_rss_bytes: peak,
+  };
+}
+
+/** Bytes of a file, or of the files in a folder (a diffusers model) and its subfolders. */
+async function pathBytes(path: string): Promise<number> {
+  const st = await Deno.stat(path);
+  if (!st.isDirectory) return st.size;
+  let sum = 0;
+  for await (const e of Deno.readDir(path)) sum += await pathBytes(`${path}/${e.name}`);
+  return sum;
+}
+
 /** Runs the benchmark; returns one row per size (and prints them as it goes). */
 export async function runGenBench(opts: GenOptions, backend: Backend): Promise<GenRow[]> {
   // sdflow's gen runs in the repository's folder: paths given relative to this process's are made absolute.
@@ -319,6 +409,11 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
   const rows: GenRow[] = [];
   say(`model ${model}`);
   try {
+    const converted: ConvertedModel[] = [];
+    for (const type of opts.quantized) {
+      say(`converting to ${type}…`);
+      converted.push(await convertForBench(model, type, scratch));
+    }
     for (const size of opts.sizes) {
       for (let run = 1; run <= opts.repeat; run++) {
         const busyBefore = await cpuBusy();
@@ -339,6 +434,14 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
         const cpu0 = systemCpu();
         say(`${label}: sdflow… (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before)`);
         const ours = await runSdflow(flags("sdflow"), scratch, opts.isa);
+        const quantized: QuantizedRun[] = [];
+        for (const c of converted) {
+          say(`${label}: sdflow on the ${c.type} file…`);
+          const f = { ...flags(`sdflow-${c.type}`), model: c.path };
+          const run = await runSdflow(f, scratch, opts.isa);
+          const psnr = round((await comparePngFiles(f.output, flags("sdflow").output)).psnr);
+          quantized.push({ ...c, sdflow: run, psnr_vs_stored_db: psnr });
+        }
         let peer: SdcppRun | null = null;
         let psnr: number | null = null;
         if (opts.sdcpp) {
@@ -347,7 +450,8 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
           psnr = round((await comparePngFiles(flags("sdflow").output, flags("sdcpp").output)).psnr);
         }
         const cpu1 = systemCpu();
-        const ownCpu = (ours.cpu_s ?? NaN) + (peer ? peer.cpu_s ?? NaN : 0);
+        const ownCpu = (ours.cpu_s ?? NaN) + (peer ? peer.cpu_s ?? NaN : 0) +
+          quantized.reduce((a, q) => a + (q.sdflow.cpu_s ?? NaN), 0);
         const others = cpu0 && cpu1 && Number.isFinite(ownCpu)
           ? round(Math.max(0, cpu1.busy - cpu0.busy - ownCpu), 1)
           : null;
@@ -365,6 +469,7 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
           psnr_db: psnr,
           cpu_busy_before: busyBefore,
           others_cpu_s: others,
+          quantized,
         };
         rows.push(row);
         if (opts.json) console.log(JSON.stringify(row));
@@ -409,6 +514,21 @@ export function formatGenTable(rows: readonly GenRow[]): string {
       fmt(o.total_s),
       fmt(gb(o.peak_rss_bytes)),
     ]);
+    for (const v of r.quantized) {
+      const s = v.sdflow;
+      body.push([
+        size,
+        `sdflow ${v.type}`,
+        fmt(s.load_s),
+        fmt(s.text_encode_s),
+        fmt(s.first_step_s),
+        fmt(s.step_median_rest_s),
+        fmt(s.decode_s),
+        fmt(s.save_s),
+        fmt(s.total_s),
+        fmt(gb(s.peak_rss_bytes)),
+      ]);
+    }
     const p = r.sdcpp, q = r.ratios;
     if (!p || !q) continue;
     body.push([
@@ -462,6 +582,24 @@ export function genNotes(rows: readonly GenRow[]): string[] {
       }`,
     );
   }
+  const conversions = new Map<string, ConvertedModel>();
+  for (const v of rows.flatMap((r) => r.quantized)) conversions.set(v.type, v);
+  for (const c of conversions.values()) {
+    lines.push(
+      `${c.type}: converted by sdflow's -M convert in ${fmt(c.convert_s)} s at ${fmt(gb(c.convert_peak_rss_bytes))} ` +
+        `GB peak RSS; file ${fmt(gb(c.bytes))} GB (${fmt((c.bytes / c.source_bytes) * 100, 0)}% of the model's).`,
+    );
+  }
+  for (const r of rows) {
+    for (const v of r.quantized) {
+      lines.push(
+        `${v.type} at ${r.size}x${r.size} against the as-stored weights: step ${
+          times(ratio(r.sdflow.step_median_rest_s, v.sdflow.step_median_rest_s))
+        } (> 1: faster), peak RSS ${fmt(ratio(v.sdflow.peak_rss_bytes, r.sdflow.peak_rss_bytes))}x, picture ` +
+          `${fmt(v.psnr_vs_stored_db)} dB PSNR`,
+      );
+    }
+  }
   for (const size of new Set(rows.map((r) => r.size))) {
     const runs = rows.filter((r) => r.size === size);
     if (runs.length < 2) continue;
@@ -503,7 +641,11 @@ export function genNotes(rows: readonly GenRow[]): string[] {
 /** The title line of a run. */
 export function genTitle(opts: GenOptions, threads: number, isa: string): string {
   const lora = opts.lora ? `, LoRA ${opts.lora.path} (${opts.lora.mode})` : "";
-  const type = opts.weightType ? `, weights --type ${opts.weightType}` : "";
+  const type = opts.weightType
+    ? `, weights --type ${opts.weightType}`
+    : opts.quantized.length
+    ? `, as stored and converted to ${opts.quantized.join(", ")}`
+    : "";
   return `${ARCHS[opts.arch].title} txt2img "a lovely cat"${lora}${type}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
     `${threads} thread(s), isa ${isa}, through sdflow's CLI (cli/gen.ts)` +
     (opts.sdcpp ? ` and ${opts.sdcpp} in the same run` : "");

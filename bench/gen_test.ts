@@ -82,6 +82,7 @@ const row = (size: number, withPeer: boolean): GenRow => ({
   psnr_db: withPeer ? 57.25 : null,
   cpu_busy_before: 0.02,
   others_cpu_s: 0.4,
+  quantized: [],
 });
 
 const conv = (ort: boolean): ConvRow => ({
@@ -118,6 +119,7 @@ Deno.test("bench gen: arguments", () => {
     json: false,
     isa: "auto",
     repeat: 1,
+    quantized: [],
   });
   const o = parseGenArgs(["gen", "--arch", "sdxl", "--sizes", "512, 1024", "--steps", "2", "--sdcpp", "/x/sd-cli"]);
   assertEquals([o.arch, o.sizes, o.steps, o.sdcpp], ["sdxl", [512, 1024], 2, "/x/sd-cli"]);
@@ -127,6 +129,7 @@ Deno.test("bench gen: arguments", () => {
   assertEquals(parseGenArgs(["--lora", "x.safetensors"]).lora, { path: "x.safetensors", mode: "merge" });
   assertEquals(parseGenArgs(["--lora", "x", "--lora-mode", "runtime"]).lora, { path: "x", mode: "runtime" });
   assertEquals(parseGenArgs(["--type", "q4_0"]).weightType, "q4_0");
+  assertEquals(parseGenArgs(["--quantized", "q8_0, q4_0"]).quantized, ["q8_0", "q4_0"]);
   const bad: [string[], RegExp][] = [
     [["--arch", "sd3"], /--arch must be one of sd15, sd21, sdxl, got "sd3"/],
     [["--sizes", "256,500"], /multiples of 64/],
@@ -136,6 +139,9 @@ Deno.test("bench gen: arguments", () => {
     [["--lora", "x", "--lora-mode", "fast"], /--lora-mode must be merge or runtime, got "fast"/],
     [["--type", "q3_k"], /--type must be one of f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0, got "q3_k"/],
     [["--steps", "2.5"], /--steps expects a positive integer/],
+    [["--quantized", "q8_0,q3"], /--quantized takes types from .*, got "q3"/],
+    [["--quantized", "q8_0,q8_0"], /--quantized names a type twice/],
+    [["--quantized", "q8_0", "--type", "q4_0"], /drop --type/],
     [["--threads", "x"], /--threads expects a positive integer/],
     [["--sdcpp="], /--sdcpp expects the path/],
     [["--frobnicate"], /frobnicate/],
@@ -380,3 +386,32 @@ Deno.test("bench gen: a whole run on the tiny checkpoint next to a stand-in sd-c
 
 /** The decode time in bench/testdata/sdcpp_sd15_256_euler_4.log. */
 const SAMPLE_DECODE_S = 63.29;
+
+Deno.test("bench gen: --quantized converts the model and runs each file beside the as-stored weights", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = await makeTinyCheckpoint(`${dir}/tiny.safetensors`);
+    const args = ["gen", "--model", model, "--sizes", "64", "--steps", "2", "--threads", "1", "--quantized", "q8_0"];
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./main.ts", import.meta.url).pathname, ...args, "--json"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr) + text);
+    const [r] = text.trim().split("\n").map((l) => JSON.parse(l) as GenRow);
+    assertEquals(r.quantized.map((q) => q.type), ["q8_0"]);
+    const q = r.quantized[0];
+    assert(q.bytes > 0 && q.bytes < q.source_bytes, `q8_0 file ${q.bytes} B, model ${q.source_bytes} B`);
+    assert(q.convert_s > 0 && (q.convert_peak_rss_bytes ?? 0) > 0, JSON.stringify(q));
+    assertEquals(q.sdflow.step_s.length, 2);
+    assert(q.psnr_vs_stored_db > 20, `q8_0 picture ${q.psnr_vs_stored_db} dB from the f16 one`);
+    const table = formatGenTable([r]);
+    assert(/sdflow q8_0/.test(table), table);
+    const notes = genNotes([r]).join("\n");
+    assert(/q8_0: converted by sdflow's -M convert in [\d.]+ s/.test(notes), notes);
+    assert(/q8_0 at 64x64 against the as-stored weights: step [\d.]+x/.test(notes), notes);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -161,9 +161,10 @@ export interface SdcppRun extends SdcppLogTimes {
   readonly cpu_s: number | null;
 }
 
-const GNU_TIME = "/usr/bin/time";
+/** GNU time, whose `-v` report gives a child's exact peak RSS. */
+export const GNU_TIME = "/usr/bin/time";
 
-function isFile(path: string): boolean {
+export function isFile(path: string): boolean {
   try {
     return Deno.statSync(path).isFile;
   } catch {
@@ -214,7 +215,7 @@ export async function runSdcpp(binary: string, flags: Txt2ImgFlags, scratch: str
 const io = { stdout: "piped", stderr: "piped", stdin: "null" } as const;
 
 /** Reads VmHWM of `pid` every 50 ms until it exits: a lower bound of its peak (the last growth may be missed). */
-async function pollPeakRss(pid: number, done: Promise<unknown>): Promise<number | null> {
+export async function pollPeakRss(pid: number, done: Promise<unknown>): Promise<number | null> {
   let peak: number | null = null;
   let finished = false;
   done.then(() => (finished = true), () => (finished = true));
