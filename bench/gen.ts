@@ -1,6 +1,7 @@
 /**
  * `deno task bench gen [--arch sd15|sd21|sdxl] [--sizes 256,512] [--steps 4] [--threads N]
  *   [--model PATH] [--type q8_0|q4_0|…] [--quantized q8_0,q4_0] [--lora PATH [--lora-mode merge|runtime]]
+ *   [--taesd F] [--control-net F --control-image P [--control-strength X]] [--vae-tiling] [--upscale-model F]
  *   [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
  *
  * Times what users run: sdflow's own CLI (`deno run -A cli/gen.ts`, the command behind `deno task
@@ -21,6 +22,10 @@
  *
  * `--type T` converts the weights on load in both engines (sd.cpp's flag); a quantized GGUF file as `--model`
  * (e.g. from `deno task convert`) runs as it is.
+ *
+ * The add-on flags (`--taesd`, `--control-net` with `--control-image` and `--control-strength`, `--vae-tiling`,
+ * `--upscale-model`) are sd.cpp's and are passed to both engines as they are, so each add-on's cost is measured
+ * on the command users run; run once with and once without to see what an add-on adds.
  *
  * `--quantized q8_0,q4_0` converts the model to each type first (`gen -M convert`, timed, with its peak RSS: the
  * conversion figures) and then, at each size, runs sdflow on each converted file right after the as-stored run,
@@ -87,7 +92,19 @@ export interface GenOptions {
   readonly weightType?: WeightType;
   /** `--quantized`: types the model is converted to and run at each size beside the as-stored weights. */
   readonly quantized: readonly WeightType[];
+  /** Add-on flags passed to both engines as they are (see the module's notes). */
+  readonly addons: readonly string[];
 }
+
+/** The add-on flags `bench gen` passes through: name → takes a value (a file unless said otherwise). */
+const ADDON_FLAGS = {
+  "taesd": "file",
+  "control-net": "file",
+  "control-image": "file",
+  "control-strength": "number",
+  "vae-tiling": "switch",
+  "upscale-model": "file",
+} as const;
 
 /** A mistake on the benchmark's command line (exit code 2). */
 export class BenchUsageError extends Error {
@@ -125,6 +142,9 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
         "lora-mode": { type: "string", default: "merge" },
         type: { type: "string" },
         quantized: { type: "string" },
+        ...Object.fromEntries(
+          Object.entries(ADDON_FLAGS).map(([k, v]) => [k, { type: v === "switch" ? "boolean" : "string" }] as const),
+        ),
       },
     });
   } catch (e) {
@@ -158,6 +178,25 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
   if (values.type !== undefined && !isWeightType(values.type)) {
     throw new BenchUsageError(`--type must be one of ${WEIGHT_TYPES.join(", ")}, got "${values.type}"`);
   }
+  const addons: string[] = [];
+  const flagValues = values as Record<string, string | boolean | undefined>;
+  for (const [name, kind] of Object.entries(ADDON_FLAGS)) {
+    const v = flagValues[name];
+    if (v === undefined || v === false) continue;
+    if (kind === "switch") {
+      addons.push(`--${name}`);
+      continue;
+    }
+    const text = String(v);
+    if (kind === "number" && !Number.isFinite(Number(text))) {
+      throw new BenchUsageError(`--${name} expects a number, got "${text}"`);
+    }
+    if (kind === "file" && text === "") throw new BenchUsageError(`--${name} expects a file`);
+    addons.push(`--${name}`, kind === "file" ? resolve(text) : text);
+  }
+  if (flagValues["control-net"] !== undefined && flagValues["control-image"] === undefined) {
+    throw new BenchUsageError("--control-net needs --control-image (the control picture, as sd.cpp)");
+  }
   const loraMode = values["lora-mode"]!;
   if (loraMode !== "merge" && loraMode !== "runtime") {
     throw new BenchUsageError(`--lora-mode must be merge or runtime, got "${loraMode}"`);
@@ -175,6 +214,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
     ...(values.lora === undefined ? {} : { lora: { path: values.lora, mode: loraMode } }),
     ...(values.type === undefined ? {} : { weightType: values.type as WeightType }),
     quantized: quantized as WeightType[],
+    addons,
   };
 }
 
@@ -404,6 +444,12 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
     if (!exists(opts.lora.path)) throw new Error(`--lora ${opts.lora.path}: no such file`);
     lora = { path: resolve(opts.lora.path), mode: opts.lora.mode === "merge" ? "immediately" : "at_runtime" };
   }
+  for (const [i, a] of opts.addons.entries()) {
+    const name = a.slice(2);
+    if (ADDON_FLAGS[name as keyof typeof ADDON_FLAGS] === "file" && !exists(opts.addons[i + 1])) {
+      throw new Error(`${a} ${opts.addons[i + 1]}: no such file`);
+    }
+  }
   const scratch = await Deno.makeTempDir({ prefix: "sdflow-bench-" });
   const say = (s: string) => !opts.json && console.error(s);
   const rows: GenRow[] = [];
@@ -429,6 +475,7 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
           threads,
           output: `${scratch}/${engine}-${size}.png`,
           lora,
+          addons: opts.addons,
           ...(opts.weightType ? { weightType: opts.weightType } : {}),
         });
         const cpu0 = systemCpu();
@@ -646,7 +693,10 @@ export function genTitle(opts: GenOptions, threads: number, isa: string): string
     : opts.quantized.length
     ? `, as stored and converted to ${opts.quantized.join(", ")}`
     : "";
-  return `${ARCHS[opts.arch].title} txt2img "a lovely cat"${lora}${type}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
+  const addons = opts.addons.length ? `, ${opts.addons.map((a) => a.split("/").pop()).join(" ")}` : "";
+  return `${
+    ARCHS[opts.arch].title
+  } txt2img "a lovely cat"${lora}${type}${addons}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
     `${threads} thread(s), isa ${isa}, through sdflow's CLI (cli/gen.ts)` +
     (opts.sdcpp ? ` and ${opts.sdcpp} in the same run` : "");
 }

@@ -120,6 +120,7 @@ Deno.test("bench gen: arguments", () => {
     isa: "auto",
     repeat: 1,
     quantized: [],
+    addons: [],
   });
   const o = parseGenArgs(["gen", "--arch", "sdxl", "--sizes", "512, 1024", "--steps", "2", "--sdcpp", "/x/sd-cli"]);
   assertEquals([o.arch, o.sizes, o.steps, o.sdcpp], ["sdxl", [512, 1024], 2, "/x/sd-cli"]);
@@ -130,6 +131,16 @@ Deno.test("bench gen: arguments", () => {
   assertEquals(parseGenArgs(["--lora", "x", "--lora-mode", "runtime"]).lora, { path: "x", mode: "runtime" });
   assertEquals(parseGenArgs(["--type", "q4_0"]).weightType, "q4_0");
   assertEquals(parseGenArgs(["--quantized", "q8_0, q4_0"]).quantized, ["q8_0", "q4_0"]);
+  assertEquals(
+    parseGenArgs(["--control-net", "/m/cn.safetensors", "--control-image", "/e.png", "--vae-tiling"]).addons,
+    ["--control-net", "/m/cn.safetensors", "--control-image", "/e.png", "--vae-tiling"],
+  );
+  assertEquals(parseGenArgs(["--taesd=/t.safetensors", "--control-strength", "0.9"]).addons, [
+    "--taesd",
+    "/t.safetensors",
+    "--control-strength",
+    "0.9",
+  ]);
   const bad: [string[], RegExp][] = [
     [["--arch", "sd3"], /--arch must be one of sd15, sd21, sdxl, got "sd3"/],
     [["--sizes", "256,500"], /multiples of 64/],
@@ -139,6 +150,9 @@ Deno.test("bench gen: arguments", () => {
     [["--lora", "x", "--lora-mode", "fast"], /--lora-mode must be merge or runtime, got "fast"/],
     [["--type", "q3_k"], /--type must be one of f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0, got "q3_k"/],
     [["--steps", "2.5"], /--steps expects a positive integer/],
+    [["--control-net", "cn.safetensors"], /--control-net needs --control-image/],
+    [["--control-strength", "much"], /--control-strength expects a number, got "much"/],
+    [["--taesd="], /--taesd expects a file/],
     [["--quantized", "q8_0,q3"], /--quantized takes types from .*, got "q3"/],
     [["--quantized", "q8_0,q8_0"], /--quantized names a type twice/],
     [["--quantized", "q8_0", "--type", "q4_0"], /drop --type/],

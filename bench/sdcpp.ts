@@ -113,6 +113,8 @@ export interface Txt2ImgFlags {
   readonly lora?: { readonly path: string; readonly mode: "immediately" | "at_runtime" };
   /** sd.cpp's `--type`: convert the weights on load (q8_0, q4_0, f16, …). */
   readonly weightType?: string;
+  /** Add-on flags both engines take as they are (`--taesd F`, `--control-net F --control-image P`, …). */
+  readonly addons?: readonly string[];
 }
 
 /** sd.cpp's command-line flags for a run; sdflow's `gen` accepts the very same list. */
@@ -145,6 +147,7 @@ export function txt2imgArgs(f: Txt2ImgFlags): string[] {
     "--steps",
     String(f.steps),
     ...(f.weightType ? ["--type", f.weightType] : []),
+    ...(f.addons ?? []),
     "-o",
     f.output,
   ];
