@@ -26,6 +26,17 @@ export interface CacheEntry {
   readonly meta: Readonly<Record<string, unknown>>;
   /** Releases what the outputs hold (a loaded checkpoint); called when the entry leaves the cache. */
   readonly dispose?: () => void;
+  /**
+   * Memory the entry's resources hold (a loaded checkpoint's weights, as its node reported them with
+   * {@link NodeContext.onDispose}); such entries are bounded by the cache's `maxBytes`, the others by `maxEntries`.
+   */
+  readonly bytes?: number;
+  /**
+   * For outputs that hold resources of upstream nodes (a LoRA-patched model holds its checkpoint's): the
+   * upstream entries they were made from, by input name. A hit is used only while the same entries are
+   * upstream, so a node never returns a model made from a checkpoint that was evicted and loaded again.
+   */
+  readonly deps?: Readonly<Record<string, CacheEntry>>;
 }
 
 function release(e: CacheEntry): void {
@@ -36,10 +47,41 @@ function release(e: CacheEntry): void {
   }
 }
 
+/** Options of {@link OutputCache}. */
+export interface OutputCacheOptions {
+  /** Most entries that hold no reported memory (prompts' conditioning, latents, pictures). Default 64. */
+  maxEntries?: number;
+  /**
+   * Most bytes of the entries that report memory (loaded checkpoints), summed; the least recently used
+   * are evicted (and disposed) beyond it. An entry larger than the budget on its own stays until the next
+   * one arrives. Default: no limit.
+   */
+  maxBytes?: number;
+  /** Called when an entry that reported memory is evicted to keep within `maxBytes`. */
+  onEvict?: (entry: CacheEntry) => void;
+}
+
+/** What an {@link OutputCache} holds now. */
+export interface OutputCacheStats {
+  readonly entries: number;
+  /** Entries that reported memory (loaded models) and the sum of their bytes. */
+  readonly resident: number;
+  readonly residentBytes: number;
+  readonly maxBytes: number;
+  /** Entries that reported memory evicted so far to stay within `maxBytes`. */
+  readonly evictions: number;
+}
+
 /**
- * Node outputs by cache key, least recently used evicted first. Keep one per session to reuse work
+ * Node outputs by cache key, least recently used evicted first: entries that hold memory (loaded
+ * models) within a byte budget, the others within an entry count. Keep one per session to reuse work
  * across runs. An entry's `dispose` runs when it is evicted, replaced or cleared — deferred while a
  * run that uses it is in progress ({@link OutputCache.pin}). Call {@link OutputCache.clear} when done.
+ *
+ * @example
+ * ```ts
+ * const cache = new OutputCache({ maxBytes: 4 * 1024 ** 3 }); // checkpoints: 4 GiB at most
+ * ```
  */
 export class OutputCache {
   readonly #entries = new Map<string, CacheEntry>();
@@ -47,9 +89,14 @@ export class OutputCache {
   /** Entries evicted while pinned, released on the last unpin. */
   readonly #pending = new Map<string, CacheEntry[]>();
   readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly #onEvict?: (entry: CacheEntry) => void;
+  #evictions = 0;
 
-  constructor(opts: { maxEntries?: number } = {}) {
+  constructor(opts: OutputCacheOptions = {}) {
     this.maxEntries = opts.maxEntries ?? 64;
+    this.maxBytes = opts.maxBytes ?? Infinity;
+    this.#onEvict = opts.onEvict;
   }
 
   get(key: string): CacheEntry | undefined {
@@ -66,8 +113,24 @@ export class OutputCache {
     this.#entries.delete(key);
     this.#entries.set(key, entry);
     if (old && old !== entry) this.#drop(key, old);
-    while (this.#entries.size > this.maxEntries) {
-      const [k, e] = this.#entries.entries().next().value!;
+    // Least recently used first (Map order); each pool is bounded on its own.
+    let count = 0, bytes = 0;
+    for (const e of this.#entries.values()) {
+      if (e.bytes) bytes += e.bytes;
+      else count++;
+    }
+    for (const [k, e] of this.#entries) {
+      if (count <= this.maxEntries && bytes <= this.maxBytes) break;
+      if (k === key) continue;
+      if (e.bytes) {
+        if (bytes <= this.maxBytes) continue;
+        bytes -= e.bytes;
+        this.#evictions++;
+        this.#onEvict?.(e);
+      } else {
+        if (count <= this.maxEntries) continue;
+        count--;
+      }
       this.#entries.delete(k);
       this.#drop(k, e);
     }
@@ -101,12 +164,44 @@ export class OutputCache {
     return this.#entries.size;
   }
 
+  /** The entries that hold memory (loaded models), least recently used first. */
+  resident(): CacheEntry[] {
+    return [...this.#entries.values()].filter((e) => e.bytes);
+  }
+
+  stats(): OutputCacheStats {
+    const resident = this.resident();
+    return {
+      entries: this.#entries.size,
+      resident: resident.length,
+      residentBytes: resident.reduce((a, e) => a + e.bytes!, 0),
+      maxBytes: this.maxBytes,
+      evictions: this.#evictions,
+    };
+  }
+
   /** Empties the cache, releasing every entry (those in use by a run: when it ends). */
   clear(): void {
     const all = [...this.#entries];
     this.#entries.clear();
     for (const [k, e] of all) this.#drop(k, e);
   }
+}
+
+/**
+ * Whether outputs hold something beyond plain data — a function or a class instance (a model, a loaded
+ * network) — which may belong to an upstream node's resources.
+ */
+function holdsResources(v: unknown, seen = new Set<object>()): boolean {
+  if (typeof v === "function") return true;
+  if (v === null || typeof v !== "object" || seen.has(v)) return false;
+  seen.add(v);
+  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return false;
+  if (Array.isArray(v) || v instanceof Set) return [...v].some((x) => holdsResources(x, seen));
+  if (v instanceof Map) return [...v.values()].some((x) => holdsResources(x, seen));
+  const proto = Object.getPrototypeOf(v);
+  if (proto !== Object.prototype && proto !== null) return true;
+  return Object.values(v).some((x) => holdsResources(x, seen));
 }
 
 /** What the runner tells the outside world (the CLI draws progress bars from it). */
@@ -318,6 +413,8 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
   const meta = new Map<string, Record<string, unknown>>();
   const executed: string[] = [];
   const cached: string[] = [];
+  /** The cache entry each node's outputs came from (or went to) in this run. */
+  const entries = new Map<string, CacheEntry>();
 
   const waiting = new Map<string, number>();
   const users = new Map<string, string[]>();
@@ -332,8 +429,13 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
 
   async function execute(n: PipelineNode): Promise<void> {
     const key = keys.get(n.id)!;
-    const hit = volatile.has(n.id) ? undefined : cache.get(key);
+    const found = volatile.has(n.id) ? undefined : cache.get(key);
+    // Outputs made from upstream resources are reused only with the same upstream entries.
+    const hit = found?.deps && Object.entries(n.refs).some(([input, r]) => entries.get(r.node) !== found.deps![input])
+      ? undefined
+      : found;
     if (hit) {
+      entries.set(n.id, hit);
       outputs.set(n.id, { ...hit.outputs });
       meta.set(n.id, { ...hit.meta });
       cached.push(n.id);
@@ -346,6 +448,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
     const published: Record<string, unknown> = {};
     meta.set(n.id, published);
     const disposers: (() => void)[] = [];
+    let bytes = 0;
     const dispose = () => {
       for (const d of disposers.splice(0).reverse()) d();
     };
@@ -358,7 +461,10 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       publish: (m) => void Object.assign(published, m),
       upstream: () => ancestors(p, n.id, meta),
       graph: () => provenanceGraph(p, n.id, meta),
-      onDispose: (fn) => void disposers.push(fn),
+      onDispose: (fn, info) => {
+        disposers.push(fn);
+        if (info?.bytes !== undefined && Number.isFinite(info.bytes) && info.bytes > 0) bytes += info.bytes;
+      },
       ...(rep.preview
         ? { livePreview: (latent: Latent, info: LivePreviewInfo) => rep.preview!(n.id, latent, info) }
         : {}),
@@ -377,9 +483,24 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
     }
     outputs.set(n.id, out);
     executed.push(n.id);
-    if (!volatile.has(n.id)) {
-      cache.set(key, { outputs: out, meta: published, ...(disposers.length ? { dispose } : {}) });
-    } else if (disposers.length) uncached.push({ outputs: out, meta: published, dispose });
+    const deps = holdsResources(out)
+      ? Object.fromEntries(
+        Object.entries(n.refs).flatMap(([input, r]) => {
+          const e = entries.get(r.node);
+          return e ? [[input, e]] : [];
+        }),
+      )
+      : undefined;
+    const entry: CacheEntry = {
+      outputs: out,
+      meta: published,
+      ...(disposers.length ? { dispose } : {}),
+      ...(disposers.length && bytes ? { bytes } : {}),
+      ...(deps && Object.keys(deps).length ? { deps } : {}),
+    };
+    entries.set(n.id, entry);
+    if (!volatile.has(n.id)) cache.set(key, entry);
+    else if (disposers.length) uncached.push(entry);
     rep.nodeEnd?.(n.id, { cached: false, ms: performance.now() - t0 });
   }
 

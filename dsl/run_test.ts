@@ -215,3 +215,129 @@ Deno.test("runner: uncached resources, and those of a run without a cache, are d
   await assert.rejects(async () => runPipeline(await validateGraph(doc(true, true), { nodes })), /boom/);
   assert.deepEqual(log, ["load x", "use x", "dispose x"]);
 });
+
+/** A resource that reports its memory, and a node whose output holds it (as a LoRA's patched model does). */
+function memoryNodes(log: string[]) {
+  const resource = defineNode({
+    type: "t_model",
+    description: "test: a loaded model of some bytes",
+    inputs: { name: { schema: { type: "string" } }, bytes: { schema: { type: "integer" } } },
+    outputs: { model: "T_MODEL" },
+    run: ({ name, bytes }, ctx) => {
+      log.push(`load ${name}`);
+      let live = true;
+      ctx.onDispose(() => {
+        live = false;
+        log.push(`dispose ${name}`);
+      }, { bytes });
+      return Promise.resolve({ model: { name, alive: () => live } });
+    },
+  });
+  const wrap = defineNode({
+    type: "t_wrap",
+    description: "test: wraps a model (its output holds the upstream model)",
+    inputs: { model: { type: "T_MODEL" } },
+    outputs: { model: "T_MODEL" },
+    run: ({ model }) => {
+      const m = model as { name: string; alive: () => boolean };
+      log.push(`wrap ${m.name}`);
+      return Promise.resolve({ model: { name: `wrapped ${m.name}`, alive: m.alive } });
+    },
+  });
+  const use = defineNode({
+    type: "t_run",
+    description: "test: runs a model, which must not be disposed",
+    inputs: { model: { type: "T_MODEL" }, seed: { schema: { type: "integer", default: 0 } } },
+    outputs: { value: "T_VALUE" },
+    run: ({ model, seed }) => {
+      const m = model as { name: string; alive: () => boolean };
+      if (!m.alive()) return Promise.reject(new Error(`${m.name} was disposed`));
+      log.push(`run ${m.name} ${seed}`);
+      return Promise.resolve({ value: new Float32Array(4).fill(seed as number) });
+    },
+  });
+  return [resource, wrap, use];
+}
+
+Deno.test("runner: models are kept within the byte budget, least recently used evicted; data entries do not count", async () => {
+  const log: string[] = [];
+  const nodes = memoryNodes(log);
+  const graph = (name: string, seed = 0) =>
+    validateGraph({
+      version: 1,
+      nodes: {
+        m: { type: "t_model", inputs: { name, bytes: 600 } },
+        r: { type: "t_run", inputs: { model: { from: "m.model" }, seed } },
+      },
+    }, { nodes });
+  const evicted: unknown[] = [];
+  const cache = new OutputCache({
+    maxBytes: 1000,
+    onEvict: (e) => evicted.push((e.outputs.model as { name: string }).name),
+  });
+  await runPipeline(await graph("a"), { cache });
+  await runPipeline(await graph("a", 1), { cache }); // only the seed changed: the model stays
+  assert.deepEqual(log, ["load a", "run a 0", "run a 1"]);
+  assert.deepEqual(cache.stats().residentBytes, 600);
+  log.length = 0;
+  await runPipeline(await graph("b"), { cache }); // a + b = 1200 > 1000: a goes
+  assert.deepEqual(log, ["load b", "dispose a", "run b 0"]);
+  assert.deepEqual({ ...cache.stats(), entries: 0 }, {
+    entries: 0,
+    resident: 1,
+    residentBytes: 600,
+    maxBytes: 1000,
+    evictions: 1,
+  });
+  assert.deepEqual(evicted, ["a"]);
+  // Three data entries (the runs' values) stay: the budget is of bytes, the count is of the others.
+  assert.deepEqual(cache.size, 4);
+  log.length = 0;
+  await runPipeline(await graph("b", 1), { cache });
+  await runPipeline(await graph("a", 1), { cache }); // its value is cached; a is loaded for nothing else
+  assert.deepEqual(log, ["run b 1", "load a", "dispose b"]);
+
+  // Two of 400 bytes fit beside each other; a third evicts the least recently used.
+  log.length = 0;
+  const small = new OutputCache({ maxBytes: 1000 });
+  const g = (name: string) =>
+    validateGraph({
+      version: 1,
+      nodes: {
+        m: { type: "t_model", inputs: { name, bytes: 400 } },
+        r: { type: "t_run", inputs: { model: { from: "m.model" } } },
+      },
+    }, { nodes });
+  for (const n of ["x", "y", "x", "z"]) await runPipeline(await g(n), { cache: small });
+  assert.deepEqual(log, ["load x", "run x 0", "load y", "run y 0", "load z", "dispose y", "run z 0"]);
+  small.clear();
+  cache.clear();
+});
+
+Deno.test("runner: an output holding an evicted model is not reused once the model is loaded again", async () => {
+  const log: string[] = [];
+  const nodes = memoryNodes(log);
+  const graph = (name: string, seed: number) =>
+    validateGraph({
+      version: 1,
+      nodes: {
+        m: { type: "t_model", inputs: { name, bytes: 600 } },
+        w: { type: "t_wrap", inputs: { model: { from: "m.model" } } },
+        r: { type: "t_run", inputs: { model: { from: "w.model" }, seed } },
+      },
+    }, { nodes });
+  const cache = new OutputCache({ maxBytes: 1000 });
+  await runPipeline(await graph("a", 0), { cache });
+  await runPipeline(await graph("a", 1), { cache }); // model and wrapper from the cache
+  await runPipeline(await graph("b", 0), { cache }); // evicts a
+  log.length = 0;
+  // a again, a new seed: the cached wrapper holds the disposed a, so it is made again from the new a.
+  const r = await runPipeline(await graph("a", 2), { cache });
+  assert.deepEqual(log, ["load a", "dispose b", "wrap a", "run wrapped a 2"]);
+  assert.deepEqual(r.executed, ["m", "w", "r"]);
+  // And that new wrapper is reused while a stays.
+  log.length = 0;
+  await runPipeline(await graph("a", 3), { cache });
+  assert.deepEqual(log, ["run wrapped a 3"]);
+  cache.clear();
+});

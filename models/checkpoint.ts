@@ -321,6 +321,8 @@ export interface LoadVaeOptions extends Pick<LoadOptions, "threads" | "backend" 
 
 /** A VAE loaded on its own (the `vae_loader` node), with its own backend arena. */
 export interface LoadedVae extends Vae {
+  /** Bytes of its weights as stored (see {@link Checkpoint.weightBytes}). */
+  readonly weightBytes: number;
   dispose(): void;
 }
 
@@ -377,6 +379,7 @@ export async function loadVae(path: string, opts: LoadVaeOptions = {}): Promise<
   });
   return {
     ...vae,
+    weightBytes: tensorBytes(file, [config.prefix]),
     dispose() {
       for (const s of slots) s.dispose();
       arena.dispose();
@@ -724,6 +727,15 @@ class LoadedCheckpoint implements Checkpoint {
     return this.#prediction;
   }
 
+  #weightBytes?: number;
+  get weightBytes(): number {
+    return this.#weightBytes ??= tensorBytes(this.file, [
+      this.arch.unet!.prefix,
+      ...this.arch.textEncoders.map((c) => c.prefix),
+      ...(this.vaeSource.separate ? [] : [this.vaeSource.config.prefix]),
+    ]) + (this.vaeSource.separate ? tensorBytes(this.vaeSource.file, [this.vaeSource.config.prefix]) : 0);
+  }
+
   /** Whether the VAE came from its own file (`--vae`) rather than the checkpoint. */
   get separateVae(): boolean {
     return this.vaeSource.separate;
@@ -736,6 +748,16 @@ class LoadedCheckpoint implements Checkpoint {
     this.file.close();
     if (this.vaeSource.separate) this.vaeSource.file.close();
   }
+}
+
+/** Bytes of a weight file's tensors whose names start with one of `prefixes`, as stored. */
+function tensorBytes(file: WeightFile, prefixes: readonly string[]): number {
+  let bytes = 0;
+  for (const t of file.tensors.values()) {
+    if (!prefixes.some((p) => t.name.startsWith(p))) continue;
+    bytes += t.source.kind === "file" ? t.source.bytes : t.source.data.byteLength;
+  }
+  return bytes;
 }
 
 /** Where a checkpoint's VAE comes from: its own tensors, or a separate file (`--vae`). */

@@ -135,5 +135,10 @@ export interface Checkpoint {
   readonly textEncoder: TextEncoder;
   readonly denoiser: Denoiser;
   readonly vae: Vae;
+  /**
+   * Bytes of the weights the networks use (UNet, text encoders, VAE) as stored: the memory the checkpoint
+   * takes once each network has run. A server's model cache budgets by it.
+   */
+  readonly weightBytes: number;
   dispose(): void;
 }

@@ -253,9 +253,10 @@ export interface NodeContext {
   /**
    * Registers cleanup of resources behind this node's outputs (a loaded checkpoint's native memory):
    * it runs when the cached outputs are evicted or the cache is cleared (at the latest when the CLI
-   * exits), or when the run ends if the outputs are not cached.
+   * exits), or when the run ends if the outputs are not cached. `info.bytes` is the memory the resource
+   * holds (a checkpoint's weights): a server's cache keeps such outputs within its memory budget.
    */
-  onDispose(fn: () => void): void;
+  onDispose(fn: () => void, info?: { bytes?: number }): void;
   /**
    * Set when the run's caller shows live previews (the server's event stream): a sampler passes it the
    * latent [1, C, h, w] of each step, whatever its own `preview` input says; the caller renders it.

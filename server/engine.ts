@@ -2,15 +2,15 @@
  * The server's engine: graphs that arrive over the network are checked against what a remote client may
  * do (no plugins, no library backends, model names only inside `--models`, outputs only inside the output
  * folder), validated by the same validator as the CLI, and run with one {@link OutputCache} kept for the
- * server's life — so loaded models stay resident, and a request that changes only the seed re-runs only
- * the sampler and what follows.
+ * server's life — so loaded models stay resident (the least recently used unloaded beyond a memory
+ * budget), and a request that changes only the seed re-runs only the sampler and what follows.
  */
 
 import { basename, join, resolve, sep } from "node:path";
 import type { Diagnostic } from "../dsl/errors.ts";
 import { GraphError, pointer } from "../dsl/errors.ts";
 import type { GraphFile } from "../dsl/format.ts";
-import { OutputCache, runPipeline, type RunReporter } from "../dsl/run.ts";
+import { type CacheEntry, OutputCache, runPipeline, type RunReporter } from "../dsl/run.ts";
 import { builtinRegistry, type Pipeline, validateGraph } from "../dsl/validate.ts";
 
 /** The name under which the tiny random-weight demo model is always available (no models folder needed). */
@@ -107,7 +107,44 @@ export interface EngineOptions {
   modelsDir?: string;
   /** Where generated pictures are written (created if missing). */
   outputDir: string;
+  /**
+   * Bytes of model weights kept loaded between requests (`--model-memory`); the least recently used model
+   * is unloaded beyond it. Default: {@link defaultModelMemory}.
+   */
+  modelMemoryBytes?: number;
+  /** Told of each model unloaded to stay within the budget (its name and bytes). */
+  onUnload?: (model: string, bytes: number) => void;
 }
+
+/** The default model memory budget: half of this machine's physical memory (4 GiB when it cannot be read). */
+export function defaultModelMemory(): number {
+  try {
+    return Math.floor(Deno.systemMemoryInfo().total / 2);
+  } catch {
+    return 4 * 1024 ** 3;
+  }
+}
+
+/** A model the engine holds loaded. */
+export interface ResidentModel {
+  /** What its loader published (a checkpoint's file name; the tiny model's seed), or the node type. */
+  readonly model: string;
+  readonly bytes: number;
+}
+
+/** What the engine's model cache holds (`GET /v1/stats`). */
+export interface EngineStats {
+  /** Loaded models, least recently used first. */
+  readonly models: readonly ResidentModel[];
+  readonly bytes: number;
+  readonly budgetBytes: number;
+  /** Models unloaded so far to stay within the budget. */
+  readonly evictions: number;
+  /** Other cached node outputs (prompts' conditioning, latents). */
+  readonly entries: number;
+}
+
+const modelName = (e: CacheEntry): string => String(e.meta.model ?? "model");
 
 /** What a finished run produced: the output files' names inside the output folder. */
 export interface RunOutput {
@@ -118,13 +155,30 @@ export interface RunOutput {
 
 /** Holds the model cache and the folders; turns network graphs into pipelines and runs them. */
 export class Engine {
-  readonly cache = new OutputCache();
+  readonly cache: OutputCache;
   readonly modelsDir?: string;
   readonly outputDir: string;
 
   constructor(opts: EngineOptions) {
     this.modelsDir = opts.modelsDir === undefined ? undefined : resolve(opts.modelsDir);
     this.outputDir = resolve(opts.outputDir);
+    const onUnload = opts.onUnload;
+    this.cache = new OutputCache({
+      maxBytes: opts.modelMemoryBytes ?? defaultModelMemory(),
+      ...(onUnload ? { onEvict: (e: CacheEntry) => onUnload(modelName(e), e.bytes ?? 0) } : {}),
+    });
+  }
+
+  /** The loaded models and the budget they are kept within. */
+  stats(): EngineStats {
+    const s = this.cache.stats();
+    return {
+      models: this.cache.resident().map((e) => ({ model: modelName(e), bytes: e.bytes! })),
+      bytes: s.residentBytes,
+      budgetBytes: s.maxBytes,
+      evictions: s.evictions,
+      entries: s.entries - s.resident,
+    };
   }
 
   /** The tiny model, then every checkpoint file of the models folder (and its conventional subfolders). */

@@ -27,12 +27,14 @@ options:
   --job-timeout S   a running job taking longer than S seconds fails (default: no limit; a request's
                     ?timeout=S sets its own)
   --max-body-mb N   largest request body in MiB (default 32; more gets 413)
+  --model-memory MB model weights kept loaded between requests, in MiB (default: half the physical
+                    memory); the least recently used model is unloaded beyond it (GET /v1/stats)
   -h, --help        this text
 
 Endpoints:
   web UI    GET / (the pages; see the README's "Web UI")
   native    POST /v1/graphs, GET|DELETE /v1/jobs/:id, GET /v1/jobs/:id/events (SSE), GET /v1/outputs/:file,
-            GET /v1/outputs, GET /v1/schema, POST /v1/uploads, POST /v1/graphs/from-comfy
+            GET /v1/outputs, GET /v1/schema, GET /v1/stats, POST /v1/uploads, POST /v1/graphs/from-comfy
   sd-webui  POST /sdapi/v1/{txt2img,img2img,interrupt,options}
             GET /sdapi/v1/{sd-models,samplers,schedulers,loras,progress,options}
   OpenAI    POST /v1/images/generations, /v1/images/edits, GET /v1/models
@@ -52,6 +54,7 @@ const FLAGS = [
   "queue",
   "redis-prefix",
   "job-timeout",
+  "model-memory",
   "help",
   "h",
 ];
@@ -71,6 +74,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       "queue",
       "redis-prefix",
       "job-timeout",
+      "model-memory",
     ],
     boolean: ["help", "h"],
     configuration: { "camel-case-expansion": false },
@@ -97,7 +101,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const maxQueued = count("max-queue", 16, 0, 100000);
   const maxBodyMb = count("max-body-mb", 32, 1, 4096);
   const jobTimeout = args["job-timeout"] === undefined ? 0 : count("job-timeout", 0, 1, 86400);
-  if (port === undefined || maxQueued === undefined || maxBodyMb === undefined || jobTimeout === undefined) return 2;
+  const modelMemory = args["model-memory"] === undefined
+    ? undefined
+    : count("model-memory", 0, 1, 16 * 1024 * 1024) ?? null;
+  if (
+    port === undefined || maxQueued === undefined || maxBodyMb === undefined || jobTimeout === undefined ||
+    modelMemory === null
+  ) return 2;
   const queue = (args.queue as string | undefined) ?? "memory";
   if (queue !== "memory" && !/^rediss?:\/\//.test(queue)) {
     console.error(`error: --queue expects "memory" or redis://HOST:PORT, got "${queue}"`);
@@ -133,6 +143,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       queue,
       redisPrefix: args["redis-prefix"] as string | undefined,
       jobTimeoutMs: jobTimeout ? jobTimeout * 1000 : undefined,
+      modelMemoryBytes: modelMemory === undefined ? undefined : modelMemory * 1024 * 1024,
       onListen: (a) =>
         console.error(
           `sdflow serving on http://${a.hostname}:${a.port}/ (queue: ${queue})${apiKey ? " (API key required)" : ""}`,

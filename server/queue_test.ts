@@ -66,9 +66,11 @@ Deno.test("queue: worker and serve command lines: help, missing or bad --queue, 
   const help = await run("./worker.ts", ["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.out, /--stall-ms/);
+  assert.match(help.out, /--model-memory MB/);
   const cases: [string, string[], number, RegExp][] = [
     ["./worker.ts", [], 2, /--queue redis:\/\/HOST:PORT is required/],
     ["./worker.ts", ["--queue", "redis://127.0.0.1:1", "--stall-ms", "10"], 2, /--stall-ms expects/],
+    ["./worker.ts", ["--queue", "redis://127.0.0.1:1", "--model-memory", "-5"], 2, /--model-memory expects/],
     ["./worker.ts", ["--queue", "redis://127.0.0.1:1"], 1, /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/],
     ["./main.ts", ["--queue", "rabbitmq://x"], 2, /--queue expects "memory" or redis:\/\/HOST:PORT/],
     ["./main.ts", ["--port", "0", "--queue", "redis://127.0.0.1:1"], 1, /cannot reach Redis/],

@@ -65,6 +65,8 @@ export interface ServerOptions {
   jobTimeoutMs?: number;
   /** More routes (e.g. a web UI's), tried after the built-in ones. */
   routes?: readonly Route[];
+  /** Bytes of model weights kept loaded between requests (default: half the physical memory). */
+  modelMemoryBytes?: number;
 }
 
 /** A running server. */
@@ -266,7 +268,11 @@ async function validateGraphs(engine: Engine, graphs: readonly unknown[], id: st
 
 /** Starts the server; resolves once it listens. */
 export async function startServer(opts: ServerOptions = {}): Promise<SdflowServer> {
-  const engine = new Engine({ modelsDir: opts.modelsDir, outputDir: opts.outputDir ?? "outputs" });
+  const engine = new Engine({
+    modelsDir: opts.modelsDir,
+    outputDir: opts.outputDir ?? "outputs",
+    modelMemoryBytes: opts.modelMemoryBytes,
+  });
   const maxQueued = opts.maxQueued ?? 16;
   const outputs = new OutputLister(engine.outputDir);
   const previews = new PreviewRenderer(engine.modelsDir, encodeBase64);
@@ -466,6 +472,24 @@ export async function startServer(opts: ServerOptions = {}): Promise<SdflowServe
 
   const routes: Route[] = [
     { method: "GET", path: "/health", handler: () => json({ ok: true, name: "sdflow", queue: queue.description }) },
+    {
+      method: "GET",
+      path: "/v1/stats",
+      handler: () => {
+        // This process's model cache (with --queue redis://…, the workers hold their own).
+        const s = engine.stats();
+        return json({
+          queue: { kind: queue.description, running: queue.running?.id ?? null, waiting: queue.waiting },
+          models: {
+            loaded: s.models,
+            bytes: s.bytes,
+            budget_bytes: Number.isFinite(s.budgetBytes) ? s.budgetBytes : null,
+            evictions: s.evictions,
+          },
+          cached_outputs: s.entries,
+        });
+      },
+    },
     {
       method: "GET",
       path: "/v1/schema",

@@ -6,6 +6,8 @@ export interface TinyGraphOptions {
   steps?: number;
   size?: number;
   path?: string;
+  /** The tiny checkpoint's weight seed (another seed: another model). */
+  checkpointSeed?: number;
 }
 
 /** tiny_checkpoint → clip_encode ×2 → empty_latent → sampler (euler) → vae_decode → save_image. */
@@ -14,7 +16,10 @@ export function tinyGraph(o: TinyGraphOptions = {}) {
   return {
     version: 1,
     nodes: {
-      checkpoint: { type: "tiny_checkpoint", inputs: {} },
+      checkpoint: {
+        type: "tiny_checkpoint",
+        inputs: o.checkpointSeed === undefined ? {} : { seed: o.checkpointSeed },
+      },
       positive: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: o.prompt ?? "a cat" } },
       negative: { type: "clip_encode", inputs: { clip: { from: "checkpoint.clip" }, text: "" } },
       latent: { type: "empty_latent", inputs: { width: size, height: size } },

@@ -18,16 +18,19 @@ options:
   --outputs DIR     where this worker writes pictures before sending them to the server (default ./outputs)
   --stall-ms N      a job whose worker is silent this long is given to another worker (default 30000)
   --prefix NAME     Redis key prefix, as the server's (default bull)
+  --model-memory MB model weights kept loaded between jobs, in MiB (default: half the physical memory);
+                    the least recently used model is unloaded beyond it
   -h, --help        this text
 
-Each line on stdout: "active <job>", "completed <job>" or "failed <job>: <reason>".`;
+Each line on stdout: "active <job>", "completed <job>", "failed <job>: <reason>" or "unloaded <model>: <bytes>
+bytes" (a model unloaded to stay within --model-memory).`;
 
-const FLAGS = ["queue", "models", "outputs", "stall-ms", "prefix", "help", "h"];
+const FLAGS = ["queue", "models", "outputs", "stall-ms", "prefix", "model-memory", "help", "h"];
 
 /** Runs the worker; returns the exit code once it stops. */
 export async function main(argv: readonly string[]): Promise<number> {
   const args = parse([...argv], {
-    string: ["queue", "models", "outputs", "stall-ms", "prefix"],
+    string: ["queue", "models", "outputs", "stall-ms", "prefix", "model-memory"],
     boolean: ["help", "h"],
     configuration: { "camel-case-expansion": false },
   });
@@ -50,6 +53,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.error(`error: --stall-ms expects an integer of at least 500, got "${stall}"`);
     return 2;
   }
+  const memory = args["model-memory"] as string | undefined;
+  if (memory !== undefined && (!/^\d+$/.test(memory) || Number(memory) < 1)) {
+    console.error(`error: --model-memory expects a positive integer (MiB), got "${memory}"`);
+    return 2;
+  }
   const modelsDir = args.models as string | undefined;
   if (modelsDir !== undefined) {
     try {
@@ -61,7 +69,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 2;
     }
   }
-  const engine = new Engine({ modelsDir, outputDir: (args.outputs as string | undefined) ?? "outputs" });
+  const engine = new Engine({
+    modelsDir,
+    outputDir: (args.outputs as string | undefined) ?? "outputs",
+    ...(memory === undefined ? {} : { modelMemoryBytes: Number(memory) * 1024 * 1024 }),
+    onUnload: (model, bytes) => console.log(`unloaded ${model}: ${bytes} bytes`),
+  });
   let worker;
   try {
     worker = await runWorker({

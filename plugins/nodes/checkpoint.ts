@@ -216,7 +216,7 @@ export const checkpoint = defineNode({
       ...(vae === undefined ? {} : { vae }),
       ...(weight_type === undefined ? {} : { weightType: weight_type }),
     });
-    ctx.onDispose(() => ckpt.dispose());
+    ctx.onDispose(() => ckpt.dispose(), { bytes: ckpt.weightBytes });
     if (ckpt.predictionSource === "probe") {
       ctx.log(
         `${ctx.nodeId}: SD 2.x ${ckpt.denoiser.prediction}-prediction (stable-diffusion.cpp's UNet probe; ` +
@@ -271,7 +271,7 @@ export const tinyCheckpoint = defineNode({
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
     const ckpt = await loadCheckpoint(path, await loadOptions(ctx.settings, backend));
-    ctx.onDispose(() => ckpt.dispose());
+    ctx.onDispose(() => ckpt.dispose(), { bytes: ckpt.weightBytes });
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
   },

@@ -31,7 +31,7 @@ export const vaeLoader = defineNode({
     await requirePath("path", path, "VAE file");
     const opts = await loadOptions(ctx.settings, backend);
     const vae = await loadVae(path, { ...opts, ...(model ? { model: { family: model.family } } : {}) });
-    ctx.onDispose(() => vae.dispose());
+    ctx.onDispose(() => vae.dispose(), { bytes: vae.weightBytes });
     return { vae };
   },
   estimate({ path }) {
