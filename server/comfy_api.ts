@@ -1,7 +1,8 @@
 /**
  * ComfyUI's HTTP and websocket API as ComfyUI clients use it: `POST /prompt` (an API-format workflow,
  * translated by comfy.ts and queued like any graph), `GET /history[/:id]`, `GET /view?filename=…`,
- * `POST /upload/image`, `POST /interrupt`, `GET /queue`, and `/ws?clientId=…` with the messages clients
+ * `POST /upload/image`, `POST /interrupt`, `GET /queue`, `GET /object_info[/:class]`, `GET /system_stats`
+ * (comfy_info.ts), and `/ws?clientId=…` with the messages clients
  * follow (status, execution_start, execution_cached, executing, progress, executed, execution_success,
  * execution_error, execution_interrupted). Also sdflow's own `POST /v1/graphs/from-comfy`.
  */
@@ -9,6 +10,7 @@
 import { join } from "node:path";
 import { decodePngImage } from "../plugins/image/png.ts";
 import { ComfyError, comfyToGraph, type ComfyTranslation, filesOfSave } from "./comfy.ts";
+import { comfyFileLists, comfyObjectInfo, comfySystemStats } from "./comfy_info.ts";
 import { isPlainName, RequestError } from "./engine.ts";
 import type { GraphJobResult, Job } from "./jobs.ts";
 import type { Route, RouteContext } from "./server.ts";
@@ -288,6 +290,26 @@ export function comfyRoutes(): Route[] {
         if (!file) throw new RequestError(404, `no file ${JSON.stringify(name.slice(0, 80))}`);
         return new Response(await Deno.readFile(file), { headers: { "content-type": "image/png" } });
       },
+    },
+    {
+      method: "GET",
+      path: "/object_info",
+      handler: async (ctx) => json(comfyObjectInfo(await comfyFileLists(ctx.engine))),
+    },
+    {
+      method: "GET",
+      path: "/object_info/:node_class",
+      handler: async (ctx) => {
+        const all = comfyObjectInfo(await comfyFileLists(ctx.engine));
+        const info = all[ctx.params.node_class];
+        // ComfyUI answers {} for a class it lacks.
+        return json(info ? { [ctx.params.node_class]: info } : {});
+      },
+    },
+    {
+      method: "GET",
+      path: "/system_stats",
+      handler: async (ctx) => json(await comfySystemStats(ctx.queue.description)),
     },
     {
       method: "POST",

@@ -39,7 +39,7 @@ Endpoints:
             GET /sdapi/v1/{sd-models,samplers,schedulers,loras,progress,options}
   OpenAI    POST /v1/images/generations, /v1/images/edits, GET /v1/models
   ComfyUI   POST /prompt, GET /history[/:id], GET /view?filename=…, POST /upload/image, GET /queue,
-            POST /interrupt, GET /ws?clientId=… (websocket)
+            POST /interrupt, GET /object_info[/:class], GET /system_stats, GET /ws?clientId=… (websocket)
 Requests that queue a job take ?priority=-100..100 (higher first) and ?timeout=SECONDS.`;
 
 const FLAGS = [
