@@ -56,7 +56,11 @@ export class Job<R = unknown> {
   finished?: number;
   /** Set by {@link JobQueue.cancel} on a running job: its next progress report stops it. */
   cancelRequested = false;
+  /** The latest live preview (sd-webui's `current_image`), as the SSE `preview` event carried it. */
+  preview?: Readonly<Record<string, unknown>>;
   readonly #listeners = new Set<(e: JobEvent) => void>();
+  /** Until when a poller (sd-webui's progress) counts as watching (ms since the epoch). */
+  #polledUntil = 0;
   readonly done: Promise<void>;
   #resolve!: () => void;
 
@@ -75,9 +79,20 @@ export class Job<R = unknown> {
     return () => this.#listeners.delete(fn);
   }
 
-  /** Whether a listener is subscribed. */
+  /** Whether someone follows the job: a listener is subscribed, or a poller asked within the last seconds. */
   get watched(): boolean {
-    return this.#listeners.size > 0;
+    return this.#listeners.size > 0 || Date.now() < this.#polledUntil;
+  }
+
+  /** A poller (sd-webui's `GET /sdapi/v1/progress`) looked: previews are drawn for the next `ms`. */
+  polled(ms = 5000): void {
+    this.#polledUntil = Math.max(this.#polledUntil, Date.now() + ms);
+  }
+
+  /** A live preview: kept as the latest and sent to the listeners. */
+  showPreview(data: Record<string, unknown>): void {
+    this.preview = data;
+    this.emit({ type: "preview", data });
   }
 
   emit(e: JobEvent): void {
@@ -245,7 +260,7 @@ export class JobQueue {
         stopIfCancelled();
         job.emit({ type: "node", data: { node: id, type } });
       },
-      preview: (data) => job.emit({ type: "preview", data }),
+      preview: (data) => job.showPreview(data),
       get watched() {
         return job.watched;
       },
@@ -320,14 +335,17 @@ export type PreviewDrawer = (latent: Latent, family: LivePreviewInfo["family"]) 
 
 /**
  * Runs a graph job on an engine: each graph validated against the engine's folders, then run. With
- * `drawPreview`, live previews are drawn while someone watches the job.
+ * `drawPreview`, live previews are drawn while someone watches the job, at most one per `previewEveryMs`
+ * (0: every sampler step).
  */
 export async function runGraphJob(
   engine: Engine,
   spec: GraphJobSpec,
   ctx: JobContext,
   drawPreview?: PreviewDrawer,
+  previewEveryMs = 0,
 ): Promise<GraphJobResult> {
+  let lastPreview = -Infinity;
   const report = {
     nodeStart: (node: string, type: string) => ctx.node(node, type),
     progress: (node: string, done: number, total: number, unit?: string) => ctx.progress({ node, done, total, unit }),
@@ -335,7 +353,8 @@ export async function runGraphJob(
       ? {
         // Live previews are rendered only while someone watches the job's event stream.
         preview: async (node: string, latent: Latent, info: LivePreviewInfo) => {
-          if (!ctx.watched) return;
+          if (!ctx.watched || performance.now() - lastPreview < previewEveryMs) return;
+          lastPreview = performance.now();
           let shown;
           try {
             shown = await drawPreview(latent, info.family);

@@ -13,13 +13,20 @@
  *   so workers need no folder shared with the server.
  * - Progress goes through BullMQ's job progress, read by the server with QueueEvents; a cancel of a running
  *   job is a Redis publish that the worker running it hears.
+ * - Live previews: while someone watches a job on a server (its SSE stream, sd-webui's progress polls), that
+ *   server keeps the key `<prefix>:sdflow:watch:<job>` alive (a few seconds' expiry, renewed every poll); the
+ *   worker running the job checks it, draws previews at most every 500 ms while it exists, and publishes
+ *   them on `<prefix>:sdflow:preview` (pub/sub: nothing stored), which every server hears.
  */
 
 import { type Job as BullJob, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
 import { Buffer } from "node:buffer";
+import type { Latent } from "../models/types.ts";
+import type { LivePreviewInfo } from "../plugins/node.ts";
 import { join } from "node:path";
 import { type Engine, isPlainName } from "./engine.ts";
+import { PreviewRenderer } from "./ui_api.ts";
 import {
   type CancelResult,
   type GraphJobResult,
@@ -122,6 +129,20 @@ async function answerWithin<T>(p: Promise<T>, ms: number, url: string): Promise<
 
 const filesKey = (prefix: string, id: string) => `${prefix}:${QUEUE_NAME}:files:${id}`;
 const cancelChannel = (prefix: string) => `${prefix}:${QUEUE_NAME}:cancel`;
+const previewChannel = (prefix: string) => `${prefix}:${QUEUE_NAME}:preview`;
+const watchKey = (prefix: string, id: string) => `${prefix}:${QUEUE_NAME}:watch:${id}`;
+/** How long a watch key lives without renewal (ms); the server renews it every `pollMs`. */
+const WATCH_TTL_MS = 3000;
+/** A worker draws at most one preview per this many ms (≤ 2 a second through Redis). */
+const PREVIEW_EVERY_MS = 500;
+/** How often a worker checks whether its job is watched (ms). */
+const WATCH_CHECK_MS = 500;
+
+/** What a worker publishes on the preview channel. */
+interface PreviewMessage {
+  id: string;
+  preview: Record<string, unknown>;
+}
 
 /** Options of {@link RedisGraphQueue.open}. */
 export interface RedisQueueOptions {
@@ -155,6 +176,8 @@ export class RedisGraphQueue implements GraphQueue {
     readonly client: Redis,
     /** The connections given to BullMQ, ours to drop when Redis is gone. */
     readonly connections: readonly Redis[],
+    /** Subscribed to the workers' previews. */
+    readonly previews: Redis,
   ) {
     this.description = `redis ${opts.url}`;
   }
@@ -171,7 +194,10 @@ export class RedisGraphQueue implements GraphQueue {
     queue.on("error", () => {}); // reconnection is automatic; errors surface on the requests that fail
     events.on("error", () => {});
     await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
-    const q = new RedisGraphQueue(opts, queue, events, client, [queueConnection, eventsConnection]);
+    const previews = await connect(opts.url);
+    previews.on("error", () => {}); // reconnects resubscribe
+    await previews.subscribe(previewChannel(prefix));
+    const q = new RedisGraphQueue(opts, queue, events, client, [queueConnection, eventsConnection], previews);
     q.#listen();
     q.#poll = setInterval(() => void q.#reconcile(), opts.pollMs ?? 1000);
     return q;
@@ -182,6 +208,16 @@ export class RedisGraphQueue implements GraphQueue {
   }
 
   #listen(): void {
+    this.previews.on("message", (_channel: string, text: string) => {
+      let m: PreviewMessage;
+      try {
+        m = JSON.parse(text);
+      } catch {
+        return;
+      }
+      const job = this.#jobs.get(String(m?.id));
+      if (job && !job.finishedState && m.preview && typeof m.preview === "object") job.showPreview(m.preview);
+    });
     this.events.on("active", ({ jobId }) => {
       const job = this.#jobs.get(jobId);
       if (job && job.status === "queued") {
@@ -224,6 +260,13 @@ export class RedisGraphQueue implements GraphQueue {
 
   /** Events can be missed (the server's Redis connection was down): unfinished jobs are also checked here. */
   async #reconcile(): Promise<void> {
+    // Jobs someone watches here: their workers draw previews while the keys live.
+    const watched = [...this.#jobs.values()].filter((j) => !j.finishedState && j.watched);
+    if (watched.length) {
+      const p = this.client.pipeline();
+      for (const j of watched) p.set(watchKey(this.#prefix, j.id), "1", "PX", WATCH_TTL_MS);
+      await p.exec().catch(() => {});
+    }
     for (const job of [...this.#jobs.values()]) {
       if (job.finishedState) continue;
       try {
@@ -367,7 +410,7 @@ export class RedisGraphQueue implements GraphQueue {
     clearInterval(this.#poll);
     // Redis may be gone: give the orderly close a moment, then drop the connections.
     await answerWithin(Promise.all([this.events.close(), this.queue.close()]), 2000, this.opts.url).catch(() => {});
-    for (const c of [...this.connections, this.client]) c.disconnect();
+    for (const c of [...this.connections, this.client, this.previews]) c.disconnect();
   }
 }
 
@@ -389,6 +432,8 @@ export interface WorkerOptions {
   stallMs?: number;
   /** One line per job event (`active <id>`, `completed <id>`, `failed <id>: reason`). */
   log?: (line: string) => void;
+  /** Live previews of a watched job: at most one per this many ms (default 500). */
+  previewEveryMs?: number;
 }
 
 /** A running worker. */
@@ -410,6 +455,9 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
     if (current?.id === id) current.cancel();
   });
   await subscriber.subscribe(cancelChannel(prefix));
+  // Previews are drawn here (TAESD from this worker's --models, else the projection) and sent drawn.
+  const renderer = new PreviewRenderer(opts.engine.modelsDir, encodeBase64);
+  const drawPreview = (latent: Latent, family: LivePreviewInfo["family"]) => renderer.render(latent, family);
 
   const process = async (bj: BullJob<JobData, JobReturn>): Promise<JobReturn> => {
     const id = bj.id!;
@@ -439,6 +487,14 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
     };
     // Progress is sent without waiting: the engine does not stop for Redis; order is kept per connection.
     const send = (data: Record<string, unknown>) => void bj.updateProgress(data).catch(() => {});
+    // Whether a server has someone watching: checked in the background, at most every WATCH_CHECK_MS.
+    let watched = false, checked = -Infinity;
+    const checkWatched = () => {
+      if (performance.now() - checked < WATCH_CHECK_MS) return;
+      checked = performance.now();
+      client.exists(watchKey(prefix, id)).then((n) => watched = n > 0, () => {});
+    };
+    checkWatched();
     const ctx: JobContext = {
       id,
       signal: abort.signal,
@@ -450,12 +506,17 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
         stop();
         send({ type: "node", node, nodeType: type });
       },
-      // Live previews are drawn only in the server's own process (not sent through Redis).
-      preview: () => {},
-      watched: false,
+      preview: (preview) => {
+        const m: PreviewMessage = { id, preview };
+        void client.publish(previewChannel(prefix), JSON.stringify(m)).catch(() => {});
+      },
+      get watched() {
+        checkWatched();
+        return watched;
+      },
     };
     try {
-      const r = await runGraphJob(engine, spec, ctx);
+      const r = await runGraphJob(engine, spec, ctx, drawPreview, opts.previewEveryMs ?? PREVIEW_EVERY_MS);
       const key = filesKey(prefix, id);
       const multi = client.multi().del(key);
       for (const f of r.files) multi.hset(key, f, Buffer.from(await Deno.readFile(join(engine.outputDir, f))));
@@ -491,6 +552,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
       await worker.close();
       subscriber.disconnect();
       client.disconnect();
+      await renderer.close();
     },
   };
 }

@@ -336,4 +336,77 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "redis queue: a worker's live previews reach the SSE stream and sd-webui's progress, throttled, only when watched",
+  ignore: !HAVE_REDIS,
+  fn: async () => {
+    await withRedisServer(async ({ server, base, tmp, redis }) => {
+      // What the workers publish, as any server hears it.
+      const published: { id: string; at: number; step: number }[] = [];
+      const listener = new Redis({ host: "127.0.0.1", port: redis.port, maxRetriesPerRequest: 3 });
+      listener.on("message", (_c: string, text: string) => {
+        const m = JSON.parse(text);
+        published.push({ id: m.id, at: performance.now(), step: m.preview.step });
+      });
+      await listener.subscribe("t:sdflow:preview");
+      const w = new TestWorker(redis.url, join(tmp, "w"));
+      let reader: ReadableStreamDefaultReader<string> | undefined;
+      try {
+        // Nobody watches: the worker draws and sends nothing.
+        const quiet = await submit(base, 1, 60);
+        await allDone(server, [quiet], 60_000);
+        assert.equal(server.queue.get(quiet)!.status, "succeeded");
+        assert.deepEqual(published.filter((p) => p.id === quiet), []);
+
+        // A long job, followed on its event stream.
+        const id = await submit(base, 2, 1000, "", 128);
+        const r = await fetch(`${base}/v1/jobs/${id}/events`);
+        reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
+        const previews: { at: number; data: Record<string, unknown> }[] = [];
+        let buffer = "";
+        for (const until = Date.now() + 60_000; previews.length < 5;) {
+          assert.ok(Date.now() < until, `only ${previews.length} previews; published: ${published.length}`);
+          const { value, done } = await reader.read();
+          assert.ok(!done, "the stream ended");
+          buffer += value;
+          const blocks = buffer.split("\n\n");
+          buffer = blocks.pop()!;
+          for (const b of blocks) {
+            if (/^event: preview$/m.test(b)) {
+              previews.push({ at: performance.now(), data: JSON.parse(/^data: (.*)$/m.exec(b)![1]) });
+            }
+          }
+        }
+        const first = previews[0].data;
+        assert.deepEqual([first.node, first.method, first.width, first.height], ["sampler", "proj", 16, 16]);
+        assert.match(String(first.image), /^data:image\/png;base64,/);
+        // At most 2 a second (sent every ≥ 500 ms; arrival may jitter a little), over many steps.
+        const span = previews.at(-1)!.at - previews[0].at;
+        assert.ok(span / (previews.length - 1) >= 400, `${previews.length} previews in ${span.toFixed(0)} ms`);
+        const steps = previews.map((p) => Number(p.data.step));
+        assert.ok(steps.every((s, i) => i === 0 || s > steps[i - 1]), steps.join(","));
+        assert.ok(steps.at(-1)! - steps[0] >= previews.length, `steps ${steps.join(",")}`);
+        assert.ok(published.filter((p) => p.id === id).length >= previews.length);
+
+        // sd-webui's progress shows the latest preview of the running job, as bare base64.
+        const p = await (await fetch(`${base}/sdapi/v1/progress`)).json();
+        assert.equal(p.state.job, id);
+        const png = decodePngImage(Uint8Array.from(atob(p.current_image), (c) => c.charCodeAt(0)));
+        assert.deepEqual([png.image.width, png.image.height], [16, 16]);
+
+        const stop = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE" });
+        assert.equal(stop.status, 202);
+        await stop.body?.cancel();
+        await allDone(server, [id], 30_000);
+        assert.equal(server.queue.get(id)!.status, "cancelled");
+      } finally {
+        await reader?.cancel().catch(() => {});
+        listener.disconnect();
+        await w.stop();
+      }
+    });
+  },
+});
+
 if (!HAVE_REDIS) console.log("redis_queue_test: ignored (redis-server is not on the PATH)");

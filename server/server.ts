@@ -606,8 +606,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<SdflowServe
     {
       method: "GET",
       path: "/sdapi/v1/progress",
-      handler: () => {
+      handler: (ctx) => {
         const job = queue.running;
+        // A client that asks for the picture is watching: previews are drawn (in-process or by the worker).
+        const skipImage = ctx.url.searchParams.get("skip_current_image") === "true";
+        if (!skipImage) job?.polled();
+        const image = skipImage ? undefined : job?.preview?.image;
         return json({
           progress: job?.progress.fraction ?? 0,
           eta_relative: 0,
@@ -619,7 +623,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<SdflowServe
             interrupted: false,
             skipped: false,
           },
-          current_image: null,
+          // sd-webui's: the PNG as bare base64.
+          current_image: typeof image === "string" ? image.replace(/^data:image\/png;base64,/, "") : null,
           textinfo: job ? `${job.progress.node ?? ""}` : null,
         });
       },

@@ -322,3 +322,39 @@ Deno.test("ui api: every prompt-page graph (LoRAs, ControlNet, img2img, inpaint)
     await Deno.remove(outputDir, { recursive: true });
   }
 });
+
+Deno.test("ui api: sd-webui's progress carries the running job's latest preview as current_image while polled", async () => {
+  await withServer(undefined, async (base) => {
+    const r = await fetch(`${base}/v1/graphs`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify(tinyGraph({ seed: 9, steps: 1000 })),
+    });
+    assert.equal(r.status, 202);
+    const { id } = await r.json();
+    const progress = async (query = "") =>
+      await (await fetch(`${base}/sdapi/v1/progress${query}`, { headers: auth })).json();
+    // Polling is watching: previews are drawn from the next step on, and the latest is current_image.
+    let p = await progress();
+    for (const until = Date.now() + 60_000; p.current_image === null && Date.now() < until;) {
+      await new Promise((res) => setTimeout(res, 100));
+      p = await progress();
+    }
+    assert.equal(p.state.job, id);
+    assert.equal(typeof p.current_image, "string", JSON.stringify(p));
+    const png = decodePngImage(Uint8Array.from(atob(p.current_image), (c) => c.charCodeAt(0)));
+    assert.deepEqual([png.image.width, png.image.height], [8, 8]);
+    assert.ok(p.state.sampling_step >= 1 && p.state.sampling_steps === 1000, JSON.stringify(p.state));
+    // A client that does not want the picture gets none.
+    assert.equal((await progress("?skip_current_image=true")).current_image, null);
+    const stop = await fetch(`${base}/sdapi/v1/interrupt`, { method: "POST", headers: auth });
+    assert.equal(stop.status, 200);
+    await stop.body?.cancel();
+    const job = await (await fetch(`${base}/v1/jobs/${id}`, { headers: auth })).json();
+    for (let i = 0; i < 100 && job.status !== "cancelled"; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      Object.assign(job, await (await fetch(`${base}/v1/jobs/${id}`, { headers: auth })).json());
+    }
+    assert.equal(job.status, "cancelled");
+  });
+});
