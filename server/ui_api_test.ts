@@ -13,7 +13,8 @@ import { decodePngImage, encodePngImage } from "../plugins/image/png.ts";
 import { runPipeline } from "../dsl/run.ts";
 import { validateGraph } from "../dsl/validate.ts";
 import type { GraphFile } from "../dsl/format.ts";
-import { startServer } from "./server.ts";
+import type { MemoryGraphQueue } from "./jobs.ts";
+import { type SdflowServer, startServer } from "./server.ts";
 import * as uiGraphs from "./ui/graphs.js";
 import { tinyGraph } from "./test_graphs.ts";
 
@@ -44,12 +45,12 @@ function taesdFile(): Uint8Array {
 
 async function withServer(
   modelsDir: string | undefined,
-  fn: (base: string, outputDir: string) => Promise<void>,
+  fn: (base: string, outputDir: string, server: SdflowServer) => Promise<void>,
 ): Promise<void> {
   const outputDir = await Deno.makeTempDir({ prefix: "sdflow-ui-api-" });
   const server = await startServer({ port: 0, outputDir, modelsDir, apiKey: KEY });
   try {
-    await fn(`http://127.0.0.1:${server.addr.port}`, outputDir);
+    await fn(`http://127.0.0.1:${server.addr.port}`, outputDir, server);
   } finally {
     await server.shutdown();
     await Deno.remove(outputDir, { recursive: true });
@@ -57,14 +58,19 @@ async function withServer(
 }
 
 /** Runs a graph and reads its event stream to the end: the preview events' data. */
-async function previewsOf(base: string, graph: unknown): Promise<Record<string, unknown>[]> {
+async function previewsOf(base: string, server: SdflowServer, graph: unknown): Promise<Record<string, unknown>[]> {
+  // The engine is held until the stream is open, so that no step passes unwatched.
+  let release!: () => void;
+  (server.queue as MemoryGraphQueue).submit("hold", () => new Promise<void>((r) => release = r));
   const r = await fetch(`${base}/v1/graphs`, {
     method: "POST",
     headers: { ...auth, "content-type": "application/json" },
     body: JSON.stringify(graph),
   });
   const { id } = await r.json();
-  const text = await (await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth })).text();
+  const stream = await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth });
+  release();
+  const text = await stream.text();
   const events = text.split("\n\n").filter((b) => b.trim()).map((b) => ({
     name: /^event: (.*)$/m.exec(b)![1],
     data: JSON.parse(/^data: (.*)$/m.exec(b)![1]),
@@ -80,7 +86,7 @@ function pngOfDataUrl(url: unknown): ReturnType<typeof decodePngImage> {
 }
 
 Deno.test("ui api: static files without the key, schema, uploads, outputs listing, projection previews", async () => {
-  await withServer(undefined, async (base, outputDir) => {
+  await withServer(undefined, async (base, outputDir, server) => {
     const page = await fetch(`${base}/`);
     assert.equal(page.status, 200);
     assert.match(page.headers.get("content-type")!, /text\/html/);
@@ -129,7 +135,7 @@ Deno.test("ui api: static files without the key, schema, uploads, outputs listin
     }
 
     // Previews: one per step, the projection at latent size (64 / 8 = 8 pixels).
-    const previews = await previewsOf(base, GRAPH);
+    const previews = await previewsOf(base, server, GRAPH);
     assert.deepEqual(previews.map((p) => p.step), [1, 2, 3]);
     assert.deepEqual([previews[0].method, previews[0].width, previews[0].node], ["proj", 8, "sampler"]);
     assert.equal(pngOfDataUrl(previews[2].image).image.width, 8);
@@ -154,8 +160,8 @@ Deno.test("ui api: a TAESD in the models folder's VAE-approx/ makes full-size pr
     await Deno.writeFile(`${modelsDir}/VAE-approx/taesd.safetensors`, taesdFile());
     await Deno.mkdir(`${modelsDir}/ControlNet`);
     await Deno.writeTextFile(`${modelsDir}/ControlNet/edges.safetensors`, "not really a ControlNet");
-    await withServer(modelsDir, async (base) => {
-      const previews = await previewsOf(base, GRAPH);
+    await withServer(modelsDir, async (base, _outputDir, server) => {
+      const previews = await previewsOf(base, server, GRAPH);
       assert.equal(previews.length, 3);
       assert.deepEqual([previews[0].method, previews[0].width, previews[0].height], ["taesd", 64, 64]);
       const last = pngOfDataUrl(previews[2].image).image;
