@@ -29,7 +29,7 @@ class TestWorker {
   readonly proc: Deno.ChildProcess;
   readonly reading: Promise<void>;
 
-  constructor(url: string, readonly outputs: string) {
+  constructor(url: string, readonly outputs: string, extra: readonly string[] = []) {
     const proc = this.proc = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -43,6 +43,7 @@ class TestWorker {
         String(STALL_MS),
         "--prefix",
         "t",
+        ...extra,
       ],
       stdout: "piped",
       stderr: "null",
@@ -403,6 +404,40 @@ Deno.test({
       } finally {
         await reader?.cancel().catch(() => {});
         listener.disconnect();
+        await w.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "redis queue: a worker keeps its loaded models within --model-memory",
+  ignore: !HAVE_REDIS,
+  fn: async () => {
+    await withRedisServer(async ({ server, base, tmp, redis }) => {
+      // 30 MiB: one tiny checkpoint's weights (about 20 MiB) fit, two do not.
+      const w = new TestWorker(redis.url, join(tmp, "w"), ["--model-memory", "30"]);
+      try {
+        const run = async (checkpointSeed: number, seed: number) => {
+          const r = await fetch(`${base}/v1/graphs`, {
+            method: "POST",
+            body: JSON.stringify(tinyGraph({ checkpointSeed, seed, steps: 1 })),
+          });
+          const { id } = await r.json();
+          await allDone(server, [id], 60_000);
+          const job = server.queue.get(id)!;
+          assert.equal(job.status, "succeeded", job.error);
+          return job.result as { executed: string[]; cached: string[] };
+        };
+        assert.ok((await run(1, 1)).executed.includes("checkpoint"));
+        assert.ok((await run(1, 2)).cached.includes("checkpoint"));
+        await run(2, 1);
+        const line = await w.waitFor(/^unloaded /);
+        assert.match(line, /^unloaded tiny \(random weights, seed 1\): \d+ bytes$/);
+        assert.ok((await run(1, 1)).executed.includes("checkpoint"));
+        await w.waitFor(/^unloaded tiny \(random weights, seed 2\)/);
+        assert.equal(w.lines.filter((l) => l.startsWith("unloaded ")).length, 2);
+      } finally {
         await w.stop();
       }
     });
