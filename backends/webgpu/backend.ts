@@ -443,9 +443,11 @@ export class WebGpuBuffer implements BackendBuffer {
 interface Prepared {
   kind: string;
   pipeline: GPUComputePipeline;
-  uniform: GPUBuffer;
   tensors: number[];
-  groups: [number, number, number];
+  /** One per dispatch: its parameters and workgroup counts. */
+  steps: { uniform: GPUBuffer; groups: [number, number, number] }[];
+  /** The op's own scratch buffer (attention's running state between key chunks), bound after the tensors. */
+  scratch?: GPUBuffer;
 }
 
 export class WebGpuPlan implements BackendPlan {
@@ -475,17 +477,26 @@ export class WebGpuPlan implements BackendPlan {
       for (const [i, call] of this.#calls.entries()) {
         const op = this.parsed.ops[i];
         const pipeline = await this.backend.pipeline(call.code, op.kind);
-        const words = new Uint32Array(PARAM_SLOTS);
-        // Slots 0..7: each tensor's first element within its 256-byte aligned binding.
+        const offsets = new Uint32Array(PARAM_SLOTS);
+        // Slots 0..7: each tensor's first element within its 256-byte aligned binding (the scratch's: 0).
         call.tensors.forEach((ti, k) => {
           const t = this.parsed.tensors[ti];
           const elem = t.dtype === 1 || t.dtype === 2 ? 2 : 4;
-          words[k] = (t.offset % this.backend.capabilities.alignment) / elem;
+          offsets[k] = (t.offset % this.backend.capabilities.alignment) / elem;
         });
-        call.params.forEach((v, k) => (words[PARAM_BASE + k] = v >>> 0));
-        const uniform = this.backend.gpuBuffer(words.byteLength, USAGE_UNIFORM | USAGE_COPY_DST, `op ${i} params`);
-        device.queue.writeBuffer(uniform, 0, words);
-        out.push({ kind: op.kind, pipeline, uniform, tensors: call.tensors, groups: call.groups });
+        const prepared: Prepared = { kind: op.kind, pipeline, tensors: call.tensors, steps: [] };
+        out.push(prepared);
+        for (const [j, d] of call.dispatches.entries()) {
+          const words = offsets.slice();
+          d.params.forEach((v, k) => (words[PARAM_BASE + k] = v >>> 0));
+          const what = `op ${i} params${call.dispatches.length > 1 ? ` (dispatch ${j + 1})` : ""}`;
+          const uniform = this.backend.gpuBuffer(words.byteLength, USAGE_UNIFORM | USAGE_COPY_DST, what);
+          device.queue.writeBuffer(uniform, 0, words);
+          prepared.steps.push({ uniform, groups: d.groups });
+        }
+        if (call.scratchBytes) {
+          prepared.scratch = this.backend.gpuBuffer(call.scratchBytes, USAGE_STORAGE, `op ${i} (${op.kind}) scratch`);
+        }
       }
       this.#prepared = out;
     })();
@@ -529,22 +540,27 @@ export class WebGpuPlan implements BackendPlan {
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
     for (const [i, p] of prepared.entries()) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: p.uniform } }];
-      p.tensors.forEach((ti, k) => {
+      const entries: GPUBindGroupEntry[] = p.tensors.map((ti, k) => {
         const t = tensors[ti];
         const base = Math.floor(t.offset / align) * align;
         const size = Math.min(up4(t.offset + t.bytes), bufs[t.binding].gpu.size) - base;
-        entries.push({ binding: k + 1, resource: { buffer: bufs[t.binding].gpu, offset: base, size } });
+        return { binding: k + 1, resource: { buffer: bufs[t.binding].gpu, offset: base, size } };
       });
-      let group: GPUBindGroup;
-      try {
-        group = device.createBindGroup({ layout: p.pipeline.getBindGroupLayout(0), entries });
-      } catch (e) {
-        throw new WebGpuError(SDF_STATUS.E_INTERNAL, `op ${i} (${p.kind}): ${(e as Error).message}`, p.kind);
-      }
+      if (p.scratch) entries.push({ binding: p.tensors.length + 1, resource: { buffer: p.scratch } });
       pass.setPipeline(p.pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...p.groups);
+      for (const step of p.steps) {
+        let group: GPUBindGroup;
+        try {
+          group = device.createBindGroup({
+            layout: p.pipeline.getBindGroupLayout(0),
+            entries: [{ binding: 0, resource: { buffer: step.uniform } }, ...entries],
+          });
+        } catch (e) {
+          throw new WebGpuError(SDF_STATUS.E_INTERNAL, `op ${i} (${p.kind}): ${(e as Error).message}`, p.kind);
+        }
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(...step.groups);
+      }
     }
     pass.end();
     device.queue.submit([enc.finish()]);
@@ -570,6 +586,9 @@ export class WebGpuPlan implements BackendPlan {
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    for (const p of this.#prepared ?? []) p.uniform.destroy();
+    for (const p of this.#prepared ?? []) {
+      for (const step of p.steps) step.uniform.destroy();
+      p.scratch?.destroy();
+    }
   }
 }

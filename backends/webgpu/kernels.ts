@@ -12,9 +12,22 @@ import { SDF_DTYPE, SDF_STATUS } from "../abi.ts";
 import { BackendError } from "../ffi.ts";
 import type { PlanOp, PlanTensor } from "../plan_reader.ts";
 import { ACTIVATIONS, elementwise, ELEMENTWISE_WG, PARAM_BASE, prelude, type TensorUse } from "./wgsl.ts";
-import { attentionDirectKernel, attentionKernel, gemm, type GemmVariant, REDUCE } from "./templates.ts";
+import {
+  attentionDirectKernel,
+  attentionKernel,
+  attentionKeyChunk,
+  gemm,
+  type GemmVariant,
+  REDUCE,
+} from "./templates.ts";
 
 export type { GemmVariant };
+
+/** One dispatch of an op's kernel: its parameters from slot PARAM_BASE (u32 words) and workgroup counts. */
+export interface Dispatch {
+  params: number[];
+  groups: [number, number, number];
+}
 
 /** What one op dispatches. */
 export interface KernelCall {
@@ -22,9 +35,10 @@ export interface KernelCall {
   code: string;
   /** Plan tensor indices in binding order (binding i+1). */
   tensors: number[];
-  /** Op parameters from slot PARAM_BASE (u32 words). */
-  params: number[];
-  groups: [number, number, number];
+  /** Dispatched in order (an op split to bound each invocation's work runs several). */
+  dispatches: Dispatch[];
+  /** Bytes of a scratch buffer the backend keeps for this op, bound after the tensors (0 or absent: none). */
+  scratchBytes?: number;
 }
 
 /** Op kinds these kernels implement. */
@@ -82,6 +96,21 @@ export function kernelFor(
   tensors: readonly PlanTensor[],
   variant: GemmVariant = "tiled",
 ): KernelCall {
+  const call = singleOrSplit(index, op, tensors, variant);
+  if ("dispatches" in call) return call;
+  const { params, groups, ...rest } = call;
+  return { ...rest, dispatches: [{ params, groups }] };
+}
+
+/** An op's kernel with one dispatch (params, groups), or already split into several. */
+type OneOrMore = KernelCall | (Omit<KernelCall, "dispatches"> & Dispatch);
+
+function singleOrSplit(
+  index: number,
+  op: PlanOp,
+  tensors: readonly PlanTensor[],
+  variant: GemmVariant,
+): OneOrMore {
   const ins = op.ins.map((t) => tensors[t]);
   const outs = op.outs.map((t) => tensors[t]);
   const arity = (nin: number[], nout: number) => {
@@ -109,7 +138,7 @@ export function kernelFor(
     }
   }
   const uses = [...ins.map((t) => use(t)), ...outs.map((t) => use(t, true))];
-  const ew = (count: number, body: string, params: number[] = [], extra = ""): KernelCall => ({
+  const ew = (count: number, body: string, params: number[] = [], extra = ""): OneOrMore => ({
     code: elementwise(uses, body, extra),
     tensors: all,
     params: [count, ...params],
@@ -211,10 +240,21 @@ fn store(z: u32, m: u32, n: u32, acc: f32) { st${o}(z * ${m * n}u + m * ${n}u + 
       const d = c / heads;
       if (d > 1024) fail(index, op, `head size ${d} exceeds 1024`);
       const scale = op.f[0] ?? 1 / Math.sqrt(d);
+      // The running max and sum between key chunks live in a scratch buffer bound after the tensors (t4).
+      const withState = [...uses, { dtype: SDF_DTYPE.f32, write: true }];
       const { code, wg } = variant === "tiled"
-        ? attentionKernel(uses, d, causal)
-        : attentionDirectKernel(uses, d, causal);
-      return { code, tensors: all, params: [nq, nk, heads, f32Bits(scale)], groups: [Math.ceil(nq / wg), heads, b] };
+        ? attentionKernel(withState, d, causal)
+        : attentionDirectKernel(withState, d, causal);
+      const chunk = attentionKeyChunk(d, variant);
+      const dispatches: Dispatch[] = [];
+      for (let k0 = 0; k0 < nk; k0 += chunk) {
+        const k1 = Math.min(nk, k0 + chunk);
+        dispatches.push({
+          params: [nq, nk, heads, f32Bits(scale), k0, k1, k0 === 0 ? 1 : 0, k1 === nk ? 1 : 0],
+          groups: [Math.ceil(nq / wg), heads, b],
+        });
+      }
+      return { code, tensors: all, dispatches, scratchBytes: b * heads * nq * 2 * 4 };
     }
     case "group_norm": {
       arity([3], 1);

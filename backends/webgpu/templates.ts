@@ -5,7 +5,7 @@
  * families), and the workgroup reductions of the norms and softmax.
  */
 
-import { PARAM_BASE, prelude, type TensorUse } from "./wgsl.ts";
+import { LOOP_BUDGET, PARAM_BASE, prelude, type TensorUse } from "./wgsl.ts";
 
 /**
  * The tiled GEMM: C[z][m][n] = sum_k A(z,m,k) B(z,k,n), 64x64 tiles, 16
@@ -143,9 +143,59 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
 `;
 
 /**
+ * Attention's running state between key chunks (see {@link attentionKeyChunk}): the output row holds the
+ * unnormalised sum o, and a scratch buffer (binding 5, `t4`) the running max and sum (m, l) per query and head.
+ * The first chunk starts from zero, the last writes o / l; params PARAM_BASE+4.. = k0, k1, first, last.
+ */
+const ATTENTION_CHUNK = `
+  let k0 = p(${PARAM_BASE + 4}u); let k1 = p(${PARAM_BASE + 5}u);
+  let first = p(${PARAM_BASE + 6}u) == 1u; let last = p(${PARAM_BASE + 7}u) == 1u;`;
+
+/** Loads the running state of query `qi` (clamped) and its q row; `obase` is its output row. */
+function attentionState(d: number): string {
+  return `
+  let si = ((b * H + h) * NQ + min(qi, NQ - 1u)) * 2u;
+  var q: array<f32, ${d}>;
+  var o: array<f32, ${d}>;
+  var mx = -3.0e38;
+  var l = 0.0;
+  if (!first) { mx = ld4(si); l = ld4(si + 1u); }
+  for (var c = 0u; c < D; c++) { q[c] = ld0(qbase + c) * scale; o[c] = select(ld3(qbase + c), 0.0, first); }`;
+}
+
+/** Stores the state after a chunk: o / l on the last chunk, else o, m and l for the next. */
+const ATTENTION_STORE = `
+    if (last) {
+      let inv = 1.0 / l;
+      for (var c = 0u; c < D; c++) { st3(qbase + c, o[c] * inv); }
+    } else {
+      for (var c = 0u; c < D; c++) { st3(qbase + c, o[c]); }
+      st4(si, mx); st4(si + 1u, l);
+    }`;
+
+/**
+ * Keys per dispatch of the attention kernels, so that one invocation's loop iterations (every loop
+ * together) stay within {@link LOOP_BUDGET}: an invocation runs 2D iterations to load and store its
+ * rows, then per key D for the score, D for the update and one for the key loop itself, and (tiled)
+ * its share of the tile loads, at most ceil(D / 64) + 1 per key.
+ */
+export function attentionKeyChunk(d: number, variant: GemmVariant): number {
+  const perKey = 2 * d + 1 + (variant === "tiled" ? Math.ceil(d / 64) + 1 : 0);
+  const keys = Math.max(1, Math.floor((LOOP_BUDGET - 2 * d) / perKey));
+  const tk = attentionTile(d);
+  return variant === "tiled" && keys >= tk ? keys - (keys % tk) : keys;
+}
+
+/** Keys staged per tile of the tiled attention kernel (two tiles of TK x D floats in workgroup memory). */
+function attentionTile(d: number): number {
+  return Math.max(1, Math.min(32, Math.floor(3072 / d)));
+}
+
+/**
  * Flash attention for CPU-emulated adapters: one thread per query reading
  * keys and values straight from the buffers (no workgroup memory, no
- * barriers), online softmax as in the tiled kernel.
+ * barriers), online softmax as in the tiled kernel, over the keys [k0, k1)
+ * of one dispatch.
  */
 export function attentionDirectKernel(
   uses: readonly TensorUse[],
@@ -158,19 +208,14 @@ const D = ${d}u;
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let NQ = p(${PARAM_BASE}u); let NK = p(${PARAM_BASE + 1}u); let H = p(${PARAM_BASE + 2}u);
-  let scale = pf(${PARAM_BASE + 3}u);
+  let scale = pf(${PARAM_BASE + 3}u);${ATTENTION_CHUNK}
   let h = wid.y; let b = wid.z;
   let qi = wid.x * ${wg}u + lid.x;
   if (qi >= NQ) { return; }
   let row = H * D;
-  var q: array<f32, ${d}>;
-  var o: array<f32, ${d}>;
-  let qbase = (b * NQ + qi) * row + h * D;
-  for (var c = 0u; c < D; c++) { q[c] = ld0(qbase + c) * scale; o[c] = 0.0; }
-  var mx = -3.0e38;
-  var l = 0.0;
-  let kend = ${causal ? "min(NK, qi + 1u)" : "NK"};
-  for (var j = 0u; j < kend; j++) {
+  let qbase = (b * NQ + qi) * row + h * D;${attentionState(d)}
+  let kend = ${causal ? "min(k1, qi + 1u)" : "k1"};
+  for (var j = k0; j < kend; j++) {
     let kb = (b * NK + j) * row + h * D;
     var s = 0.0;
     for (var c = 0u; c < D; c++) { s = fma(q[c], ld1(kb + c), s); }
@@ -181,15 +226,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var c = 0u; c < D; c++) { o[c] = fma(o[c], corr, w * ld2(kb + c)); }
     mx = nm;
   }
-  let inv = 1.0 / l;
-  for (var c = 0u; c < D; c++) { st3(qbase + c, o[c] * inv); }
+  {${ATTENTION_STORE}
+  }
 }`;
   return { code, wg };
 }
 
-/** Flash attention: one thread per query, keys and values staged in tiles of TK through workgroup memory. */
+/**
+ * Flash attention: one thread per query, the keys [k0, k1) of one dispatch staged in tiles of TK
+ * through workgroup memory.
+ */
 export function attentionKernel(uses: readonly TensorUse[], d: number, causal: boolean): { code: string; wg: number } {
-  const tk = Math.max(1, Math.min(32, Math.floor(3072 / d)));
+  const tk = attentionTile(d);
   const wg = 64;
   const code = `${prelude(uses)}
 const D = ${d}u;
@@ -199,31 +247,26 @@ var<workgroup> Vs: array<f32, ${tk * d}>;
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let NQ = p(${PARAM_BASE}u); let NK = p(${PARAM_BASE + 1}u); let H = p(${PARAM_BASE + 2}u);
-  let scale = pf(${PARAM_BASE + 3}u);
+  let scale = pf(${PARAM_BASE + 3}u);${ATTENTION_CHUNK}
   let h = wid.y; let b = wid.z;
   let qi = wid.x * ${wg}u + lid.x;
   let row = H * D;
   let live = qi < NQ;
-  var q: array<f32, ${d}>;
-  var o: array<f32, ${d}>;
-  let qbase = (b * NQ + min(qi, NQ - 1u)) * row + h * D;
-  for (var c = 0u; c < D; c++) { q[c] = ld0(qbase + c) * scale; o[c] = 0.0; }
-  var mx = -3.0e38;
-  var l = 0.0;
-  var kend = NK;
-  ${causal ? "kend = min(NK, (wid.x + 1u) * " + wg + "u);" : ""}
-  for (var k0 = 0u; k0 < kend; k0 += TK) {
-    let n = min(TK, NK - k0);
+  let qbase = (b * NQ + min(qi, NQ - 1u)) * row + h * D;${attentionState(d)}
+  var kend = k1;
+  ${causal ? "kend = min(k1, (wid.x + 1u) * " + wg + "u);" : ""}
+  for (var kt = k0; kt < kend; kt += TK) {
+    let n = min(TK, kend - kt);
     for (var e = lid.x; e < n * D; e += ${wg}u) {
       let j = e / D; let c = e % D;
-      let src = (b * NK + k0 + j) * row + h * D + c;
+      let src = (b * NK + kt + j) * row + h * D + c;
       Ks[e] = ld1(src);
       Vs[e] = ld2(src);
     }
     workgroupBarrier();
     if (live) {
       for (var j = 0u; j < n; j++) {
-        ${causal ? "if (k0 + j > qi) { break; }" : ""}
+        ${causal ? "if (kt + j > qi) { break; }" : ""}
         var s = 0.0;
         for (var c = 0u; c < D; c++) { s = fma(q[c], Ks[j * D + c], s); }
         let nm = max(mx, s);
@@ -236,10 +279,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
   }
-  if (live) {
-    let obase = (b * NQ + qi) * row + h * D;
-    let inv = 1.0 / l;
-    for (var c = 0u; c < D; c++) { st3(obase + c, o[c] * inv); }
+  if (live) {${ATTENTION_STORE}
   }
 }`;
   return { code, wg };

@@ -76,6 +76,16 @@ export function prelude(uses: readonly TensorUse[]): string {
   return lines.join("\n");
 }
 
+/**
+ * Most loop iterations one invocation may run, all its loops together. Mesa's llvmpipe (lavapipe, the
+ * Vulkan driver CI runs WebGPU on) ends every loop of a shader invocation once 65535 iterations have
+ * run in total (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS, one counter shared by all loops), silently, so
+ * a longer kernel computes garbage; on hardware GPUs long invocations risk the driver's watchdog.
+ * Kernels whose loops grow with the problem (attention over the keys) split it into dispatches that
+ * each stay within this, with a margin.
+ */
+export const LOOP_BUDGET = 60000;
+
 /** Workgroup size of the one-thread-per-element kernels. */
 export const ELEMENTWISE_WG = 256;
 
