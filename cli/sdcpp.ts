@@ -136,6 +136,21 @@ export const SDCPP_FLAGS: readonly FlagSpec[] = [
   },
   { names: ["vae-tiling"], boolean: true, help: "run the VAE in tiles (bounded memory for big images)" },
   {
+    names: ["clip-on-cpu"],
+    boolean: true,
+    help: "with --backend other than cpu: run the text encoders on the CPU (the checkpoint's clip_backend)",
+  },
+  {
+    names: ["vae-on-cpu"],
+    boolean: true,
+    help: "with --backend other than cpu: run the VAE (or TAESD) on the CPU (vae_backend, the taesd node's backend)",
+  },
+  {
+    names: ["control-net-cpu"],
+    boolean: true,
+    help: "with --backend other than cpu: run the ControlNet on the CPU (the controlnet node's backend)",
+  },
+  {
     names: ["vae-tile-size"],
     target: ["decode", "tile_size"],
     default: "32",
@@ -170,9 +185,6 @@ const NOT_YET = [
   "clip_g",
   "t5xxl",
   "vae-relative-tile-size",
-  "vae-on-cpu",
-  "clip-on-cpu",
-  "control-net-cpu",
   "normalize-input",
   "stacked-id-embd-dir",
   "input-id-images-dir",
@@ -450,9 +462,19 @@ export function graphFromSdcppFlags(
   const vaePath = v<string | undefined>("checkpoint.vae");
   const prediction = v<"eps" | "v" | undefined>("checkpoint.prediction");
   const weightType = v<WeightType | undefined>("checkpoint.weight_type");
+  // sd.cpp's --clip-on-cpu, --vae-on-cpu, --control-net-cpu: those networks' nodes get backend "cpu" when the run's
+  // backend is another one (on the CPU backend they already are).
+  const backendFlag = str("backend");
+  const onCpu = (flag: string, node: string, input: string): { [k: string]: "cpu" } => {
+    if (flags[flag] !== true || backendFlag === undefined || backendFlag === "cpu") return {};
+    origins.set(pointer("nodes", node, "inputs", input), spelled[flag] ?? `--${flag}`);
+    return { [input]: "cpu" };
+  };
   const ckpt = g.checkpoint(
     {
       path: v<string>("checkpoint.path"),
+      ...onCpu("clip-on-cpu", "checkpoint", "clip_backend"),
+      ...onCpu("vae-on-cpu", "checkpoint", "vae_backend"),
       ...(embd === undefined ? {} : { embeddings_dir: embd }),
       ...(vaePath === undefined ? {} : { vae: vaePath }),
       ...(prediction === undefined ? {} : { prediction }),
@@ -495,7 +517,13 @@ export function graphFromSdcppFlags(
     let control = g.load_image({ path: v<string>("control_image.path") }, "control_image");
     if (flags.canny === true) control = g.canny({ image: control }, "canny");
     model = g.controlnet(
-      { model, path: v<string>("controlnet.path"), image: control, strength: v<number>("controlnet.strength") },
+      {
+        model,
+        path: v<string>("controlnet.path"),
+        image: control,
+        strength: v<number>("controlnet.strength"),
+        ...onCpu("control-net-cpu", "controlnet", "backend"),
+      },
       "controlnet",
     ).model;
   } else if (str("control-image") || flags.canny === true) {
@@ -508,7 +536,9 @@ export function graphFromSdcppFlags(
     throw new UsageError(`--preview must be none, proj, tae or vae, got "${previewMode}"`);
   }
   if (previewMode === "tae" && !str("taesd")) throw new UsageError("--preview tae needs a TAESD file: --taesd FILE");
-  const taesd = str("taesd") ? g.taesd({ path: v<string>("taesd.path") }, "taesd").vae : undefined;
+  const taesd = str("taesd")
+    ? g.taesd({ path: v<string>("taesd.path"), ...onCpu("vae-on-cpu", "taesd", "backend") }, "taesd").vae
+    : undefined;
   const previewOnly = flags["taesd-preview-only"] === true && previewMode === "tae";
   const vae = taesd && !previewOnly ? taesd : ckpt.vae;
   const preview = previewMode === "none" ? {} : {

@@ -73,6 +73,13 @@ export interface LoadOptions {
   /** Backend name or library path (default "cpu"). */
   backend?: string;
   /**
+   * Backend of the text encoders when not `backend` (stable-diffusion.cpp's `--clip-on-cpu`: "cpu"); they
+   * then keep their own activation memory there.
+   */
+  clipBackend?: string;
+  /** Backend of the VAE when not `backend` (stable-diffusion.cpp's `--vae-on-cpu`: "cpu"). */
+  vaeBackend?: string;
+  /**
    * Force the prediction type (stable-diffusion.cpp's `--prediction`). Without it: the file's marker
    * (a `v_pred` tensor, metadata), else for SD 2.x stable-diffusion.cpp's UNet probe, else eps. An
    * override that contradicts a `v_pred` tensor is an error.
@@ -277,12 +284,20 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
     vaeSource = opts.vae === undefined
       ? { file, config: arch.vae!, separate: false }
       : await openSeparateVae(opts.vae, arch);
-    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+    const main = opts.backend ?? "cpu";
+    const backend = await loadBackend(main, { threads: opts.threads });
+    const other = async (name: string | undefined) =>
+      name === undefined || name === main ? backend : await loadBackend(name, { threads: opts.threads });
+    const backends: NetworkBackends = {
+      unet: backend,
+      textEncoder: await other(opts.clipBackend),
+      vae: await other(opts.vaeBackend),
+    };
     // A diffusers folder carries its own tokenizer files; single files use the bundled vocabulary.
     const tokenizer = await ClipTokenizer.load({ modelDir: (await isDiffusersFolder(path)) ? path : undefined });
     const custom = await registerEmbeddings(opts, tokenizer, arch.textEncoders.map((c) => c.width));
     if (arch.predictionWarning) opts.onWarning?.(arch.predictionWarning);
-    const ckpt = new LoadedCheckpoint(path, file, arch, backend, tokenizer, custom, opts, vaeSource);
+    const ckpt = new LoadedCheckpoint(path, file, arch, backends, tokenizer, custom, opts, vaeSource);
     if (needsPredictionProbe(arch)) {
       try {
         await ckpt.probePrediction();
@@ -460,7 +475,7 @@ class LoadedCheckpoint implements Checkpoint {
   readonly denoiser: Denoiser;
   readonly vae: Vae;
   readonly #slots: ProgramSlot[] = [];
-  readonly #arena: SharedArena;
+  readonly #arenas = new Map<Backend, SharedArena>();
   /** Patched weights of patched networks (merged weights in backend buffers), freed with the checkpoint. */
   readonly #patched: PatchedWeights[] = [];
 
@@ -468,7 +483,7 @@ class LoadedCheckpoint implements Checkpoint {
     readonly path: string,
     private readonly file: WeightFile,
     readonly arch: ArchInfo,
-    private readonly backend: Backend,
+    backends: NetworkBackends,
     tokenizer: ClipTokenizer,
     custom: CustomEmbeddings,
     private readonly opts: LoadOptions,
@@ -485,13 +500,28 @@ class LoadedCheckpoint implements Checkpoint {
     const clip = arch.textEncoders[0];
     const unet = arch.unet!;
     const serial = new Serial();
-    // The networks run one at a time, so they share one activation arena.
-    const arena = new SharedArena(backend);
-    this.#arena = arena;
+    // The networks run one at a time, so those on one backend share one activation arena.
+    const arenas = this.#arenas;
+    const arenaOf = (b: Backend): SharedArena => {
+      let a = arenas.get(b);
+      if (!a) arenas.set(b, a = new SharedArena(b));
+      return a;
+    };
+    /** The backend of a network, by its name: the text encoders and the VAE may have their own. */
+    const backendOf = (network: string): Backend =>
+      network.startsWith("text encoder")
+        ? backends.textEncoder
+        : network.startsWith("vae")
+        ? backends.vae
+        : backends.unet;
     const networks = new WeakMap<Program, string>();
+    /** Profile names: a network placed apart says where ("vae decoder on cpu"). */
+    const profiled = new WeakMap<Program, string>();
     const make = (network: string, g: Graph, plan: PlanOptions): Program => {
-      const program = compile(g, backend, { ...plan, arena });
+      const backend = backendOf(network);
+      const program = compile(g, backend, { ...plan, arena: arenaOf(backend) });
       networks.set(program, network);
+      profiled.set(program, backend === backends.unet ? network : `${network} on ${backend.name}`);
       return program;
     };
     const onProfile = opts.onProfile;
@@ -499,7 +529,7 @@ class LoadedCheckpoint implements Checkpoint {
     const run = async (program: Program, inputs: Record<string, InputData>): Promise<Record<string, Float32Array>> => {
       const t0 = performance.now();
       const out = await program.run(inputs);
-      if (onProfile) onProfile(networks.get(program) ?? "network", program.profile(), performance.now() - t0);
+      if (onProfile) onProfile(profiled.get(program) ?? "network", program.profile(), performance.now() - t0);
       // A NaN or Infinity here would end as a black picture: stop, naming the network (one pass over outputs).
       for (const [name, data] of Object.entries(out)) {
         assertFinite(data, `the ${networks.get(program) ?? "network"}'s output "${name}"`);
@@ -520,7 +550,7 @@ class LoadedCheckpoint implements Checkpoint {
       what: string,
     ): WeightSource => {
       if (patches.length === 0) return base;
-      const source = new PatchedWeights(base, shapes, patches, backend, what);
+      const source = new PatchedWeights(base, shapes, patches, backendOf(what), what);
       this.#patched.push(source);
       return source;
     };
@@ -744,7 +774,7 @@ class LoadedCheckpoint implements Checkpoint {
   dispose(): void {
     for (const s of this.#slots) s.dispose();
     for (const p of this.#patched) p.dispose();
-    this.#arena.dispose();
+    for (const a of this.#arenas.values()) a.dispose();
     this.file.close();
     if (this.vaeSource.separate) this.vaeSource.file.close();
   }
@@ -758,6 +788,13 @@ function tensorBytes(file: WeightFile, prefixes: readonly string[]): number {
     bytes += t.source.kind === "file" ? t.source.bytes : t.source.data.byteLength;
   }
   return bytes;
+}
+
+/** The backend each network of a checkpoint runs on (the same one unless the text encoders or VAE are placed apart). */
+interface NetworkBackends {
+  unet: Backend;
+  textEncoder: Backend;
+  vae: Backend;
 }
 
 /** Where a checkpoint's VAE comes from: its own tensors, or a separate file (`--vae`). */

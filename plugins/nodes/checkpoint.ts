@@ -87,15 +87,24 @@ async function folderFingerprint(dir: unknown): Promise<unknown> {
  * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
  * manifest (which checks its ABI version and name), then handed on by library path.
  */
-export async function loadOptions(settings: RunSettings, backend: string | undefined): Promise<LoadOptions> {
-  const name = backend ?? settings.backend;
-  const manifest = name === undefined ? undefined : settings.pluginBackends?.find((b) => b.name === name);
-  let resolved = name;
-  if (manifest) {
-    const loaded = await loadBackendFromManifest(manifest, Deno.cwd(), { threads: settings.threads });
-    resolved = loaded.path;
-  }
-  return { threads: settings.threads, backend: resolved, onProfile: settings.onProfile };
+export async function loadOptions(
+  settings: RunSettings,
+  backend: string | undefined,
+  placed: { clip?: string; vae?: string } = {},
+): Promise<LoadOptions> {
+  const resolve = async (name: string | undefined): Promise<string | undefined> => {
+    const manifest = name === undefined ? undefined : settings.pluginBackends?.find((b) => b.name === name);
+    if (!manifest) return name;
+    return (await loadBackendFromManifest(manifest, Deno.cwd(), { threads: settings.threads })).path;
+  };
+  const main = await resolve(backend ?? settings.backend);
+  return {
+    threads: settings.threads,
+    backend: main,
+    onProfile: settings.onProfile,
+    ...(placed.clip === undefined ? {} : { clipBackend: await resolve(placed.clip) }),
+    ...(placed.vae === undefined ? {} : { vaeBackend: await resolve(placed.vae) }),
+  };
 }
 
 /** Checks that a path exists (file or folder), else a NodeInputError naming `input`. */
@@ -125,6 +134,26 @@ export const BACKEND_INPUT = {
   },
 } as const;
 
+/** The `clip_backend` and `vae_backend` inputs of the checkpoint loaders: one network placed apart. */
+function networkBackendInput(what: string, flag: string) {
+  return {
+    optional: true,
+    schema: {
+      type: "string",
+      minLength: 1,
+      description:
+        `Backend of the ${what} when it should not run where the other networks do (stable-diffusion.cpp's ` +
+        `${flag} is \`cpu\`): a name or library path as for \`backend\`. Default: \`backend\`.`,
+      examples: ["cpu"],
+    },
+  } as const;
+}
+
+/** `clip_backend`: the text encoders' backend (`--clip-on-cpu`). */
+export const CLIP_BACKEND_INPUT = networkBackendInput("text encoders", "--clip-on-cpu");
+/** `vae_backend`: the VAE's backend (`--vae-on-cpu`). */
+export const VAE_BACKEND_INPUT = networkBackendInput("VAE", "--vae-on-cpu");
+
 /** Loads a checkpoint file (.safetensors, .ckpt, .gguf). */
 export const checkpoint = defineNode({
   type: "checkpoint",
@@ -141,6 +170,8 @@ export const checkpoint = defineNode({
       },
     },
     backend: BACKEND_INPUT,
+    clip_backend: CLIP_BACKEND_INPUT,
+    vae_backend: VAE_BACKEND_INPUT,
     embeddings_dir: {
       optional: true,
       schema: {
@@ -187,7 +218,7 @@ export const checkpoint = defineNode({
     values.embeddings_dir === undefined ? null : await folderFingerprint(values.embeddings_dir),
     values.vae === undefined ? null : await fileFingerprint(values.vae),
   ],
-  async run({ path, backend, embeddings_dir, prediction, vae, weight_type }, ctx) {
+  async run({ path, backend, clip_backend, vae_backend, embeddings_dir, prediction, vae, weight_type }, ctx) {
     try {
       await Deno.stat(path);
     } catch (e) {
@@ -207,7 +238,7 @@ export const checkpoint = defineNode({
       if (!isDir) throw new NodeInputError("embeddings_dir", `embedding folder not found: ${embeddings_dir}`);
     }
     if (vae !== undefined) await requirePath("vae", vae, "VAE file");
-    const opts = await loadOptions(ctx.settings, backend);
+    const opts = await loadOptions(ctx.settings, backend, { clip: clip_backend, vae: vae_backend });
     const ckpt = await loadCheckpoint(path, {
       ...opts,
       onWarning: (m) => ctx.log(m),
@@ -265,12 +296,15 @@ export const tinyCheckpoint = defineNode({
       schema: { type: "integer", minimum: 0, maximum: 4294967295, default: 0, description: "Seed of the weights." },
     },
     backend: BACKEND_INPUT,
+    clip_backend: CLIP_BACKEND_INPUT,
+    vae_backend: VAE_BACKEND_INPUT,
   },
   outputs: { model: "MODEL", clip: "CLIP", vae: "VAE" },
-  async run({ seed, backend }, ctx) {
+  async run({ seed, backend, clip_backend, vae_backend }, ctx) {
     ctx.log(`${ctx.nodeId}: the weights are RANDOM (tiny demo model, seed ${seed}): expect noise, not a picture`);
     const path = await tinyCheckpointPath(seed);
-    const ckpt = await loadCheckpoint(path, await loadOptions(ctx.settings, backend));
+    const opts = await loadOptions(ctx.settings, backend, { clip: clip_backend, vae: vae_backend });
+    const ckpt = await loadCheckpoint(path, opts);
     ctx.onDispose(() => ckpt.dispose(), { bytes: ckpt.weightBytes });
     ctx.publish({ family: ckpt.family, model: `tiny (random weights, seed ${seed})` });
     return { model: ckpt.denoiser, clip: ckpt.textEncoder, vae: ckpt.vae };
