@@ -83,7 +83,7 @@ async function folderFingerprint(dir: unknown): Promise<unknown> {
 }
 
 /**
- * What the run's settings (`-t`, `--backend`, `--profile`) and the node's `backend` input ask of the
+ * What the run's settings (`-t`, `--precision`, `--backend`, `--profile`) and the node's `backend` input ask of the
  * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
  * manifest (which checks its ABI version and name), then handed on by library path.
  */
@@ -95,7 +95,7 @@ export async function loadOptions(settings: RunSettings, backend: string | undef
     const loaded = await loadBackendFromManifest(manifest, Deno.cwd(), { threads: settings.threads });
     resolved = loaded.path;
   }
-  return { threads: settings.threads, backend: resolved, onProfile: settings.onProfile };
+  return { threads: settings.threads, precision: settings.precision, backend: resolved, onProfile: settings.onProfile };
 }
 
 /** Checks that a path exists (file or folder), else a NodeInputError naming `input`. */
