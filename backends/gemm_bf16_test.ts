@@ -1,7 +1,7 @@
 /**
- * The CPU backend's bf16 precision (`precision: "bf16"`): MATMUL and CONV2D (im2col and 1x1) on both
- * bf16 units (AMX tiles, AVX512-BF16 dot products), on random shapes with ragged M, N and K (not
- * multiples of 16 / 32, and K over one 512-deep packed block), f32 / f16 / bf16 weights, 2 threads.
+ * The CPU backend's bf16 precision (`precision: "bf16"`): MATMUL, CONV2D (im2col and 1x1) and fused F(2,3)
+ * WINO_GEMM products on both bf16 units (AMX tiles, AVX512-BF16 dot products), on random shapes with ragged
+ * M, N and K (not multiples of 16 / 32, and K over one packed block), f32 / f16 / bf16 weights, 2 threads.
  *
  * Bound (derived, not tuned): operands are rounded to bf16 (8-bit significand, round to nearest even:
  * relative error <= u = 2^-8 each), a product of two bf16 values is exact in f32, and the K products
@@ -174,3 +174,79 @@ Deno.test("bf16 precision: a clear error where it cannot run, and for unknown va
   const f32 = await loadNativeBackend("cpu", { threads: 2 });
   assert.strictEqual(f32.info.precision, "f32");
 });
+
+/** gemm.h's f32 A format (6-row panels, K columns) as a row-major M x K matrix. */
+function unpackA(src: Float32Array, off: number, M: number, K: number): Float64Array {
+  const out = new Float64Array(M * K);
+  for (let p0 = 0; p0 < M; p0 += 6) {
+    const h = Math.min(6, M - p0);
+    for (let k = 0; k < K; k++) for (let i = 0; i < h; i++) out[(p0 + i) * K + k] = src[off + p0 * K + k * h + i];
+  }
+  return out;
+}
+
+/** gemm.h's f32 B format (16-column panels, K rows) as a row-major K x N matrix. */
+function unpackB(src: Float32Array, off: number, K: number, N: number): Float64Array {
+  const out = new Float64Array(K * N);
+  for (let q0 = 0; q0 < N; q0 += 16) {
+    const w = Math.min(16, N - q0);
+    for (let k = 0; k < K; k++) for (let j = 0; j < w; j++) out[k * N + q0 + j] = src[off + q0 * K + k * w + j];
+  }
+  return out;
+}
+
+// Fused WINO_GEMM, F(2,3): m_k = U_k @ V_k with U_k transformed from w inside the op (f32), then rounded to
+// bf16. Reference: U_k from WINO_FILTER on the f32 backend (the same f32 transform; an ulp apart at most, which
+// the 8 * 2^-24 term covers), V_k as given, products in float64; bound as above with K = Ci.
+// F(4,3) and F(6,3) stay f32 under bf16 (winograd_gemm.c says why): bit-equal to the f32 backend's.
+const WINO_SHAPES = [
+  { m: 2, co: 20, ci: 37, t: 50 },
+  { m: 2, co: 64, ci: 600, t: 70 }, // Ci over one 256-deep block (T <= 128)
+  { m: 2, co: 30, ci: 520, t: 300 }, // T > 128: 512-deep blocks
+  { m: 4, co: 20, ci: 37, t: 50 },
+  { m: 6, co: 20, ci: 37, t: 50 },
+];
+for (const unit of ["amx", "avx512_bf16"] as const) {
+  Deno.test({
+    name: `bf16 fused WINO_GEMM on ${unit}: F(2,3) within the bf16 bound of a float64 product; F(4,3), F(6,3) f32`,
+    ignore: !units.includes(unit),
+    fn: async () => {
+      const be = await loadNativeBackend("cpu", { threads: 2, precision: "bf16", bf16Unit: unit });
+      const f32 = await loadNativeBackend("cpu", { threads: 2 });
+      for (const s of WINO_SHAPES) {
+        const AA = (s.m + 2) ** 2;
+        const r = rng(s.co * 7 + s.ci);
+        const w = weight(r, s.co * s.ci * 9, "f16");
+        const v = randn(r, AA * s.ci * s.t);
+        const wSpec: TensorSpec = { dims: [s.co, s.ci, 3, 3], ...w.spec };
+        const [u] = await runOp(f32, SDF_OP.WINO_FILTER, [wSpec], [[AA, s.co, s.ci]], [s.m]);
+        const ins: TensorSpec[] = [wSpec, { dims: [AA, s.ci, s.t], data: v }];
+        const [mm] = await runOp(be, SDF_OP.WINO_GEMM, ins, [[AA, s.co, s.t]], [s.m, 1]);
+        const [mm32] = await runOp(f32, SDF_OP.WINO_GEMM, ins, [[AA, s.co, s.t]], [s.m, 1]);
+        if (s.m > 2) {
+          assert.deepStrictEqual(mm, mm32, `WINO_GEMM m=${s.m} under bf16 must be the f32 product`);
+          continue;
+        }
+        let differs = false;
+        for (let k = 0; k < AA; k++) {
+          const U = unpackA(u, k * s.co * s.ci, s.co, s.ci), V = unpackB(v, k * s.ci * s.t, s.ci, s.t);
+          for (let i = 0; i < s.co; i++) {
+            for (let j = 0; j < s.t; j++) {
+              let ref = 0, abs = 0;
+              for (let c = 0; c < s.ci; c++) {
+                const p = U[i * s.ci + c] * V[c * s.t + j];
+                ref += p;
+                abs += Math.abs(p);
+              }
+              const at = (k * s.co + i) * s.t + j;
+              const e = Math.abs(mm[at] - ref), lim = bound(s.ci, abs, 0) + 8 * 2 ** -24 * abs;
+              if (!(e <= lim)) assert.fail(`WINO_GEMM ${JSON.stringify(s)} m_[${k},${i},${j}]: ${e} > ${lim}`);
+              if (mm[at] !== mm32[at]) differs = true;
+            }
+          }
+        }
+        assert(differs, `WINO_GEMM ${JSON.stringify(s)}: bf16 result equals the f32 one`);
+      }
+    },
+  });
+}

@@ -54,6 +54,13 @@ void sdfb_pack_a(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int6
 void sdfb_pack_bt(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int64_t N, int64_t k0, int64_t kc);
 /* B (kc x N) from a row-major f32 matrix: B[k, j] = src[(k0 + k)*ld + j]. */
 void sdfb_pack_b(uint16_t *dst, const float *src, int64_t ld, int64_t N, int64_t k0, int64_t kc);
+/* A (M x K) from gemm.h's f32 A format (6-row panels, packed with K
+ * columns), e.g. Winograd's transformed filters. */
+void sdfb_pack_a_panels(uint16_t *dst, const float *src, int64_t M, int64_t K);
+/* B (kc x N) from columns [0, N) and rows [k0, k0 + kc) of gemm.h's f32 B
+ * format packed with K rows (16-column panels), e.g. Winograd's v. The
+ * first column must start a panel. */
+void sdfb_pack_b_panels(uint16_t *dst, const float *src, int64_t K, int64_t N, int64_t k0, int64_t kc);
 
 /* C[0:M, 0:N] (+)= A @ B over kp (a multiple of 32) with A, B packed as
  * above; C rows ldc floats apart. accumulate=0 overwrites C. */

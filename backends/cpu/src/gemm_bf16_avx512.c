@@ -100,6 +100,36 @@ void sdfb_pack_b(uint16_t *dst, const float *src, int64_t ld, int64_t N, int64_t
   }
 }
 
+/* f32 -> bf16, round to nearest even (NaN stays NaN). */
+static inline uint16_t bf16_rne(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void sdfb_pack_a_panels(uint16_t *dst, const float *src, int64_t M, int64_t K) {
+  const int64_t kp = sdfb_kp(K), mp = (M + SDFB_P - 1) / SDFB_P * SDFB_P;
+  for (int64_t i = 0; i < mp; i++) {
+    uint16_t *d = dst + (i / SDFB_P) * SDFB_P * kp + (i % SDFB_P) * SDFB_TK;
+    if (i >= M) {
+      for (int64_t k = 0; k < kp; k += SDFB_TK) memset(d + (k / SDFB_TK) * 512, 0, SDFB_TK * 2);
+      continue;
+    }
+    const int64_t p0 = i / SDFG_MR * SDFG_MR, h = sdfg_min(SDFG_MR, M - p0);
+    const float *s = src + p0 * K + (i - p0);
+    for (int64_t k = 0; k < kp; k++) d[(k / SDFB_TK) * 512 + k % SDFB_TK] = k < K ? bf16_rne(s[k * h]) : 0;
+  }
+}
+
+void sdfb_pack_b_panels(uint16_t *dst, const float *src, int64_t K, int64_t N, int64_t k0, int64_t kc) {
+  const int64_t kp = sdfb_kp(kc);
+  for (int64_t q0 = 0; q0 < N; q0 += SDFB_P) {
+    const int64_t w = sdfg_min(SDFB_P, N - q0);
+    sdfb_pack_b(dst + q0 * kp, src + q0 * K + k0 * w, w, w, 0, kc);
+  }
+}
+
 /* C rows r0..r0+7 of a 16-row A panel x up to two B panels (nb), over nkb k blocks. */
 static inline __attribute__((always_inline)) void bf_block8(int nb, int64_t nkb, const uint16_t *a,
                                                            const uint16_t *b0, const uint16_t *b1, float *c,
