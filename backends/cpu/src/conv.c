@@ -303,7 +303,7 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
         sdfb_pack_a(ab, sdfg_elem_ptr(w->data, w->dtype, cs * g.K), w->dtype, g.K, mc, k0, kc);
         for (int64_t n = n0; n < n1; n++)
           sdfb_gemm(sdf_current_bf16, mc, np, kp, ab, bb + (size_t)(n - n0) * b_stride,
-                    y + n * g.Co * g.P + cs * g.P + p0, g.P, k0 > 0);
+                    y + n * g.Co * g.P + cs * g.P + p0, g.P, k0 > 0, NULL);
       }
     }
   } else

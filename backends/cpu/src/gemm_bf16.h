@@ -63,13 +63,15 @@ void sdfb_pack_a_panels(uint16_t *dst, const float *src, int64_t M, int64_t K);
 void sdfb_pack_b_panels(uint16_t *dst, const float *src, int64_t K, int64_t N, int64_t k0, int64_t kc);
 
 /* C[0:M, 0:N] (+)= A @ B over kp (a multiple of 32) with A, B packed as
- * above; C rows ldc floats apart. accumulate=0 overwrites C. */
+ * above; C rows ldc floats apart. accumulate=0 overwrites C, with
+ * C[i, j] = bias[j] + ... when bias is not NULL (N floats; ignored when
+ * accumulating): the bias is where the accumulators start, not a pass. */
 void sdfb_gemm(sdf_bf16_unit unit, int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C,
-               int64_t ldc, int accumulate);
+               int64_t ldc, int accumulate, const float *bias);
 void sdfb_gemm_avx512(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
-                      int accumulate);
+                      int accumulate, const float *bias);
 void sdfb_gemm_amx(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
-                   int accumulate);
+                   int accumulate, const float *bias);
 #endif
 
 #endif

@@ -16,11 +16,13 @@ typedef struct amx_cfg {
   uint8_t rows[16];
 } __attribute__((packed)) amx_cfg;
 
-/* A 16 x 16 f32 tile t into C (rows, cols clipped), added when acc. */
-static void merge(float *c, int64_t ldc, const float *t, int64_t rows, int64_t cols, int acc) {
+/* A 16 x 16 f32 tile t into C (rows, cols clipped), added to C when acc,
+ * else to the bias row when there is one. */
+static void merge(float *c, int64_t ldc, const float *t, int64_t rows, int64_t cols, int acc, const float *bias) {
   const __mmask16 m = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols > 0 ? cols : 0)) - 1);
+  const __m512 b = bias && !acc ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
   for (int64_t r = 0; r < rows; r++) {
-    __m512 v = _mm512_loadu_ps(t + r * 16);
+    __m512 v = _mm512_add_ps(_mm512_loadu_ps(t + r * 16), b);
     if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c + r * ldc));
     _mm512_mask_storeu_ps(c + r * ldc, m, v);
   }
@@ -30,7 +32,7 @@ static void merge(float *c, int64_t ldc, const float *t, int64_t rows, int64_t c
 static inline __attribute__((always_inline)) void amx_block(int na, int nb, int64_t nkb, const uint16_t *a0,
                                                            const uint16_t *a1, const uint16_t *b0,
                                                            const uint16_t *b1, float *c, int64_t ldc, int mr,
-                                                           int nr, int acc, float *tmp) {
+                                                           int nr, int acc, float *tmp, const float *bias) {
   const int full = mr == 16 * na && nr == 16 * nb;
   const size_t ld = (size_t)ldc * sizeof(float);
   if (acc && full) {
@@ -38,6 +40,11 @@ static inline __attribute__((always_inline)) void amx_block(int na, int nb, int6
     if (nb == 2) _tile_loadd(1, c + 16, ld);
     if (na == 2) _tile_loadd(2, c + 16 * ldc, ld);
     if (na == 2 && nb == 2) _tile_loadd(3, c + 16 * ldc + 16, ld);
+  } else if (bias && full) { /* stride 0: the bias row in all 16 rows */
+    _tile_loadd(0, bias, 0);
+    if (nb == 2) _tile_loadd(1, bias + 16, 0);
+    if (na == 2) _tile_loadd(2, bias, 0);
+    if (na == 2 && nb == 2) _tile_loadd(3, bias + 16, 0);
   } else {
     _tile_zero(0);
     if (nb == 2) _tile_zero(1);
@@ -62,23 +69,23 @@ static inline __attribute__((always_inline)) void amx_block(int na, int nb, int6
     return;
   }
   _tile_stored(0, tmp, 64);
-  merge(c, ldc, tmp, sdfg_min(16, mr), sdfg_min(16, nr), acc);
+  merge(c, ldc, tmp, sdfg_min(16, mr), sdfg_min(16, nr), acc, bias);
   if (nb == 2) {
     _tile_stored(1, tmp, 64);
-    merge(c + 16, ldc, tmp, sdfg_min(16, mr), nr - 16, acc);
+    merge(c + 16, ldc, tmp, sdfg_min(16, mr), nr - 16, acc, bias ? bias + 16 : NULL);
   }
   if (na == 2) {
     _tile_stored(2, tmp, 64);
-    merge(c + 16 * ldc, ldc, tmp, mr - 16, sdfg_min(16, nr), acc);
+    merge(c + 16 * ldc, ldc, tmp, mr - 16, sdfg_min(16, nr), acc, bias);
   }
   if (na == 2 && nb == 2) {
     _tile_stored(3, tmp, 64);
-    merge(c + 16 * ldc + 16, ldc, tmp, mr - 16, nr - 16, acc);
+    merge(c + 16 * ldc + 16, ldc, tmp, mr - 16, nr - 16, acc, bias ? bias + 16 : NULL);
   }
 }
 
 void sdfb_gemm_amx(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
-                   int accumulate) {
+                   int accumulate, const float *bias) {
   amx_cfg cfg;
   memset(&cfg, 0, sizeof cfg);
   cfg.palette = 1;
@@ -97,12 +104,13 @@ void sdfb_gemm_amx(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const ui
       const uint16_t *a0 = A + i * kp, *a1 = a0 + pstride;
       const int mr = (int)sdfg_min(2 * SDFB_P, M - i);
       float *c = C + i * ldc + j;
+      const float *bj = bias && !accumulate ? bias + j : NULL;
       if (mr > SDFB_P) {
-        if (nb == 2) amx_block(2, 2, nkb, a0, a1, b0, b1, c, ldc, mr, nr, accumulate, tmp);
-        else amx_block(2, 1, nkb, a0, a1, b0, b0, c, ldc, mr, nr, accumulate, tmp);
+        if (nb == 2) amx_block(2, 2, nkb, a0, a1, b0, b1, c, ldc, mr, nr, accumulate, tmp, bj);
+        else amx_block(2, 1, nkb, a0, a1, b0, b0, c, ldc, mr, nr, accumulate, tmp, bj);
       } else {
-        if (nb == 2) amx_block(1, 2, nkb, a0, a0, b0, b1, c, ldc, mr, nr, accumulate, tmp);
-        else amx_block(1, 1, nkb, a0, a0, b0, b0, c, ldc, mr, nr, accumulate, tmp);
+        if (nb == 2) amx_block(1, 2, nkb, a0, a0, b0, b1, c, ldc, mr, nr, accumulate, tmp, bj);
+        else amx_block(1, 1, nkb, a0, a0, b0, b0, c, ldc, mr, nr, accumulate, tmp, bj);
       }
     }
   }

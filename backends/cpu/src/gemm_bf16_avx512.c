@@ -133,12 +133,15 @@ void sdfb_pack_b_panels(uint16_t *dst, const float *src, int64_t K, int64_t N, i
 /* C rows r0..r0+7 of a 16-row A panel x up to two B panels (nb), over nkb k blocks. */
 static inline __attribute__((always_inline)) void bf_block8(int nb, int64_t nkb, const uint16_t *a,
                                                            const uint16_t *b0, const uint16_t *b1, float *c,
-                                                           int64_t ldc, int rows, int nr, int acc) {
+                                                           int64_t ldc, int rows, int nr, int acc,
+                                                           const float *bias) {
   __m512 c0[8], c1[8];
   const __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
+  const __m512 b0v = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 b1v = bias && nb == 2 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   for (int r = 0; r < 8; r++) {
-    c0[r] = acc && r < rows ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
-    c1[r] = acc && r < rows && nb == 2 ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
+    c0[r] = acc && r < rows ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : b0v;
+    c1[r] = acc && r < rows && nb == 2 ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : b1v;
   }
   for (int64_t kb = 0; kb < nkb; kb++) {
     const uint16_t *ak = a + kb * 512, *bk0 = b0 + kb * 512, *bk1 = b1 + kb * 512;
@@ -161,7 +164,7 @@ static inline __attribute__((always_inline)) void bf_block8(int nb, int64_t nkb,
 }
 
 void sdfb_gemm_avx512(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
-                      int accumulate) {
+                      int accumulate, const float *bias) {
   const int64_t nkb = kp / SDFB_TK;
   for (int64_t j = 0; j < N; j += 2 * SDFB_P) {
     const uint16_t *b0 = B + j * kp, *b1 = b0 + SDFB_P * kp;
@@ -169,20 +172,22 @@ void sdfb_gemm_avx512(int64_t M, int64_t N, int64_t kp, const uint16_t *A, const
     for (int64_t i = 0; i < M; i += 8) {
       const uint16_t *a = A + (i / SDFB_P) * SDFB_P * kp + (i % SDFB_P) * SDFB_TK;
       const int rows = (int)sdfg_min(8, M - i);
-      if (nr > SDFB_P) bf_block8(2, nkb, a, b0, b1, C + i * ldc + j, ldc, rows, nr, accumulate);
-      else bf_block8(1, nkb, a, b0, b0, C + i * ldc + j, ldc, rows, nr, accumulate);
+      const float *bj = bias && !accumulate ? bias + j : NULL;
+      if (nr > SDFB_P) bf_block8(2, nkb, a, b0, b1, C + i * ldc + j, ldc, rows, nr, accumulate, bj);
+      else bf_block8(1, nkb, a, b0, b0, C + i * ldc + j, ldc, rows, nr, accumulate, bj);
     }
   }
 }
 
 void sdfb_gemm(sdf_bf16_unit unit, int64_t M, int64_t N, int64_t kp, const uint16_t *A, const uint16_t *B, float *C,
-               int64_t ldc, int accumulate) {
+               int64_t ldc, int accumulate, const float *bias) {
   if (M <= 0 || N <= 0) return;
   if (kp <= 0) {
     if (!accumulate)
-      for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = bias ? bias[j] : 0.0f;
     return;
   }
-  if (unit == SDF_BF16_AMX) sdfb_gemm_amx(M, N, kp, A, B, C, ldc, accumulate);
-  else sdfb_gemm_avx512(M, N, kp, A, B, C, ldc, accumulate);
+  if (unit == SDF_BF16_AMX) sdfb_gemm_amx(M, N, kp, A, B, C, ldc, accumulate, bias);
+  else sdfb_gemm_avx512(M, N, kp, A, B, C, ldc, accumulate, bias);
 }

@@ -58,7 +58,8 @@ static size_t mm_scratch_floats(const mm_plan *p) {
 /* Bytes of per-thread scratch of the bf16 path. */
 static size_t mm_scratch_bf16(const mm_plan *p) {
   const int64_t kc = sdfg_min(p->K, SDFB_KC);
-  return (sdfb_elems(p->nch, kc) + sdfb_elems(sdfg_min(p->mch, MM_MC_BF16), kc)) * sizeof(uint16_t) + 64;
+  return (sdfb_elems(p->nch, kc) + sdfb_elems(sdfg_min(p->mch, MM_MC_BF16), kc)) * sizeof(uint16_t) +
+         (size_t)p->nch * sizeof(float) + 64;
 }
 
 static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
@@ -138,18 +139,18 @@ static void mm_run(const sdf_op *op, int64_t chunk, void *scratch) {
   if (sdf_current_bf16 != SDF_BF16_NONE && K > 0) {
     uint16_t *bb = (uint16_t *)scratch;
     uint16_t *ab = bb + sdfb_elems(p.nch, sdfg_min(K, SDFB_KC));
+    /* The bias (as f32) starts the accumulators of the first K block. */
+    float *bias = b ? (float *)(ab + sdfb_elems(sdfg_min(p.mch, MM_MC_BF16), sdfg_min(K, SDFB_KC))) : NULL;
+    for (int64_t j = 0; bias && j < nc; j++) bias[j] = sdfg_load(b->data, b->dtype, n0 + j);
     for (int64_t k0 = 0; k0 < K; k0 += SDFB_KC) {
       const int64_t kc = sdfg_min(SDFB_KC, K - k0);
       sdfb_pack_bt(bb, sdfg_elem_ptr(w->data, w->dtype, n0 * K), w->dtype, K, nc, k0, kc);
       for (int64_t ms = m0; ms < m1; ms += MM_MC_BF16) {
         const int64_t mc = sdfg_min(MM_MC_BF16, m1 - ms);
         sdfb_pack_a(ab, X + ms * K, SDF_F32, K, mc, k0, kc);
-        sdfb_gemm(sdf_current_bf16, mc, nc, sdfb_kp(kc), ab, bb, Y + ms * N + n0, N, k0 > 0);
+        sdfb_gemm(sdf_current_bf16, mc, nc, sdfb_kp(kc), ab, bb, Y + ms * N + n0, N, k0 > 0, bias);
       }
     }
-    if (b)
-      for (int64_t i = m0; i < m1; i++)
-        for (int64_t j = n0; j < n1; j++) Y[i * N + j] += sdfg_load(b->data, b->dtype, j);
     return;
   }
 #endif
