@@ -250,3 +250,28 @@ for (const unit of ["amx", "avx512_bf16"] as const) {
     },
   });
 }
+
+// A block-quantized weight is dequantized while packing, then rounded like any other: MATMUL in bf16 on a
+// q8_0 weight equals MATMUL in bf16 on its f32 dequantization (COPY), bit for bit.
+Deno.test({
+  name: "bf16 MATMUL on a q8_0 weight: bit-equal to bf16 MATMUL on the weight dequantized to f32",
+  ignore: units.length === 0,
+  fn: async () => {
+    const be = await loadNativeBackend("cpu", { threads: 2, precision: "bf16" });
+    const f32 = await loadNativeBackend("cpu", { threads: 2 });
+    const [M, K, N] = [77, 1088, 50];
+    const r = rng(9);
+    const blocks = new Uint8Array((N * K / 32) * 34);
+    const dv = new DataView(blocks.buffer);
+    for (let b = 0; b < N * K / 32; b++) {
+      dv.setUint16(b * 34, f32ArrayToF16Bits([0.002 + 0.01 * r()])[0], true);
+      for (let i = 0; i < 32; i++) dv.setInt8(b * 34 + 2 + i, Math.floor(r() * 256) - 128);
+    }
+    const q: TensorSpec = { dims: [N, K], dtype: "q8_0", data: new Uint16Array(blocks.buffer) };
+    const [wf] = await runOp(f32, SDF_OP.COPY, [q], [[N, K]]);
+    const x = randn(r, M * K);
+    const [yq] = await runOp(be, SDF_OP.MATMUL, [{ dims: [M, K], data: x }, q], [[M, N]]);
+    const [yf] = await runOp(be, SDF_OP.MATMUL, [{ dims: [M, K], data: x }, { dims: [N, K], data: wf }], [[M, N]]);
+    assert.deepStrictEqual(yq, yf);
+  },
+});
