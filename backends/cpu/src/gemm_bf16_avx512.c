@@ -54,8 +54,65 @@ void sdfb_pack_a(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int6
   }
 }
 
+/* Transposes 16 rows of 16 dwords in place: r[c] lane e <- r[e] lane c. */
+static inline __attribute__((always_inline)) void tr16x16_epi32(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  /* r[4i + c], 128-bit lane L: rows 4i .. 4i+3 of column 4L + c. */
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; c++) {
+    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+  }
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
+    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
+  }
+}
+
+/* n (<= 32) values of an f32 / f16 / bf16 row from s as 32 bf16, zero-padded. */
+static inline __m512i load32_bf16(const void *s, int32_t dtype, int64_t n) {
+  if (n <= 0) return _mm512_setzero_si512();
+  if (dtype == SDF_BF16) return _mm512_maskz_loadu_epi16(n >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1), s);
+  if (dtype == SDF_F32)
+    return to_bf16(_mm512_maskz_loadu_ps(mask16(n), s), _mm512_maskz_loadu_ps(mask16(n - 16), (const float *)s + 16));
+  const uint16_t *h = s;
+  const __m256i lo = _mm256_maskz_loadu_epi16(mask16(n), h), hi = _mm256_maskz_loadu_epi16(mask16(n - 16), h + 16);
+  return to_bf16(_mm512_cvtph_ps(lo), _mm512_cvtph_ps(hi));
+}
+
 void sdfb_pack_bt(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int64_t N, int64_t k0, int64_t kc) {
   const int64_t kp = sdfb_kp(kc);
+  if (!sdfq_is_quant(dtype)) {
+    /* 16 rows of W (columns of B) x 32 k, rounded to bf16, are 16 x 16
+     * (k, k+1) pairs: transposed, row t is pair t of the 16 columns. */
+    const size_t es = dtype == SDF_F32 ? 4 : 2;
+    for (int64_t q0 = 0; q0 < N; q0 += SDFB_P) {
+      const int64_t w = sdfg_min(SDFB_P, N - q0);
+      uint16_t *d = dst + q0 * kp;
+      for (int64_t k = 0; k < kp; k += SDFB_TK) {
+        __m512i r[16];
+        for (int64_t j = 0; j < 16; j++)
+          r[j] = j < w ? load32_bf16((const char *)src + ((q0 + j) * ld + k0 + k) * es, dtype, kc - k)
+                       : _mm512_setzero_si512();
+        tr16x16_epi32(r);
+        for (int t = 0; t < 16; t++) _mm512_storeu_si512(d + (k / SDFB_TK) * 512 + t * 32, r[t]);
+      }
+    }
+    return;
+  }
   float run[SDFB_KC];
   /* Each column j of a panel becomes 16 (k, k+1) pairs per k block, written
    * to the pair rows of the tile: a 16 x 16 transpose of 32-bit pairs. */
