@@ -40,20 +40,6 @@ static inline void row_to_tiles(uint16_t *dst, const float *r, int64_t kc, int64
   }
 }
 
-void sdfb_pack_a(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int64_t M, int64_t k0, int64_t kc) {
-  const int64_t kp = sdfb_kp(kc);
-  float run[SDFB_KC];
-  const int64_t mp = (M + SDFB_P - 1) / SDFB_P * SDFB_P;
-  for (int64_t i = 0; i < mp; i++) {
-    uint16_t *d = dst + (i / SDFB_P) * SDFB_P * kp + (i % SDFB_P) * SDFB_TK;
-    if (i >= M) {
-      for (int64_t k = 0; k < kp; k += SDFB_TK) _mm512_storeu_si512(d + (k / SDFB_TK) * 512, _mm512_setzero_si512());
-      continue;
-    }
-    row_to_tiles(d, row_f32(run, src, dtype, ld, i, k0, kc), kc, kp, 512);
-  }
-}
-
 /* Transposes 16 rows of 16 dwords in place: r[c] lane e <- r[e] lane c. */
 static inline __attribute__((always_inline)) void tr16x16_epi32(__m512i r[16]) {
   __m512i t[16];
@@ -91,6 +77,25 @@ static inline __m512i load32_bf16(const void *s, int32_t dtype, int64_t n) {
   const uint16_t *h = s;
   const __m256i lo = _mm256_maskz_loadu_epi16(mask16(n), h), hi = _mm256_maskz_loadu_epi16(mask16(n - 16), h + 16);
   return to_bf16(_mm512_cvtph_ps(lo), _mm512_cvtph_ps(hi));
+}
+
+void sdfb_pack_a(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int64_t M, int64_t k0, int64_t kc) {
+  const int64_t kp = sdfb_kp(kc);
+  const size_t es = dtype == SDF_F32 ? 4 : 2;
+  float run[SDFB_KC];
+  const int64_t mp = (M + SDFB_P - 1) / SDFB_P * SDFB_P;
+  for (int64_t i = 0; i < mp; i++) {
+    uint16_t *d = dst + (i / SDFB_P) * SDFB_P * kp + (i % SDFB_P) * SDFB_TK;
+    if (i >= M) {
+      for (int64_t k = 0; k < kp; k += SDFB_TK) _mm512_storeu_si512(d + (k / SDFB_TK) * 512, _mm512_setzero_si512());
+    } else if (sdfq_is_quant(dtype)) {
+      row_to_tiles(d, row_f32(run, src, dtype, ld, i, k0, kc), kc, kp, 512);
+    } else {
+      const char *row = (const char *)src + (i * ld + k0) * es;
+      for (int64_t k = 0; k < kp; k += SDFB_TK)
+        _mm512_storeu_si512(d + (k / SDFB_TK) * 512, load32_bf16(row + k * es, dtype, kc - k));
+    }
+  }
 }
 
 void sdfb_pack_bt(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int64_t N, int64_t k0, int64_t kc) {
