@@ -4,7 +4,7 @@
  *
  * Every `*.c` under `backends/<name>/src/` is compiled (two at a time) into
  * `.cache/build/<name>/`, with per-ISA flags chosen by file suffix
- * (`_avx512.c`, `_avx2.c`: x86-64 only; `_neon.c`: aarch64 only), and linked
+ * (`_avx512.c`, `_amx.c`, `_avx2.c`: x86-64 only; `_neon.c`: aarch64 only), and linked
  * into `.cache/lib/lib<name>.so` (`.dylib` on macOS, `<name>.dll` on Windows).
  * Nothing is rebuilt unless the library is missing or older than a source or
  * header.
@@ -133,6 +133,8 @@ const COMMON_FLAGS = [
 ];
 const AVX512_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c"];
 const AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"];
+/** AMX tile kernels: AVX-512 plus the tile instructions (gcc >= 11, clang >= 12). */
+const AMX_FLAGS = [...AVX512_FLAGS, "-mamx-tile", "-mamx-bf16"];
 
 function fsPath(url: URL): string {
   return decodeURIComponent(url.pathname.replace(/^\/([A-Za-z]:)/, "$1"));
@@ -204,6 +206,7 @@ export async function findCompiler(): Promise<string> {
 function isaFlags(file: string): string[] | null {
   const arch = Deno.build.arch;
   if (file.endsWith("_avx512.c")) return arch === "x86_64" ? AVX512_FLAGS : null;
+  if (file.endsWith("_amx.c")) return arch === "x86_64" ? AMX_FLAGS : null;
   if (file.endsWith("_avx2.c")) return arch === "x86_64" ? AVX2_FLAGS : null;
   if (file.endsWith("_neon.c")) return arch === "aarch64" ? [] : null;
   return [];

@@ -54,6 +54,17 @@ Deno.test("native capabilities: ops, dtypes and the optional conv/alignment/memo
     2 ** 27,
   ]);
   assert.ok(missingOps(gpu).includes("conv2d"));
+  // bf16 on AMX: F(2,3) / F(4,3) convs go to im2col (its AMX GEMM), F(6,3) stays; AVX512-BF16 and f32 keep the model.
+  const amx = nativeCapabilities(info({ ops: [...ALL_OPS], precision: "bf16", bf16_unit: "amx" })).conv;
+  assert.ok(amx.kind === "winograd");
+  assert.deepEqual(
+    [[2, 320, 320, 64, 64], [2, 640, 640, 32, 32], [2, 1280, 1280, 8, 8]].map((s) =>
+      amx.choose(s[0], s[1], s[2], s[3], s[4])
+    ),
+    [6, 0, 0],
+  );
+  const avx = nativeCapabilities(info({ ops: [...ALL_OPS], precision: "bf16", bf16_unit: "avx512_bf16" })).conv;
+  assert.ok(avx.kind === "winograd" && avx.choose(2, 640, 640, 32, 32) === 4);
 });
 
 Deno.test("plan reader: reads what the writer writes, and names what is wrong in a malformed plan", () => {

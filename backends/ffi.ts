@@ -42,7 +42,20 @@ export interface BackendConfig {
   threads?: number;
   /** Instruction set; "auto" (default) = the best this CPU has. `SDF_ISA` in the environment applies under "auto". */
   isa?: "auto" | "avx512" | "avx2" | "neon" | "scalar";
+  /**
+   * Precision of the GEMM ops (linear layers, im2col / 1x1 convolutions): "f32" (default) or "bf16" (operands
+   * rounded to bf16, f32 accumulation; needs AVX512-BF16 or AMX-BF16, else loading fails with UNSUPPORTED).
+   */
+  precision?: Precision;
+  /** Which bf16 unit a bf16 run uses: "auto" (AMX when usable, else AVX512-BF16), "amx" or "avx512_bf16". */
+  bf16Unit?: "auto" | "amx" | "avx512_bf16";
 }
+
+/** Precision of a backend's GEMM ops. */
+export type Precision = "f32" | "bf16";
+
+/** The precisions `BackendConfig.precision` takes. */
+export const PRECISIONS: readonly Precision[] = ["f32", "bf16"];
 
 const SYMBOLS = {
   sdf_abi_version: { parameters: [], result: "i32" },
@@ -189,7 +202,16 @@ function configJson(config: BackendConfig): string {
   if (!["auto", "avx512", "avx2", "neon", "scalar"].includes(isa)) {
     throw new BackendError(SDF_STATUS.E_INVALID, `unknown isa "${isa}" (auto, avx512, avx2, neon, scalar)`);
   }
-  return JSON.stringify({ threads, isa });
+  const precision = config.precision ?? "f32";
+  if (!PRECISIONS.includes(precision)) {
+    throw new BackendError(SDF_STATUS.E_INVALID, `unknown precision "${precision}" (${PRECISIONS.join(", ")})`);
+  }
+  const bf16Unit = config.bf16Unit ?? "auto";
+  if (!["auto", "amx", "avx512_bf16"].includes(bf16Unit)) {
+    throw new BackendError(SDF_STATUS.E_INVALID, `unknown bf16Unit "${bf16Unit}" (auto, amx, avx512_bf16)`);
+  }
+  // f32 runs send exactly what they did before, so third-party libraries never see the new keys.
+  return JSON.stringify(precision === "f32" ? { threads, isa } : { threads, isa, precision, bf16_unit: bf16Unit });
 }
 
 /**

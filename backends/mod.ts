@@ -31,6 +31,8 @@ export {
   NativeBackend,
   NativeBuffer,
   NativePlan,
+  type Precision,
+  PRECISIONS,
   resolveBackendPath,
 } from "./ffi.ts";
 export {

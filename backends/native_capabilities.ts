@@ -6,7 +6,11 @@
  *   `wino_*` ops, with the CPU backend's cost model;
  * - `"winograd_tiles": [2, 4, 6]` — the F(m,3) tiles it runs;
  * - `"alignment"` (bytes, default 64), `"memory_bytes"` (default: host memory),
- *   `"device_memory"` (bool, default false), `"max_tensor_bytes"`, `"max_buffer_bytes"`.
+ *   `"device_memory"` (bool, default false), `"max_tensor_bytes"`, `"max_buffer_bytes"`;
+ * - `"precision": "bf16"` with `"bf16_unit": "amx"` (the CPU backend's bf16 mode on AMX): convs the
+ *   cost model gives F(2,3) or F(4,3) are lowered to im2col instead, whose AMX GEMM is about as fast as
+ *   those f32 Winograd products or faster (bench conv --precision bf16) and rounds only once (Winograd
+ *   products stay f32 there, see winograd_gemm.c); F(6,3) stays.
  *
  * @example
  * ```ts
@@ -48,6 +52,10 @@ export function nativeCapabilities(info: BackendInfo): BackendCapabilities {
         return Math.max(...tiles) as WinogradTile;
       },
     };
+  }
+  if (info.precision === "bf16" && info.bf16_unit === "amx" && conv.kind === "winograd") {
+    const winograd = conv;
+    conv = { ...winograd, choose: (n, ci, co, oh, ow) => winograd.choose(n, ci, co, oh, ow) === 6 ? 6 : 0 };
   }
   const alignment = positive(info.alignment, 64);
   return {

@@ -78,6 +78,14 @@ export async function loadBackend(nameOrPath: string, options: LoadBackendOption
   if (BUILTIN_NAMES.has(nameOrPath)) await builtins();
   const factory = factories.get(nameOrPath);
   const backend = factory ? await factory.create(options) : await loadNativeBackend(nameOrPath, native);
+  // A backend that does not know the precision key ignores it: say so rather than run f32 silently.
+  if ((options.precision ?? "f32") !== "f32" && backend.info.precision !== options.precision) {
+    throw new BackendError(
+      SDF_STATUS.E_UNSUPPORTED,
+      `backend "${backend.name}" does not offer precision "${options.precision}" (the CPU backend does, on CPUs ` +
+        `with AVX512-BF16 or AMX-BF16)`,
+    );
+  }
   if (fallback === "none" || backend.fallback || backend.name === "cpu") return backend;
   if (missingOps(backend.capabilities).length === 0) return backend;
   const cpu = await loadNativeBackend("cpu", native);

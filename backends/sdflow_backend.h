@@ -234,12 +234,16 @@ typedef struct sdf_plan sdf_plan;
 SDF_API int32_t sdf_abi_version(void);
 
 /* JSON: {"name", "abi", "isa", "isas":[...], "threads", "dtypes":[...],
- *        "ops":[names...]}. Owned by the library; valid until unload. */
+ *        "ops":[names...]}; the CPU backend adds "precision", "bf16_unit"
+ *        and "bf16_units":[...]. Owned by the library; valid until unload. */
 SDF_API const char *sdf_backend_info(void);
 
 /* config_json may be NULL or "{}". Keys: "threads" (0 = physical cores),
- * "isa" ("auto", "avx512", "avx2", "neon", "scalar"). May be called again
- * to reconfigure when no plan is running. */
+ * "isa" ("auto", "avx512", "avx2", "neon", "scalar"); the CPU backend also
+ * takes "precision" ("f32", "bf16": GEMM operands rounded to bf16, f32
+ * accumulation; SDF_E_UNSUPPORTED without AVX512-BF16 / AMX-BF16) and
+ * "bf16_unit" ("auto", "amx", "avx512_bf16"). Unknown keys are ignored.
+ * May be called again to reconfigure when no plan is running. */
 SDF_API int32_t sdf_init(const char *config_json);
 
 SDF_API const char *sdf_last_error(void);

@@ -2,7 +2,7 @@
  * `deno task bench <conv|attention|gemm|gen|readme|decoders|serve> [options]`
  *
  * - conv, attention, gemm: `[--backend cpu|opencl|webgpu|PATH] [--threads N] [--runs N] [--json] [--only TEXT]
- *   [--isa NAME]`; on a backend that cannot time single ops (WebGPU) the op time is the whole run's. conv also
+ *   [--isa NAME] [--precision f32|bf16]`; on a backend that cannot time single ops (WebGPU) the op time is the whole run's. conv also
  *   `[--dtype f16|f32|bf16]` (weights; default f16, as real checkpoints hold them) and
  *   `[--vs onnxruntime]` (onnxruntime-node's convolution on the same data, in the same run).
  * - gen: whole generations through sdflow's CLI, optionally next to stable-diffusion.cpp (bench/gen.ts).
@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Backend, loadBackend } from "../backends/mod.ts";
+import { type Backend, loadBackend, type Precision } from "../backends/mod.ts";
 import { type DType, Graph } from "../engine/mod.ts";
 import { measureConv, randomData, round, timeProgram } from "./conv.ts";
 import { f32ArrayToBf16Bits, f32ArrayToF16Bits } from "../backends/float16.ts";
@@ -35,6 +35,7 @@ const OPTIONS = {
   only: { type: "string" },
   dtype: { type: "string", default: "f16" },
   isa: { type: "string", default: "auto" },
+  precision: { type: "string", default: "f32" },
   vs: { type: "string" },
   backend: { type: "string", default: "cpu" },
 } as const;
@@ -72,6 +73,10 @@ if (opSuite && !["f32", "f16", "bf16"].includes(String(values.dtype))) {
   console.error(`bench ${suite}: --dtype must be f32, f16 or bf16, got "${values.dtype}"`);
   Deno.exit(2);
 }
+if (opSuite && !["f32", "bf16"].includes(String(values.precision))) {
+  console.error(`bench ${suite}: --precision must be f32 or bf16, got "${values.precision}"`);
+  Deno.exit(2);
+}
 if (values.vs !== undefined && suite !== "readme" && (suite !== "conv" || values.vs !== "onnxruntime")) {
   console.error(`bench ${suite}: --vs takes "onnxruntime", with the conv and readme suites only`);
   Deno.exit(2);
@@ -79,7 +84,11 @@ if (values.vs !== undefined && suite !== "readme" && (suite !== "conv" || values
 
 /** Where a suite runs: CPU threads, or the backend and its device. */
 function where(backend: Backend): string {
-  return backend.name === "cpu" ? `${backend.info.threads} thread(s)` : `${backend.name} on ${backend.info.isa}`;
+  return backend.name === "cpu"
+    ? `${backend.info.threads} thread(s)${
+      backend.info.precision === "bf16" ? `, precision bf16 (${backend.info.bf16_unit})` : ""
+    }`
+    : `${backend.name} on ${backend.info.isa}`;
 }
 
 async function benchConv(backend: Backend): Promise<void> {
@@ -233,7 +242,11 @@ if (!run) {
   Deno.exit(2);
 }
 try {
-  const backend = await loadBackend(opSuite ? String(values.backend) : "cpu", { threads, isa: values.isa as "auto" });
+  const backend = await loadBackend(opSuite ? String(values.backend) : "cpu", {
+    threads,
+    isa: values.isa as "auto",
+    precision: opSuite ? values.precision as Precision : undefined,
+  });
   if (backend.info.name !== "cpu" && typeof backend.info.device === "string") {
     console.log(`backend ${backend.info.name}, device ${backend.info.device}`);
   }

@@ -32,6 +32,14 @@ export async function main(): Promise<number> {
     const cpu = await loadNativeBackend("cpu");
     const i = cpu.info;
     out.push(`cpu: available — ${i.isa} (${i.isas.join(", ")}), ${i.threads} threads`);
+    const bf16 = (i.bf16_units as string[] | undefined) ?? [];
+    out.push(
+      `    precision bf16 (--precision bf16): ${
+        bf16.length
+          ? `usable, on ${bf16.join(" and ")} (${bf16[0]} by default)`
+          : "not usable (no AVX512-BF16 / AMX-BF16)"
+      }`,
+    );
     for (const l of caps(cpu.capabilities)) out.push(`    ${l}`);
   } catch (e) {
     out.push(`cpu: unavailable — ${(e as Error).message}`);

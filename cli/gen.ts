@@ -35,6 +35,9 @@ options:
   --backend NAME               backend to run on: cpu, webgpu, a backend a plugin of the graph registers,
                                or a library path (default: cpu, unless a loader node's backend input says);
                                ops a backend lacks run on the CPU (deno task backends lists what is here)
+  --precision f32|bf16         GEMM precision of the CPU backend (default f32); bf16 rounds the operands of
+                               linear layers and im2col / 1x1 convolutions to bf16 and accumulates in f32
+                               (AMX or AVX512-BF16; an error on CPUs without them)
   --concurrency N              how many independent nodes may run at once (default 2)
   --profile                    print per-op times of the networks at the end (top ops, time by op kind)
   --timings-json FILE          write load, per-step, decode, PNG write times and peak RSS as JSON (bench gen reads it)
@@ -98,6 +101,10 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
     if (threads !== undefined && !/^\d+$/.test(threads)) {
       throw new UsageError(`-t expects a thread count, got "${threads}"`);
     }
+    const precision = args.flags.precision as string | undefined;
+    if (precision !== undefined && precision !== "f32" && precision !== "bf16") {
+      throw new UsageError(`--precision expects f32 or bf16, got "${precision}"`);
+    }
     const conc = args.flags.concurrency as string | undefined;
     if (conc !== undefined && !/^[1-9]\d*$/.test(conc)) {
       throw new UsageError(`--concurrency expects a positive integer, got "${conc}"`);
@@ -113,6 +120,7 @@ async function generate(argv: readonly string[], cache: OutputCache): Promise<nu
       reporter: timings ? allReporters(display, timings) : display,
       settings: {
         threads: threads ? Number(threads) : undefined,
+        precision: precision as "f32" | "bf16" | undefined,
         backend: args.flags.backend as string | undefined,
         onProfile: profiler && ((network, ops, ms) => profiler.add(network, ops, ms)),
       },

@@ -197,7 +197,7 @@ const NOT_YET = [
 /** sdflow's own flags, accepted in both modes. */
 export const OWN_FLAGS = {
   boolean: ["dry-run", "verbose", "help", "profile"],
-  string: ["set", "set-ref", "backend", "concurrency", "threads", "timings-json"],
+  string: ["set", "set-ref", "backend", "precision", "concurrency", "threads", "timings-json"],
   alias: { v: "verbose", h: "help", t: "threads" },
 } as const;
 

@@ -79,6 +79,9 @@ Deno.test("gen: a flag missing its value, and bad flag values, exit 2", async ()
     "error: -p is a stable-diffusion.cpp flag, used without a graph file; with a graph, set inputs with " +
       "--set node.input=value (e.g. --set positive.text=…, if the graph has that node)",
   );
+  const prec = await cli("gen", "-m", "model.safetensors", "--precision", "f16");
+  assert.equal(prec.code, 2);
+  assert.equal(prec.stderr.trim(), 'error: --precision expects f32 or bf16, got "f16"');
   const set = await cli("gen", "graphs/txt2img.json", "--set");
   assert.equal(set.code, 2);
   assert.equal(set.stderr.trim(), "error: --set needs a value");

@@ -312,7 +312,12 @@ function stable(v: unknown): string {
   }}`;
 }
 
-async function cacheKeys(p: Pipeline): Promise<{ keys: Map<string, string>; volatile: Set<string> }> {
+/** `precision`: a run setting that changes numbers, so part of every key (absent for the default f32). */
+async function cacheKeys(
+  p: Pipeline,
+  precision: string | undefined,
+): Promise<{ keys: Map<string, string>; volatile: Set<string> }> {
+  if (precision === "f32") precision = undefined;
   const keys = new Map<string, string>();
   const volatile = new Set<string>();
   for (const id of p.order) {
@@ -324,7 +329,9 @@ async function cacheKeys(p: Pipeline): Promise<{ keys: Map<string, string>; vola
     const refs = Object.fromEntries(Object.entries(n.refs).map(([k, r]) => [k, [keys.get(r.node), r.output]]));
     const fingerprint = def.fingerprint ? await def.fingerprint(n.values) : null;
     const nonce = cacheable ? null : crypto.randomUUID();
-    const h = createHash("sha256").update(stable({ type: n.type, values: n.values, refs, fingerprint, nonce }));
+    const h = createHash("sha256").update(
+      stable({ type: n.type, values: n.values, refs, fingerprint, nonce, precision }),
+    );
     keys.set(id, h.digest("hex"));
   }
   return { keys, volatile };
@@ -402,7 +409,7 @@ export async function runPipeline(p: Pipeline, opts: RunOptions = {}): Promise<R
       throw new NodeRunError(n.id, n.type, isNodeInputError(e) ? e.input : undefined, e);
     }
   }
-  const { keys, volatile } = await cacheKeys(p);
+  const { keys, volatile } = await cacheKeys(p, opts.settings?.precision);
   const pluginBackends = p.registry.backends();
   const settings = pluginBackends.length ? { ...opts.settings, pluginBackends } : opts.settings ?? {};
   // Outputs of this run stay alive until it ends; resources of uncached nodes are released then.

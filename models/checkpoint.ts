@@ -7,7 +7,7 @@
  * keeps two, with and without textual-inversion inputs).
  */
 
-import { type Backend, loadBackend } from "../backends/mod.ts";
+import { type Backend, loadBackend, type Precision } from "../backends/mod.ts";
 import {
   compile,
   Graph,
@@ -70,6 +70,12 @@ import {
 export interface LoadOptions {
   /** Worker threads of the backend (default: physical cores). */
   threads?: number;
+  /**
+   * Precision of the backend's GEMM ops (`--precision`): "f32" (default) or "bf16" (linear layers and
+   * im2col / 1x1 convolutions on bf16 operands with f32 accumulation; CPU backend with AVX512-BF16 or AMX,
+   * else loading fails with a BackendError saying so).
+   */
+  precision?: Precision;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
   /**
@@ -285,9 +291,9 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
       ? { file, config: arch.vae!, separate: false }
       : await openSeparateVae(opts.vae, arch);
     const main = opts.backend ?? "cpu";
-    const backend = await loadBackend(main, { threads: opts.threads });
+    const backend = await loadBackend(main, { threads: opts.threads, precision: opts.precision });
     const other = async (name: string | undefined) =>
-      name === undefined || name === main ? backend : await loadBackend(name, { threads: opts.threads });
+      name === undefined || name === main ? backend : await loadBackend(name, { threads: opts.threads, precision: opts.precision });
     const backends: NetworkBackends = {
       unet: backend,
       textEncoder: await other(opts.clipBackend),
@@ -326,7 +332,7 @@ async function openSeparateVae(path: string, arch: ArchInfo): Promise<VaeSource>
 }
 
 /** Options of {@link loadVae}. */
-export interface LoadVaeOptions extends Pick<LoadOptions, "threads" | "backend" | "onProfile"> {
+export interface LoadVaeOptions extends Pick<LoadOptions, "threads" | "precision" | "backend" | "onProfile"> {
   /**
    * The model whose latents it decodes: its family gives the scaling factor (SDXL 0.13025, else
    * 0.18215) and its latent channels are checked. Default: SD 1.x/2.x, 4 channels.
@@ -368,7 +374,7 @@ export async function loadVae(path: string, opts: LoadVaeOptions = {}): Promise<
     file.close();
     throw e;
   }
-  const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+  const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads, precision: opts.precision });
   const arena = new SharedArena(backend);
   const slots: ProgramSlot[] = [];
   const networks = new WeakMap<Program, string>();

@@ -161,6 +161,8 @@ export interface NodeEstimate {
 /** Options a run passes to every node (from the CLI: `-t`, `--backend`). */
 export interface RunSettings {
   readonly threads?: number;
+  /** `--precision`: "f32" (default) or "bf16" for the backend's GEMM ops (models' LoadOptions.precision). */
+  readonly precision?: "f32" | "bf16";
   /** `--backend`: a backend name (`cpu`, or one a plugin of the graph registers) or a library path. */
   readonly backend?: string;
   /** Backends the graph's plugins register (set by the runner), selectable by name. */

@@ -6,7 +6,8 @@
  *   sampler with CFG 7 amplifies that by < 10);
  * - a third-party TypeScript backend (examples/plugins/ts-backend) with three ops runs a graph whose other ops
  *   are placed on the CPU (the plan says which and why), with the CPU's result to 1e-6 relative.
- * - bad input: an unknown backend, a backend without the ops and no fallback: one line naming backend and op.
+ * - bad input: an unknown backend, a backend without the ops and no fallback: one line naming backend and op;
+ *   `precision: "bf16"` on a backend that does not offer it.
  */
 
 import { assert, assertEquals } from "./assert.ts";
@@ -153,6 +154,11 @@ Deno.test("bad backends: unknown name, missing op without a fallback — one lin
     msg = (e as Error).message;
   }
   assert(/^js-example: op 0 \(softmax\): not implemented$/.test(msg), msg);
+  // A backend that does not know the precision setting is refused, not run in f32 silently.
+  await assert_rejects(
+    () => loadBackend("js-example", { fallback: "none", precision: "bf16" }),
+    /^backend "js-example" does not offer precision "bf16" \(the CPU backend does, on CPUs with AVX512-BF16/,
+  );
 });
 
 async function assert_rejects(f: () => Promise<unknown>, re: RegExp): Promise<void> {

@@ -15,6 +15,9 @@
  *   (not in CI: on POCL with 2 busy cores the OpenCL backend needs tens of minutes for it).
  * - Bound: PSNR ≥ 40 dB over the RGB samples (tools/psnr.ts). Why not bit equality: sd.cpp stores conv
  *   weights as f16 and convolves by im2col + GEMM, so its picture is itself one rounding of the ideal one.
+ * - The same command with `--precision bf16` (issue 15's reduced-precision mode) prints its PSNR; it asserts
+ *   only a floor of 30 dB (a broken bf16 path lands far below; issue 15 asks >= 40 dB before bf16 may become a
+ *   default, which this test reports but does not require). Ignored on CPUs without AVX512-BF16 / AMX-BF16.
  *
  * @module
  */
@@ -33,10 +36,12 @@ import {
 } from "./reference_helpers.ts";
 import { ensureSd15Checkpoint, SD15_CHECKPOINT } from "./sd15_checkpoint.ts";
 import { sharedTest, sharedUrl } from "./shared.ts";
+import { loadNativeBackend } from "../backends/mod.ts";
 
 const REFERENCE_PNG = sharedUrl("reference/sd15-random/a_256_euler_4.png");
 const CHECKPOINT = SD15_CHECKPOINT;
 const MIN_PSNR_DB = 40;
+const BF16_FLOOR_DB = 30;
 
 Deno.test({
   ...sharedTest(
@@ -66,6 +71,41 @@ Deno.test({
       if (backend) args.push("--backend", backend);
       const { decoded } = await genAndCompare(args, out, reference, MIN_PSNR_DB);
       assertReadmeParameters(decoded);
+    } finally {
+      await Deno.remove(outDir, { recursive: true });
+    }
+  },
+});
+
+const bf16Units = ((await loadNativeBackend("cpu")).info.bf16_units as string[] | undefined) ?? [];
+const bf16Test = sharedTest(
+  "sd15 reference in bf16: the README's command with --precision bf16 prints its PSNR vs sd.cpp's image (floor 30 dB)",
+  "reference/README.md",
+  "reference/sd15-random/a_256_euler_4.png",
+  "tools/make_random_sd.py",
+);
+Deno.test({
+  ...bf16Test,
+  ...(bf16Units.length || bf16Test.ignore
+    ? {}
+    : { name: `${bf16Test.name} [ignored: this CPU has neither AVX512-BF16 nor AMX-BF16]`, ignore: true }),
+  async fn() {
+    const facts = readmeFacts(
+      readmeSection(await Deno.readTextFile(README), "sd15-random/"),
+      "tests/sd15_reference_test.ts",
+    );
+    await ensureSd15Checkpoint();
+    const outDir = await Deno.makeTempDir({ prefix: "sdflow-sd15-bf16-" });
+    try {
+      const out = `${outDir}/a_256_euler_4.png`;
+      const args = withFlag(withFlag(facts.args, "-m", CHECKPOINT.pathname), "-o", out);
+      args.push("--precision", "bf16");
+      const { comparison } = await genAndCompare(args, out, REFERENCE_PNG, BF16_FLOOR_DB);
+      console.log(
+        `bf16 on ${bf16Units[0]}: PSNR ${comparison.psnr.toFixed(2)} dB (issue 15 wants >= ${MIN_PSNR_DB} dB: ${
+          comparison.psnr >= MIN_PSNR_DB ? "met" : "NOT met"
+        })`,
+      );
     } finally {
       await Deno.remove(outDir, { recursive: true });
     }

@@ -17,7 +17,7 @@
  * weight patches (LoRA) to the model it wraps.
  */
 
-import { type Backend, loadBackend } from "../../backends/mod.ts";
+import { type Backend, loadBackend, type Precision } from "../../backends/mod.ts";
 import { compile, Graph, type Program } from "../../engine/mod.ts";
 import type { UnetConfig } from "../arch.ts";
 import { createWeightLookup, type WeightLookup } from "../nn.ts";
@@ -37,6 +37,8 @@ export interface ControlNetLoadOptions {
   /** Backend name or library path (default "cpu"). */
   backend?: string;
   threads?: number;
+  /** Precision of the backend's GEMM ops (`--precision`): "f32" (default) or "bf16" (see BackendConfig.precision). */
+  precision?: Precision;
 }
 
 /** What one UNet evaluation computed its residuals from. */
@@ -92,7 +94,7 @@ export class ControlNet {
       }
       const shapes = new Map([...weights].map(([n, t]) => [n, t.shape] as const));
       const config = controlNetConfig(shapes, unet, path);
-      const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+      const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads, precision: opts.precision });
       const net = new ControlNet(path, file, weights, backend, config);
       net.#check();
       return net;

@@ -5,7 +5,7 @@
  * an image no larger than one tile goes through in one pass.
  */
 
-import { type Backend, loadBackend } from "../../backends/mod.ts";
+import { type Backend, loadBackend, type Precision } from "../../backends/mod.ts";
 import { compile, Graph, type OpProfile, type Program } from "../../engine/mod.ts";
 import { createWeightLookup } from "../nn.ts";
 import { processTiles } from "../tiling.ts";
@@ -38,6 +38,8 @@ export interface Upscaler {
 
 export interface UpscalerLoadOptions {
   threads?: number;
+  /** Precision of the backend's GEMM ops (`--precision`): "f32" (default) or "bf16" (see BackendConfig.precision). */
+  precision?: Precision;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
   /** Called after every network run with its per-op times (`--profile`), as LoadOptions.onProfile. */
@@ -57,7 +59,7 @@ export async function loadUpscaler(path: string, opts: UpscalerLoadOptions = {})
       if (e instanceof EsrganError) throw new EsrganError(`${path}: ${e.message}`);
       throw e;
     }
-    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads, precision: opts.precision });
     return new LoadedUpscaler(path, file, renamed, config, backend, opts.onProfile);
   } catch (e) {
     file.close();

@@ -5,7 +5,7 @@
  * does; VAE tiling works as for the full VAE.
  */
 
-import { type Backend, loadBackend } from "../../backends/mod.ts";
+import { type Backend, loadBackend, type Precision } from "../../backends/mod.ts";
 import { compile, Graph, type OpProfile, type Program } from "../../engine/mod.ts";
 import { imageToTensor, tensorToImage } from "../image_tensor.ts";
 import { createWeightLookup } from "../nn.ts";
@@ -23,6 +23,8 @@ import {
 
 export interface TaesdLoadOptions {
   threads?: number;
+  /** Precision of the backend's GEMM ops (`--precision`): "f32" (default) or "bf16" (see BackendConfig.precision). */
+  precision?: Precision;
   /** Backend name or library path (default "cpu"). */
   backend?: string;
   /** Called after every network run with its per-op times (`--profile`), as LoadOptions.onProfile. */
@@ -48,7 +50,7 @@ export async function loadTaesd(path: string, opts: TaesdLoadOptions = {}): Prom
       if (e instanceof TaesdError) throw new TaesdError(`${path}: ${e.message}`);
       throw e;
     }
-    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads });
+    const backend = await loadBackend(opts.backend ?? "cpu", { threads: opts.threads, precision: opts.precision });
     return new LoadedTaesd(path, file, names, config, backend, opts.onProfile);
   } catch (e) {
     file.close();

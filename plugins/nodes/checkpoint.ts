@@ -83,7 +83,7 @@ async function folderFingerprint(dir: unknown): Promise<unknown> {
 }
 
 /**
- * What the run's settings (`-t`, `--backend`, `--profile`) and the node's `backend` input ask of the
+ * What the run's settings (`-t`, `--precision`, `--backend`, `--profile`) and the node's `backend` input ask of the
  * model layer. A backend that a plugin of the graph registers is built if needed and loaded from its
  * manifest (which checks its ABI version and name), then handed on by library path.
  */
@@ -100,6 +100,7 @@ export async function loadOptions(
   const main = await resolve(backend ?? settings.backend);
   return {
     threads: settings.threads,
+    precision: settings.precision,
     backend: main,
     onProfile: settings.onProfile,
     ...(placed.clip === undefined ? {} : { clipBackend: await resolve(placed.clip) }),

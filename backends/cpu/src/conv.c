@@ -15,13 +15,19 @@
  * Auto (algo 0) picks, at prepare: the AVX-512 direct kernel of conv.h for
  * stride-1 convs with Co <= 8 (e.g. the VAE's 128 -> 3 output conv), else
  * im2col. The choice is kept in op->state so chunking and scratch stay
- * consistent even if the ISA is reconfigured before the run. */
+ * consistent even if the ISA is reconfigured before the run.
+ *
+ * Under precision bf16 the im2col path runs on the gemm_bf16.h engine: the
+ * im2col matrix is built in f32 as above and rounded to bf16 panels (a 1x1
+ * conv's x directly), each W slice is rounded while packed, and the
+ * products accumulate in f32 on AMX tiles or AVX512-BF16. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "conv.h"
 #include "common.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 
 #define CV_KC 256
 #define CV_MC 240
@@ -78,6 +84,14 @@ static void conv_geom_make(conv_geom *g, const sdf_op *op) {
 static size_t conv_scratch_floats(const conv_geom *g) {
   return (size_t)(g->kc * g->pb * g->gi + sdfg_min(g->cob, CV_MC) * g->kc) +
          sdfg_pad_floats(g->kc) + 16;
+}
+
+/* Bytes of per-thread scratch of the bf16 im2col path: the f32 im2col of
+ * one image, the bf16 B panels of the group's images, one bf16 W slice. */
+static size_t conv_scratch_bf16(const conv_geom *g) {
+  return (size_t)(g->kc * g->pb) * sizeof(float) +
+         ((size_t)g->gi * sdfb_elems(g->pb, g->kc) + sdfb_elems(sdfg_min(g->cob, CV_MC), g->kc)) * sizeof(uint16_t) +
+         64;
 }
 
 static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
@@ -148,6 +162,8 @@ static int32_t conv_prepare(sdf_op *op, char *err, size_t err_len) {
   } else {
     op->n_chunks = g.ngr * g.nco;
     op->scratch_bytes = conv_scratch_floats(&g) * sizeof(float);
+    if (sdf_current_bf16 != SDF_BF16_NONE && conv_scratch_bf16(&g) > op->scratch_bytes)
+      op->scratch_bytes = conv_scratch_bf16(&g);
   }
   return SDF_OK;
 }
@@ -261,26 +277,59 @@ static void conv_run(const sdf_op *op, int64_t chunk, void *scratch) {
   const int64_t np = p1 - p0;
   const int pointwise = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 &&
                         g.ph == 0 && g.pw == 0;
-  float *bp = (float *)scratch;
-  float *ap = bp + g.kc * g.pb * g.gi;
-  float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
-  const sdfg_kernels *u = sdfg_select();
-  for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
-    const int64_t kc = sdfg_min(g.kc, g.K - k0);
-    for (int64_t n = n0; n < n1; n++) {
-      float *bn = bp + (n - n0) * kc * np;
-      if (pointwise)
-        sdfg_pack_b(bn, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
-      else
-        im2col_pack(&g, x, bn, n, k0, kc, p0, np);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_bf16 != SDF_BF16_NONE) {
+    float *cols = (float *)scratch; /* f32 im2col of one image, kc x np in column panels */
+    uint16_t *bb = (uint16_t *)(cols + g.kc * g.pb);
+    const size_t b_stride = sdfb_elems(g.pb, g.kc);
+    uint16_t *ab = bb + (size_t)g.gi * b_stride;
+    for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
+      const int64_t kc = sdfg_min(g.kc, g.K - k0), kp = sdfb_kp(kc);
+      for (int64_t n = n0; n < n1; n++) {
+        uint16_t *bn = bb + (size_t)(n - n0) * b_stride;
+        if (pointwise) {
+          sdfb_pack_b(bn, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
+          continue;
+        }
+        im2col_pack(&g, x, cols, n, k0, kc, p0, np);
+        /* Panel q0 of the f32 im2col is kc x w (w <= 16) row-major at cols + q0*kc. */
+        for (int64_t q0 = 0; q0 < np; q0 += SDFG_NR) {
+          const int64_t w = sdfg_min(SDFG_NR, np - q0);
+          sdfb_pack_b(bn + q0 * kp, cols + q0 * kc, w, w, 0, kc);
+        }
+      }
+      for (int64_t cs = co0; cs < co1; cs += CV_MC) {
+        const int64_t mc = sdfg_min(CV_MC, co1 - cs);
+        sdfb_pack_a(ab, sdfg_elem_ptr(w->data, w->dtype, cs * g.K), w->dtype, g.K, mc, k0, kc);
+        for (int64_t n = n0; n < n1; n++)
+          sdfb_gemm(sdf_current_bf16, mc, np, kp, ab, bb + (size_t)(n - n0) * b_stride,
+                    y + n * g.Co * g.P + cs * g.P + p0, g.P, k0 > 0, NULL);
+      }
     }
-    for (int64_t cs = co0; cs < co1; cs += CV_MC) {
-      const int64_t mc = sdfg_min(CV_MC, co1 - cs);
-      sdfg_pack_a(ap, sdfg_elem_ptr(w->data, w->dtype, cs * g.K), w->dtype, g.K, mc, k0, kc);
-      for (int64_t n = n0; n < n1; n++)
-        sdfg_gemm(u, mc, np, kc, ap, bp + (n - n0) * kc * np,
-                  y + n * g.Co * g.P + cs * g.P + p0, g.P, 0, mc, 0, np, kc, k0 > 0,
-                  pad);
+  } else
+#endif
+  {
+    float *bp = (float *)scratch;
+    float *ap = bp + g.kc * g.pb * g.gi;
+    float *pad = ap + sdfg_min(g.cob, CV_MC) * g.kc;
+    const sdfg_kernels *u = sdfg_select();
+    for (int64_t k0 = 0; k0 < g.K; k0 += g.kc) {
+      const int64_t kc = sdfg_min(g.kc, g.K - k0);
+      for (int64_t n = n0; n < n1; n++) {
+        float *bn = bp + (n - n0) * kc * np;
+        if (pointwise)
+          sdfg_pack_b(bn, x + n * g.Ci * g.P + p0, g.P, np, k0, kc);
+        else
+          im2col_pack(&g, x, bn, n, k0, kc, p0, np);
+      }
+      for (int64_t cs = co0; cs < co1; cs += CV_MC) {
+        const int64_t mc = sdfg_min(CV_MC, co1 - cs);
+        sdfg_pack_a(ap, sdfg_elem_ptr(w->data, w->dtype, cs * g.K), w->dtype, g.K, mc, k0, kc);
+        for (int64_t n = n0; n < n1; n++)
+          sdfg_gemm(u, mc, np, kc, ap, bp + (n - n0) * kc * np,
+                    y + n * g.Co * g.P + cs * g.P + p0, g.P, 0, mc, 0, np, kc, k0 > 0,
+                    pad);
+      }
     }
   }
   if (b)

@@ -55,15 +55,16 @@ struct sdf_plan {
   char last_error[SDF_ERR_LEN]; /* message of the last failed run */
   sdf_isa isa;                  /* configuration of the thread that compiled it */
   int threads;
+  sdf_bf16_unit bf16;
 };
 
 /* backend.c */
 extern int sdf_initialized;
 extern pthread_mutex_t sdf_run_lock; /* held while a plan compiles or runs */
-/* Switches the pool and ISA (caller holds sdf_run_lock). */
-int32_t sdf_apply_config(sdf_isa isa, int threads);
+/* Switches the pool, ISA and GEMM precision (caller holds sdf_run_lock). */
+int32_t sdf_apply_config(sdf_isa isa, int threads, sdf_bf16_unit bf16);
 /* The configuration the calling thread asked for with sdf_init. */
-void sdf_requested_config(sdf_isa *isa, int *threads);
+void sdf_requested_config(sdf_isa *isa, int *threads, sdf_bf16_unit *bf16);
 uint64_t sdf_now_ns(void);
 
 /* isa.c */
@@ -72,6 +73,11 @@ sdf_isa sdf_isa_best(void);
 const char *sdf_isa_name(sdf_isa isa);
 int sdf_isa_parse(const char *name, sdf_isa *out); /* 0 ok, -1 unknown */
 int sdf_physical_cores(void);
+/* Whether a bf16 unit is usable (for AMX: also asks Linux for tile-data
+ * permission, once per process). */
+int sdf_bf16_available(sdf_bf16_unit unit);
+sdf_bf16_unit sdf_bf16_best(void); /* SDF_BF16_NONE if neither */
+const char *sdf_bf16_unit_name(sdf_bf16_unit unit);
 
 /* threadpool.c: n_threads - 1 persistent workers plus the calling thread. */
 int sdf_pool_resize(int n_threads); /* SDF_OK or SDF_E_NOMEM */

@@ -5,6 +5,9 @@
 #include <dirent.h>
 #include <sched.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include "internal.h"
 
@@ -34,7 +37,67 @@ static int detect(sdf_isa isa) {
   }
   return 0;
 }
+
+/* AVX512-BF16 (cpuid 7.1 eax bit 5) on top of the AVX-512 set. */
+static int detect_avx512_bf16(void) {
+  unsigned a, b, c, d;
+  if (!detect(SDF_ISA_AVX512)) return 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+  return (a >> 5) & 1;
+}
+
+/* AMX-TILE (cpuid 7.0 edx bit 24) and AMX-BF16 (bit 22), tile state enabled
+ * by the OS (XCR0 bits 17 XTILECFG, 18 XTILEDATA), and Linux's permission
+ * for this process to use tile data (arch_prctl ARCH_REQ_XCOMP_PERM, asked
+ * once: the permission covers every thread of the process). */
+static int detect_amx_bf16(void) {
+  unsigned a, b, c, d;
+  if (!detect_avx512_bf16()) return 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  if (!((d >> 24) & 1) || !((d >> 22) & 1)) return 0;
+  if ((xgetbv0() & (3u << 17)) != (3u << 17)) return 0;
+#if defined(__linux__)
+  enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+  return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+  return 0;
 #endif
+}
+#endif
+
+int sdf_bf16_available(sdf_bf16_unit unit) {
+  static int cache[3] = {-1, -1, -1};
+  static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  if ((int)unit < SDF_BF16_AVX512 || (int)unit > SDF_BF16_AMX) return 0;
+  pthread_mutex_lock(&mu);
+  if (cache[unit] < 0) {
+    int ok = 0;
+#if defined(__x86_64__)
+    ok = unit == SDF_BF16_AMX ? detect_amx_bf16() : detect_avx512_bf16();
+#endif
+    cache[unit] = ok;
+  }
+  int ok = cache[unit];
+  pthread_mutex_unlock(&mu);
+  return ok;
+}
+
+sdf_bf16_unit sdf_bf16_best(void) {
+  if (sdf_bf16_available(SDF_BF16_AMX)) return SDF_BF16_AMX;
+  if (sdf_bf16_available(SDF_BF16_AVX512)) return SDF_BF16_AVX512;
+  return SDF_BF16_NONE;
+}
+
+const char *sdf_bf16_unit_name(sdf_bf16_unit unit) {
+  switch (unit) {
+  case SDF_BF16_AMX:
+    return "amx";
+  case SDF_BF16_AVX512:
+    return "avx512_bf16";
+  default:
+    return "none";
+  }
+}
 
 int sdf_isa_available(sdf_isa isa) {
   static int cache[4] = {-1, -1, -1, -1};

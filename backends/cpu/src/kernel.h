@@ -68,6 +68,17 @@ typedef enum sdf_isa {
 } sdf_isa;
 
 extern sdf_isa sdf_current_isa;
+
+/* Precision of the GEMM-based ops (MATMUL, CONV2D's im2col / 1x1 path):
+ * f32 (the default), or bf16 operands with f32 accumulation on one of the
+ * bf16 units (gemm_bf16.h). Selected by sdf_init's "precision". */
+typedef enum sdf_bf16_unit {
+  SDF_BF16_NONE = 0,   /* f32 GEMMs */
+  SDF_BF16_AVX512 = 1, /* AVX512-BF16 dot products (vdpbf16ps) */
+  SDF_BF16_AMX = 2     /* AMX-BF16 tiles (tdpbf16ps) */
+} sdf_bf16_unit;
+
+extern sdf_bf16_unit sdf_current_bf16;
 extern int sdf_thread_count;
 
 /* Looks up the kernel for an opcode; NULL if unsupported. */

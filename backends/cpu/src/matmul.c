@@ -5,11 +5,17 @@
  * chunk packs its share of W (converting f16 / bf16 to f32 while packing, so
  * narrow weights cost no extra pass) and of x into per-thread scratch, then
  * runs the gemm.h driver. Nothing is cached across runs: weights may change
- * between runs (LoRA merges write them in place), so packing is per run. */
+ * between runs (LoRA merges write them in place), so packing is per run.
+ *
+ * Under precision bf16 (sdf_current_bf16) the same chunks run the
+ * gemm_bf16.h engine instead: W and x are rounded to bf16 while packing
+ * (W's share once per chunk and K block, reused for all of the chunk's
+ * rows), products are accumulated in f32 on AMX tiles or AVX512-BF16. */
 #include <stdio.h>
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 
 #define MM_KC 384
 #define MM_MC 240 /* rows of x packed at once (A block in L2) */
@@ -45,6 +51,15 @@ static void mm_plan_make(mm_plan *p, int64_t M, int64_t N, int64_t K) {
 static size_t mm_scratch_floats(const mm_plan *p) {
   return (size_t)(p->kc * p->nch + sdfg_min(p->mch, MM_MC) * p->kc) +
          sdfg_pad_floats(p->kc) + 16;
+}
+
+#define MM_MC_BF16 256 /* rows of x packed at once in bf16 (multiple of 32: whole AMX blocks) */
+
+/* Bytes of per-thread scratch of the bf16 path. */
+static size_t mm_scratch_bf16(const mm_plan *p) {
+  const int64_t kc = sdfg_min(p->K, SDFB_KC);
+  return (sdfb_elems(p->nch, kc) + sdfb_elems(sdfg_min(p->mch, MM_MC_BF16), kc)) * sizeof(uint16_t) +
+         (size_t)p->nch * sizeof(float) + 64;
 }
 
 static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
@@ -99,6 +114,8 @@ static int32_t mm_prepare(sdf_op *op, char *err, size_t err_len) {
   mm_plan_make(&p, M, N, K);
   op->n_chunks = (M > 0 && N > 0) ? p.nm * p.nn : 1;
   op->scratch_bytes = mm_scratch_floats(&p) * sizeof(float);
+  if (sdf_current_bf16 != SDF_BF16_NONE && mm_scratch_bf16(&p) > op->scratch_bytes)
+    op->scratch_bytes = mm_scratch_bf16(&p);
   return SDF_OK;
 }
 
@@ -118,6 +135,25 @@ static void mm_run(const sdf_op *op, int64_t chunk, void *scratch) {
   float *bp = (float *)scratch;
   float *ap = bp + p.kc * p.nch;
   float *pad = ap + sdfg_min(p.mch, MM_MC) * p.kc;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (sdf_current_bf16 != SDF_BF16_NONE && K > 0) {
+    uint16_t *bb = (uint16_t *)scratch;
+    uint16_t *ab = bb + sdfb_elems(p.nch, sdfg_min(K, SDFB_KC));
+    /* The bias (as f32) starts the accumulators of the first K block. */
+    float *bias = b ? (float *)(ab + sdfb_elems(sdfg_min(p.mch, MM_MC_BF16), sdfg_min(K, SDFB_KC))) : NULL;
+    for (int64_t j = 0; bias && j < nc; j++) bias[j] = sdfg_load(b->data, b->dtype, n0 + j);
+    for (int64_t k0 = 0; k0 < K; k0 += SDFB_KC) {
+      const int64_t kc = sdfg_min(SDFB_KC, K - k0);
+      sdfb_pack_bt(bb, sdfg_elem_ptr(w->data, w->dtype, n0 * K), w->dtype, K, nc, k0, kc);
+      for (int64_t ms = m0; ms < m1; ms += MM_MC_BF16) {
+        const int64_t mc = sdfg_min(MM_MC_BF16, m1 - ms);
+        sdfb_pack_a(ab, X + ms * K, SDF_F32, K, mc, k0, kc);
+        sdfb_gemm(sdf_current_bf16, mc, nc, sdfb_kp(kc), ab, bb, Y + ms * N + n0, N, k0 > 0, bias);
+      }
+    }
+    return;
+  }
+#endif
   const sdfg_kernels *u = sdfg_select();
   if (K == 0) {
     for (int64_t i = m0; i < m1; i++)

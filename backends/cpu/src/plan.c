@@ -86,16 +86,18 @@ SDF_API sdf_plan *sdf_plan_compile(const uint8_t *bytes, uint64_t len) {
    * thread's configuration, and remember it for the plan's runs. */
   sdf_isa isa;
   int threads;
-  sdf_requested_config(&isa, &threads);
+  sdf_bf16_unit bf16;
+  sdf_requested_config(&isa, &threads, &bf16);
   pthread_mutex_lock(&sdf_run_lock);
   sdf_plan *p = NULL;
-  int32_t crc = sdf_apply_config(isa, threads);
+  int32_t crc = sdf_apply_config(isa, threads, bf16);
   if (crc == SDF_OK) p = plan_compile(bytes, len);
   else sdf_set_status(crc);
   pthread_mutex_unlock(&sdf_run_lock);
   if (p) {
     p->isa = isa;
     p->threads = threads;
+    p->bf16 = bf16;
   }
   return p;
 }
@@ -363,7 +365,7 @@ SDF_API int32_t sdf_plan_run(sdf_plan *plan, sdf_buffer *const *bindings, uint32
   pthread_mutex_lock(&sdf_run_lock);
   atomic_store(&plan->running, 1);
   plan->last_error[0] = 0;
-  int32_t rc = sdf_apply_config(plan->isa, plan->threads);
+  int32_t rc = sdf_apply_config(plan->isa, plan->threads, plan->bf16);
   if (rc == SDF_OK) rc = bind(plan, bindings, n_bindings);
   /* Mapped weight files must be as they were mapped, before the run (else
    * the run would read changed weights or fault) and after it (else its

@@ -1,10 +1,19 @@
 /* WINO_GEMM: the A*A products m_[k] = U_k @ V_k, with U_k either read from a
  * precomputed u (WINO_FILTER's output, "hoisted") or, with p[1] = fused = 1,
  * transformed from the raw weight w[Co,Ci,3,3] block by block into per-thread
- * scratch just before use (no u tensor). See winograd.h for layouts. */
+ * scratch just before use (no u tensor). See winograd.h for layouts.
+ *
+ * Under precision bf16 the fused products of F(2,3) tiles (T >= 256) run on the bf16
+ * engine (gemm_bf16.h): each transformed filter plane and V block is rounded
+ * to bf16 just before its product. F(4,3) and F(6,3) stay f32: their
+ * transforms multiply operand rounding by their larger coefficients, and in
+ * bf16 the SD 1.5 reference (tests/sd15_reference_test.ts, 256x256) fell from
+ * 44.4 dB (F(2,3) in bf16) to 37.6 dB (up to F(4,3)) and 35.0 dB (all) vs
+ * sd.cpp. The hoisted (non-fused) products stay f32. */
 #include <stdio.h>
 
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "winograd.h"
 
 typedef float pv8 __attribute__((vector_size(32)));
@@ -34,6 +43,16 @@ typedef float pv8 __attribute__((vector_size(32)));
 #define FUSED_NB 512
 #define FUSED_MIN_CHUNKS 4
 #define FUSED_BLOCK_MAX ((int64_t)1 << 22) /* floats */
+
+/* Which fused products run in bf16 under precision bf16: F(2,3) with at
+ * least 256 tiles. With fewer, rounding each transformed plane to bf16
+ * costs more than the faster product saves (measured at 256x256: the
+ * UNet's F(2,3) products, T = 32..128, went from 5.9 s to 12.2 s). */
+#define SDFW_BF16_MAX_M 2
+#define SDFW_BF16_MIN_T 256
+static int wino_bf16(int m, int64_t T) {
+  return sdf_current_bf16 != SDF_BF16_NONE && m <= SDFW_BF16_MAX_M && T >= SDFW_BF16_MIN_T;
+}
 
 typedef struct gemm_plan {
   int64_t nco, mb, ntb, nb, kc;
@@ -83,6 +102,12 @@ static size_t fused_scratch_floats(int64_t AA, const gemm_plan *gp) {
          (size_t)sdfg_rup(SDFW_FBLOCK_TMP(gp->kc), 16) + sdfg_pad_floats(gp->kc);
 }
 
+/* Extra bytes of the fused bf16 path: one plane of U and the chunk's V block
+ * in bf16 tiles. */
+static size_t fused_scratch_bf16(const gemm_plan *gp) {
+  return (sdfb_elems(gp->mb, gp->kc) + sdfb_elems(gp->nb, gp->kc)) * sizeof(uint16_t) + 64;
+}
+
 static int32_t wgemm_prepare(sdf_op *op, char *err, size_t err_len) {
   const int m = sdfw_check_m(op, err, err_len);
   if (m < 0) return SDF_E_INVALID;
@@ -126,6 +151,7 @@ static int32_t wgemm_prepare(sdf_op *op, char *err, size_t err_len) {
     fused_plan(&gp, AA, Co, Ci, T);
     op->n_chunks = gp.nco * gp.ntb;
     op->scratch_bytes = fused_scratch_floats(AA, &gp) * sizeof(float);
+    if (wino_bf16(m, T)) op->scratch_bytes += fused_scratch_bf16(&gp);
   } else {
     hoisted_plan(&gp, Co, Ci, T);
     op->n_chunks = AA * gp.nco * gp.ntb;
@@ -173,6 +199,25 @@ static void fused_run(const sdf_op *op, int64_t chunk, void *scratch) {
   const sdfw_fblock_fn fblock = fblock_select();
   const float *V = v->data;
   float *M = (float *)op->out[0]->data + co0 * T;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (wino_bf16(m, T)) {
+    /* bf16: each transformed plane and the chunk's V block are rounded to
+     * bf16 tiles just before their product (f32 accumulation). */
+    uint16_t *ub = (uint16_t *)(pad + sdfg_pad_floats(gp.kc));
+    ub = (uint16_t *)(((uintptr_t)ub + 63) & ~(uintptr_t)63);
+    uint16_t *vb = ub + sdfb_elems(gp.mb, gp.kc);
+    for (int64_t ci0 = 0; ci0 < Ci; ci0 += gp.kc) {
+      const int64_t kc = sdfg_min(gp.kc, Ci - ci0);
+      fblock(m, w, co0, mb, ci0, kc, ps, U, tmp);
+      for (int64_t k = 0; k < AA; k++) {
+        sdfb_pack_a_panels(ub, U + k * ps, mb, kc);
+        sdfb_pack_b_panels(vb, V + k * Ci * T + j0 * Ci, Ci, j1 - j0, ci0, kc);
+        sdfb_gemm(sdf_current_bf16, mb, j1 - j0, sdfb_kp(kc), ub, vb, M + k * Co * T + j0, T, ci0 > 0, NULL);
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t ci0 = 0; ci0 < Ci; ci0 += gp.kc) {
     const int64_t kc = sdfg_min(gp.kc, Ci - ci0);
     fblock(m, w, co0, mb, ci0, kc, ps, U, tmp);
