@@ -88,7 +88,6 @@ static void release_inputs(sdf_plan *p, const sdf_op *op) {
 
 static void finish_op(run_ctx *r, uint32_t op) {
   sdf_plan *p = r->plan;
-  release_inputs(p, &p->ops[op]);
   p->profile_ns[op] = sdf_now_ns() - p->run[op].start_ns;
   atomic_fetch_add(&p->progress, 1);
   int pushed = 0;
@@ -99,11 +98,13 @@ static void finish_op(run_ctx *r, uint32_t op) {
       pushed = 1;
     }
   }
+  if (pushed) wake_all(r);
+  /* After the dependents are released (other threads go on meanwhile), before the run can end. */
+  release_inputs(p, &p->ops[op]);
   if (atomic_fetch_add(&r->ops_done, 1) + 1 == p->n_ops) {
     atomic_store(&r->finished, 1);
-    pushed = 1;
+    wake_all(r);
   }
-  if (pushed) wake_all(r);
 }
 
 /* Claims one (op, chunk); returns 0 when no ready op has chunks left. */
