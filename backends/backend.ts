@@ -89,6 +89,11 @@ export interface BackendBuffer {
   evict(): void;
   /** Hints that the buffer will be written front to back soon (huge pages on the CPU); absent where meaningless. */
   adviseHugePages?(): void;
+  /**
+   * Hints that each tensor of this file buffer is read by one op per run: a backend may drop a tensor's
+   * resident copy after that op (weights streamed from the page cache); absent where meaningless.
+   */
+  adviseStream?(): void;
   /** Releases the memory. Idempotent. */
   free(): void;
 }

@@ -408,6 +408,16 @@ export class NativeBuffer implements BackendBuffer {
     if (sym) this.backend.check(sym(this.pointer, 1), "sdf_buffer_advise");
   }
 
+  /**
+   * Hints that each tensor of this file buffer is read by one op per run (SDF_ADVICE_STREAM): the CPU
+   * backend drops a tensor's pages once that op has run, so the process holds the buffer's weights one
+   * op at a time. A no-op for backends without `sdf_buffer_advise` or that do not know the advice (a
+   * hint: their SDF_E_INVALID is not an error here).
+   */
+  adviseStream(): void {
+    this.backend.symbols.sdf_buffer_advise?.(this.pointer, 2);
+  }
+
   /** Copies `data` into the buffer at byte `offset`. */
   write(offset: number, data: ArrayBufferView): void {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;

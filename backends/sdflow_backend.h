@@ -290,10 +290,14 @@ SDF_API const char *sdf_plan_last_error(const sdf_plan *plan);
  * page cache, shrinking the process's RSS; they fault back in when next read).
  * Contents are unchanged as far as the caller can tell. */
 SDF_API int32_t sdf_buffer_evict(sdf_buffer *buf);
-/* Optional: a usage hint for a buffer from sdf_buffer_alloc. SDF_ADVICE_HUGE_PAGES: it is large and
- * about to be written through once; a backend may back it with huge pages. Contents unchanged;
- * SDF_OK when the hint cannot be followed, SDF_E_INVALID for an unknown advice. */
-enum { SDF_ADVICE_HUGE_PAGES = 1 };
+/* Optional: a usage hint for a buffer. SDF_ADVICE_HUGE_PAGES (a buffer from sdf_buffer_alloc): it is
+ * large and about to be written through once; a backend may back it with huge pages.
+ * SDF_ADVICE_STREAM (a buffer from sdf_buffer_from_file): each of its tensors is read by one op per
+ * run; a backend may drop a tensor's resident copy once that op has run (the CPU backend returns the
+ * pages to the page cache, so the process holds one op's weights of this buffer at a time, not all;
+ * they fault back in on the next run). Contents unchanged; SDF_OK when the hint cannot be followed,
+ * SDF_E_INVALID for an unknown advice. */
+enum { SDF_ADVICE_HUGE_PAGES = 1, SDF_ADVICE_STREAM = 2 };
 SDF_API int32_t sdf_buffer_advise(sdf_buffer *buf, int32_t advice);
 
 #ifdef __cplusplus

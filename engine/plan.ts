@@ -53,13 +53,23 @@ export interface PlanOptions extends LowerOptions {
    * (default true) rather than as a separate stage into a full tensor.
    */
   fuseFilterTransforms?: boolean;
+  /**
+   * Most bytes of mapped weights the step plan keeps resident from one run to the next (default: all of
+   * them). Weights past it, in the order the step first reads them, that one op reads are bound through
+   * separate file buffers marked `stream`: the backend may drop each one's pages right after that op
+   * (`BackendBuffer.adviseStream`), so they are read again from the page cache every run. Peak RSS then
+   * holds about this many bytes of weights instead of the whole network, at the cost of refaulting the
+   * rest each run.
+   */
+  residentWeightBytes?: number;
 }
 
 export type BindingSpec =
   | { kind: "arena"; bytes: number }
   | { kind: "hoisted"; bytes: number }
   | { kind: "data"; bytes: number; parts: { tensor: number; offset: number }[] }
-  | { kind: "file"; path: string; offset: number; bytes: number }
+  /** `stream`: the weights past `residentWeightBytes`, each read by one op (see PlanOptions). */
+  | { kind: "file"; path: string; offset: number; bytes: number; stream?: boolean }
   /** A backend buffer the program binds but does not own (ConstantSource kind "buffer"). */
   | { kind: "buffer"; buffer: BackendBuffer; bytes: number };
 
@@ -185,7 +195,8 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
     { kind: "data", bytes: 0, parts: [] },
   ];
   const data = bindings[SLOT_DATA] as Extract<BindingSpec, { kind: "data" }>;
-  const fileRanges = new Map<string, { min: number; max: number; ids: number[] }>();
+  const streamed = streamedWeights(lg.ops, stepOpsIdx, tensors, root, opts.residentWeightBytes);
+  const fileRanges = new Map<string, { path: string; stream: boolean; ids: number[] }>();
   const bufferSlots = new Map<BackendBuffer, number>();
   let bufferBytes = 0;
   for (const t of tensors) {
@@ -205,26 +216,26 @@ export function plan(g: Graph, opts: PlanOptions = {}): CompiledPlan {
       data.bytes = offset + t.source.data.byteLength;
       locations.set(t.id, { slot: SLOT_DATA, offset });
     } else {
-      const r = fileRanges.get(t.source.path) ?? { min: Infinity, max: 0, ids: [] };
-      r.min = Math.min(r.min, t.source.offset);
-      r.max = Math.max(r.max, t.source.offset + t.source.bytes);
+      const stream = streamed.has(t.id);
+      const key = `${stream ? "stream" : "resident"}:${t.source.path}`;
+      const r = fileRanges.get(key) ?? { path: t.source.path, stream, ids: [] };
       r.ids.push(t.id);
-      fileRanges.set(t.source.path, r);
+      fileRanges.set(key, r);
     }
   }
   let fileBytes = 0;
-  for (const [path, r] of fileRanges) {
+  for (const { path, stream, ids: fileIds } of fileRanges.values()) {
     // One binding per file, or several where the backend's buffers are smaller than the range (a GPU's
     // largest buffer): tensors in file order, a new binding when the next would not fit.
     const src = (id: number) => tensors[id].source as { offset: number; bytes: number };
-    const ids = [...r.ids].sort((a, b) => src(a).offset - src(b).offset);
+    const ids = [...fileIds].sort((a, b) => src(a).offset - src(b).offset);
     let group: number[] = [];
     let start = 0;
     let end = 0;
     const flush = () => {
       if (group.length === 0) return;
       const slot = bindings.length;
-      bindings.push({ kind: "file", path, offset: start, bytes: end - start });
+      bindings.push({ kind: "file", path, offset: start, bytes: end - start, ...(stream ? { stream } : {}) });
       fileBytes += end - start;
       for (const id of group) locations.set(id, { slot, offset: src(id).offset - start });
       group = [];
@@ -528,4 +539,41 @@ function encode(op: LOp, tensors: readonly LTensor[]): { code: number; p: number
   throw new GraphError(
     `internal: op ${op.kind} has no backend encoding (${numel(tensors[op.outputs[0]].shape)} elems)`,
   );
+}
+
+/**
+ * The file-mapped weights past `residentBytes` (PlanOptions.residentWeightBytes), by root tensor id:
+ * in the order the step ops first read them, those one step op reads and no constant op does. The first
+ * `residentBytes` of weights stay resident; none are streamed when `residentBytes` is undefined.
+ */
+function streamedWeights(
+  ops: readonly LOp[],
+  stepOpsIdx: readonly number[],
+  tensors: readonly LTensor[],
+  root: (id: number) => number,
+  residentBytes: number | undefined,
+): Set<number> {
+  const streamed = new Set<number>();
+  if (residentBytes === undefined) return streamed;
+  if (!(residentBytes >= 0)) throw new GraphError(`residentWeightBytes must be >= 0, got ${residentBytes}`);
+  const isFile = (r: number): boolean => tensors[r].kind === "constant" && tensors[r].source?.kind === "file";
+  const step = new Set(stepOpsIdx);
+  const readers = new Map<number, number>();
+  const order: number[] = [];
+  ops.forEach((op, i) => {
+    for (const r of new Set(op.inputs.map(root))) {
+      if (!isFile(r)) continue;
+      // A weight a constant op reads (a hoisted transform) is read outside the step: keep it.
+      const n = (readers.get(r) ?? 0) + (step.has(i) ? 1 : 2);
+      if (!readers.has(r)) order.push(r);
+      readers.set(r, n);
+    }
+  });
+  let resident = 0;
+  for (const r of order) {
+    const bytes = (tensors[r].source as { bytes: number }).bytes;
+    if (readers.get(r) === 1 && resident + bytes > residentBytes) streamed.add(r);
+    else resident += bytes;
+  }
+  return streamed;
 }

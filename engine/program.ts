@@ -97,7 +97,7 @@ export class Program {
       for (const b of compiled.bindings) {
         // A shared arena is bound at run time; slot 0 holds a placeholder until then.
         if (b.kind === "arena" && arena) buffers.push(arena.acquire(b.bytes));
-        else if (b.kind === "file") buffers.push(backend.fromFile(b.path, b.offset, b.bytes));
+        else if (b.kind === "file") buffers.push(mapWeights(backend, b));
         else if (b.kind === "buffer") buffers.push(b.buffer);
         else buffers.push(backend.alloc(Math.max(b.bytes, 64)));
         if (b.kind === "data") {
@@ -131,7 +131,7 @@ export class Program {
       compiled.bindings.forEach((b: BindingSpec, i) => {
         let buf: BackendBuffer;
         if (b.kind === "arena" && arena?.fallback) buf = arena.fallback.acquire(b.bytes);
-        else if (b.kind === "file") buf = fb.fromFile(b.path, b.offset, b.bytes);
+        else if (b.kind === "file") buf = mapWeights(fb, b);
         else buf = fb.alloc(Math.max(b.bytes, 64));
         run.fallbackBuffers.push(buf);
         if (b.kind === "data") {
@@ -294,6 +294,13 @@ export class Program {
   get backendName(): string {
     return this.backend.name;
   }
+}
+
+/** Maps a file binding; one past the resident budget is marked for streaming (PlanOptions.residentWeightBytes). */
+function mapWeights(backend: Backend, b: Extract<BindingSpec, { kind: "file" }>): BackendBuffer {
+  const buf = backend.fromFile(b.path, b.offset, b.bytes);
+  if (b.stream) buf.adviseStream?.();
+  return buf;
 }
 
 /**

@@ -13,6 +13,8 @@
  * kept, the run stops handing out chunks, and sdf_plan_run returns it.
  */
 #include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -69,6 +71,21 @@ static void push_ready(run_ctx *r, uint32_t op) {
   atomic_store(&r->plan->ready[slot], (int32_t)op);
 }
 
+/* Drops the resident pages of op's inputs marked for release (SDF_ADVICE_STREAM): the whole pages
+ * inside each tensor, so a neighbour sharing its first or last page keeps that page. Read-only file
+ * pages come back from the page cache when read again, so this is a hint: failure changes nothing. */
+static void release_inputs(sdf_plan *p, const sdf_op *op) {
+  for (int32_t j = 0; j < op->n_in; j++) {
+    const sdf_tensor *t = op->in[j];
+    if (!p->release[t - p->tensors]) continue;
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + sdf_dtype_bytes(t->dtype, t->numel)) & ~(page - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+  }
+}
+
 static void finish_op(run_ctx *r, uint32_t op) {
   sdf_plan *p = r->plan;
   p->profile_ns[op] = sdf_now_ns() - p->run[op].start_ns;
@@ -81,11 +98,13 @@ static void finish_op(run_ctx *r, uint32_t op) {
       pushed = 1;
     }
   }
+  if (pushed) wake_all(r);
+  /* After the dependents are released (other threads go on meanwhile), before the run can end. */
+  release_inputs(p, &p->ops[op]);
   if (atomic_fetch_add(&r->ops_done, 1) + 1 == p->n_ops) {
     atomic_store(&r->finished, 1);
-    pushed = 1;
+    wake_all(r);
   }
-  if (pushed) wake_all(r);
 }
 
 /* Claims one (op, chunk); returns 0 when no ready op has chunks left. */

@@ -23,6 +23,7 @@ struct sdf_buffer {
   void *map_base;        /* page-aligned mapping start (file buffers), else NULL */
   size_t map_len;        /* mapping length */
   sdf_file_guard *guard; /* the mapping's entry in the file guard (file buffers), else NULL */
+  int stream;            /* SDF_ADVICE_STREAM: release a tensor's pages after the op that reads it */
 };
 
 /* Per-op state of one run (reset at the start of every run). */
@@ -42,6 +43,8 @@ struct sdf_plan {
   uint32_t *dependents_off; /* CSR: dependents of op i are */
   uint32_t *dependents;     /*   dependents[off[i] .. off[i+1]) */
   uint8_t *binding_written; /* binding slot is an output of some op */
+  uint32_t *readers;        /* ops that read each tensor */
+  uint8_t *release;         /* per tensor, set by bind: drop its pages after its one reader ran */
   size_t max_scratch;       /* largest per-thread scratch of any op */
   /* run state */
   sdf_op_run *run;

@@ -48,6 +48,8 @@ static void plan_destroy(sdf_plan *p) {
   free(p->dependents_off);
   free(p->dependents);
   free(p->binding_written);
+  free(p->readers);
+  free(p->release);
   free(p->run);
   free((void *)p->ready);
   free(p->profile_ns);
@@ -142,11 +144,13 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
   p->n_deps = calloc(no, sizeof *p->n_deps);
   p->dependents_off = calloc(no + 1, sizeof *p->dependents_off);
   p->binding_written = calloc(p->n_bindings ? p->n_bindings : 1, 1);
+  p->readers = calloc(nt, sizeof *p->readers);
+  p->release = calloc(nt, 1);
   p->run = calloc(no, sizeof *p->run);
   p->ready = calloc(no, sizeof *p->ready);
   p->profile_ns = calloc(no, sizeof *p->profile_ns);
-  if (!p->tensors || !p->ops || !p->kernels || !p->n_deps || !p->dependents_off || !p->binding_written || !p->run ||
-      !p->ready || !p->profile_ns)
+  if (!p->tensors || !p->ops || !p->kernels || !p->n_deps || !p->dependents_off || !p->binding_written ||
+      !p->readers || !p->release || !p->run || !p->ready || !p->profile_ns)
     FAIL(SDF_E_NOMEM, "sdf_plan_compile: out of memory");
 
   for (uint32_t i = 0; i < p->n_tensors; i++) {
@@ -233,8 +237,10 @@ static sdf_plan *plan_compile(const uint8_t *bytes, uint64_t len) {
       if (ti >= p->n_tensors)
         OPFAIL(SDF_E_INVALID, "%s %u: tensor index %u out of range (plan has %u tensors)", j < n_in ? "input" : "output",
                j < n_in ? j : j - n_in, ti, p->n_tensors);
-      if (j < n_in) op->in[j] = &p->tensors[ti];
-      else {
+      if (j < n_in) {
+        op->in[j] = &p->tensors[ti];
+        p->readers[ti]++;
+      } else {
         op->out[j - n_in] = &p->tensors[ti];
         p->binding_written[p->tensors[ti].binding] = 1;
       }
@@ -348,6 +354,8 @@ static int32_t bind(sdf_plan *p, sdf_buffer *const *bindings, uint32_t n_binding
       return SDF_E_INVALID;
     }
     t->data = buf->data + t->offset;
+    /* A streamed file buffer's tensor read by one op only: its pages go once that op has run. */
+    p->release[i] = buf->stream && p->readers[i] == 1;
   }
   return SDF_OK;
 }
