@@ -2,7 +2,7 @@
  * `deno task bench gen [--arch sd15|sd21|sdxl] [--sizes 256,512] [--steps 4] [--threads N]
  *   [--model PATH] [--type q8_0|q4_0|…] [--quantized q8_0,q4_0] [--lora PATH [--lora-mode merge|runtime]]
  *   [--taesd F] [--control-net F --control-image P [--control-strength X]] [--vae-tiling] [--upscale-model F]
- *   [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
+ *   [--precision f32|bf16] [--sdcpp PATH/sd-cli] [--repeat N] [--json]`
  *
  * Times what users run: sdflow's own CLI (`deno run -A cli/gen.ts`, the command behind `deno task
  * gen`) in a subprocess per size, with stable-diffusion.cpp's flags (`-m … -p "a lovely cat" -s 42
@@ -26,6 +26,9 @@
  * The add-on flags (`--taesd`, `--control-net` with `--control-image` and `--control-strength`, `--vae-tiling`,
  * `--upscale-model`) are sd.cpp's and are passed to both engines as they are, so each add-on's cost is measured
  * on the command users run; run once with and once without to see what an add-on adds.
+ *
+ * `--precision bf16` runs sdflow's GEMMs on bf16 operands (its `--precision`); sd.cpp has no such flag and runs as
+ * it always does.
  *
  * `--quantized q8_0,q4_0` converts the model to each type first (`gen -M convert`, timed, with its peak RSS: the
  * conversion figures) and then, at each size, runs sdflow on each converted file right after the as-stored run,
@@ -94,6 +97,8 @@ export interface GenOptions {
   readonly quantized: readonly WeightType[];
   /** Add-on flags passed to both engines as they are (see the module's notes). */
   readonly addons: readonly string[];
+  /** sdflow's `--precision` (not passed to sd.cpp); undefined: its default. */
+  readonly precision?: "f32" | "bf16";
 }
 
 /** The add-on flags `bench gen` passes through: name → takes a value (a file unless said otherwise). */
@@ -142,6 +147,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
         "lora-mode": { type: "string", default: "merge" },
         type: { type: "string" },
         quantized: { type: "string" },
+        precision: { type: "string" },
         ...Object.fromEntries(
           Object.entries(ADDON_FLAGS).map(([k, v]) => [k, { type: v === "switch" ? "boolean" : "string" }] as const),
         ),
@@ -197,6 +203,10 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
   if (flagValues["control-net"] !== undefined && flagValues["control-image"] === undefined) {
     throw new BenchUsageError("--control-net needs --control-image (the control picture, as sd.cpp)");
   }
+  const precision = values.precision;
+  if (precision !== undefined && precision !== "f32" && precision !== "bf16") {
+    throw new BenchUsageError(`--precision must be f32 or bf16, got "${precision}"`);
+  }
   const loraMode = values["lora-mode"]!;
   if (loraMode !== "merge" && loraMode !== "runtime") {
     throw new BenchUsageError(`--lora-mode must be merge or runtime, got "${loraMode}"`);
@@ -215,6 +225,7 @@ export function parseGenArgs(argv: readonly string[]): GenOptions {
     ...(values.type === undefined ? {} : { weightType: values.type as WeightType }),
     quantized: quantized as WeightType[],
     addons,
+    ...(precision === undefined ? {} : { precision: precision as "f32" | "bf16" }),
   };
 }
 
@@ -373,11 +384,24 @@ function errorLine(text: string): string {
 }
 
 /** Runs sdflow's CLI (cli/gen.ts) with `flags` and reads its `--timings-json` report. */
-export async function runSdflow(flags: Txt2ImgFlags, scratch: string, isa: string): Promise<SdflowRun> {
+export async function runSdflow(
+  flags: Txt2ImgFlags,
+  scratch: string,
+  isa: string,
+  extra: readonly string[] = [],
+): Promise<SdflowRun> {
   const timingsFile = `${scratch}/sdflow-${flags.size}.json`;
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("cli/gen.ts", REPO).pathname, ...txt2imgArgs(flags), "--timings-json", timingsFile],
+    args: [
+      "run",
+      "-A",
+      new URL("cli/gen.ts", REPO).pathname,
+      ...txt2imgArgs(flags),
+      ...extra,
+      "--timings-json",
+      timingsFile,
+    ],
     cwd: REPO,
     env: isa === "auto" ? {} : { SDF_ISA: isa },
     stdin: "null",
@@ -450,6 +474,7 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
       throw new Error(`${a} ${opts.addons[i + 1]}: no such file`);
     }
   }
+  const sdflowOnly = opts.precision ? ["--precision", opts.precision] : [];
   const scratch = await Deno.makeTempDir({ prefix: "sdflow-bench-" });
   const say = (s: string) => !opts.json && console.error(s);
   const rows: GenRow[] = [];
@@ -480,12 +505,12 @@ export async function runGenBench(opts: GenOptions, backend: Backend): Promise<G
         });
         const cpu0 = systemCpu();
         say(`${label}: sdflow… (CPUs ${fmt((busyBefore ?? 0) * 100, 0)}% busy before)`);
-        const ours = await runSdflow(flags("sdflow"), scratch, opts.isa);
+        const ours = await runSdflow(flags("sdflow"), scratch, opts.isa, sdflowOnly);
         const quantized: QuantizedRun[] = [];
         for (const c of converted) {
           say(`${label}: sdflow on the ${c.type} file…`);
           const f = { ...flags(`sdflow-${c.type}`), model: c.path };
-          const run = await runSdflow(f, scratch, opts.isa);
+          const run = await runSdflow(f, scratch, opts.isa, sdflowOnly);
           const psnr = round((await comparePngFiles(f.output, flags("sdflow").output)).psnr);
           quantized.push({ ...c, sdflow: run, psnr_vs_stored_db: psnr });
         }
@@ -693,10 +718,11 @@ export function genTitle(opts: GenOptions, threads: number, isa: string): string
     : opts.quantized.length
     ? `, as stored and converted to ${opts.quantized.join(", ")}`
     : "";
+  const precision = opts.precision ? `, sdflow --precision ${opts.precision}` : "";
   const addons = opts.addons.length ? `, ${opts.addons.map((a) => a.split("/").pop()).join(" ")}` : "";
   return `${
     ARCHS[opts.arch].title
-  } txt2img "a lovely cat"${lora}${type}${addons}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
+  } txt2img "a lovely cat"${lora}${type}${addons}${precision}, ${opts.steps} steps euler, cfg 7, seed 42, ` +
     `${threads} thread(s), isa ${isa}, through sdflow's CLI (cli/gen.ts)` +
     (opts.sdcpp ? ` and ${opts.sdcpp} in the same run` : "");
 }

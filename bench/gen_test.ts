@@ -131,6 +131,7 @@ Deno.test("bench gen: arguments", () => {
   assertEquals(parseGenArgs(["--lora", "x", "--lora-mode", "runtime"]).lora, { path: "x", mode: "runtime" });
   assertEquals(parseGenArgs(["--type", "q4_0"]).weightType, "q4_0");
   assertEquals(parseGenArgs(["--quantized", "q8_0, q4_0"]).quantized, ["q8_0", "q4_0"]);
+  assertEquals(parseGenArgs(["--precision", "bf16"]).precision, "bf16");
   assertEquals(
     parseGenArgs(["--control-net", "/m/cn.safetensors", "--control-image", "/e.png", "--vae-tiling"]).addons,
     ["--control-net", "/m/cn.safetensors", "--control-image", "/e.png", "--vae-tiling"],
@@ -151,6 +152,7 @@ Deno.test("bench gen: arguments", () => {
     [["--type", "q3_k"], /--type must be one of f32, f16, q8_0, q5_1, q5_0, q4_1, q4_0, got "q3_k"/],
     [["--steps", "2.5"], /--steps expects a positive integer/],
     [["--control-net", "cn.safetensors"], /--control-net needs --control-image/],
+    [["--precision", "f16"], /--precision must be f32 or bf16, got "f16"/],
     [["--control-strength", "much"], /--control-strength expects a number, got "much"/],
     [["--taesd="], /--taesd expects a file/],
     [["--quantized", "q8_0,q3"], /--quantized takes types from .*, got "q3"/],

@@ -308,7 +308,9 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
     const main = opts.backend ?? "cpu";
     const backend = await loadBackend(main, { threads: opts.threads, precision: opts.precision });
     const other = async (name: string | undefined) =>
-      name === undefined || name === main ? backend : await loadBackend(name, { threads: opts.threads, precision: opts.precision });
+      name === undefined || name === main
+        ? backend
+        : await loadBackend(name, { threads: opts.threads, precision: opts.precision });
     const backends: NetworkBackends = {
       unet: backend,
       textEncoder: await other(opts.clipBackend),

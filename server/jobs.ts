@@ -45,6 +45,9 @@ export interface JobContext {
   readonly watched: boolean;
 }
 
+/** How long a new job counts as watched before anyone subscribes (ms). */
+export const SUBMIT_GRACE_MS = 3000;
+
 /** A job: its work, its state and its listeners. */
 export class Job<R = unknown> {
   status: JobStatus = "queued";
@@ -59,8 +62,12 @@ export class Job<R = unknown> {
   /** The latest live preview (sd-webui's `current_image`), as the SSE `preview` event carried it. */
   preview?: Readonly<Record<string, unknown>>;
   readonly #listeners = new Set<(e: JobEvent) => void>();
-  /** Until when a poller (sd-webui's progress) counts as watching (ms since the epoch). */
-  #polledUntil = 0;
+  /**
+   * Until when a poller (sd-webui's progress) counts as watching (ms since the epoch). A new job counts as
+   * watched for its first {@link SUBMIT_GRACE_MS}: its submitter subscribes right after the POST returns, and
+   * a fast first step must not lose its preview to that gap.
+   */
+  #polledUntil = Date.now() + SUBMIT_GRACE_MS;
   readonly done: Promise<void>;
   #resolve!: () => void;
 
