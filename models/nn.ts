@@ -214,13 +214,22 @@ export function constantRows(g: Graph, t: Tensor, start: number, count: number):
   const shape = [count, ...t.shape.slice(1)];
   const src = t.source;
   let view: ConstantSource;
-  const rowBytes = dtypeBytes(t.dtype, rowElems);
+  // Byte offsets of whole elements: in a block format (q8_0, …) a slice must start and end on a block, which
+  // holds for rows of a whole number of blocks and for 1-D tensors (a packed q/k/v bias) cut at block multiples.
+  const startBytes = dtypeBytes(t.dtype, start * rowElems);
+  const countBytes = dtypeBytes(t.dtype, count * rowElems);
+  if (!Number.isInteger(startBytes) || !Number.isInteger(countBytes)) {
+    throw new WeightError(
+      `constantRows: rows [${start}, ${start + count}) of "${t.name}" ${fmt(t.shape)} ${t.dtype} do not fall on ` +
+        "whole blocks of its format",
+    );
+  }
   if (src.kind === "data" && src.data instanceof Uint8Array) {
-    view = { kind: "data", data: src.data.subarray(start * rowBytes, (start + count) * rowBytes) };
+    view = { kind: "data", data: src.data.subarray(startBytes, startBytes + countBytes) };
   } else if (src.kind === "data") {
     view = { kind: "data", data: src.data.subarray(start * rowElems, (start + count) * rowElems) };
   } else {
-    view = { ...src, offset: src.offset + start * rowBytes, bytes: count * rowBytes };
+    view = { ...src, offset: src.offset + startBytes, bytes: countBytes };
   }
   return g.constant(name, shape, t.dtype, view);
 }
