@@ -105,34 +105,6 @@ AI __m512 load16(const void *src, int32_t dtype, int64_t i, int n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* In-register 16x16 transpose. */
-AI void tr16x16(__m512 *r) {
-  __m512 t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; i++) {
-    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-  }
-  /* r[4a+b] now holds, per 128-bit lane L, row group a's column 4L+b
-   * elements; interleave the 128-bit lanes of the four row groups. */
-  for (int b = 0; b < 4; b++) {
-    __m512 x0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88);
-    __m512 x1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xdd);
-    __m512 x2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88);
-    __m512 x3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xdd);
-    t[b] = _mm512_shuffle_f32x4(x0, x2, 0x88);
-    t[8 + b] = _mm512_shuffle_f32x4(x0, x2, 0xdd);
-    t[4 + b] = _mm512_shuffle_f32x4(x1, x3, 0x88);
-    t[12 + b] = _mm512_shuffle_f32x4(x1, x3, 0xdd);
-  }
-  for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
 void sdfg_pack_bt_avx512(float *dst, const void *src, int32_t dtype, int64_t ld,
                          int64_t N, int64_t k0, int64_t kc) {
   const size_t es = dtype == SDF_F32 ? 4 : 2;

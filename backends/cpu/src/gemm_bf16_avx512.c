@@ -5,6 +5,7 @@
 
 #include "gemm.h"
 #include "gemm_bf16.h"
+#include "transpose_avx512.h"
 
 /* 32 f32 (lo: k 0..15, hi: k 16..31) as 32 bf16 in k order. */
 static inline __m512i to_bf16(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
@@ -37,34 +38,6 @@ static inline void row_to_tiles(uint16_t *dst, const float *r, int64_t kc, int64
     const __m512 lo = _mm512_maskz_loadu_ps(mask16(kc - k), r + k);
     const __m512 hi = _mm512_maskz_loadu_ps(mask16(kc - k - 16), r + k + 16);
     _mm512_storeu_si512(dst + (k / SDFB_TK) * stride, to_bf16(lo, hi));
-  }
-}
-
-/* Transposes 16 rows of 16 dwords in place: r[c] lane e <- r[e] lane c. */
-static inline __attribute__((always_inline)) void tr16x16_epi32(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  /* r[4i + c], 128-bit lane L: rows 4i .. 4i+3 of column 4L + c. */
-  for (int i = 0; i < 4; i++) {
-    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int c = 0; c < 4; c++) {
-    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
-    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
-    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
-    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-  }
-  for (int c = 0; c < 4; c++) {
-    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
-    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
-    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
-    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
   }
 }
 
@@ -108,12 +81,13 @@ void sdfb_pack_bt(uint16_t *dst, const void *src, int32_t dtype, int64_t ld, int
       const int64_t w = sdfg_min(SDFB_P, N - q0);
       uint16_t *d = dst + q0 * kp;
       for (int64_t k = 0; k < kp; k += SDFB_TK) {
-        __m512i r[16];
+        __m512 r[16];
         for (int64_t j = 0; j < 16; j++)
-          r[j] = j < w ? load32_bf16((const char *)src + ((q0 + j) * ld + k0 + k) * es, dtype, kc - k)
-                       : _mm512_setzero_si512();
-        tr16x16_epi32(r);
-        for (int t = 0; t < 16; t++) _mm512_storeu_si512(d + (k / SDFB_TK) * 512 + t * 32, r[t]);
+          r[j] = j < w ? _mm512_castsi512_ps(
+                             load32_bf16((const char *)src + ((q0 + j) * ld + k0 + k) * es, dtype, kc - k))
+                       : _mm512_setzero_ps();
+        tr16x16(r);
+        for (int t = 0; t < 16; t++) _mm512_storeu_ps(d + (k / SDFB_TK) * 512 + t * 32, r[t]);
       }
     }
     return;

@@ -14,6 +14,7 @@
 
 #include "attention.h"
 #include "common.h"
+#include "transpose_avx512.h"
 
 enum { BQ = SDF_ATT512_BQ, BK = SDF_ATT512_BK, QV = SDF_ATT512_BQ / 16 };
 
@@ -35,36 +36,6 @@ SDF_INLINE __m512 exp2_16(__m512 x) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
-}
-
-/* In-register transpose of a 16x16 tile: r[i] lane j -> r[j] lane i. */
-SDF_INLINE void tr16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int g = 0; g < 4; g++) {
-    __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
-    __m512d c = _mm512_castps_pd(t[4 * g + 2]), e = _mm512_castps_pd(t[4 * g + 3]);
-    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
-    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
-  }
-  /* r[4g+k] lane L now holds column 4L+k of rows 4g..4g+3 */
-  for (int k = 0; k < 4; k++) {
-    t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
-    t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
-    t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
-    t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
-  }
-  for (int k = 0; k < 4; k++) {
-    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
-    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
-    r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
-    r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xdd);
-  }
 }
 
 /* s[r][.] = k[r] . qt for R keys; keys with index > query index (causal:
@@ -127,7 +98,7 @@ void sdf_attention_avx512(const float *q, const float *k, const float *v, float 
       for (int ii = 0; ii < 16; ii++)
         r[ii] = x * 16 + ii < nq ? _mm512_mul_ps(_mm512_maskz_loadu_ps(cm, q + (x * 16 + ii) * ld + c0), vqs)
                                  : _mm512_setzero_ps();
-      tr16(r);
+      tr16x16(r);
       for (int cc = 0; cc < dc; cc++) _mm512_store_ps(qt + (size_t)(c0 + cc) * BQ + x * 16, r[cc]);
     }
   memset(ot, 0, sizeof(float) * (size_t)d * BQ);
@@ -184,7 +155,7 @@ void sdf_attention_avx512(const float *q, const float *k, const float *v, float 
       __m512 r[16];
       for (int cc = 0; cc < 16; cc++)
         r[cc] = cc < dc ? _mm512_load_ps(ot + (size_t)(c0 + cc) * BQ + x * 16) : _mm512_setzero_ps();
-      tr16(r);
+      tr16x16(r);
       for (int ii = 0; ii < 16 && x * 16 + ii < nq; ii++)
         _mm512_mask_storeu_ps(out + (x * 16 + ii) * ld + c0, cm, _mm512_mul_ps(r[ii], _mm512_set1_ps(lsave[x * 16 + ii])));
     }
