@@ -32,7 +32,7 @@
  * models/prompt/emphasis.ts.
  */
 
-import { type Graph, isQuantDType, type Tensor } from "../../engine/graph.ts";
+import type { Graph, Tensor } from "../../engine/graph.ts";
 import { ArchError, type ClipConfig } from "../arch.ts";
 import { addRuntimeDeltas, asF32, layerNorm, linear, type WeightLookup } from "../nn.ts";
 
@@ -173,7 +173,7 @@ function layer(g: Graph, w: WeightLookup, cfg: ClipConfig, i: number, x: Tensor)
           w,
           `${L}.attn.in_proj_weight`,
           h,
-          g.linear(h, rows("in_proj_weight", j, [D, D]), floatBias(g, rows("in_proj_bias", j, [D]))),
+          g.linear(h, rows("in_proj_weight", j, [D, D]), asF32(g, rows("in_proj_bias", j, [D]))),
           { kind: "linear", rows: { start: j * D, count: D } },
         );
       [q, k, v] = [part(0), part(1), part(2)];
@@ -229,12 +229,4 @@ export function eosIndices(tokens: Int32Array, n: number, t: number, eosId = 494
     out[b] = b * t + at;
   }
   return out;
-}
-
-/**
- * A bias as the linear op takes it (floats). sd.cpp's converter quantizes the packed `in_proj_bias` of
- * OpenCLIP encoders (its name does not end in `.bias`), so a q8_0 file carries it in blocks: dequantized once.
- */
-function floatBias(g: Graph, bias: Tensor): Tensor {
-  return isQuantDType(bias.dtype) ? asF32(g, bias) : bias;
 }
