@@ -20,7 +20,12 @@ import hashlib
 
 import numpy as np
 
-SIZE = 128
+SIZE = 64  # the picture side the demo model is trained at; set_size() changes it
+
+
+def set_size(side):
+    global SIZE
+    SIZE = side
 
 COLOURS = {
     "red": (214, 39, 40),
@@ -137,9 +142,10 @@ def draw_shape(rng, size, colour, shape, position, background):
     d = SIZES[size] * SIZE * rng.uniform(0.9, 1.1)
     if position:
         fx, fy = POSITIONS[position]
-        cx, cy = fx * SIZE + rng.uniform(-5, 5), fy * SIZE + rng.uniform(-5, 5)
+        j = 5 * SIZE / 128
+        cx, cy = fx * SIZE + rng.uniform(-j, j), fy * SIZE + rng.uniform(-j, j)
     else:
-        lo, hi = d / 2 + 2, SIZE - d / 2 - 2
+        lo, hi = d / 2 + SIZE / 64, SIZE - d / 2 - SIZE / 64
         cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
     angle = rng.uniform(-0.25, 0.25)
     m = shape_mask(shape, cx, cy, d, angle)[:, :, None]
@@ -154,7 +160,7 @@ def draw_scene(rng, colour, ground, sky):
     img[:horizon] = sky_rgb
     img[horizon:] = ground_rgb
     d = SIZES[""] * SIZE * rng.uniform(0.85, 1.15)
-    cx = rng.uniform(d / 2 + 4, SIZE - d / 2 - 4)
+    cx = rng.uniform(d / 2 + SIZE / 32, SIZE - d / 2 - SIZE / 32)
     cy = horizon + rng.uniform(-0.1, 0.25) * d
     m = shape_mask("circle", cx, cy, d, 0.0)[:, :, None]
     img = img * (1 - m) + _jitter(rng, COLOURS[colour])[None, None, :] * m
@@ -162,7 +168,7 @@ def draw_scene(rng, colour, ground, sky):
 
 
 def sample(rng, allow_held_out=False):
-    """One (picture [128, 128, 3] uint8, caption) pair; held-out captions are redrawn unless allowed."""
+    """One (picture [SIZE, SIZE, 3] uint8, caption) pair; held-out captions are redrawn unless allowed."""
     while True:
         if rng.random() < 0.2:
             colour = rng.choice(list(COLOURS))

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,10 +38,12 @@ from model import AutoencoderKL, ClipTextModel, UNetModel, checkpoint_state  # n
 
 CONFIG = {
     "clip": {"width": 128, "layers": 3, "heads": 4, "ff": 512},
-    "unet": {"ch": 32, "mult": [1, 2, 4], "res_blocks": 1, "attention_levels": [1, 2], "heads": 4},
+    "unet": {"ch": 32, "mult": [1, 2, 4], "res_blocks": 1, "attention_levels": [0, 1, 2], "heads": 4},
     "vae": {"ch": 32, "mult": [1, 2, 2, 2], "res_blocks": 1},
 }
 SEED = 20261202
+VOCAB = 49408  # CLIP's: the exported embedding table has every row
+TOKEN_EMBEDDING = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 EMPTY = ""
 
 
@@ -48,9 +51,9 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
-def make_models():
+def make_models(vocab=VOCAB):
     c, u, v = CONFIG["clip"], CONFIG["unet"], CONFIG["vae"]
-    clip = ClipTextModel(c["width"], c["layers"], c["heads"], c["ff"])
+    clip = ClipTextModel(c["width"], c["layers"], c["heads"], c["ff"], vocab=vocab)
     unet = UNetModel(u["ch"], u["mult"], u["res_blocks"], u["attention_levels"], u["heads"], c["width"])
     vae = AutoencoderKL(v["ch"], v["mult"], v["res_blocks"])
     return clip, unet, vae
@@ -80,13 +83,23 @@ def step_data(args):
     log(f"data: {args.count} pictures, {len(unique)} distinct captions")
 
 
-def load_tokens(args):
+def used_tokens(args):
+    """The token ids the captions use. Only their embedding rows train (the other ~49 000 would cost an
+    optimizer update every step and never get a gradient); export puts them back into the full table."""
+    with open(f"{args.work}/tokens.json") as f:
+        return sorted({i for ids in json.load(f).values() for i in ids})
+
+
+def load_tokens(args, used):
+    """Every picture's caption and the empty caption, as rows of the compact vocabulary `used`."""
     with open(f"{args.work}/captions.json") as f:
         captions = json.load(f)["captions"]
     with open(f"{args.work}/tokens.json") as f:
         table = json.load(f)
-    ids = torch.tensor([table[c] for c in captions], dtype=torch.long)
-    return ids, torch.tensor(table[EMPTY], dtype=torch.long)
+    compact = torch.zeros(VOCAB, dtype=torch.long)
+    compact[torch.tensor(used)] = torch.arange(len(used))
+    ids = compact[torch.tensor([table[c] for c in captions], dtype=torch.long)]
+    return ids, compact[torch.tensor(table[EMPTY], dtype=torch.long)]
 
 
 def to_unit(images):
@@ -97,7 +110,7 @@ def to_unit(images):
 # ------------------------------------------------------------------ autoencoder
 def step_vae(args):
     """Two phases: random crops teach local detail cheaply; whole pictures then adapt the mid-block attention
-    and the borders to the 128x128 side the model runs at (crops alone reconstruct whole pictures badly:
+    and the borders to the side the model runs at (at 128x128, crops alone reconstructed whole pictures badly:
     L1 0.38 against 0.05 on crops)."""
     torch.manual_seed(SEED + 1)
     _, _, vae = make_models()
@@ -165,10 +178,25 @@ def ema_update(ema, model, decay):
 
 
 def step_diffusion(args):
+    """Data-parallel over `--procs` processes (one core each: torch's own threads gain little on these small
+    ops), which average their gradients every step, so every process holds the same weights."""
+    if args.procs == 1:
+        diffusion_worker(0, args)
+    else:
+        torch.multiprocessing.spawn(diffusion_worker, args=(args,), nprocs=args.procs)
+
+
+def diffusion_worker(rank, args):
+    world = args.procs
+    torch.set_num_threads(args.threads)
+    if world > 1:
+        os.sched_setaffinity(0, {rank % os.cpu_count()})
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=world)
     torch.manual_seed(SEED + 2)
-    clip, unet, _ = make_models()
+    used = used_tokens(args)
+    clip, unet, _ = make_models(vocab=len(used))
     lat = torch.load(f"{args.work}/latents.pt")
-    ids, empty = load_tokens(args)
+    ids, empty = load_tokens(args, used)
     params = list(clip.parameters()) + list(unet.parameters())
     state_path = f"{args.work}/diffusion.pt"
     step = 0
@@ -181,11 +209,12 @@ def step_diffusion(args):
         opt.load_state_dict(s["opt"])
         ema = s["ema"]
         step = s["step"]
-        log(f"diffusion: resumed at step {step}")
+        if rank == 0:
+            log(f"diffusion: resumed at step {step}")
     ac = alphas_cumprod()
     snr = ac / (1 - ac)
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for eps-prediction
-    rng = torch.Generator().manual_seed(SEED + 3 + step)
+    rng = torch.Generator().manual_seed(SEED + 3 + step * world + rank)
     n = len(ids)
     last_save = time.time()
     t0, s0 = time.time(), step
@@ -202,23 +231,44 @@ def step_diffusion(args):
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         pred = unet(xt, t, clip(tok))
         loss = ((pred - eps) ** 2).mean(dim=(1, 2, 3)).mul(weight[t]).mean()
-        warm = min(1.0, (step + 1) / 200)
         for g in opt.param_groups:
-            g["lr"] = args.lr * warm
+            g["lr"] = learning_rate(args, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1:
+            average_gradients(params, world)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema_update(ema, params, min(0.999, (1 + step) / (10 + step)))
         step += 1
-        if step % 50 == 0:
+        if rank == 0 and step % 50 == 0:
             rate = (step - s0) / (time.time() - t0)
-            log(f"diffusion step {step} loss {loss.item():.4f} ({rate:.2f} steps/s)")
-        if time.time() - last_save > 600:
+            log(f"diffusion step {step} loss {loss.item():.4f} ({rate:.2f} steps/s of {args.batch * world})")
+        if rank == 0 and time.time() - last_save > args.save_every:
             save_diffusion(state_path, clip, unet, opt, ema, step)
             last_save = time.time()
-    save_diffusion(state_path, clip, unet, opt, ema, step)
-    log(f"diffusion: {step} steps in all")
+    if rank == 0:
+        save_diffusion(state_path, clip, unet, opt, ema, step)
+        log(f"diffusion: {step} steps in all")
+
+
+def average_gradients(params, world):
+    """One all-reduce of every gradient, flattened into one buffer."""
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def learning_rate(args, step):
+    """A 200-step warm-up, then a cosine decay to a tenth over the whole run."""
+    warm = min(1.0, (step + 1) / 200)
+    cosine = 0.55 + 0.45 * math.cos(math.pi * min(1.0, step / args.diffusion_steps))
+    return args.lr * warm * cosine
 
 
 def save_diffusion(path, clip, unet, opt, ema, step):
@@ -229,7 +279,8 @@ def save_diffusion(path, clip, unet, opt, ema, step):
 
 # ------------------------------------------------------------------ export
 def step_export(args):
-    clip, unet, vae = make_models()
+    used = used_tokens(args)
+    clip, unet, vae = make_models(vocab=len(used))
     s = torch.load(f"{args.work}/diffusion.pt")
     with torch.no_grad():
         for e, p in zip(s["ema"], list(clip.parameters()) + list(unet.parameters())):
@@ -237,12 +288,17 @@ def step_export(args):
     vae.load_state_dict(torch.load(f"{args.work}/vae.pt"))
     scale = torch.load(f"{args.work}/latents.pt")["scale"]
     state = checkpoint_state(clip, unet, vae)
+    # Words the captions never use keep small random embeddings, as at initialization.
+    full = torch.randn(VOCAB, CONFIG["clip"]["width"], generator=torch.Generator().manual_seed(SEED + 4)) * 0.02
+    full[torch.tensor(used)] = state[TOKEN_EMBEDDING]
+    state[TOKEN_EMBEDDING] = full
     meta = {
         "sdflow.unet.num_heads": str(CONFIG["unet"]["heads"]),
         "sdflow.clip.heads": str(CONFIG["clip"]["heads"]),
         "sdflow.vae.scaling_factor": f"{scale:.6f}",
         "sdflow.demo.recipe": "tools/train_demo/train.py",
         "sdflow.demo.steps": str(s["step"]),
+        "sdflow.demo.size": str(scenes.SIZE),
         "sdflow.demo.config": json.dumps(CONFIG),
     }
     write_safetensors(args.out, state, meta)
@@ -276,17 +332,22 @@ def main():
     p.add_argument("step", choices=["data", "vae", "latents", "diffusion", "export", "all"])
     p.add_argument("--work", default=".cache/train_demo")
     p.add_argument("--out", default="models/demo/sdflow-demo-f16.safetensors")
-    p.add_argument("--count", type=int, default=12000, help="pictures in the dataset")
-    p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--diffusion-steps", type=int, default=5000, help="total, counting a resumed run's")
+    p.add_argument("--size", type=int, default=scenes.SIZE, help="picture side in pixels (a multiple of 32)")
+    p.add_argument("--count", type=int, default=40000, help="pictures in the dataset")
+    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--diffusion-steps", type=int, default=7000, help="total, counting a resumed run's")
     p.add_argument("--crop", type=int, default=32, help="autoencoder training crop side (first phase)")
-    p.add_argument("--vae-full-steps", type=int, default=600, help="autoencoder steps on whole pictures")
-    p.add_argument("--vae-full-batch", type=int, default=4)
+    p.add_argument("--vae-full-steps", type=int, default=1000, help="autoencoder steps on whole pictures")
+    p.add_argument("--vae-full-batch", type=int, default=12)
     p.add_argument("--batch", type=int, default=0, help="batch size (default 24 for vae, 32 for diffusion)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest here: these ops are small)")
+    p.add_argument("--procs", type=int, default=2, help="diffusion: data-parallel processes, one core each")
+    p.add_argument("--port", type=int, default=29511, help="diffusion: the processes' rendezvous port")
+    p.add_argument("--save-every", type=int, default=600, help="diffusion: seconds between saved states")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    scenes.set_size(args.size)
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     steps = ["data", "vae", "latents", "diffusion", "export"] if args.step == "all" else [args.step]
